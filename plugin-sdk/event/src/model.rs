@@ -1,0 +1,341 @@
+//! The owned event model: what sources produce, enrichment fills in, replay
+//! files store and `vigil events` prints. Mirrors the records of
+//! `wit/rules.wit`, field for field.
+
+use std::sync::Arc;
+
+#[cfg(feature = "serde")]
+use serde::{Deserialize, Serialize};
+
+/// What happened. The discriminants are the WIT `event-kind` case indexes
+/// and the bit positions of [`KindSet`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
+#[repr(u8)]
+pub enum EventKind {
+    ProcessExec = 0,
+    ProcessFork = 1,
+    ProcessExit = 2,
+    CgroupMkdir = 3,
+    CgroupRmdir = 4,
+    ContainerCreate = 5,
+    ContainerStart = 6,
+    ContainerStop = 7,
+    ContainerDelete = 8,
+    EventsLost = 9,
+}
+
+impl EventKind {
+    /// Every kind, in WIT order.
+    pub const ALL: [EventKind; 10] = [
+        EventKind::ProcessExec,
+        EventKind::ProcessFork,
+        EventKind::ProcessExit,
+        EventKind::CgroupMkdir,
+        EventKind::CgroupRmdir,
+        EventKind::ContainerCreate,
+        EventKind::ContainerStart,
+        EventKind::ContainerStop,
+        EventKind::ContainerDelete,
+        EventKind::EventsLost,
+    ];
+
+    /// The kind whose WIT case index is `index`.
+    pub fn from_index(index: u8) -> Option<EventKind> {
+        Self::ALL.get(index as usize).copied()
+    }
+
+    /// The kebab-case name used in WIT, JSON and config files.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::ProcessExec => "process-exec",
+            EventKind::ProcessFork => "process-fork",
+            EventKind::ProcessExit => "process-exit",
+            EventKind::CgroupMkdir => "cgroup-mkdir",
+            EventKind::CgroupRmdir => "cgroup-rmdir",
+            EventKind::ContainerCreate => "container-create",
+            EventKind::ContainerStart => "container-start",
+            EventKind::ContainerStop => "container-stop",
+            EventKind::ContainerDelete => "container-delete",
+            EventKind::EventsLost => "events-lost",
+        }
+    }
+
+    /// Parses [`EventKind::name`].
+    pub fn from_name(name: &str) -> Option<EventKind> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A set of event kinds as a bit mask: a rule's subscriptions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct KindSet(pub u16);
+
+impl KindSet {
+    /// The empty set.
+    pub const EMPTY: KindSet = KindSet(0);
+
+    /// True when `kind` is in the set.
+    pub fn contains(self, kind: EventKind) -> bool {
+        self.0 & (1 << kind as u8) != 0
+    }
+
+    /// Adds `kind`.
+    pub fn insert(&mut self, kind: EventKind) {
+        self.0 |= 1 << kind as u8;
+    }
+
+    /// The kinds in the set, in WIT order.
+    pub fn iter(self) -> impl Iterator<Item = EventKind> {
+        EventKind::ALL.into_iter().filter(move |k| self.contains(*k))
+    }
+}
+
+impl FromIterator<EventKind> for KindSet {
+    fn from_iter<I: IntoIterator<Item = EventKind>>(iter: I) -> Self {
+        let mut set = KindSet::EMPTY;
+        for kind in iter {
+            set.insert(kind);
+        }
+        set
+    }
+}
+
+/// The container runtime that manages a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
+#[repr(u8)]
+pub enum Runtime {
+    #[default]
+    Unknown = 0,
+    Docker = 1,
+    Containerd = 2,
+    CriO = 3,
+    Podman = 4,
+}
+
+impl Runtime {
+    /// The runtime whose WIT case index is `index` (unknown indexes are `Unknown`).
+    pub fn from_index(index: u8) -> Runtime {
+        match index {
+            1 => Runtime::Docker,
+            2 => Runtime::Containerd,
+            3 => Runtime::CriO,
+            4 => Runtime::Podman,
+            _ => Runtime::Unknown,
+        }
+    }
+
+    /// The kebab-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtime::Unknown => "unknown",
+            Runtime::Docker => "docker",
+            Runtime::Containerd => "containerd",
+            Runtime::CriO => "cri-o",
+            Runtime::Podman => "podman",
+        }
+    }
+}
+
+/// Namespace inode numbers (0 when unknown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+pub struct Namespaces {
+    pub pid: u64,
+    pub mnt: u64,
+    pub net: u64,
+    pub uts: u64,
+    pub ipc: u64,
+    pub user: u64,
+    pub cgroup: u64,
+}
+
+impl Namespaces {
+    /// In WIT order.
+    pub fn to_array(&self) -> [u64; 7] {
+        [self.pid, self.mnt, self.net, self.uts, self.ipc, self.user, self.cgroup]
+    }
+
+    /// From [`Namespaces::to_array`]'s order.
+    pub fn from_array(a: [u64; 7]) -> Self {
+        let [pid, mnt, net, uts, ipc, user, cgroup] = a;
+        Namespaces { pid, mnt, net, uts, ipc, user, cgroup }
+    }
+}
+
+/// One ancestor of a process.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+pub struct Ancestor {
+    pub pid: u32,
+    pub comm: String,
+    pub exe: String,
+}
+
+/// A process, as of the event.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+pub struct Process {
+    pub pid: u32,
+    pub tgid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub comm: String,
+    pub exe: String,
+    pub argv: Vec<String>,
+    pub argv_truncated: bool,
+    pub cwd: String,
+    pub start_time_ns: u64,
+    pub cgroup_id: u64,
+    pub namespaces: Namespaces,
+    pub ancestry: Vec<Ancestor>,
+}
+
+/// A key/value label.
+pub type Labels = Vec<(String, String)>;
+
+/// A container.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+pub struct Container {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub image_digest: String,
+    pub runtime: Runtime,
+    #[cfg_attr(feature = "serde", serde(with = "label_map"))]
+    pub labels: Labels,
+    pub pid: u32,
+    pub privileged: bool,
+    pub started_at_ns: u64,
+}
+
+/// A Kubernetes pod.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+pub struct Pod {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub sandbox: bool,
+    #[cfg_attr(feature = "serde", serde(with = "label_map"))]
+    pub labels: Labels,
+}
+
+/// A cgroup (for cgroup events).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+pub struct Cgroup {
+    pub id: u64,
+    pub path: String,
+}
+
+/// Dropped events (for `events-lost`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+pub struct Lost {
+    pub count: u64,
+    pub reason: String,
+}
+
+/// One event. Container and pod are shared (`Arc`) because the enricher
+/// attaches the same cached metadata to every event of a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
+pub struct Event {
+    /// Sequence number, assigned by the daemon when the event enters the pipeline.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub id: u64,
+    /// Nanoseconds since the Unix epoch.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub time_ns: u64,
+    pub kind: EventKind,
+    #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "Option::is_none"))]
+    pub process: Option<Process>,
+    #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "Option::is_none"))]
+    pub container: Option<Arc<Container>>,
+    #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "Option::is_none"))]
+    pub pod: Option<Arc<Pod>>,
+    #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "Option::is_none"))]
+    pub cgroup: Option<Cgroup>,
+    #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "Option::is_none"))]
+    pub exit_code: Option<i32>,
+    #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "Option::is_none"))]
+    pub lost: Option<Lost>,
+}
+
+impl Event {
+    /// An event of `kind` with nothing attached.
+    pub fn new(kind: EventKind) -> Self {
+        Event {
+            id: 0,
+            time_ns: 0,
+            kind,
+            process: None,
+            container: None,
+            pod: None,
+            cgroup: None,
+            exit_code: None,
+            lost: None,
+        }
+    }
+
+    /// An `events-lost` event.
+    pub fn lost(count: u64, reason: impl Into<String>, time_ns: u64) -> Self {
+        Event { time_ns, lost: Some(Lost { count, reason: reason.into() }), ..Event::new(EventKind::EventsLost) }
+    }
+}
+
+/// Labels as a JSON/msgpack map, in the order given (which is sorted by key
+/// wherever the engine builds them).
+#[cfg(feature = "serde")]
+mod label_map {
+    use serde::de::{MapAccess, Visitor};
+    use serde::ser::SerializeMap;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(labels: &super::Labels, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(labels.len()))?;
+        for (k, v) in labels {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<super::Labels, D::Error> {
+        struct LabelVisitor;
+        impl<'de> Visitor<'de> for LabelVisitor {
+            type Value = super::Labels;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map of string labels")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut labels = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some((k, v)) = map.next_entry::<String, String>()? {
+                    labels.push((k, v));
+                }
+                labels.sort();
+                Ok(labels)
+            }
+        }
+        d.deserialize_map(LabelVisitor)
+    }
+}
