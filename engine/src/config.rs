@@ -1,0 +1,542 @@
+//! The daemon's config file (TOML). Every key is documented here; these doc
+//! comments are the reference (README's "Config reference" mirrors them).
+//! Unknown keys are errors, and [`Config::validate`] runs before anything
+//! starts, so a broken config never half-starts the daemon.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+use wasmtime_wasi::{FsPerms, WasiCtx};
+
+use crate::plugin::rule::{Limits, RuleMeta, RuleSettingsResolved};
+
+/// Errors in the config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {0}: {1}")]
+    Read(PathBuf, #[source] std::io::Error),
+    #[error("config file {0}: {1}")]
+    Parse(PathBuf, #[source] toml::de::Error),
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), message: message.into() }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Rules: where they are, which are off, per-rule settings.
+    pub rules: RulesConfig,
+    /// Where events come from.
+    pub source: SourceConfig,
+    /// How rules are called: batching, limits, fault policy.
+    pub dispatch: DispatchConfig,
+    /// Where alerts go.
+    pub output: OutputConfig,
+    /// The daemon's own log (to stderr).
+    pub log: LogConfig,
+    /// Directory for compiled rules (cache keyed by content hash). Default:
+    /// `/var/cache/vigil` as root, else `$XDG_CACHE_HOME/vigil` or `~/.cache/vigil`.
+    /// Set to "" to disable the cache.
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// Directory of rule components (`*.wasm`), watched for changes.
+    /// `--rules` overrides it.
+    pub dir: Option<PathBuf>,
+    /// Rules not to load: rule ids, or `tag:<tag>` for every rule with that tag.
+    pub disable: Vec<String>,
+    /// Per-rule settings, by rule id: `[rules.settings.<id>]`.
+    pub settings: BTreeMap<String, RuleSettings>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuleSettings {
+    /// Load this rule even if `disable` names one of its tags (`true`), or
+    /// never load it (`false`).
+    pub enabled: Option<bool>,
+    /// The rule's own config, any TOML value; passed to the rule's `init`
+    /// as JSON.
+    pub config: Option<toml::Value>,
+    /// Deadline of one call, overriding `dispatch.call_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub call_timeout: Option<Duration>,
+    /// Memory cap, overriding `dispatch.memory_limit`.
+    pub memory_limit: Option<ByteSize>,
+    /// WASI access granted to this rule. Absent: none (deny by default).
+    pub wasi: Option<WasiGrant>,
+}
+
+/// WASI access for one rule. Never network.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WasiGrant {
+    /// Let the rule write to the daemon's stdout/stderr.
+    pub stdio: bool,
+    /// Environment variables the rule may read (names; values are the daemon's).
+    pub env: Vec<String>,
+    /// Host directories the rule may read, mounted at the same path, read-only.
+    pub read_dirs: Vec<PathBuf>,
+}
+
+impl WasiGrant {
+    /// A WASI context giving exactly this grant (clocks and random are
+    /// always present in WASI p2 contexts; no network is ever granted).
+    pub fn build_ctx(&self) -> wasmtime::Result<WasiCtx> {
+        let mut b = WasiCtx::builder();
+        if self.stdio {
+            b.inherit_stdout().inherit_stderr();
+        }
+        for name in &self.env {
+            if let Ok(v) = std::env::var(name) {
+                b.env(name, v);
+            }
+        }
+        for dir in &self.read_dirs {
+            let guest = dir.to_string_lossy();
+            b.preopened_dir(dir, &*guest, FsPerms::ReadOnly)?;
+        }
+        Ok(b.build())
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// eBPF if it loads, else the proc connector, else replay of `source.replay`.
+    #[default]
+    Auto,
+    /// Kernel events through eBPF (not built yet).
+    Ebpf,
+    /// The netlink process connector, reading details from /proc (root).
+    Proc,
+    /// A recorded file.
+    Replay,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    /// `auto`, `ebpf`, `proc` or `replay`.
+    pub kind: SourceKind,
+    /// Replay file, for `kind = "replay"` (and the `auto` fallback).
+    pub replay: Option<PathBuf>,
+    /// Replay at the recorded pace instead of as fast as possible.
+    pub realtime: bool,
+    /// Capacity, in batches, of the channel from sources to the dispatcher.
+    /// Live sources drop (and report `events-lost`) when it is full.
+    pub channel_batches: usize,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig { kind: SourceKind::Auto, replay: None, realtime: false, channel_batches: 1024 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatchConfig {
+    /// Most events handed to a rule in one call.
+    pub batch_size: usize,
+    /// Deadline of one call into a rule (one batch).
+    #[serde(with = "humantime_serde")]
+    pub call_timeout: Duration,
+    /// Memory cap of each rule instance.
+    pub memory_limit: ByteSize,
+    /// Faults (traps, timeouts, memory) within `fault_window` that quarantine a rule.
+    pub max_faults: u32,
+    #[serde(with = "humantime_serde")]
+    pub fault_window: Duration,
+    /// First quarantine; each next one doubles, up to `quarantine_max`.
+    #[serde(with = "humantime_serde")]
+    pub quarantine_initial: Duration,
+    #[serde(with = "humantime_serde")]
+    pub quarantine_max: Duration,
+    /// Granularity of call deadlines.
+    #[serde(with = "humantime_serde")]
+    pub epoch_tick: Duration,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            batch_size: 128,
+            call_timeout: Duration::from_millis(10),
+            memory_limit: ByteSize::mib(64),
+            max_faults: 3,
+            fault_window: Duration::from_secs(60),
+            quarantine_initial: Duration::from_secs(10),
+            quarantine_max: Duration::from_secs(600),
+            epoch_tick: Duration::from_millis(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    pub stdout: StdoutConfig,
+    /// Append alerts to a file (off unless set).
+    pub file: Option<FileConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StdoutConfig {
+    /// Print alerts to stdout as JSON lines.
+    pub enabled: bool,
+}
+
+impl Default for StdoutConfig {
+    fn default() -> Self {
+        StdoutConfig { enabled: true }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// The file; created if absent, appended to.
+    pub path: PathBuf,
+    /// `never` (the OS decides), `always` (after every batch of alerts), or
+    /// `interval` (at most every `fsync_interval`).
+    #[serde(default)]
+    pub fsync: FsyncPolicy,
+    #[serde(default = "default_fsync_interval", with = "humantime_serde")]
+    pub fsync_interval: Duration,
+    /// Rotate when the file would grow past this.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: ByteSize,
+    /// Rotated files kept (`path.1` newest ... `path.N`).
+    #[serde(default = "default_max_files")]
+    pub max_files: u32,
+}
+
+fn default_fsync_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_max_bytes() -> ByteSize {
+    ByteSize::mib(100)
+}
+fn default_max_files() -> u32 {
+    5
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    Never,
+    Always,
+    #[default]
+    Interval,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter: `info`, `debug`, `vigil_engine=debug,warn`...
+    /// `RUST_LOG` overrides it.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into(), format: LogFormat::Text }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_path_buf(), e))?;
+        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse(path.to_path_buf(), e))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let d = &self.dispatch;
+        if !(1..=4096).contains(&d.batch_size) {
+            return Err(invalid("dispatch.batch_size", "must be between 1 and 4096"));
+        }
+        if d.epoch_tick < Duration::from_micros(100) || d.epoch_tick > Duration::from_secs(1) {
+            return Err(invalid("dispatch.epoch_tick", "must be between 100us and 1s"));
+        }
+        check_timeout("dispatch.call_timeout", d.call_timeout, d.epoch_tick)?;
+        check_memory("dispatch.memory_limit", d.memory_limit)?;
+        if d.max_faults == 0 {
+            return Err(invalid("dispatch.max_faults", "must be at least 1"));
+        }
+        if d.quarantine_initial.is_zero() || d.quarantine_max < d.quarantine_initial {
+            return Err(invalid(
+                "dispatch.quarantine_max",
+                "must be at least dispatch.quarantine_initial, which must be > 0",
+            ));
+        }
+        if self.source.channel_batches == 0 {
+            return Err(invalid("source.channel_batches", "must be at least 1"));
+        }
+        if self.source.kind == SourceKind::Replay && self.source.replay.is_none() {
+            return Err(invalid("source.replay", "is required when source.kind = \"replay\""));
+        }
+        for entry in &self.rules.disable {
+            let id = entry.strip_prefix("tag:").unwrap_or(entry);
+            if id.is_empty() {
+                return Err(invalid("rules.disable", format!("empty entry {entry:?}")));
+            }
+        }
+        for (id, s) in &self.rules.settings {
+            let key = |k: &str| format!("rules.settings.{id}.{k}");
+            if !valid_rule_id(id) {
+                return Err(invalid(format!("rules.settings.{id}"), "rule ids are lowercase letters, digits and '-'"));
+            }
+            if let Some(t) = s.call_timeout {
+                check_timeout(&key("call_timeout"), t, d.epoch_tick)?;
+            }
+            if let Some(m) = s.memory_limit {
+                check_memory(&key("memory_limit"), m)?;
+            }
+            if let Some(w) = &s.wasi {
+                for dir in &w.read_dirs {
+                    if !dir.is_absolute() || !dir.is_dir() {
+                        return Err(invalid(
+                            key("wasi.read_dirs"),
+                            format!("{} is not an existing absolute directory", dir.display()),
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(f) = &self.output.file {
+            if f.max_files == 0 {
+                return Err(invalid("output.file.max_files", "must be at least 1"));
+            }
+            if f.max_bytes.as_u64() < 4096 {
+                return Err(invalid("output.file.max_bytes", "must be at least 4KiB"));
+            }
+            let parent = f.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            if !parent.is_dir() {
+                return Err(invalid("output.file.path", format!("directory {} does not exist", parent.display())));
+            }
+        }
+        if self.log.level.parse::<tracing_subscriber::EnvFilter>().is_err() {
+            return Err(invalid("log.level", format!("{:?} is not a valid filter", self.log.level)));
+        }
+        Ok(())
+    }
+
+    /// The compile cache directory, `None` when disabled.
+    pub fn cache_dir(&self) -> Option<PathBuf> {
+        match &self.cache_dir {
+            Some(p) if p.as_os_str().is_empty() => None,
+            Some(p) => Some(p.clone()),
+            None => Some(default_cache_dir()),
+        }
+    }
+
+    /// The per-rule policy derived from this config.
+    pub fn rule_policy(&self) -> RulePolicy {
+        RulePolicy { rules: self.rules.clone(), dispatch: self.dispatch.clone() }
+    }
+}
+
+fn check_timeout(key: &str, t: Duration, tick: Duration) -> Result<(), ConfigError> {
+    if t < tick || t > Duration::from_secs(60) {
+        return Err(invalid(key, format!("must be between dispatch.epoch_tick ({tick:?}) and 60s")));
+    }
+    Ok(())
+}
+
+fn check_memory(key: &str, m: ByteSize) -> Result<(), ConfigError> {
+    if m < ByteSize::mib(1) || m > ByteSize::gib(4) {
+        return Err(invalid(key, "must be between 1MiB and 4GiB"));
+    }
+    Ok(())
+}
+
+pub fn valid_rule_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !id.starts_with('-')
+        && !id.ends_with('-')
+}
+
+fn default_cache_dir() -> PathBuf {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/cache/vigil");
+    }
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("vigil");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".cache/vigil"),
+        None => std::env::temp_dir().join("vigil-cache"),
+    }
+}
+
+/// What each rule gets, decided once its id and tags are known.
+#[derive(Debug, Clone)]
+pub struct RulePolicy {
+    rules: RulesConfig,
+    dispatch: DispatchConfig,
+}
+
+impl Default for RulePolicy {
+    fn default() -> Self {
+        Config::default().rule_policy()
+    }
+}
+
+impl RulePolicy {
+    pub fn resolve(&self, meta: &RuleMeta) -> RuleSettingsResolved {
+        let settings = self.rules.settings.get(&meta.id).cloned().unwrap_or_default();
+        let disabled_by_list = self.rules.disable.iter().any(|entry| match entry.strip_prefix("tag:") {
+            Some(tag) => meta.tags.iter().any(|t| t == tag),
+            None => *entry == meta.id,
+        });
+        let enabled = settings.enabled.unwrap_or(!disabled_by_list);
+        let d = &self.dispatch;
+        let limits = Limits {
+            call_timeout: settings.call_timeout.unwrap_or(d.call_timeout),
+            memory: settings.memory_limit.unwrap_or(d.memory_limit).as_u64() as usize,
+            max_faults: d.max_faults,
+            fault_window: d.fault_window,
+            quarantine_initial: d.quarantine_initial,
+            quarantine_max: d.quarantine_max,
+        };
+        let config_json = match &settings.config {
+            Some(v) => serde_json::to_string(v).unwrap_or_else(|_| "{}".into()),
+            None => "{}".into(),
+        };
+        RuleSettingsResolved { enabled, settings, limits, config_json }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, String> {
+        let c: Config = toml::from_str(s).map_err(|e| e.to_string())?;
+        c.validate().map_err(|e| e.to_string())?;
+        Ok(c)
+    }
+
+    #[test]
+    fn empty_config_is_valid_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.dispatch.batch_size, 128);
+        assert!(c.output.stdout.enabled);
+    }
+
+    #[test]
+    fn full_config_parses() {
+        let c = parse(
+            r#"
+            cache_dir = "/tmp/x"
+            [rules]
+            dir = "/etc/vigil/rules"
+            disable = ["tag:noisy", "crypto-miner"]
+            [rules.settings.discovery-burst]
+            config = { threshold = 3, window_secs = 30 }
+            call_timeout = "20ms"
+            memory_limit = "16MiB"
+            wasi = { stdio = true, env = ["TZ"] }
+            [source]
+            kind = "replay"
+            replay = "x.jsonl"
+            [dispatch]
+            batch_size = 64
+            call_timeout = "5ms"
+            [output.file]
+            path = "/tmp/alerts.json"
+            fsync = "always"
+            max_bytes = "10MiB"
+            [log]
+            level = "debug"
+            format = "json"
+            "#,
+        )
+        .unwrap();
+        let meta = RuleMeta {
+            id: "discovery-burst".into(),
+            version: "1".into(),
+            description: String::new(),
+            subscriptions: Default::default(),
+            tags: vec![],
+        };
+        let r = c.rule_policy().resolve(&meta);
+        assert!(r.enabled);
+        assert_eq!(r.config_json, r#"{"threshold":3,"window_secs":30}"#);
+        assert_eq!(r.limits.call_timeout, Duration::from_millis(20));
+        assert_eq!(r.limits.memory, 16 << 20);
+        assert!(r.settings.wasi.unwrap().stdio);
+    }
+
+    #[test]
+    fn disable_by_id_and_tag_and_reenable() {
+        let c = parse(
+            r#"
+            [rules]
+            disable = ["tag:noisy", "a"]
+            [rules.settings.c]
+            enabled = true
+            "#,
+        )
+        .unwrap();
+        let meta = |id: &str, tags: &[&str]| RuleMeta {
+            id: id.into(),
+            version: String::new(),
+            description: String::new(),
+            subscriptions: Default::default(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+        };
+        let p = c.rule_policy();
+        assert!(!p.resolve(&meta("a", &[])).enabled);
+        assert!(!p.resolve(&meta("b", &["noisy"])).enabled);
+        assert!(p.resolve(&meta("c", &["noisy"])).enabled);
+        assert!(p.resolve(&meta("d", &["quiet"])).enabled);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = parse("[dispatch]\nbatch_sise = 3").unwrap_err();
+        assert!(e.contains("batch_sise"), "{e}");
+        let e = parse("[dispatch]\nbatch_size = 0").unwrap_err();
+        assert!(e.contains("dispatch.batch_size"), "{e}");
+        let e = parse("[dispatch]\ncall_timeout = \"soon\"").unwrap_err();
+        assert!(e.contains("call_timeout"), "{e}");
+        let e = parse("[rules.settings.x]\nmemory_limit = \"1KiB\"").unwrap_err();
+        assert!(e.contains("rules.settings.x.memory_limit"), "{e}");
+        let e = parse("[source]\nkind = \"replay\"").unwrap_err();
+        assert!(e.contains("source.replay"), "{e}");
+        let e = parse("[output.file]\npath = \"/nonexistent-dir/a\"").unwrap_err();
+        assert!(e.contains("output.file.path"), "{e}");
+        let e = parse("[log]\nlevel = \"[[[\"").unwrap_err();
+        assert!(e.contains("log.level"), "{e}");
+    }
+}

@@ -1,0 +1,379 @@
+//! `vigil`: the daemon and its tools. See `vigil --help`.
+//!
+//! Alerts go to stdout (JSON lines); the daemon's own log goes to stderr.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use vigil_engine::config::{Config, LogFormat, SourceKind};
+use vigil_engine::pipeline::{self, Pipeline, ReloadHandle};
+use vigil_engine::plugin::rule::{Loaded, LoadedRule};
+use vigil_engine::plugin::ruledir::list_rule_files;
+use vigil_engine::sinks::Sink;
+use vigil_engine::sinks::file::FileSink;
+use vigil_engine::sinks::stdout::StdoutSink;
+use vigil_engine::sources::replay::ReplayWriter;
+use vigil_engine::sources::{Interest, Stop};
+
+#[derive(Parser)]
+#[command(
+    name = "vigil",
+    version,
+    about = "Host runtime-security engine: kernel and container events, sandboxed WebAssembly rules, alerts.",
+    long_about = "Vigil watches what processes do on this host, hands every event to detection rules \
+                  (WebAssembly components, sandboxed and hot-reloaded from a directory), and writes \
+                  the alerts they raise as JSON lines (stdout by default, Falco's field names).\n\n\
+                  Logs go to stderr; RUST_LOG overrides the log level."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct SourceArgs {
+    /// Event source. auto: eBPF, else the proc connector (root), else the replay file.
+    #[arg(long, value_enum)]
+    source: Option<SourceKind>,
+    /// Replay file (msgpack from `vigil record`, or JSON lines).
+    #[arg(long, value_name = "FILE")]
+    replay: Option<PathBuf>,
+    /// Replay at the recorded pace instead of as fast as possible.
+    #[arg(long)]
+    realtime: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: load the rules, follow events, print alerts until SIGINT/SIGTERM.
+    ///
+    /// The rule directory is watched: adding, replacing or removing a .wasm file swaps that
+    /// rule without losing an event. SIGHUP re-reads the config and reloads every rule.
+    Run {
+        /// Directory of rule components (*.wasm). Overrides rules.dir in the config.
+        #[arg(long, value_name = "DIR")]
+        rules: Option<PathBuf>,
+        #[command(flatten)]
+        source: SourceArgs,
+        /// Config file (TOML). Every key is optional; see the README's config reference.
+        #[arg(long, value_name = "FILE", env = "VIGIL_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Run rules over a recorded file, print the alerts, exit.
+    ///
+    /// Exits 0 when the whole file was read, 1 if it is corrupt (alerts for the events
+    /// before the damage are still printed).
+    Replay {
+        /// The replay file.
+        file: PathBuf,
+        /// Directory of rule components (*.wasm).
+        #[arg(long, value_name = "DIR")]
+        rules: PathBuf,
+        /// Config file (TOML).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Keep the recorded pace.
+        #[arg(long)]
+        realtime: bool,
+    },
+    /// Print events as JSON lines (what rules would see), until SIGINT or --limit.
+    Events {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// Stop after this many events.
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+    /// Record events to a replay file (msgpack; JSON lines if FILE ends in .jsonl).
+    Record {
+        /// Where to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        source: SourceArgs,
+        /// Stop after this many events.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Stop after this long (e.g. 30s, 5m).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+    },
+    /// Work with rule components.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Validate rule components (or every .wasm in a directory) and print their metadata.
+    ///
+    /// Checks: a valid component, the interface version, metadata, and that `init` accepts
+    /// its config. Exits 1 if any fails.
+    Check {
+        /// .wasm files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Config file whose per-rule settings to check against.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("vigil: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config> {
+    match path {
+        Some(p) => Ok(Config::load(p)?),
+        None => Ok(Config::default()),
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Run { rules, source, config } => {
+            let mut cfg = load_config(config.as_deref())?;
+            init_logging(&cfg);
+            apply_source_args(&mut cfg, &source);
+            let rules_dir = rules
+                .or_else(|| cfg.rules.dir.clone())
+                .context("no rule directory: give --rules DIR or set rules.dir in the config")?;
+            run_pipeline(cfg, rules_dir, true, config)
+        }
+        Command::Replay { file, rules, config, realtime } => {
+            let mut cfg = load_config(config.as_deref())?;
+            init_logging(&cfg);
+            cfg.source.kind = SourceKind::Replay;
+            cfg.source.replay = Some(file);
+            cfg.source.realtime = realtime;
+            run_pipeline(cfg, rules, false, None)
+        }
+        Command::Events { source, limit } => {
+            let mut cfg = Config::default();
+            init_logging(&cfg);
+            apply_source_args(&mut cfg, &source);
+            let mut out = std::io::stdout().lock();
+            stream_events(&cfg, limit, None, |e| {
+                use std::io::Write;
+                serde_json::to_writer(&mut out, e)?;
+                out.write_all(b"\n")?;
+                Ok(())
+            })
+        }
+        Command::Record { out, source, limit, duration } => {
+            let mut cfg = Config::default();
+            init_logging(&cfg);
+            apply_source_args(&mut cfg, &source);
+            let mut writer = ReplayWriter::create(&out).with_context(|| format!("cannot create {}", out.display()))?;
+            let mut n = 0u64;
+            let code = stream_events(&cfg, limit, duration, |e| {
+                n += 1;
+                Ok(writer.write(e)?)
+            })?;
+            writer.finish()?;
+            tracing::info!(events = n, file = %out.display(), "recorded");
+            Ok(code)
+        }
+        Command::Rules { command: RulesCommand::Check { paths, config, json } } => {
+            let cfg = load_config(config.as_deref())?;
+            init_logging(&cfg);
+            check_rules(&cfg, &paths, json)
+        }
+    }
+}
+
+fn apply_source_args(cfg: &mut Config, args: &SourceArgs) {
+    if let Some(kind) = args.source {
+        cfg.source.kind = kind;
+    }
+    if args.replay.is_some() {
+        cfg.source.replay = args.replay.clone();
+        if args.source.is_none() {
+            cfg.source.kind = SourceKind::Replay;
+        }
+    }
+    cfg.source.realtime |= args.realtime;
+}
+
+/// SIGINT/SIGTERM stop the pipeline (a second one exits at once); SIGHUP reloads.
+fn handle_signals(stop: Stop, reload: Option<ReloadHandle>) -> Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    std::thread::Builder::new().name("vigil-signals".into()).spawn(move || {
+        for sig in signals.forever() {
+            match sig {
+                SIGHUP => match &reload {
+                    Some(r) => {
+                        tracing::info!("SIGHUP: reloading config and rules");
+                        r.reload(None);
+                    }
+                    None => tracing::info!("SIGHUP ignored: nothing to reload"),
+                },
+                _ => {
+                    if stop.is_stopped() {
+                        tracing::warn!("second signal: exiting without draining");
+                        std::process::exit(130);
+                    }
+                    tracing::info!(signal = sig, "stopping: draining queued events");
+                    stop.stop();
+                }
+            }
+        }
+    })?;
+    Ok(())
+}
+
+fn run_pipeline(cfg: Config, rules_dir: PathBuf, watch: bool, config_path: Option<PathBuf>) -> Result<ExitCode> {
+    if !rules_dir.is_dir() {
+        bail!("rule directory {} does not exist", rules_dir.display());
+    }
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if cfg.output.stdout.enabled {
+        sinks.push(Box::new(StdoutSink::new()));
+    }
+    if let Some(f) = &cfg.output.file {
+        sinks.push(Box::new(FileSink::open(f)?));
+    }
+    let source = pipeline::open_source(cfg.source.kind, cfg.source.replay.as_ref(), cfg.source.realtime)?;
+    tracing::info!(source = source.name(), rules = %rules_dir.display(), "starting");
+    let stop = Stop::new();
+    let p = Pipeline { config: cfg, rules_dir, watch, sinks, stop: stop.clone(), config_path };
+    let summary = p.run(source, |reload| {
+        if let Err(e) = handle_signals(stop.clone(), watch.then_some(reload)) {
+            tracing::error!(error = %e, "cannot install signal handlers");
+        }
+    })?;
+    summary.log();
+    Ok(match summary.source_error {
+        Some(e) => {
+            eprintln!("vigil: error: {e}");
+            ExitCode::from(1)
+        }
+        None => ExitCode::SUCCESS,
+    })
+}
+
+/// Runs the configured source without rules, handing each event to `f`.
+fn stream_events(
+    cfg: &Config,
+    limit: Option<u64>,
+    duration: Option<Duration>,
+    mut f: impl FnMut(&vigil_engine::event::Event) -> Result<()>,
+) -> Result<ExitCode> {
+    let source = pipeline::open_source(cfg.source.kind, cfg.source.replay.as_ref(), cfg.source.realtime)?;
+    let stop = Stop::new();
+    handle_signals(stop.clone(), None)?;
+    let (rx, thread) = pipeline::spawn_source(source, cfg.source.channel_batches, stop.clone(), Interest::all())?;
+    let start = Instant::now();
+    let mut n = 0u64;
+    'outer: loop {
+        let batch = match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(b) => b,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                if duration.is_some_and(|d| start.elapsed() >= d) {
+                    break;
+                }
+                continue;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        };
+        for mut e in batch {
+            n += 1;
+            e.id = n;
+            f(&e)?;
+            if limit.is_some_and(|l| n >= l) || duration.is_some_and(|d| start.elapsed() >= d) {
+                break 'outer;
+            }
+        }
+    }
+    stop.stop();
+    drop(rx);
+    let source_result = thread.join().unwrap_or(Ok(()));
+    match source_result {
+        Err(e) => {
+            eprintln!("vigil: error: {e}");
+            Ok(ExitCode::from(1))
+        }
+        Ok(()) => Ok(ExitCode::SUCCESS),
+    }
+}
+
+fn check_rules(cfg: &Config, paths: &[PathBuf], json: bool) -> Result<ExitCode> {
+    let host = Pipeline::build_host(cfg)?;
+    let policy = cfg.rule_policy();
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            files.extend(list_rule_files(p).with_context(|| format!("cannot list {}", p.display()))?);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let mut failed = 0;
+    for path in files {
+        let result = std::fs::read(&path)
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| Ok(LoadedRule::load(&host, &path, &bytes, &|m| policy.resolve(m))?));
+        let (meta, status) = match result {
+            Ok(Loaded::Rule(r)) => (Some(r.meta.clone()), "ok".to_string()),
+            Ok(Loaded::Disabled(m)) => (Some(m), "ok (disabled by config)".to_string()),
+            Err(e) => {
+                failed += 1;
+                (None, format!("{e:#}"))
+            }
+        };
+        if json {
+            let v = serde_json::json!({
+                "path": path,
+                "ok": meta.is_some(),
+                "status": status,
+                "id": meta.as_ref().map(|m| &m.id),
+                "version": meta.as_ref().map(|m| &m.version),
+                "description": meta.as_ref().map(|m| &m.description),
+                "subscriptions": meta.as_ref().map(|m| m.subscriptions.iter().map(|k| k.name()).collect::<Vec<_>>()),
+                "tags": meta.as_ref().map(|m| &m.tags),
+            });
+            println!("{v}");
+        } else {
+            match meta {
+                Some(m) => {
+                    println!("{}: {status}", path.display());
+                    println!("  id:            {}", m.id);
+                    println!("  version:       {}", m.version);
+                    println!("  description:   {}", m.description);
+                    let subs: Vec<_> = m.subscriptions.iter().map(|k| k.name()).collect();
+                    println!("  subscriptions: {}", subs.join(", "));
+                    println!("  tags:          {}", m.tags.join(", "));
+                }
+                None => println!("{}: INVALID: {status}", path.display()),
+            }
+        }
+    }
+    Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}

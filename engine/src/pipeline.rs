@@ -1,0 +1,257 @@
+//! Wires the stages together and runs them:
+//!
+//! ```text
+//! source thread ──(bounded: batches of events)──▶ dispatch thread ──(bounded: alerts)──▶ sink thread
+//!                                                    ▲
+//!                         reloader thread ──(rule swaps)┘
+//! ```
+//!
+//! Shutdown is a drain: the source stops, the dispatcher handles what is
+//! queued, the sinks write and flush what they got, then figures are logged.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, select};
+use vigil_event::Event;
+
+use crate::config::{Config, SourceKind};
+use crate::plugin::PluginError;
+use crate::plugin::dispatch::{Control, DispatchStats, Dispatcher};
+use crate::plugin::host::{HostSettings, PluginHost};
+use crate::plugin::rule::RuleStats;
+use crate::plugin::ruledir::RuleDir;
+use crate::plugin::watch::{Reloader, Request};
+use crate::sinks::alert::{Alert, AlertBuilder};
+use crate::sinks::{self, Sink, SinkStats};
+use crate::sources::procfs::ProcSource;
+use crate::sources::replay::ReplaySource;
+use crate::sources::{EventSender, Interest, Source, SourceError, Stop};
+
+/// Errors that stop the pipeline from starting or finishing cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Sink(#[from] sinks::SinkError),
+    #[error("no event source could start: {0}")]
+    NoSource(String),
+    #[error("cannot start thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// Chooses and opens the event source.
+pub fn open_source(
+    kind: SourceKind,
+    replay: Option<&PathBuf>,
+    realtime: bool,
+) -> Result<Box<dyn Source>, PipelineError> {
+    let replay_source = |why: &str| match replay {
+        Some(p) => Ok(Box::new(ReplaySource::new(p.clone(), realtime)) as Box<dyn Source>),
+        None => Err(PipelineError::NoSource(format!("{why}; give --replay FILE to use the replay source"))),
+    };
+    let ebpf_unavailable = "the eBPF source is not part of this build yet";
+    match kind {
+        SourceKind::Replay => replay_source("the replay source needs a file"),
+        SourceKind::Proc => Ok(Box::new(ProcSource::open()?)),
+        SourceKind::Ebpf => Err(PipelineError::Source(SourceError::Unavailable("ebpf", ebpf_unavailable.into()))),
+        SourceKind::Auto => {
+            if replay.is_some() {
+                return replay_source("");
+            }
+            tracing::info!(reason = ebpf_unavailable, "eBPF source unavailable; trying the proc connector");
+            match ProcSource::open() {
+                Ok(s) => Ok(Box::new(s)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "proc connector unavailable (it needs root)");
+                    replay_source(&format!("eBPF: {ebpf_unavailable}; proc connector: {e}"))
+                }
+            }
+        }
+    }
+}
+
+/// Starts `source` on its own thread, sending into a bounded channel.
+pub fn spawn_source(
+    source: Box<dyn Source>,
+    capacity: usize,
+    stop: Stop,
+    interest: Interest,
+) -> Result<(Receiver<Vec<Event>>, JoinHandle<Result<(), SourceError>>), PipelineError> {
+    let (tx, rx) = crossbeam_channel::bounded(capacity);
+    let name = source.name();
+    let handle = std::thread::Builder::new()
+        .name(format!("vigil-src-{name}"))
+        .spawn(move || {
+            let r = source.run(EventSender::new(tx, name), stop, interest);
+            if let Err(e) = &r {
+                tracing::error!(source = name, error = %e, "source stopped with an error");
+            }
+            r
+        })
+        .map_err(PipelineError::Thread)?;
+    Ok((rx, handle))
+}
+
+/// What a run did, for logs and tests.
+pub struct Summary {
+    pub dispatch: Arc<DispatchStats>,
+    pub rules: Vec<(String, Arc<RuleStats>)>,
+    pub sinks: Vec<(String, Arc<SinkStats>)>,
+    pub source_error: Option<SourceError>,
+}
+
+impl Summary {
+    pub fn log(&self) {
+        let d = &self.dispatch;
+        tracing::info!(
+            events = d.events.load(Ordering::Relaxed),
+            alerts = d.alerts.load(Ordering::Relaxed),
+            unrouted = d.events_unrouted.load(Ordering::Relaxed),
+            "pipeline finished"
+        );
+        for (id, s) in &self.rules {
+            tracing::info!(
+                rule = %id,
+                events_in = s.events_in.load(Ordering::Relaxed),
+                alerts_out = s.alerts_out.load(Ordering::Relaxed),
+                faults = s.faults(),
+                quarantines = s.quarantines.load(Ordering::Relaxed),
+                skipped = s.events_skipped.load(Ordering::Relaxed),
+                time_ms = s.time_ns.load(Ordering::Relaxed) / 1_000_000,
+                "rule figures"
+            );
+        }
+        for (name, s) in &self.sinks {
+            tracing::info!(sink = %name, alerts = s.alerts.load(Ordering::Relaxed), failures = s.failures.load(Ordering::Relaxed), "sink figures");
+        }
+    }
+}
+
+/// Everything to run the daemon (or an offline replay).
+pub struct Pipeline {
+    pub config: Config,
+    pub rules_dir: PathBuf,
+    /// Watch the rule directory and honour SIGHUP.
+    pub watch: bool,
+    pub sinks: Vec<Box<dyn Sink>>,
+    pub stop: Stop,
+    /// Where to re-read the config from on SIGHUP.
+    pub config_path: Option<PathBuf>,
+}
+
+/// A handle to ask a running pipeline to reload (SIGHUP does this).
+#[derive(Clone)]
+pub struct ReloadHandle(Sender<Option<Config>>);
+
+impl ReloadHandle {
+    pub fn reload(&self, config: Option<Config>) {
+        let _ = self.0.send(config);
+    }
+}
+
+impl Pipeline {
+    pub fn build_host(config: &Config) -> Result<PluginHost, PluginError> {
+        PluginHost::new(&HostSettings { cache_dir: config.cache_dir(), epoch_tick: config.dispatch.epoch_tick })
+    }
+
+    /// Runs until the source is exhausted or `stop` is set.
+    pub fn run(self, source: Box<dyn Source>, on_ready: impl FnOnce(ReloadHandle)) -> Result<Summary, PipelineError> {
+        let started = Instant::now();
+        let host = Arc::new(Self::build_host(&self.config)?);
+        let policy = self.config.rule_policy();
+        let mut dispatcher = Dispatcher::new(self.config.dispatch.batch_size, AlertBuilder::from_host());
+        let mut dir = RuleDir::new(&self.rules_dir);
+        let (controls, report) = dir.scan(&host, &|m| policy.resolve(m))?;
+        for c in controls {
+            dispatcher.apply(c);
+        }
+        if dispatcher.rules().is_empty() {
+            tracing::warn!(dir = %self.rules_dir.display(), failed = report.failed.len(), "no rules loaded: events will be read but nothing can alert");
+        }
+        tracing::info!(
+            rules = dispatcher.rules().len(),
+            failed = report.failed.len(),
+            disabled = report.disabled.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "rules loaded"
+        );
+
+        let (control_tx, control_rx) = crossbeam_channel::unbounded::<Control>();
+        let (reload_tx, reload_rx) = crossbeam_channel::unbounded::<Option<Config>>();
+        let reloader =
+            if self.watch { Some(Reloader::spawn(host.clone(), dir, policy, control_tx.clone())?) } else { None };
+
+        let (alert_tx, alert_rx) = crossbeam_channel::bounded::<Vec<Alert>>(1024);
+        let sink_list = self.sinks;
+        let sink_thread = std::thread::Builder::new()
+            .name("vigil-sinks".into())
+            .spawn(move || sinks::run_sinks(sink_list, alert_rx))
+            .map_err(PipelineError::Thread)?;
+
+        let interest = Interest(dispatcher.interest());
+        let (events_rx, source_thread) =
+            spawn_source(source, self.config.source.channel_batches, self.stop.clone(), interest)?;
+        tracing::info!(took_ms = started.elapsed().as_millis() as u64, "pipeline running");
+        on_ready(ReloadHandle(reload_tx));
+
+        let config_path = self.config_path.clone();
+        let dispatch_stats = dispatcher.stats.clone();
+        let mut alerts = Vec::new();
+        loop {
+            select! {
+                recv(events_rx) -> msg => match msg {
+                    Ok(mut batch) => {
+                        dispatcher.dispatch(&mut batch, &mut alerts);
+                        if !alerts.is_empty() && alert_tx.send(std::mem::take(&mut alerts)).is_err() {
+                            tracing::error!("sink thread is gone; stopping");
+                            self.stop.stop();
+                        }
+                    }
+                    Err(_) => break,
+                },
+                recv(control_rx) -> msg => {
+                    if let Ok(c) = msg {
+                        dispatcher.apply(c);
+                    }
+                },
+                recv(reload_rx) -> msg => {
+                    if let (Ok(new_config), Some(r)) = (msg, &reloader) {
+                        let new_config = new_config.or_else(|| reread(config_path.as_ref()));
+                        r.request(Request::Reload(new_config.map(|c| c.rule_policy())));
+                    }
+                },
+            }
+        }
+        drop(reloader);
+        // Apply swaps that raced with the end of the stream.
+        while let Ok(c) = control_rx.try_recv() {
+            dispatcher.apply(c);
+        }
+        drop(alert_tx);
+        let source_error = source_thread.join().unwrap_or(Ok(())).err();
+        let sinks = sink_thread.join().unwrap_or_default();
+        let rules = dispatcher.rules().iter().map(|r| (r.meta.id.clone(), r.stats.clone())).collect();
+        Ok(Summary { dispatch: dispatch_stats, rules, sinks, source_error })
+    }
+}
+
+fn reread(path: Option<&PathBuf>) -> Option<Config> {
+    let path = path?;
+    match Config::load(path) {
+        Ok(c) => {
+            tracing::info!(path = %path.display(), "config re-read");
+            Some(c)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "config reload failed; keeping the running config");
+            None
+        }
+    }
+}

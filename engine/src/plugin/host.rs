@@ -1,0 +1,277 @@
+//! The wasmtime side shared by every rule: one `Engine` (config, epoch
+//! ticker), the linkers rules are instantiated against, the on-disk cache of
+//! compiled components, and the host functions rules import.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, OptLevel};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::PluginError;
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "rule",
+});
+
+pub use vigil::rules::types as wit;
+
+/// The interface this daemon speaks, as components name it.
+pub const DETECTOR_INTERFACE: &str = "vigil:rules/detector";
+/// Its version.
+pub const INTERFACE_VERSION: &str = "0.1.0";
+
+/// What a rule's store holds: its identity for logs, its memory limit, and
+/// the WASI context it was granted (empty and unlinked unless granted).
+pub struct HostState {
+    pub rule_id: Arc<str>,
+    pub memory_limit: usize,
+    /// Set when the rule tried to grow memory past its limit.
+    pub memory_exceeded: bool,
+    /// Guest log lines allowed before the next refill (per second).
+    log_budget: u32,
+    log_window_start: std::time::Instant,
+    logs_dropped: u64,
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+/// Guest log lines per second per rule; more are dropped and counted.
+const LOG_LINES_PER_SEC: u32 = 50;
+
+impl HostState {
+    pub fn new(rule_id: Arc<str>, memory_limit: usize, wasi: WasiCtx) -> Self {
+        HostState {
+            rule_id,
+            memory_limit,
+            memory_exceeded: false,
+            log_budget: LOG_LINES_PER_SEC,
+            log_window_start: std::time::Instant::now(),
+            logs_dropped: 0,
+            wasi,
+            table: ResourceTable::new(),
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for HostState {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory_limit {
+            self.memory_exceeded = true;
+            wasmtime::bail!(
+                "rule exceeded its memory limit ({} bytes requested, limit {})",
+                desired,
+                self.memory_limit
+            );
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl vigil::rules::host::Host for HostState {
+    fn log(&mut self, level: vigil::rules::host::LogLevel, message: String) {
+        use vigil::rules::host::LogLevel;
+        let now = std::time::Instant::now();
+        if now.duration_since(self.log_window_start) >= Duration::from_secs(1) {
+            if self.logs_dropped > 0 {
+                tracing::warn!(rule = %self.rule_id, dropped = self.logs_dropped, "rule logged too much; lines dropped");
+            }
+            self.log_window_start = now;
+            self.log_budget = LOG_LINES_PER_SEC;
+            self.logs_dropped = 0;
+        }
+        if self.log_budget == 0 {
+            self.logs_dropped += 1;
+            return;
+        }
+        self.log_budget -= 1;
+        let rule = &*self.rule_id;
+        match level {
+            LogLevel::Trace => tracing::trace!(target: "vigil::rule", rule, "{message}"),
+            LogLevel::Debug => tracing::debug!(target: "vigil::rule", rule, "{message}"),
+            LogLevel::Info => tracing::info!(target: "vigil::rule", rule, "{message}"),
+            LogLevel::Warn => tracing::warn!(target: "vigil::rule", rule, "{message}"),
+            LogLevel::Error => tracing::error!(target: "vigil::rule", rule, "{message}"),
+        }
+    }
+
+    fn now_ns(&mut self) -> u64 {
+        crate::time::now_ns()
+    }
+}
+
+impl vigil::rules::types::Host for HostState {}
+
+/// Engine-wide settings.
+#[derive(Debug, Clone)]
+pub struct HostSettings {
+    /// Where compiled components are cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Epoch tick: the granularity of call deadlines.
+    pub epoch_tick: Duration,
+}
+
+/// The shared wasmtime engine and everything rules are built with.
+pub struct PluginHost {
+    engine: Engine,
+    /// Host interface only; anything else a rule imports traps when called.
+    linker: Linker<HostState>,
+    /// Host interface plus WASI p2, for rules the operator granted WASI.
+    linker_wasi: Linker<HostState>,
+    cache_dir: Option<PathBuf>,
+    epoch_tick: Duration,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl PluginHost {
+    pub fn new(settings: &HostSettings) -> Result<Self, PluginError> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        config.cranelift_opt_level(OptLevel::Speed);
+        // Deep recursion in a rule traps instead of taking the host stack.
+        config.max_wasm_stack(1 << 20);
+        let engine = Engine::new(&config).map_err(PluginError::Engine)?;
+
+        let mut linker = Linker::new(&engine);
+        Rule::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s).map_err(PluginError::Engine)?;
+        let mut linker_wasi = linker.clone();
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker_wasi).map_err(PluginError::Engine)?;
+
+        if let Some(dir) = &settings.cache_dir {
+            create_private_dir(dir).map_err(|e| PluginError::Cache(dir.clone(), e))?;
+        }
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let tick = settings.epoch_tick.max(Duration::from_micros(100));
+        {
+            let engine = engine.clone();
+            let stop = ticker_stop.clone();
+            std::thread::Builder::new()
+                .name("vigil-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(tick);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| PluginError::Engine(wasmtime::Error::from(e)))?;
+        }
+
+        Ok(PluginHost {
+            engine,
+            linker,
+            linker_wasi,
+            cache_dir: settings.cache_dir.clone(),
+            epoch_tick: tick,
+            ticker_stop,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Epoch ticks that cover `d` (at least 1, plus one for the tick in progress).
+    pub fn ticks_for(&self, d: Duration) -> u64 {
+        (d.as_nanos() / self.epoch_tick.as_nanos()).max(1) as u64 + 1
+    }
+
+    /// Compiles `bytes`, or loads the compiled form from the cache.
+    /// Returns the component and whether it came from the cache.
+    pub fn compile(&self, bytes: &[u8]) -> Result<(Component, bool), PluginError> {
+        if !bytes.starts_with(b"\0asm") {
+            return Err(PluginError::NotWasm);
+        }
+        let Some(path) = self.cache_path(bytes) else {
+            return Ok((Component::new(&self.engine, bytes).map_err(PluginError::Compile)?, false));
+        };
+        if path.exists() {
+            // SAFETY: the cache directory is created 0700 by this daemon and
+            // holds only what `precompile_component` wrote for this exact
+            // engine configuration (its compatibility hash is in the name).
+            match unsafe { Component::deserialize_file(&self.engine, &path) } {
+                Ok(c) => return Ok((c, true)),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "compiled rule cache entry unusable; recompiling")
+                }
+            }
+        }
+        let compiled = self.engine.precompile_component(bytes).map_err(PluginError::Compile)?;
+        // SAFETY: produced just above by this engine.
+        let component = unsafe { Component::deserialize(&self.engine, &compiled) }.map_err(PluginError::Compile)?;
+        let tmp = path.with_extension("tmp");
+        if let Err(e) = std::fs::write(&tmp, &compiled).and_then(|()| std::fs::rename(&tmp, &path)) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write compiled rule cache");
+        }
+        Ok((component, false))
+    }
+
+    fn cache_path(&self, bytes: &[u8]) -> Option<PathBuf> {
+        let dir = self.cache_dir.as_ref()?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        let engine_hash = h.finish();
+        let content = hex::encode(Sha256::digest(bytes));
+        Some(dir.join(format!("{content}-{engine_hash:016x}.cwasm")))
+    }
+
+    /// Checks the component exports a compatible `detector` and pre-links it.
+    pub fn prepare(&self, component: &Component, wasi: bool) -> Result<RulePre<HostState>, PluginError> {
+        check_world(&self.engine, component)?;
+        let mut linker = if wasi { self.linker_wasi.clone() } else { self.linker.clone() };
+        // Deny by default: imports we do not provide (WASI the rule was not
+        // granted) link, but trap if the rule ever calls them.
+        linker.define_unknown_imports_as_traps(component).map_err(PluginError::Link)?;
+        let pre = linker.instantiate_pre(component).map_err(PluginError::Link)?;
+        RulePre::new(pre).map_err(PluginError::Link)
+    }
+}
+
+impl Drop for PluginHost {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A clear error for components that are not rules of our interface version.
+fn check_world(engine: &Engine, component: &Component) -> Result<(), PluginError> {
+    let ty = component.component_type();
+    let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
+    let Some(found) = exports.iter().find(|n| n.starts_with(DETECTOR_INTERFACE)) else {
+        return Err(PluginError::NotARule { exports });
+    };
+    let version = found.split_once('@').map(|(_, v)| v).unwrap_or("");
+    let compatible = match (
+        version.split('.').collect::<Vec<_>>().as_slice(),
+        INTERFACE_VERSION.split('.').collect::<Vec<_>>().as_slice(),
+    ) {
+        ([maj, min, ..], [our_maj, our_min, ..]) => maj == our_maj && (*maj != "0" || min == our_min),
+        _ => false,
+    };
+    if !compatible {
+        return Err(PluginError::WrongVersion { found: found.clone() });
+    }
+    Ok(())
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}

@@ -1,0 +1,60 @@
+//! The plugin host: loads WebAssembly rule components, sandboxes them, hands
+//! them events and hot-reloads them.
+//!
+//! - [`host`]: the wasmtime engine, linkers, compile cache, host functions;
+//! - [`rule`]: one loaded rule (limits, faults, quarantine, figures);
+//! - [`ruledir`]: the rule directory and what changed in it;
+//! - [`dispatch`]: routing events to rules and applying swaps;
+//! - [`watch`]: the directory watcher and reloader thread.
+
+pub mod dispatch;
+pub mod host;
+pub mod rule;
+pub mod ruledir;
+pub mod watch;
+
+use std::path::PathBuf;
+
+/// Errors of the plugin layer.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The wasmtime engine or linker could not be set up.
+    #[error("cannot set up the WebAssembly engine: {0:#}")]
+    Engine(#[source] wasmtime::Error),
+    /// The compile cache directory is unusable.
+    #[error("compile cache directory {0}: {1}")]
+    Cache(PathBuf, #[source] std::io::Error),
+    /// Not WebAssembly at all.
+    #[error("not a WebAssembly binary (it does not start with \\0asm)")]
+    NotWasm,
+    /// Not a valid WebAssembly component.
+    #[error("not a valid WebAssembly component: {0:#}")]
+    Compile(#[source] wasmtime::Error),
+    /// A component, but not a Vigil rule.
+    #[error("not a Vigil rule: it does not export vigil:rules/detector (its exports: {})", if exports.is_empty() { "none".to_string() } else { exports.join(", ") })]
+    NotARule { exports: Vec<String> },
+    /// A Vigil rule for another interface version.
+    #[error("built for {found}; this daemon speaks vigil:rules/detector@{}", host::INTERFACE_VERSION)]
+    WrongVersion { found: String },
+    /// Its imports or exports do not match the interface.
+    #[error("does not match the rule interface: {0:#}")]
+    Link(#[source] wasmtime::Error),
+    /// Instantiation or `metadata` failed.
+    #[error("failed to start: {0:#}")]
+    Instantiate(#[source] wasmtime::Error),
+    /// `metadata` returned something invalid.
+    #[error("invalid metadata: {0}")]
+    BadMetadata(String),
+    /// `init` returned an error.
+    #[error("refused its config: {0}")]
+    InitRefused(String),
+    /// `init` trapped or timed out.
+    #[error("faulted in init: {0}")]
+    InitFault(String),
+    /// The rule directory cannot be read.
+    #[error("rule directory {0}: {1}")]
+    RuleDir(PathBuf, #[source] std::io::Error),
+    /// The rule directory cannot be watched.
+    #[error("cannot watch rule directory {0}: {1}")]
+    Watch(PathBuf, #[source] notify::Error),
+}

@@ -1,0 +1,374 @@
+//! One loaded rule: its metadata, its pre-linked component, its live
+//! instance, its limits, its health (faults, quarantine) and its figures.
+//!
+//! A call runs under an epoch deadline and a memory cap. A trap, a timeout or
+//! a memory overrun poisons the instance: it is dropped and rebuilt from the
+//! pre-linked component on the next call. Repeated faults within a window
+//! quarantine the rule with exponential backoff; other rules never notice.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use vigil_event::{EventKind, KindSet};
+use wasmtime::Store;
+use wasmtime_wasi::WasiCtx;
+
+use super::PluginError;
+use super::host::{HostState, PluginHost, Rule, RulePre, wit};
+use crate::config::{RuleSettings, WasiGrant};
+
+/// What a rule says about itself, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleMeta {
+    pub id: String,
+    pub version: String,
+    pub description: String,
+    pub subscriptions: KindSet,
+    pub tags: Vec<String>,
+}
+
+/// Limits and fault policy for one rule.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub call_timeout: Duration,
+    pub memory: usize,
+    /// This many faults within `fault_window` quarantine the rule.
+    pub max_faults: u32,
+    pub fault_window: Duration,
+    pub quarantine_initial: Duration,
+    pub quarantine_max: Duration,
+}
+
+/// A rule's figures, shared with whoever reports them.
+#[derive(Debug, Default)]
+pub struct RuleStats {
+    pub events_in: AtomicU64,
+    pub batches: AtomicU64,
+    pub alerts_out: AtomicU64,
+    pub time_ns: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub traps: AtomicU64,
+    pub memory_faults: AtomicU64,
+    pub quarantines: AtomicU64,
+    pub events_skipped: AtomicU64,
+}
+
+impl RuleStats {
+    pub fn faults(&self) -> u64 {
+        self.timeouts.load(Ordering::Relaxed)
+            + self.traps.load(Ordering::Relaxed)
+            + self.memory_faults.load(Ordering::Relaxed)
+    }
+}
+
+/// Why a call did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum Fault {
+    #[error("exceeded its call deadline of {0:?}")]
+    Timeout(Duration),
+    #[error("exceeded its memory limit of {0} bytes")]
+    Memory(usize),
+    #[error("trapped: {0}")]
+    Trap(String),
+    #[error("quarantined for another {0:?}")]
+    Quarantined(Duration),
+}
+
+struct Live {
+    store: Store<HostState>,
+    rule: Rule,
+}
+
+#[derive(Debug, Default)]
+struct Health {
+    recent_faults: Vec<Instant>,
+    quarantined_until: Option<Instant>,
+    next_backoff: Option<Duration>,
+    last_fault: Option<Instant>,
+}
+
+/// A rule ready to handle events.
+pub struct LoadedRule {
+    pub meta: RuleMeta,
+    pub path: PathBuf,
+    /// sha256 of the `.wasm` file.
+    pub hash: String,
+    pub stats: Arc<RuleStats>,
+    pub limits: Limits,
+    config_json: String,
+    wasi: Option<WasiGrant>,
+    pre: RulePre<HostState>,
+    engine: wasmtime::Engine,
+    call_ticks: u64,
+    init_ticks: u64,
+    live: Option<Live>,
+    health: Health,
+    id: Arc<str>,
+}
+
+/// Outcome of loading a file.
+pub enum Loaded {
+    Rule(Box<LoadedRule>),
+    /// Valid, but disabled by config.
+    Disabled(RuleMeta),
+}
+
+impl LoadedRule {
+    /// Compiles (or loads from cache), validates and instantiates the rule in
+    /// `bytes`, then calls its `init`. Nothing of the old rule is touched: on
+    /// any error the caller keeps what it had.
+    pub fn load(
+        host: &PluginHost,
+        path: &Path,
+        bytes: &[u8],
+        settings: &dyn Fn(&RuleMeta) -> RuleSettingsResolved,
+    ) -> Result<Loaded, PluginError> {
+        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes));
+        let (component, cached) = host.compile(bytes)?;
+        tracing::debug!(path = %path.display(), cached, "compiled");
+        let pre = host.prepare(&component, false)?;
+
+        // Ask the rule who it is, in a throwaway instance with default limits.
+        let probe_id: Arc<str> = Arc::from(path.display().to_string());
+        let mut store = new_store(host.engine(), probe_id, 64 << 20, WasiCtx::builder().build());
+        store.set_epoch_deadline(host.ticks_for(Duration::from_secs(1)));
+        let rule = pre.instantiate(&mut store).map_err(|e| PluginError::Instantiate(e))?;
+        let raw = rule.vigil_rules_detector().call_metadata(&mut store).map_err(|e| PluginError::Instantiate(e))?;
+        let meta = validate_metadata(raw)?;
+
+        let resolved = settings(&meta);
+        if !resolved.enabled {
+            return Ok(Loaded::Disabled(meta));
+        }
+        let pre = if resolved.settings.wasi.is_some() { host.prepare(&component, true)? } else { pre };
+        let limits = resolved.limits;
+        let mut loaded = LoadedRule {
+            id: Arc::from(meta.id.as_str()),
+            meta,
+            path: path.to_path_buf(),
+            hash,
+            stats: Arc::new(RuleStats::default()),
+            call_ticks: host.ticks_for(limits.call_timeout),
+            init_ticks: host.ticks_for(limits.call_timeout.max(Duration::from_millis(500))),
+            limits,
+            config_json: resolved.config_json,
+            wasi: resolved.settings.wasi.clone(),
+            pre,
+            engine: host.engine().clone(),
+            live: None,
+            health: Health::default(),
+        };
+        loaded.instantiate().map_err(|e| match e {
+            InstantiateError::Refused(msg) => PluginError::InitRefused(msg),
+            InstantiateError::Fault(f) => PluginError::InitFault(f.to_string()),
+        })?;
+        Ok(Loaded::Rule(Box::new(loaded)))
+    }
+
+    pub fn id(&self) -> &str {
+        &self.meta.id
+    }
+
+    fn instantiate(&mut self) -> Result<(), InstantiateError> {
+        let wasi = match &self.wasi {
+            Some(grant) => grant.build_ctx().map_err(|e| InstantiateError::Refused(e.to_string()))?,
+            None => WasiCtx::builder().build(),
+        };
+        let mut store = new_store(&self.engine, self.id.clone(), self.limits.memory, wasi);
+        store.set_epoch_deadline(self.init_ticks);
+        let rule = match self.pre.instantiate(&mut store) {
+            Ok(r) => r,
+            Err(e) => return Err(InstantiateError::Fault(self.classify(&store, e))),
+        };
+        match rule.vigil_rules_detector().call_init(&mut store, &self.config_json) {
+            Ok(Ok(())) => {}
+            Ok(Err(msg)) => return Err(InstantiateError::Refused(msg)),
+            Err(e) => return Err(InstantiateError::Fault(self.classify(&store, e))),
+        }
+        self.live = Some(Live { store, rule });
+        Ok(())
+    }
+
+    fn classify(&self, store: &Store<HostState>, e: wasmtime::Error) -> Fault {
+        if store.data().memory_exceeded {
+            Fault::Memory(self.limits.memory)
+        } else if matches!(e.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
+            Fault::Timeout(self.limits.call_timeout)
+        } else {
+            Fault::Trap(format!("{e:#}"))
+        }
+    }
+
+    /// Hands `batch` (packed, `events` of them) to the rule. (`&Vec` because
+    /// that is what the generated binding takes.)
+    #[allow(clippy::ptr_arg)]
+    pub fn on_batch(&mut self, batch: &Vec<u8>, events: usize) -> Result<Vec<wit::Alert>, Fault> {
+        let now = Instant::now();
+        if let Some(until) = self.health.quarantined_until {
+            if now < until {
+                self.stats.events_skipped.fetch_add(events as u64, Ordering::Relaxed);
+                return Err(Fault::Quarantined(until - now));
+            }
+            self.health.quarantined_until = None;
+            tracing::info!(rule = %self.id, "quarantine over; rule runs again");
+        }
+        if self.live.is_none()
+            && let Err(e) = self.instantiate()
+        {
+            let fault = match e {
+                InstantiateError::Fault(f) => f,
+                InstantiateError::Refused(msg) => Fault::Trap(format!("init refused on rebuild: {msg}")),
+            };
+            self.record_fault(&fault, now, events);
+            return Err(fault);
+        }
+        let live = self.live.as_mut().expect("instantiated above");
+        live.store.set_epoch_deadline(self.call_ticks);
+        let result = live.rule.vigil_rules_detector().call_on_batch(&mut live.store, batch);
+        self.stats.time_ns.fetch_add(now.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.stats.events_in.fetch_add(events as u64, Ordering::Relaxed);
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(alerts) => {
+                self.stats.alerts_out.fetch_add(alerts.len() as u64, Ordering::Relaxed);
+                Ok(alerts)
+            }
+            Err(e) => {
+                let live = self.live.take().expect("live above");
+                let fault = self.classify(&live.store, e);
+                self.record_fault(&fault, now, events);
+                Err(fault)
+            }
+        }
+    }
+
+    fn record_fault(&mut self, fault: &Fault, now: Instant, events: usize) {
+        let counter = match fault {
+            Fault::Timeout(_) => &self.stats.timeouts,
+            Fault::Memory(_) => &self.stats.memory_faults,
+            Fault::Trap(_) | Fault::Quarantined(_) => &self.stats.traps,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(rule = %self.id, events, fault = %fault, "rule faulted; its instance is rebuilt and its state reset");
+        let h = &mut self.health;
+        // A long quiet spell resets the backoff.
+        if h.last_fault.is_some_and(|t| now.duration_since(t) > self.limits.quarantine_max * 2) {
+            h.next_backoff = None;
+        }
+        h.last_fault = Some(now);
+        h.recent_faults.retain(|t| now.duration_since(*t) < self.limits.fault_window);
+        h.recent_faults.push(now);
+        if h.recent_faults.len() as u32 >= self.limits.max_faults {
+            let backoff = h.next_backoff.unwrap_or(self.limits.quarantine_initial);
+            h.quarantined_until = Some(now + backoff);
+            h.next_backoff = Some((backoff * 2).min(self.limits.quarantine_max));
+            h.recent_faults.clear();
+            self.stats.quarantines.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                rule = %self.id,
+                faults = self.limits.max_faults,
+                window = ?self.limits.fault_window,
+                quarantine = ?backoff,
+                "rule quarantined after repeated faults; its events are skipped until the quarantine ends"
+            );
+        }
+    }
+
+    /// True while quarantined.
+    pub fn quarantined(&self) -> bool {
+        self.health.quarantined_until.is_some_and(|t| Instant::now() < t)
+    }
+
+    /// The rule's state, for its successor. Errors are logged; `None` then.
+    pub fn snapshot(&mut self) -> Option<Vec<u8>> {
+        let live = self.live.as_mut()?;
+        live.store.set_epoch_deadline(self.init_ticks);
+        match live.rule.vigil_rules_detector().call_snapshot(&mut live.store) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::warn!(rule = %self.id, error = %e, "snapshot failed; the new version starts fresh");
+                self.live = None;
+                None
+            }
+        }
+    }
+
+    /// Hands `state` from the previous version to this one.
+    pub fn restore(&mut self, state: &Vec<u8>) {
+        let Some(live) = self.live.as_mut() else {
+            return;
+        };
+        live.store.set_epoch_deadline(self.init_ticks);
+        match live.rule.vigil_rules_detector().call_restore(&mut live.store, state) {
+            Ok(Ok(())) => tracing::debug!(rule = %self.id, bytes = state.len(), "state restored"),
+            Ok(Err(msg)) => {
+                tracing::warn!(rule = %self.id, error = %msg, "new version refused the old state; starting fresh")
+            }
+            Err(e) => {
+                tracing::warn!(rule = %self.id, error = %e, "restore trapped; starting fresh");
+                self.live = None;
+            }
+        }
+    }
+
+    /// Figures the rule's instance holds (for reporting memory).
+    pub fn memory_limit(&self) -> usize {
+        self.limits.memory
+    }
+}
+
+enum InstantiateError {
+    Refused(String),
+    Fault(Fault),
+}
+
+fn new_store(engine: &wasmtime::Engine, id: Arc<str>, memory: usize, wasi: WasiCtx) -> Store<HostState> {
+    let mut store = Store::new(engine, HostState::new(id, memory, wasi));
+    store.limiter(|s| s);
+    store
+}
+
+/// Settings for one rule once its id is known.
+pub struct RuleSettingsResolved {
+    pub enabled: bool,
+    pub settings: RuleSettings,
+    pub limits: Limits,
+    pub config_json: String,
+}
+
+fn validate_metadata(raw: wit::RuleMetadata) -> Result<RuleMeta, PluginError> {
+    let id_ok = !raw.id.is_empty()
+        && raw.id.len() <= 64
+        && raw.id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !raw.id.starts_with('-')
+        && !raw.id.ends_with('-');
+    if !id_ok {
+        return Err(PluginError::BadMetadata(format!(
+            "rule id {:?} must be 1-64 characters of lowercase letters, digits and '-'",
+            raw.id
+        )));
+    }
+    if raw.subscriptions.is_empty() {
+        return Err(PluginError::BadMetadata(format!("rule {} subscribes to no event kind", raw.id)));
+    }
+    let subscriptions = raw.subscriptions.iter().map(|k| kind_from_wit(*k)).collect();
+    Ok(RuleMeta { id: raw.id, version: raw.version, description: raw.description, subscriptions, tags: raw.tags })
+}
+
+pub fn kind_from_wit(k: wit::EventKind) -> EventKind {
+    use wit::EventKind as W;
+    match k {
+        W::ProcessExec => EventKind::ProcessExec,
+        W::ProcessFork => EventKind::ProcessFork,
+        W::ProcessExit => EventKind::ProcessExit,
+        W::CgroupMkdir => EventKind::CgroupMkdir,
+        W::CgroupRmdir => EventKind::CgroupRmdir,
+        W::ContainerCreate => EventKind::ContainerCreate,
+        W::ContainerStart => EventKind::ContainerStart,
+        W::ContainerStop => EventKind::ContainerStop,
+        W::ContainerDelete => EventKind::ContainerDelete,
+        W::EventsLost => EventKind::EventsLost,
+    }
+}

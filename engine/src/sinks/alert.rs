@@ -1,0 +1,208 @@
+//! The alert as Vigil outputs it. Its JSON shape is Falco's (`output`,
+//! `priority`, `rule`, `time`, `output_fields`, `hostname`, `source`,
+//! `tags`), so falcosidekick and what sits behind it accept Vigil alerts,
+//! plus `id` (unique, for deduplication by receivers) and `rule_version`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use vigil_event::{Event, EventKind};
+
+use crate::plugin::host::wit;
+use crate::plugin::rule::RuleMeta;
+
+/// Falco's priorities, spelled as Falco outputs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Priority {
+    Emergency,
+    Alert,
+    Critical,
+    Error,
+    Warning,
+    Notice,
+    Informational,
+    Debug,
+}
+
+impl From<wit::Priority> for Priority {
+    fn from(p: wit::Priority) -> Self {
+        match p {
+            wit::Priority::Emergency => Priority::Emergency,
+            wit::Priority::Alert => Priority::Alert,
+            wit::Priority::Critical => Priority::Critical,
+            wit::Priority::Error => Priority::Error,
+            wit::Priority::Warning => Priority::Warning,
+            wit::Priority::Notice => Priority::Notice,
+            wit::Priority::Informational => Priority::Informational,
+            wit::Priority::Debug => Priority::Debug,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Unique id (UUIDv7: time-ordered).
+    pub id: String,
+    /// The event's time, RFC 3339 with nanoseconds, UTC.
+    pub time: String,
+    pub rule: String,
+    pub rule_version: String,
+    pub priority: Priority,
+    /// The rule's message.
+    pub output: String,
+    /// `syscall` for process and cgroup events, `container` for lifecycle events.
+    pub source: String,
+    pub hostname: String,
+    pub tags: Vec<String>,
+    /// Context derived from the event, in Falco's field names, plus the rule's own fields.
+    pub output_fields: BTreeMap<String, Value>,
+}
+
+/// Builds output alerts; holds what is the same for all of them.
+#[derive(Debug, Clone)]
+pub struct AlertBuilder {
+    hostname: String,
+}
+
+impl AlertBuilder {
+    pub fn new(hostname: String) -> Self {
+        AlertBuilder { hostname }
+    }
+
+    /// This host's name.
+    pub fn from_host() -> Self {
+        let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        Self::new(name)
+    }
+
+    pub fn build(&self, meta: &RuleMeta, a: wit::Alert, event: &Event) -> Alert {
+        if a.rule != meta.id {
+            tracing::debug!(rule = %meta.id, claimed = %a.rule, "alert claims another rule id; using the rule's own");
+        }
+        // The rule's own tags first, then any the alert adds.
+        let mut tags = meta.tags.clone();
+        for t in a.tags {
+            if !tags.contains(&t) {
+                tags.push(t);
+            }
+        }
+        let mut f = event_fields(event);
+        for l in a.fields {
+            f.insert(l.key, Value::String(l.value));
+        }
+        Alert {
+            id: uuid::Uuid::now_v7().to_string(),
+            time: rfc3339_nanos(event.time_ns),
+            rule: meta.id.clone(),
+            rule_version: meta.version.clone(),
+            priority: a.priority.into(),
+            output: a.message,
+            source: match event.kind {
+                EventKind::ContainerCreate
+                | EventKind::ContainerStart
+                | EventKind::ContainerStop
+                | EventKind::ContainerDelete => "container",
+                _ => "syscall",
+            }
+            .into(),
+            hostname: self.hostname.clone(),
+            tags,
+            output_fields: f,
+        }
+    }
+}
+
+/// The event's context in Falco's field names.
+pub fn event_fields(e: &Event) -> BTreeMap<String, Value> {
+    let mut f = BTreeMap::new();
+    let mut put = |k: &str, v: Value| {
+        f.insert(k.to_string(), v);
+    };
+    put("evt.type", e.kind.name().into());
+    put("evt.time", e.time_ns.into());
+    put("evt.num", e.id.into());
+    if let Some(p) = &e.process {
+        put("proc.pid", p.tgid.into());
+        put("proc.tid", p.pid.into());
+        put("proc.ppid", p.ppid.into());
+        put("proc.name", p.comm.clone().into());
+        put("proc.exepath", p.exe.clone().into());
+        put("proc.cmdline", p.argv.join(" ").into());
+        if p.argv_truncated {
+            put("proc.cmdline_truncated", true.into());
+        }
+        if !p.cwd.is_empty() {
+            put("proc.cwd", p.cwd.clone().into());
+        }
+        if let Some(parent) = p.ancestry.first() {
+            put("proc.pname", parent.comm.clone().into());
+            put("proc.pexepath", parent.exe.clone().into());
+        }
+        if !p.ancestry.is_empty() {
+            let chain: Vec<Value> = p.ancestry.iter().map(|a| a.comm.clone().into()).collect();
+            put("proc.ancestors", chain.into());
+        }
+        put("user.uid", p.uid.into());
+        put("group.gid", p.gid.into());
+    }
+    if let Some(c) = &e.container {
+        put("container.id", c.id.get(..12).unwrap_or(&c.id).into());
+        put("container.full_id", c.id.clone().into());
+        put("container.name", c.name.clone().into());
+        put("container.image", c.image.clone().into());
+        if !c.image_digest.is_empty() {
+            put("container.image.digest", c.image_digest.clone().into());
+        }
+        put("container.type", c.runtime.name().into());
+        put("container.privileged", c.privileged.into());
+    } else if e.process.is_some() {
+        put("container.id", "host".into());
+    }
+    if let Some(p) = &e.pod {
+        put("k8s.pod.name", p.name.clone().into());
+        put("k8s.ns.name", p.namespace.clone().into());
+        put("k8s.pod.uid", p.uid.clone().into());
+    }
+    if let Some(code) = e.exit_code {
+        put("evt.exit_code", code.into());
+    }
+    if let Some(l) = &e.lost {
+        put("evt.lost_count", l.count.into());
+        put("evt.lost_reason", l.reason.clone().into());
+    }
+    f
+}
+
+/// `2026-11-24T18:13:00.123456789Z`, Falco's time format.
+pub fn rfc3339_nanos(ns: u64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ns as i128).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+        t.year(),
+        t.month() as u8,
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.nanosecond()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn falco_time_format() {
+        assert_eq!(rfc3339_nanos(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(rfc3339_nanos(1_700_000_000_123_456_789), "2023-11-14T22:13:20.123456789Z");
+    }
+
+    #[test]
+    fn priorities_serialize_as_falco_spells_them() {
+        assert_eq!(serde_json::to_string(&Priority::Informational).unwrap(), "\"Informational\"");
+    }
+}

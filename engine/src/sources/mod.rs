@@ -1,0 +1,167 @@
+//! Where events come from. Each source runs on its own thread and sends
+//! batches of events into one bounded channel to the dispatcher.
+//!
+//! - [`replay`]: a recorded file (msgpack or JSON lines), for tests and
+//!   offline rule development; applies backpressure, never drops;
+//! - [`procfs`]: live process events from the netlink process connector,
+//!   with details read from /proc; drops when the pipeline is full, and
+//!   reports every drop as an `events-lost` event.
+//!
+//! The eBPF and container-runtime sources plug in here (same trait).
+
+pub mod procfs;
+pub mod replay;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+
+use crossbeam_channel::{Sender, TrySendError};
+use vigil_event::{Event, EventKind, KindSet};
+
+/// Errors of the source layer.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot open {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: corrupt at byte offset {offset} (record {record}): {message}")]
+    Corrupt { path: String, offset: u64, record: u64, message: String },
+    #[error("{path}: unsupported replay format version {version} (this build reads version {supported})")]
+    Version { path: String, version: u64, supported: u64 },
+    #[error("the {0} source is not available: {1}")]
+    Unavailable(&'static str, String),
+    #[error("{0}: {1}")]
+    Io(&'static str, #[source] std::io::Error),
+}
+
+/// A stop request shared by the pipeline and sources.
+#[derive(Clone, Default)]
+pub struct Stop(Arc<AtomicBool>);
+
+impl Stop {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::Relaxed)
+    }
+    pub fn is_stopped(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The kinds some rule wants; live sources skip the rest (an empty mask
+/// means "unknown yet": send everything).
+#[derive(Clone, Default)]
+pub struct Interest(pub Arc<AtomicU16>);
+
+impl Interest {
+    pub fn all() -> Self {
+        Interest(Arc::new(AtomicU16::new(0)))
+    }
+    pub fn wants(&self, kind: EventKind) -> bool {
+        let mask = KindSet(self.0.load(Ordering::Relaxed));
+        mask == KindSet::EMPTY || mask.contains(kind)
+    }
+}
+
+/// Where a source sends events.
+pub struct EventSender {
+    tx: Sender<Vec<Event>>,
+    source: &'static str,
+    pending_lost: u64,
+}
+
+/// The dispatcher is gone: the source should stop.
+#[derive(Debug)]
+pub struct Closed;
+
+impl EventSender {
+    pub fn new(tx: Sender<Vec<Event>>, source: &'static str) -> Self {
+        EventSender { tx, source, pending_lost: 0 }
+    }
+
+    /// Sends, waiting for room (for sources that can wait: replay).
+    pub fn send(&mut self, batch: Vec<Event>) -> Result<(), Closed> {
+        let batch = self.with_lost(batch);
+        self.tx.send(batch).map_err(|_| Closed)
+    }
+
+    /// Sends without waiting (live sources): when the pipeline is full, the
+    /// batch is dropped and counted, and an `events-lost` event goes out
+    /// ahead of the next batch that fits.
+    pub fn send_or_drop(&mut self, batch: Vec<Event>) -> Result<(), Closed> {
+        let n = batch.len() as u64;
+        let batch = self.with_lost(batch);
+        match self.tx.try_send(batch) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(b)) => {
+                // The lost-event we may have prepended is retried next time.
+                let carried = b.first().and_then(|e| e.lost.as_ref()).map_or(0, |l| l.count);
+                self.pending_lost += n + carried;
+                Ok(())
+            }
+            Err(TrySendError::Disconnected(_)) => Err(Closed),
+        }
+    }
+
+    /// Counts events the source itself lost (e.g. kernel buffer overruns).
+    pub fn report_lost(&mut self, count: u64) {
+        self.pending_lost += count;
+    }
+
+    fn with_lost(&mut self, mut batch: Vec<Event>) -> Vec<Event> {
+        if self.pending_lost > 0 {
+            tracing::warn!(source = self.source, lost = self.pending_lost, "events lost");
+            batch.insert(0, Event::lost(self.pending_lost, self.source, crate::time::now_ns()));
+            self.pending_lost = 0;
+        }
+        batch
+    }
+}
+
+/// A source of events.
+pub trait Source: Send {
+    /// Short name, for logs and `events-lost` reasons.
+    fn name(&self) -> &'static str;
+    /// Produces events until done or stopped.
+    fn run(self: Box<Self>, out: EventSender, stop: Stop, interest: Interest) -> Result<(), SourceError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drops_are_counted_and_reported_ahead_of_the_next_batch() {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let mut s = EventSender::new(tx, "test");
+        let batch = || vec![Event::new(EventKind::ProcessExec); 3];
+        s.send_or_drop(batch()).unwrap();
+        s.send_or_drop(batch()).unwrap(); // full: 3 lost
+        s.send_or_drop(batch()).unwrap(); // full: 3 more
+        assert_eq!(rx.recv().unwrap().len(), 3);
+        s.send_or_drop(batch()).unwrap();
+        let got = rx.recv().unwrap();
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[0].kind, EventKind::EventsLost);
+        assert_eq!(got[0].lost.as_ref().unwrap().count, 6);
+        assert_eq!(got[0].lost.as_ref().unwrap().reason, "test");
+    }
+
+    #[test]
+    fn a_dropped_lost_event_is_carried_not_forgotten() {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let mut s = EventSender::new(tx, "test");
+        s.send_or_drop(vec![Event::new(EventKind::ProcessExec)]).unwrap();
+        s.report_lost(5);
+        s.send_or_drop(vec![Event::new(EventKind::ProcessExec)]).unwrap(); // full: 5 + 1
+        rx.recv().unwrap();
+        s.send_or_drop(vec![Event::new(EventKind::ProcessExec)]).unwrap();
+        let got = rx.recv().unwrap();
+        assert_eq!(got[0].lost.as_ref().unwrap().count, 6);
+    }
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Builds every bundled rule (plugins/*) and test fixture rule (tests/rules/*)
+# to a WebAssembly component:
+#   target/rules/<id>.wasm       the bundled rules (what `vigil run` loads)
+#   target/test-rules/<id>.wasm  fixtures for the end-to-end tests
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target_dir="${CARGO_TARGET_DIR:-target}"
+
+cargo build --profile rule --target wasm32-wasip2 -p 'vigil-rule-*' -p 'vigil-test-rule-*' "$@"
+
+out="$target_dir/wasm32-wasip2/rule"
+mkdir -p "$target_dir/rules" "$target_dir/test-rules"
+copy() { # crate-file-prefix destination-dir
+    for f in "$out"/"$1"*.wasm; do
+        [ -e "$f" ] || continue
+        name=$(basename "$f" .wasm)
+        name=${name#"$1"}
+        # Copy to a temp name then rename: a running daemon watching the
+        # directory never sees a half-written file.
+        cp "$f" "$2/.$name.wasm.tmp" && mv -f "$2/.$name.wasm.tmp" "$2/${name//_/-}.wasm"
+    done
+}
+copy vigil_rule_ "$target_dir/rules"
+copy vigil_test_rule_ "$target_dir/test-rules"
+echo "rules: $(ls "$target_dir/rules" | tr '\n' ' ')"
+echo "test rules: $(ls "$target_dir/test-rules" | tr '\n' ' ')"
