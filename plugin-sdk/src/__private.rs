@@ -90,8 +90,9 @@ pub fn snapshot<R: Rule>() -> Option<Vec<u8>> {
 }
 
 pub fn restore<R: Rule>(bytes: Vec<u8>) -> Result<(), String> {
-    let state: R::State = serde_json::from_slice(&bytes).map_err(|e| format!("cannot restore state: {e}"))?;
-    STATE.with_borrow_mut(|slot| *slot = Some(Box::new(state)));
+    let previous: R::State = serde_json::from_slice(&bytes).map_err(|e| format!("cannot restore state: {e}"))?;
+    // The current state is fresh from `init` with the current config.
+    with_state::<R, _>(|state| state.restore(previous));
     Ok(())
 }
 

@@ -48,7 +48,7 @@ pub mod __private;
 pub use alert::{Alert, IntoAlerts, Priority};
 pub use vigil_event::packed::{
     AncestorView as Ancestor, Ancestors, ContainerView as Container, EventView as Event, LabelsView as Labels,
-    PodView as Pod, ProcessView as Process, Strings, basename,
+    PodView as Pod, ProcessView as Process, SHELLS, Strings, basename, strip_version,
 };
 pub use vigil_event::{EventKind, Runtime};
 pub use vigil_sdk_macros::rule;
