@@ -52,8 +52,7 @@ pub fn detect(event: &Event) -> Option<Alert> {
         Some(c) => format!("container={} image={}", c.name(), c.image()),
         None => "container=host".to_string(),
     };
-    let alert = Alert::critical(format!("Crypto miner started (command={} {place})", process.cmdline()))
-        .tags(["mitre_impact", "T1496"]);
+    let alert = Alert::critical(format!("Crypto miner started (command={} {place})", process.cmdline()));
     Some(match pool {
         Some(pool) => alert.field("pool", pool),
         None => alert,
@@ -83,7 +82,6 @@ mod tests {
         assert_eq!(alerts[0].priority, Priority::Critical);
         assert_eq!(alerts[0].message, "Crypto miner started (command=xmrig container=host)");
         assert_eq!(alerts[1].message, "Crypto miner started (command=./PhoenixMiner container=gpu image=cuda:12)");
-        assert!(alerts[0].has_tag("T1496"));
     }
 
     #[test]

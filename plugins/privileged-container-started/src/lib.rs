@@ -18,16 +18,13 @@ pub fn detect(event: &Event) -> Option<Alert> {
     }
     let container = event.container().filter(|c| c.privileged())?;
     let pod = event.pod().map(|p| format!(" pod={}/{}", p.namespace(), p.name())).unwrap_or_default();
-    Some(
-        Alert::warning(format!(
-            "Privileged container started (container={} id={} image={} runtime={}{pod})",
-            container.name(),
-            container.short_id(),
-            container.image(),
-            container.runtime().name(),
-        ))
-        .tags(["container", "mitre_privilege_escalation", "T1610", "T1611"]),
-    )
+    Some(Alert::warning(format!(
+        "Privileged container started (container={} id={} image={} runtime={}{pod})",
+        container.name(),
+        container.short_id(),
+        container.image(),
+        container.runtime().name(),
+    )))
 }
 
 #[cfg(test)]
@@ -64,7 +61,6 @@ mod tests {
             "{}",
             alerts[1].message
         );
-        assert!(alerts[0].has_tag("T1610") && alerts[0].has_tag("T1611"));
     }
 
     #[test]

