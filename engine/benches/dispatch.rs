@@ -1,1 +1,493 @@
-fn main() {}
+//! Vigil's rule-engine figures, printed as a table (BENCHMARKS.md keeps them
+//! with the command). Run after `scripts/build-rules.sh`:
+//!
+//!     cargo bench -p vigil-engine --bench dispatch
+//!
+//! What it measures (all on synthetic exec events: comm, exe, 3-6 argv, 60%
+//! in a container with id/name/image/3 labels, 3 ancestors; rules rarely alert):
+//! 1. dispatch throughput on one thread: 1 rule, then 10 rules, each
+//!    subscribed to every event; batched calls (128) and per-event calls (1);
+//!    the native Rust baseline of the same rule over the same packed events;
+//! 2. the whole pipeline: a msgpack replay file read at full speed → rules;
+//! 3. hot swap under a 100K events/s stream: rename → new rule active, and
+//!    events lost or duplicated;
+//! 4. the daemon process: peak RSS with the bundled rules loaded, and time
+//!    from start to the first alert with a warm compile cache.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use vigil_engine::config::Config;
+use vigil_engine::event::packed::{BatchView, encode_batch};
+use vigil_engine::event::{Ancestor, Container, Event, EventKind, Process, Runtime};
+use vigil_engine::pipeline::Pipeline;
+use vigil_engine::plugin::dispatch::Dispatcher;
+use vigil_engine::plugin::host::{HostSettings, PluginHost};
+use vigil_engine::plugin::ruledir::RuleDir;
+use vigil_engine::sinks::alert::AlertBuilder;
+use vigil_engine::sinks::{AlertBatch, Sink, SinkError};
+use vigil_engine::sources::replay::{ReplaySource, ReplayWriter};
+use vigil_engine::sources::{EventSender, Interest, Source, SourceError, Stop};
+
+const ONE_RULE: &[&str] = &["shell-in-container"];
+/// Ten rules that all subscribe to process-exec.
+const TEN_RULES: &[&str] = &[
+    "shell-in-container",
+    "reverse-shell",
+    "package-manager-in-container",
+    "container-escape-tools",
+    "crypto-miner",
+    "download-piped-to-shell",
+    "sensitive-file-recon",
+    "discovery-burst",
+    "spin",
+    "trap",
+];
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+fn wasm(id: &str) -> PathBuf {
+    for d in ["rules", "test-rules"] {
+        let p = target_dir().join(d).join(format!("{id}.wasm"));
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{id}.wasm not built: run scripts/build-rules.sh first");
+}
+
+/// Deterministic synthetic events (xorshift), about 1 in 1000 a shell in a container.
+fn synthetic(n: usize) -> Vec<Event> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let exes = [
+        "/usr/bin/python3",
+        "/usr/local/bin/node",
+        "/usr/sbin/nginx",
+        "/bin/ls",
+        "/bin/cat",
+        "/usr/bin/grep",
+        "/usr/bin/java",
+    ];
+    let words = ["-v", "--config", "/etc/app/config.yaml", "serve", "--port=8080", "/var/log/app.log", "-n", "worker"];
+    let containers: Vec<Arc<Container>> = (0..20)
+        .map(|i| {
+            Arc::new(Container {
+                id: format!("{:064x}", 0xabcdef0123456789u64 * (i + 1)),
+                name: format!("app-{i}"),
+                image: format!("registry.local/team/app-{i}:1.{i}.0"),
+                runtime: Runtime::Containerd,
+                labels: vec![
+                    ("app".into(), format!("app-{i}")),
+                    ("team".into(), "payments".into()),
+                    ("tier".into(), "backend".into()),
+                ],
+                pid: 1000 + i as u32,
+                ..Default::default()
+            })
+        })
+        .collect();
+    (0..n)
+        .map(|i| {
+            let r = rnd();
+            let shell = r % 1000 == 0;
+            let exe = if shell { "/bin/bash" } else { exes[(r >> 8) as usize % exes.len()] };
+            let comm: String = exe.rsplit('/').next().unwrap().into();
+            let mut argv = vec![comm.clone()];
+            for k in 0..(2 + (r >> 16) % 5) {
+                argv.push(words[((r >> (20 + k * 3)) % words.len() as u64) as usize].into());
+            }
+            let in_container = (r >> 32) % 10 < 6;
+            Event {
+                time_ns: 1_700_000_000_000_000_000 + i as u64 * 10_000,
+                process: Some(Process {
+                    pid: 10_000 + i as u32,
+                    tgid: 10_000 + i as u32,
+                    ppid: 900,
+                    comm,
+                    exe: exe.into(),
+                    argv,
+                    cwd: "/srv/app".into(),
+                    ancestry: vec![
+                        Ancestor { pid: 900, comm: "sh".into(), exe: "/bin/sh".into() },
+                        Ancestor {
+                            pid: 800,
+                            comm: "containerd-shim".into(),
+                            exe: "/usr/bin/containerd-shim-runc-v2".into(),
+                        },
+                        Ancestor { pid: 1, comm: "systemd".into(), exe: "/sbin/init".into() },
+                    ],
+                    ..Default::default()
+                }),
+                container: in_container.then(|| containers[(r >> 40) as usize % containers.len()].clone()),
+                ..Event::new(EventKind::ProcessExec)
+            }
+        })
+        .collect()
+}
+
+fn rule_dir(ids: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for id in ids {
+        std::fs::copy(wasm(id), dir.path().join(format!("{id}.wasm"))).unwrap();
+    }
+    dir
+}
+
+fn dispatcher(host: &PluginHost, ids: &[&str], batch: usize) -> (Dispatcher, tempfile::TempDir) {
+    let dir = rule_dir(ids);
+    let policy = Config::default().rule_policy();
+    let mut rd = RuleDir::new(dir.path());
+    let (controls, report) = rd.scan(host, &|m| policy.resolve(m)).unwrap();
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    let mut d = Dispatcher::new(batch, AlertBuilder::new("bench".into()));
+    for c in controls {
+        d.apply(c);
+    }
+    assert_eq!(d.rules().len(), ids.len());
+    (d, dir)
+}
+
+/// ns per event through `d`, median of `runs` passes over `events`.
+fn time_dispatch(d: &mut Dispatcher, events: &[Event], chunk: usize, runs: usize) -> (f64, usize) {
+    let mut alerts = Vec::new();
+    let mut warm: Vec<Event> = events[..events.len().min(20_000)].to_vec();
+    d.dispatch(&mut warm, &mut alerts);
+    let mut times = Vec::new();
+    let mut batch = Vec::with_capacity(chunk);
+    for _ in 0..runs {
+        alerts.clear();
+        let start = Instant::now();
+        for c in events.chunks(chunk) {
+            batch.clear();
+            batch.extend_from_slice(c);
+            d.dispatch(&mut batch, &mut alerts);
+        }
+        times.push(start.elapsed().as_nanos() as f64 / events.len() as f64);
+    }
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (times[runs / 2], alerts.len())
+}
+
+/// The clone of each event (what the source hands over) is part of the cost
+/// above; measure it alone so it can be subtracted by the reader.
+fn time_clone(events: &[Event], chunk: usize) -> f64 {
+    let start = Instant::now();
+    let mut batch = Vec::with_capacity(chunk);
+    for c in events.chunks(chunk) {
+        batch.clear();
+        batch.extend_from_slice(c);
+        std::hint::black_box(&batch);
+    }
+    start.elapsed().as_nanos() as f64 / events.len() as f64
+}
+
+fn time_native(events: &[Event]) -> (f64, f64) {
+    let mut buf = Vec::new();
+    let start = Instant::now();
+    for c in events.chunks(128) {
+        encode_batch(c, &mut buf);
+        std::hint::black_box(&buf);
+    }
+    let encode = start.elapsed().as_nanos() as f64 / events.len() as f64;
+    let batches: Vec<Vec<u8>> = events
+        .chunks(128)
+        .map(|c| {
+            let mut b = Vec::new();
+            encode_batch(c, &mut b);
+            b
+        })
+        .collect();
+    let mut alerts = 0;
+    let start = Instant::now();
+    for b in &batches {
+        for e in BatchView::new(b).unwrap().iter() {
+            alerts += vigil_rule_shell_in_container::detect(&e).is_some() as usize;
+        }
+    }
+    std::hint::black_box(alerts);
+    (encode, start.elapsed().as_nanos() as f64 / events.len() as f64)
+}
+
+struct NullSink(Arc<std::sync::Mutex<Vec<(u64, u64)>>>);
+
+impl Sink for NullSink {
+    fn name(&self) -> &str {
+        "bench"
+    }
+    fn write(&mut self, batch: &AlertBatch) -> Result<(), SinkError> {
+        let mut seen = self.0.lock().unwrap();
+        for a in &batch.alerts {
+            if a.rule == "echo" {
+                let id = a.output_fields["event_id"].as_str().unwrap().parse().unwrap();
+                let n = a.output_fields["seen"].as_str().unwrap().parse().unwrap();
+                seen.push((id, n));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn pipeline(config: Config, rules: &Path, watch: bool, sink: NullSink) -> Pipeline {
+    Pipeline {
+        config,
+        rules_dir: rules.to_path_buf(),
+        watch,
+        sinks: vec![Box::new(sink) as Box<dyn Sink>],
+        stop: Stop::new(),
+        config_path: None,
+    }
+}
+
+fn replay_pipeline(cache: &Path, events: &[Event], ids: &[&str]) -> (f64, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bench.msgpack");
+    let mut w = ReplayWriter::create(&file).unwrap();
+    for e in events {
+        w.write(e).unwrap();
+    }
+    w.finish().unwrap();
+    let rules = rule_dir(ids);
+    let mut config = Config::default();
+    config.cache_dir = Some(cache.to_path_buf());
+    let start = Instant::now();
+    let summary = pipeline(config, rules.path(), false, NullSink(Default::default()))
+        .run(Box::new(ReplaySource::new(file, false)), |_| {})
+        .unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    let n = summary.dispatch.events.load(Ordering::Relaxed);
+    (n as f64 / secs, n)
+}
+
+/// Paced exec events with a hook per swap.
+struct Paced {
+    total: usize,
+    per_sec: u64,
+    swaps: Vec<(usize, Box<dyn FnOnce() + Send>)>,
+}
+
+impl Source for Paced {
+    fn name(&self) -> &'static str {
+        "paced"
+    }
+    fn run(self: Box<Self>, mut out: EventSender, _stop: Stop, _: Interest) -> Result<(), SourceError> {
+        let Paced { total, per_sec, mut swaps } = *self;
+        swaps.sort_by_key(|s| s.0);
+        let mut swaps = swaps.into_iter().peekable();
+        let proto = synthetic(1).pop().unwrap();
+        let start = Instant::now();
+        let mut sent = 0;
+        while sent < total {
+            while swaps.peek().is_some_and(|(at, _)| *at <= sent) {
+                (swaps.next().unwrap().1)();
+            }
+            let n = 100.min(total - sent);
+            if out.send(vec![proto.clone(); n]).is_err() {
+                break;
+            }
+            sent += n;
+            let due = Duration::from_secs_f64(sent as f64 / per_sec as f64);
+            if let Some(w) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(w);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn with_custom_section(wasm: &[u8], tag: &str) -> Vec<u8> {
+    let mut payload = vec![5u8];
+    payload.extend_from_slice(b"bench");
+    payload.extend_from_slice(tag.as_bytes());
+    let mut out = wasm.to_vec();
+    out.push(0);
+    out.push(payload.len() as u8);
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// Swaps the echo rule `swaps` times under 100K events/s; returns each
+/// swap's rename → active latency and (lost, duplicated) events.
+fn hot_swap(cache: &Path, cached: bool) -> (Vec<f64>, usize, usize, usize) {
+    const TOTAL: usize = 600_000;
+    const PER_SEC: u64 = 100_000;
+    let rules = rule_dir(&["echo"]);
+    let original = std::fs::read(wasm("echo")).unwrap();
+    let renamed_at: Arc<std::sync::Mutex<Vec<u64>>> = Default::default();
+    let mut swaps: Vec<(usize, Box<dyn FnOnce() + Send>)> = Vec::new();
+    for i in 0..5 {
+        let dir = rules.path().to_path_buf();
+        // With `cached`, the versions were compiled before (a rollback).
+        let bytes = with_custom_section(&original, &format!("v{}{}", i, if cached { "c" } else { "" }));
+        let stamps = renamed_at.clone();
+        swaps.push((
+            (i + 1) * 100_000,
+            Box::new(move || {
+                let tmp = dir.join(".echo.wasm.tmp");
+                std::fs::write(&tmp, &bytes).unwrap();
+                stamps.lock().unwrap().push(vigil_engine::time::now_ns());
+                std::fs::rename(&tmp, dir.join("echo.wasm")).unwrap();
+            }),
+        ));
+    }
+    if cached {
+        let host = PluginHost::new(&HostSettings {
+            cache_dir: Some(cache.to_path_buf()),
+            epoch_tick: Duration::from_millis(1),
+        })
+        .unwrap();
+        for i in 0..5 {
+            host.compile(&with_custom_section(&original, &format!("v{i}c"))).unwrap();
+        }
+    }
+    let mut config = Config::default();
+    config.cache_dir = Some(cache.to_path_buf());
+    let seen: Arc<std::sync::Mutex<Vec<(u64, u64)>>> = Default::default();
+    let source = Paced { total: TOTAL, per_sec: PER_SEC, swaps };
+    let summary = pipeline(config, rules.path(), true, NullSink(seen.clone())).run(Box::new(source), |_| {}).unwrap();
+    let seen = seen.lock().unwrap();
+    let mut ids = HashSet::new();
+    let mut dup = 0;
+    for (id, _) in seen.iter() {
+        if !ids.insert(*id) {
+            dup += 1;
+        }
+    }
+    let lost = TOTAL - ids.len();
+    let stamps = renamed_at.lock().unwrap().clone();
+    let activations = summary_activations(&summary);
+    let lat: Vec<f64> = stamps.iter().zip(activations.iter()).map(|(r, a)| (*a as f64 - *r as f64) / 1e6).collect();
+    (lat, lost, dup, summary.dispatch.swaps.load(Ordering::Relaxed) as usize)
+}
+
+/// When each swap after the initial load was applied.
+fn summary_activations(s: &vigil_engine::pipeline::Summary) -> Vec<u64> {
+    s.dispatch.recent_swaps_ns.lock().unwrap().iter().skip(1).copied().collect()
+}
+
+fn daemon_figures() -> (f64, f64, u64) {
+    let vigil = target_dir().join("release/vigil");
+    assert!(vigil.exists(), "build the daemon first: cargo build --release");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/bundled.jsonl");
+    let rules = target_dir().join("rules");
+    let cache = tempfile::tempdir().unwrap();
+    let cfg = cache.path().join("vigil.toml");
+    std::fs::write(&cfg, format!("cache_dir = {:?}\n", cache.path().join("c"))).unwrap();
+    let run = || {
+        let start = Instant::now();
+        let mut child = Command::new(&vigil)
+            .arg("replay")
+            .arg(&fixture)
+            .arg("--rules")
+            .arg(&rules)
+            .arg("--config")
+            .arg(&cfg)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        use std::io::BufRead;
+        let mut first = None;
+        for _ in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+            first.get_or_insert(start.elapsed());
+        }
+        let mut status = 0;
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: valid pointers; reaps our own child and reads its usage.
+        unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+        (first.unwrap().as_secs_f64(), usage.ru_maxrss as u64 / 1024)
+    };
+    let (cold, _) = run();
+    let mut warm = Vec::new();
+    let mut rss = 0;
+    for _ in 0..5 {
+        let (t, r) = run();
+        warm.push(t);
+        rss = rss.max(r);
+    }
+    warm.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (cold, warm[2], rss)
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let n = if quick { 100_000 } else { 1_000_000 };
+    let runs = if quick { 3 } else { 5 };
+    let cache = tempfile::tempdir().unwrap();
+    let host = PluginHost::new(&HostSettings {
+        cache_dir: Some(cache.path().to_path_buf()),
+        epoch_tick: Duration::from_millis(1),
+    })
+    .unwrap();
+    let events = synthetic(n);
+    println!("Vigil rule-engine figures ({n} synthetic exec events, median of {runs} runs, one thread unless said)");
+    println!();
+
+    let clone128 = time_clone(&events, 128);
+    let (encode, native) = time_native(&events);
+    println!("| path | ns/event | events/s |");
+    println!("|---|---:|---:|");
+    let row = |name: &str, ns: f64| println!("| {name} | {ns:.0} | {:.0} |", 1e9 / ns);
+    row("native Rust `shell-in-container` over packed views (no boundary)", native);
+    row("packing the events (host side, once per batch for all rules)", encode);
+    for (label, ids) in [("1 rule", ONE_RULE), ("10 rules", TEN_RULES)] {
+        for batch in [128, 1] {
+            let (mut d, _dir) = dispatcher(&host, ids, batch);
+            let evs = if batch == 1 { &events[..n / 4] } else { &events[..] };
+            let (ns, alerts) = time_dispatch(&mut d, evs, 256, runs);
+            row(
+                &format!(
+                    "dispatch, {label}, {} (alerts: {alerts})",
+                    if batch == 1 { "one call per event" } else { "batches of 128" }
+                ),
+                ns,
+            );
+        }
+    }
+    row("(included above: the source's clone of each event)", clone128);
+    println!();
+
+    let (eps1, _) = replay_pipeline(cache.path(), &events, ONE_RULE);
+    let (eps10, total) = replay_pipeline(cache.path(), &events, TEN_RULES);
+    println!("Whole pipeline, msgpack replay file at full speed (replay decoding on its own thread):");
+    println!("| rules | events | events/s |");
+    println!("|---|---:|---:|");
+    println!("| 1 | {total} | {eps1:.0} |");
+    println!("| 10 | {total} | {eps10:.0} |");
+    println!();
+
+    println!("Hot swap of one rule under a 100K events/s stream (5 swaps each):");
+    println!("| compile | rename → active, ms (each swap) | lost | duplicated |");
+    println!("|---|---|---:|---:|");
+    for cached in [false, true] {
+        let (lat, lost, dup, _) = hot_swap(cache.path(), cached);
+        let lat: Vec<String> = lat.iter().map(|l| format!("{l:.0}")).collect();
+        println!(
+            "| {} | {} | {lost} | {dup} |",
+            if cached { "cached (rollback)" } else { "new version" },
+            lat.join(", ")
+        );
+    }
+    println!();
+
+    let (cold, warm, rss) = daemon_figures();
+    println!("The `vigil` process with the 9 bundled rules (`vigil replay` of the bundled fixture):");
+    println!("| figure | value |");
+    println!("|---|---:|");
+    println!("| start to first alert, cold compile cache | {:.0} ms |", cold * 1e3);
+    println!("| start to first alert, warm compile cache (median of 5) | {:.0} ms |", warm * 1e3);
+    println!("| peak RSS | {rss} MiB |");
+}

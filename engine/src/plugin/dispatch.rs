@@ -6,10 +6,11 @@
 //! each rule gets one call per chunk. Rule swaps (hot reload) are applied
 //! between chunks, so every event is seen by exactly one version of a rule.
 
+use std::collections::VecDeque;
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use vigil_event::packed::{assemble_batch, encode_event};
 use vigil_event::{Event, KindSet};
@@ -33,10 +34,14 @@ pub struct DispatchStats {
     pub events_unrouted: AtomicU64,
     pub alerts: AtomicU64,
     pub swaps: AtomicU64,
-    /// `Instant`-free timestamp (ns since the Unix epoch) of the last swap
-    /// applied, for measuring reload latency.
-    pub last_swap_ns: AtomicU64,
+    /// When the most recent swaps were applied (ns since the Unix epoch,
+    /// oldest first, at most [`RECENT_SWAPS`]): reload latency is measured
+    /// from these.
+    pub recent_swaps_ns: Mutex<VecDeque<u64>>,
 }
+
+/// How many swap times [`DispatchStats::recent_swaps_ns`] keeps.
+pub const RECENT_SWAPS: usize = 32;
 
 struct Group {
     kinds: KindSet,
@@ -124,7 +129,11 @@ impl Dispatcher {
         }
         self.regroup();
         self.stats.swaps.fetch_add(1, Ordering::Relaxed);
-        self.stats.last_swap_ns.store(crate::time::now_ns(), Ordering::Relaxed);
+        let mut recent = self.stats.recent_swaps_ns.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() == RECENT_SWAPS {
+            recent.pop_front();
+        }
+        recent.push_back(crate::time::now_ns());
     }
 
     fn regroup(&mut self) {
