@@ -18,6 +18,9 @@ use vigil_engine::sinks::stdout::StdoutSink;
 use vigil_engine::sources::replay::ReplayWriter;
 use vigil_engine::sources::{Interest, Stop};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "vigil",

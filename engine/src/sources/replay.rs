@@ -3,8 +3,11 @@
 //!
 //! Format, version 1 (the reader accepts both forms, told apart by the first byte):
 //! - **msgpack** (what `vigil record` writes): a stream of msgpack values;
-//!   the first is the header map `{"vigil-replay": 1}`, each next one an
-//!   event as a map with the field names of `vigil_event::Event`.
+//!   the first is the header map `{"vigil-replay": 1}`; each next one is a
+//!   `bin` value whose bytes are one event encoded as a msgpack map with the
+//!   field names of `vigil_event::Event`. (The `bin` framing gives each
+//!   record's length up front: exact offsets for errors, and each event
+//!   decodes from one slice, several times faster than from a stream.)
 //! - **JSON lines** (for hand-written fixtures): one event per line as JSON
 //!   with the same field names; blank lines and lines starting with `#` are
 //!   skipped; an optional first line `{"vigil-replay": 1}`.
@@ -164,6 +167,7 @@ fn read_msgpack(
     let header: Header = rmp_serde::from_read(&mut reader).map_err(|e| corrupt(name, 0, 0, e))?;
     check_version(name, header.version)?;
     let mut record = 0u64;
+    let mut payload = Vec::new();
     loop {
         let offset = reader.count;
         match reader.inner.fill_buf() {
@@ -172,7 +176,10 @@ fn read_msgpack(
             Err(e) => return Err(SourceError::Io("replay", e)),
         }
         record += 1;
-        let event: Event = rmp_serde::from_read(&mut reader).map_err(|e| corrupt(name, offset, record, e))?;
+        let len = rmp::decode::read_bin_len(&mut reader).map_err(|e| corrupt(name, offset, record, e))?;
+        payload.resize(len as usize, 0);
+        reader.read_exact(&mut payload).map_err(|e| corrupt(name, offset, record, e))?;
+        let event: Event = rmp_serde::from_slice(&payload).map_err(|e| corrupt(name, offset, record, e))?;
         if !f(event) {
             return Ok(());
         }
@@ -226,6 +233,7 @@ impl<R: BufRead> BufRead for Counting<R> {
 pub struct ReplayWriter<W: Write> {
     out: W,
     json: bool,
+    scratch: Vec<u8>,
 }
 
 impl ReplayWriter<std::io::BufWriter<File>> {
@@ -245,7 +253,7 @@ impl<W: Write> ReplayWriter<W> {
         } else {
             rmp_serde::encode::write_named(&mut out, &header).map_err(std::io::Error::other)?;
         }
-        Ok(ReplayWriter { out, json })
+        Ok(ReplayWriter { out, json, scratch: Vec::new() })
     }
 
     pub fn write(&mut self, e: &Event) -> std::io::Result<()> {
@@ -253,7 +261,10 @@ impl<W: Write> ReplayWriter<W> {
             serde_json::to_writer(&mut self.out, e)?;
             self.out.write_all(b"\n")
         } else {
-            rmp_serde::encode::write_named(&mut self.out, e).map_err(std::io::Error::other)
+            self.scratch.clear();
+            rmp_serde::encode::write_named(&mut self.scratch, e).map_err(std::io::Error::other)?;
+            rmp::encode::write_bin_len(&mut self.out, self.scratch.len() as u32).map_err(std::io::Error::other)?;
+            self.out.write_all(&self.scratch)
         }
     }
 

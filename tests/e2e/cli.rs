@@ -1,0 +1,128 @@
+//! The `vigil` binary: clear errors on bad input, and bad input never stops
+//! the good work around it.
+
+use std::process::Stdio;
+
+use crate::support::*;
+
+fn output(cmd: &mut std::process::Command) -> (i32, String, String) {
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn help_explains_every_command() {
+    let (code, out, _) = output(vigil().arg("--help"));
+    assert_eq!(code, 0);
+    for cmd in ["run", "replay", "events", "record", "rules"] {
+        assert!(out.contains(cmd), "--help mentions {cmd}: {out}");
+    }
+    let (code, out, _) = output(vigil().args(["run", "--help"]));
+    assert_eq!(code, 0);
+    assert!(out.contains("--rules") && out.contains("--source") && out.contains("SIGHUP"), "{out}");
+}
+
+#[test]
+fn rules_check_prints_metadata_and_rejects_malformed_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"this is not wasm").unwrap();
+    let core_module = dir.path().join("core.wasm");
+    std::fs::write(&core_module, b"\0asm\x01\0\0\0").unwrap();
+    let truncated = dir.path().join("truncated.wasm");
+    let good = std::fs::read(rule_wasm("shell-in-container")).unwrap();
+    std::fs::write(&truncated, &good[..good.len() / 2]).unwrap();
+
+    let (code, out, _) = output(vigil().args(["rules", "check"]).arg(rule_wasm("shell-in-container")));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("id:            shell-in-container") && out.contains("subscriptions: process-exec"), "{out}");
+
+    for (file, expect) in [
+        (&garbage, "not a WebAssembly binary"),
+        (&core_module, "not a valid WebAssembly component"),
+        (&truncated, "not a valid WebAssembly component"),
+    ] {
+        let (code, out, _) = output(vigil().args(["rules", "check", "--json"]).arg(file));
+        assert_eq!(code, 1, "{out}");
+        let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+        assert_eq!(v["ok"], false);
+        assert!(v["status"].as_str().unwrap().contains(expect), "{file:?}: {v}");
+    }
+}
+
+#[test]
+fn a_malformed_rule_next_to_good_ones_is_reported_and_the_rest_run() {
+    let rules = rule_dir(&["shell-in-container"]);
+    std::fs::write(rules.path().join("broken.wasm"), b"\0asm\x0d\0\x01\0junk").unwrap();
+    let (code, out, err) = output(vigil().arg("replay").arg(fixture("bundled.jsonl")).arg("--rules").arg(rules.path()));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("cannot load rule") && err.contains("broken.wasm"), "{err}");
+    assert!(out.lines().any(|l| l.contains("\"rule\":\"shell-in-container\"")), "{out}");
+}
+
+#[test]
+fn corrupt_replay_file_names_the_offset_and_earlier_events_still_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorded = dir.path().join("rec.msgpack");
+    let (code, _, err) =
+        output(vigil().args(["record", "--out"]).arg(&recorded).arg("--replay").arg(fixture("bundled.jsonl")));
+    assert_eq!(code, 0, "{err}");
+    let bytes = std::fs::read(&recorded).unwrap();
+    std::fs::write(&recorded, &bytes[..bytes.len() - 3]).unwrap();
+
+    let (full_code, full_out, _) =
+        output(vigil().arg("replay").arg(fixture("bundled.jsonl")).arg("--rules").arg(bundled_rules_dir()));
+    assert_eq!(full_code, 0);
+    let (code, out, err) = output(vigil().arg("replay").arg(&recorded).arg("--rules").arg(bundled_rules_dir()));
+    assert_eq!(code, 1, "corrupt file exits 1: {err}");
+    assert!(err.contains("corrupt at byte offset") && err.contains("truncated"), "{err}");
+    // The last event is lost; alerts for all earlier ones were printed.
+    assert!(!out.is_empty() && out.lines().count() <= full_out.lines().count());
+    assert!(out.lines().count() + 2 >= full_out.lines().count(), "earlier events were processed");
+}
+
+#[test]
+fn broken_config_is_a_clear_error_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("vigil.toml");
+    std::fs::write(&cfg, "[dispatch]\ncall_timeout = \"fast\"\n").unwrap();
+    let (code, _, err) = output(vigil().arg("run").arg("--config").arg(&cfg).arg("--rules").arg(dir.path()));
+    assert_eq!(code, 2);
+    assert!(err.contains("call_timeout") && err.contains("vigil.toml"), "{err}");
+    std::fs::write(&cfg, "[dispatch]\nbatch_size = 0\n").unwrap();
+    let (code, _, err) = output(vigil().arg("run").arg("--config").arg(&cfg).arg("--rules").arg(dir.path()));
+    assert_eq!(code, 2);
+    assert!(err.contains("dispatch.batch_size"), "{err}");
+}
+
+#[test]
+fn file_output_receives_the_same_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("alerts.json");
+    let cfg = dir.path().join("vigil.toml");
+    std::fs::write(
+        &cfg,
+        format!("[output.stdout]\nenabled = false\n[output.file]\npath = {:?}\nfsync = \"always\"\n", file),
+    )
+    .unwrap();
+    let (code, out, err) = output(
+        vigil()
+            .arg("replay")
+            .arg(fixture("bundled.jsonl"))
+            .arg("--rules")
+            .arg(bundled_rules_dir())
+            .arg("--config")
+            .arg(&cfg),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.is_empty());
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.lines().count() >= 8, "{text}");
+    for l in text.lines() {
+        serde_json::from_str::<serde_json::Value>(l).unwrap();
+    }
+}

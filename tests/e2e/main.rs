@@ -1,0 +1,14 @@
+//! Vigil's end-to-end tests: real rule components (built by
+//! scripts/build-rules.sh), the real pipeline and the real `vigil` binary.
+//! Tests that need root (the proc connector) say SKIPPED when not root.
+//!
+//! Golden files: `VIGIL_BLESS=1 cargo test --release -p vigil-engine --test e2e golden`
+//! rewrites them from the current output.
+
+mod support;
+
+mod cli;
+mod golden;
+mod hot_reload;
+mod proc_source;
+mod sandbox;

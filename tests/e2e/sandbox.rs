@@ -1,0 +1,103 @@
+//! Rules that loop, trap or hog memory are stopped, counted, rebuilt and
+//! quarantined, while a good rule keeps alerting on every event.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use vigil_engine::config::Config;
+use vigil_engine::pipeline::Pipeline;
+use vigil_engine::sources::Stop;
+
+use crate::support::*;
+
+fn config(cache: &std::path::Path) -> Config {
+    let mut c = Config::default();
+    c.cache_dir = Some(cache.to_path_buf());
+    c.dispatch.call_timeout = Duration::from_millis(20);
+    c.dispatch.memory_limit = bytesize::ByteSize::mib(16);
+    c.dispatch.max_faults = 3;
+    c.dispatch.quarantine_initial = Duration::from_millis(300);
+    c
+}
+
+#[test]
+fn misbehaving_rules_are_isolated_and_a_good_rule_keeps_alerting() {
+    let rules = rule_dir(&["echo", "spin", "trap", "hog"]);
+    let cache = tempfile::tempdir().unwrap();
+    // Each kind of bad event once per 100-event batch, for 10 batches, then
+    // a calm stretch after the quarantine ends.
+    let mut events = Vec::new();
+    for round in 0..10 {
+        for i in 0..100 {
+            events.push(match (round % 3, i) {
+                (0, 10) => exec("/bin/x", &["x", "spin"]),
+                (1, 20) => exec("/bin/x", &["x", "trap"]),
+                (2, 30) => exec("/bin/x", &["x", "hog"]),
+                _ => exec("/bin/ok", &["ok"]),
+            });
+        }
+    }
+    let calm: Vec<_> = ["/bin/spin-ok", "/bin/trap-ok", "/bin/hog-ok"].iter().map(|e| exec(e, &["ok"])).collect();
+    let total = events.len() + 3 * 400;
+    let sink = MemorySink::default();
+    let source = PacedSource {
+        events: events.into_iter().chain((0..400).flat_map(|_| calm.clone())).collect(),
+        per_sec: 2_000,
+        batch: 100,
+        hooks: vec![],
+    };
+    let pipeline = Pipeline {
+        config: config(cache.path()),
+        rules_dir: rules.path().to_path_buf(),
+        watch: false,
+        sinks: vec![Box::new(sink.clone())],
+        stop: Stop::new(),
+        config_path: None,
+    };
+    let summary = pipeline.run(Box::new(source), |_| {}).unwrap();
+    let alerts = sink.alerts();
+
+    let echo = alerts.iter().filter(|a| a.rule == "echo").count();
+    assert_eq!(echo, total, "the good rule saw every event");
+
+    let stats = |id: &str| summary.rules.iter().find(|(r, _)| r == id).unwrap().1.clone();
+    let spin = stats("spin");
+    let trap = stats("trap");
+    let hog = stats("hog");
+    assert!(spin.timeouts.load(Ordering::Relaxed) >= 1, "spin timed out");
+    assert_eq!(spin.traps.load(Ordering::Relaxed), 0);
+    assert!(trap.traps.load(Ordering::Relaxed) >= 1, "trap trapped");
+    assert!(hog.memory_faults.load(Ordering::Relaxed) >= 1, "hog hit its memory limit");
+    for (id, s) in [("spin", &spin), ("trap", &trap), ("hog", &hog)] {
+        assert!(s.quarantines.load(Ordering::Relaxed) >= 1, "{id} was quarantined after repeated faults");
+        assert!(s.events_skipped.load(Ordering::Relaxed) > 0, "{id} skipped events while quarantined");
+    }
+    // After quarantine each misbehaving rule runs again and works.
+    for (id, msg) in [("spin", "spin rule alive"), ("trap", "trap rule alive"), ("hog", "hog rule alive")] {
+        assert!(alerts.iter().any(|a| a.rule == id && a.output == msg), "{id} recovered after its quarantine");
+    }
+    assert_eq!(stats("echo").faults(), 0);
+}
+
+#[test]
+fn a_rule_cannot_read_host_files() {
+    let rules = rule_dir(&["hog"]);
+    let cache = tempfile::tempdir().unwrap();
+    let sink = MemorySink::default();
+    let source =
+        PacedSource { events: vec![exec("/bin/x", &["x", "read-host"])], per_sec: 1000, batch: 1, hooks: vec![] };
+    let pipeline = Pipeline {
+        config: config(cache.path()),
+        rules_dir: rules.path().to_path_buf(),
+        watch: false,
+        sinks: vec![Box::new(sink.clone())],
+        stop: Stop::new(),
+        config_path: None,
+    };
+    let summary = pipeline.run(Box::new(source), |_| {}).unwrap();
+    // The WASI filesystem is not linked: the call traps rather than reading.
+    let alerts = sink.alerts();
+    assert!(alerts.iter().all(|a| a.output != "host file read: true"), "{alerts:?}");
+    let hog = &summary.rules[0].1;
+    assert_eq!(hog.traps.load(Ordering::Relaxed), 1, "denied WASI import trapped");
+}

@@ -1,0 +1,227 @@
+//! Shared helpers: where things are, a child process that is always
+//! killed, an in-memory sink, a paced source.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use vigil_engine::event::{Event, EventKind, Process};
+use vigil_engine::sinks::alert::Alert;
+use vigil_engine::sinks::{AlertBatch, Sink, SinkError};
+use vigil_engine::sources::{EventSender, Interest, Source, SourceError, Stop};
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"))
+}
+
+/// A built rule component (bundled or test fixture).
+pub fn rule_wasm(id: &str) -> PathBuf {
+    for dir in ["rules", "test-rules"] {
+        let p = target_dir().join(dir).join(format!("{id}.wasm"));
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("rule {id} is not built: run scripts/build-rules.sh first");
+}
+
+pub fn bundled_rules_dir() -> PathBuf {
+    let d = target_dir().join("rules");
+    assert!(d.join("shell-in-container.wasm").exists(), "bundled rules not built: run scripts/build-rules.sh first");
+    d
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    workspace().join("tests/fixtures").join(name)
+}
+
+/// A temp rule directory holding copies of the named rules.
+pub fn rule_dir(ids: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for id in ids {
+        std::fs::copy(rule_wasm(id), dir.path().join(format!("{id}.wasm"))).unwrap();
+    }
+    dir
+}
+
+pub fn vigil() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vigil"));
+    c.env("RUST_LOG", "info");
+    c
+}
+
+/// A child process killed (by pid) and reaped when dropped, also on panic.
+pub struct ChildGuard(pub Option<Child>);
+
+impl ChildGuard {
+    pub fn spawn(mut cmd: Command) -> Self {
+        ChildGuard(Some(cmd.stdin(Stdio::null()).spawn().expect("spawn")))
+    }
+    pub fn pid(&self) -> u32 {
+        self.0.as_ref().unwrap().id()
+    }
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(self.pid() as i32, sig) };
+    }
+    pub fn child(&mut self) -> &mut Child {
+        self.0.as_mut().unwrap()
+    }
+    /// Waits up to `timeout` for exit.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(s) = self.child().try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Skips (with a message saying so) when not root.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !$crate::support::is_root() {
+            eprintln!("SKIPPED {}: needs root (run the suite as root, as CI does)", module_path!());
+            return;
+        }
+    };
+}
+
+/// Collects alerts in memory.
+#[derive(Clone, Default)]
+pub struct MemorySink(pub Arc<Mutex<Vec<Alert>>>);
+
+impl Sink for MemorySink {
+    fn name(&self) -> &str {
+        "memory"
+    }
+    fn write(&mut self, batch: &AlertBatch) -> Result<(), SinkError> {
+        self.0.lock().unwrap().extend(batch.alerts.iter().cloned());
+        Ok(())
+    }
+}
+
+impl MemorySink {
+    pub fn alerts(&self) -> Vec<Alert> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// Execs of `exe` with `argv`, one per call.
+pub fn exec(exe: &str, argv: &[&str]) -> Event {
+    Event {
+        time_ns: vigil_engine::time::now_ns(),
+        process: Some(Process {
+            pid: 100,
+            tgid: 100,
+            comm: exe.rsplit('/').next().unwrap().into(),
+            exe: exe.into(),
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }),
+        ..Event::new(EventKind::ProcessExec)
+    }
+}
+
+/// Sends pre-built events at a steady rate, in batches of `batch`, then ends.
+/// A `hook` runs at given event counts (to swap rules mid-stream).
+pub struct PacedSource {
+    pub events: Vec<Event>,
+    pub per_sec: u64,
+    pub batch: usize,
+    pub hooks: Vec<(usize, Box<dyn FnOnce() + Send>)>,
+}
+
+impl Source for PacedSource {
+    fn name(&self) -> &'static str {
+        "paced"
+    }
+    fn run(self: Box<Self>, mut out: EventSender, stop: Stop, _: Interest) -> Result<(), SourceError> {
+        let PacedSource { events, per_sec, batch, mut hooks } = *self;
+        hooks.sort_by_key(|(at, _)| *at);
+        let mut hooks = hooks.into_iter().peekable();
+        let start = Instant::now();
+        let mut sent = 0usize;
+        let mut it = events.into_iter().peekable();
+        while it.peek().is_some() && !stop.is_stopped() {
+            while let Some((at, _)) = hooks.peek() {
+                if *at > sent {
+                    break;
+                }
+                let (_, hook) = hooks.next().unwrap();
+                hook();
+            }
+            let chunk: Vec<Event> = it.by_ref().take(batch).collect();
+            sent += chunk.len();
+            if out.send(chunk).is_err() {
+                break;
+            }
+            let due = Duration::from_secs_f64(sent as f64 / per_sec as f64);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        for (_, hook) in hooks {
+            hook();
+        }
+        Ok(())
+    }
+}
+
+/// Appends a custom section to a component: same behaviour, different bytes
+/// (so the daemon sees a new version).
+pub fn with_custom_section(wasm: &[u8], tag: &str) -> Vec<u8> {
+    let name = b"vigil-test";
+    let mut payload = Vec::new();
+    leb(&mut payload, name.len() as u64);
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(tag.as_bytes());
+    let mut out = wasm.to_vec();
+    out.push(0);
+    leb(&mut out, payload.len() as u64);
+    out.extend_from_slice(&payload);
+    out
+}
+
+fn leb(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// Writes `bytes` to `dir/name` the way editors and deploy tools do: a temp
+/// file, then a rename over the old one.
+pub fn replace_atomically(dir: &Path, name: &str, bytes: &[u8]) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
