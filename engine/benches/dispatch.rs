@@ -252,8 +252,7 @@ fn replay_pipeline(cache: &Path, events: &[Event], ids: &[&str]) -> (f64, u64) {
     }
     w.finish().unwrap();
     let rules = rule_dir(ids);
-    let mut config = Config::default();
-    config.cache_dir = Some(cache.to_path_buf());
+    let config = Config { cache_dir: Some(cache.to_path_buf()), ..Default::default() };
     let start = Instant::now();
     let summary = pipeline(config, rules.path(), false, NullSink(Default::default()))
         .run(Box::new(ReplaySource::new(file, false)), |_| {})
@@ -344,8 +343,7 @@ fn hot_swap(cache: &Path, cached: bool) -> (Vec<f64>, usize, usize, usize) {
             host.compile(&with_custom_section(&original, &format!("v{i}c"))).unwrap();
         }
     }
-    let mut config = Config::default();
-    config.cache_dir = Some(cache.to_path_buf());
+    let config = Config { cache_dir: Some(cache.to_path_buf()), ..Default::default() };
     let seen: Arc<std::sync::Mutex<Vec<(u64, u64)>>> = Default::default();
     let source = Paced { total: TOTAL, per_sec: PER_SEC, swaps };
     let summary = pipeline(config, rules.path(), true, NullSink(seen.clone())).run(Box::new(source), |_| {}).unwrap();

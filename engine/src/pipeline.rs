@@ -77,13 +77,16 @@ pub fn open_source(
     }
 }
 
+/// A running source: join it for its outcome.
+pub type SourceThread = JoinHandle<Result<(), SourceError>>;
+
 /// Starts `source` on its own thread, sending into a bounded channel.
 pub fn spawn_source(
     source: Box<dyn Source>,
     capacity: usize,
     stop: Stop,
     interest: Interest,
-) -> Result<(Receiver<Vec<Event>>, JoinHandle<Result<(), SourceError>>), PipelineError> {
+) -> Result<(Receiver<Vec<Event>>, SourceThread), PipelineError> {
     let (tx, rx) = crossbeam_channel::bounded(capacity);
     let name = source.name();
     let handle = std::thread::Builder::new()

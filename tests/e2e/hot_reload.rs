@@ -46,8 +46,7 @@ fn swaps_under_load_lose_and_duplicate_nothing() {
     ];
     let events: Vec<_> = (0..N).map(|_| exec("/bin/ok", &["ok"])).collect();
     let source = PacedSource { events, per_sec: 100_000, batch: 100, hooks };
-    let mut config = Config::default();
-    config.cache_dir = Some(cache.path().to_path_buf());
+    let config = Config { cache_dir: Some(cache.path().to_path_buf()), ..Default::default() };
     let sink = MemorySink::default();
     let pipeline = Pipeline {
         config,
@@ -101,8 +100,7 @@ fn removing_and_adding_rule_files_takes_effect() {
     ];
     let events: Vec<_> = (0..10_000).map(|_| exec("/bin/ok", &["ok"])).collect();
     let source = PacedSource { events, per_sec: 10_000, batch: 50, hooks };
-    let mut config = Config::default();
-    config.cache_dir = Some(cache.path().to_path_buf());
+    let config = Config { cache_dir: Some(cache.path().to_path_buf()), ..Default::default() };
     let sink = MemorySink::default();
     let pipeline = Pipeline {
         config,

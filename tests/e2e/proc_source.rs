@@ -40,8 +40,7 @@ fn proc_source_sees_a_real_exec() {
     while found.is_none() && Instant::now() < deadline {
         if let Ok(batch) = rx.recv_timeout(Duration::from_millis(100)) {
             found = batch.into_iter().find(|e| {
-                e.kind == EventKind::ProcessExec
-                    && e.process.as_ref().is_some_and(|p| p.argv.iter().any(|a| *a == mark))
+                e.kind == EventKind::ProcessExec && e.process.as_ref().is_some_and(|p| p.argv.contains(&mark))
             });
         }
     }

@@ -11,8 +11,7 @@ use vigil_engine::sources::Stop;
 use crate::support::*;
 
 fn config(cache: &std::path::Path) -> Config {
-    let mut c = Config::default();
-    c.cache_dir = Some(cache.to_path_buf());
+    let mut c = Config { cache_dir: Some(cache.to_path_buf()), ..Default::default() };
     c.dispatch.call_timeout = Duration::from_millis(20);
     c.dispatch.memory_limit = bytesize::ByteSize::mib(16);
     c.dispatch.max_faults = 3;

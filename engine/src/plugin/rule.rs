@@ -134,8 +134,8 @@ impl LoadedRule {
         let probe_id: Arc<str> = Arc::from(path.display().to_string());
         let mut store = new_store(host.engine(), probe_id, 64 << 20, WasiCtx::builder().build());
         store.set_epoch_deadline(host.ticks_for(Duration::from_secs(1)));
-        let rule = pre.instantiate(&mut store).map_err(|e| PluginError::Instantiate(e))?;
-        let raw = rule.vigil_rules_detector().call_metadata(&mut store).map_err(|e| PluginError::Instantiate(e))?;
+        let rule = pre.instantiate(&mut store).map_err(PluginError::Instantiate)?;
+        let raw = rule.vigil_rules_detector().call_metadata(&mut store).map_err(PluginError::Instantiate)?;
         let meta = validate_metadata(raw)?;
 
         let resolved = settings(&meta);
@@ -296,6 +296,7 @@ impl LoadedRule {
     }
 
     /// Hands `state` from the previous version to this one.
+    #[allow(clippy::ptr_arg)] // the generated binding takes &Vec
     pub fn restore(&mut self, state: &Vec<u8>) {
         let Some(live) = self.live.as_mut() else {
             return;

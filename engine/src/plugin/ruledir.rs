@@ -71,11 +71,11 @@ impl RuleDir {
         let files = list_rule_files(&self.dir).map_err(|e| PluginError::RuleDir(self.dir.clone(), e))?;
 
         for path in self.seen.keys().cloned().collect::<Vec<_>>() {
-            if !files.contains(&path) {
-                if let Some(Seen::Loaded { .. }) = self.seen.remove(&path) {
-                    controls.push(Control::Remove(path.clone()));
-                    report.removed.push(path);
-                }
+            if !files.contains(&path)
+                && let Some(Seen::Loaded { .. }) = self.seen.remove(&path)
+            {
+                controls.push(Control::Remove(path.clone()));
+                report.removed.push(path);
             }
         }
 

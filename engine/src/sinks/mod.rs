@@ -69,11 +69,7 @@ pub fn run_sinks(
     rx: crossbeam_channel::Receiver<Vec<Alert>>,
 ) -> Vec<(String, Arc<SinkStats>)> {
     let stats: Vec<Arc<SinkStats>> = sinks.iter().map(|_| Arc::new(SinkStats::default())).collect();
-    loop {
-        let alerts = match rx.recv() {
-            Ok(a) => a,
-            Err(_) => break,
-        };
+    while let Ok(alerts) = rx.recv() {
         let batch = AlertBatch::encode(alerts);
         for (sink, st) in sinks.iter_mut().zip(&stats) {
             match sink.write(&batch) {
