@@ -240,6 +240,7 @@ fn pipeline(config: Config, rules: &Path, watch: bool, sink: NullSink) -> Pipeli
         sinks: vec![Box::new(sink) as Box<dyn Sink>],
         stop: Stop::new(),
         config_path: None,
+        reloads: None,
     }
 }
 
@@ -255,7 +256,7 @@ fn replay_pipeline(cache: &Path, events: &[Event], ids: &[&str]) -> (f64, u64) {
     let config = Config { cache_dir: Some(cache.to_path_buf()), ..Default::default() };
     let start = Instant::now();
     let summary = pipeline(config, rules.path(), false, NullSink(Default::default()))
-        .run(Box::new(ReplaySource::new(file, false)), |_| {})
+        .run(Box::new(ReplaySource::new(file, false)))
         .unwrap();
     let secs = start.elapsed().as_secs_f64();
     let n = summary.dispatch.events.load(Ordering::Relaxed);
@@ -346,7 +347,7 @@ fn hot_swap(cache: &Path, cached: bool) -> (Vec<f64>, usize, usize, usize) {
     let config = Config { cache_dir: Some(cache.to_path_buf()), ..Default::default() };
     let seen: Arc<std::sync::Mutex<Vec<(u64, u64)>>> = Default::default();
     let source = Paced { total: TOTAL, per_sec: PER_SEC, swaps };
-    let summary = pipeline(config, rules.path(), true, NullSink(seen.clone())).run(Box::new(source), |_| {}).unwrap();
+    let summary = pipeline(config, rules.path(), true, NullSink(seen.clone())).run(Box::new(source)).unwrap();
     let seen = seen.lock().unwrap();
     let mut ids = HashSet::new();
     let mut dup = 0;

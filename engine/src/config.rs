@@ -81,7 +81,8 @@ pub struct RuleSettings {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct WasiGrant {
-    /// Let the rule write to the daemon's stdout/stderr.
+    /// Let the rule write to the daemon's stderr (never stdout: that is the
+    /// alert stream).
     pub stdio: bool,
     /// Environment variables the rule may read (names; values are the daemon's).
     pub env: Vec<String>,
@@ -94,8 +95,9 @@ impl WasiGrant {
     /// always present in WASI p2 contexts; no network is ever granted).
     pub fn build_ctx(&self) -> wasmtime::Result<WasiCtx> {
         let mut b = WasiCtx::builder();
+        // stderr only: stdout carries the alert stream, which a rule must not write into.
         if self.stdio {
-            b.inherit_stdout().inherit_stderr();
+            b.inherit_stderr();
         }
         for name in &self.env {
             if let Ok(v) = std::env::var(name) {
@@ -352,7 +354,7 @@ impl Config {
         match &self.cache_dir {
             Some(p) if p.as_os_str().is_empty() => None,
             Some(p) => Some(p.clone()),
-            None => Some(default_cache_dir()),
+            None => Some(default_cache_dir()).filter(|p| !p.as_os_str().is_empty()),
         }
     }
 
@@ -392,9 +394,10 @@ fn default_cache_dir() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
         return PathBuf::from(x).join("vigil");
     }
-    match std::env::var_os("HOME") {
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
         Some(h) => PathBuf::from(h).join(".cache/vigil"),
-        None => std::env::temp_dir().join("vigil-cache"),
+        // Never a shared directory like /tmp: compiled code there would run in the daemon.
+        None => PathBuf::new(),
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use vigil_engine::config::{Config, LogFormat, SourceKind};
-use vigil_engine::pipeline::{self, Pipeline, ReloadHandle};
+use vigil_engine::pipeline::{self, Pipeline, ReloadHandle, reload_channel};
 use vigil_engine::plugin::rule::{Loaded, LoadedRule};
 use vigil_engine::plugin::ruledir::list_rule_files;
 use vigil_engine::sinks::Sink;
@@ -263,15 +263,13 @@ fn run_pipeline(cfg: Config, rules_dir: PathBuf, watch: bool, config_path: Optio
     if let Some(f) = &cfg.output.file {
         sinks.push(Box::new(FileSink::open(f)?));
     }
+    let stop = Stop::new();
+    let (reload, reloads) = reload_channel();
+    handle_signals(stop.clone(), watch.then_some(reload))?;
     let source = pipeline::open_source(cfg.source.kind, cfg.source.replay.as_ref(), cfg.source.realtime)?;
     tracing::info!(source = source.name(), rules = %rules_dir.display(), "starting");
-    let stop = Stop::new();
-    let p = Pipeline { config: cfg, rules_dir, watch, sinks, stop: stop.clone(), config_path };
-    let summary = p.run(source, |reload| {
-        if let Err(e) = handle_signals(stop.clone(), watch.then_some(reload)) {
-            tracing::error!(error = %e, "cannot install signal handlers");
-        }
-    })?;
+    let p = Pipeline { config: cfg, rules_dir, watch, sinks, stop, config_path, reloads: watch.then_some(reloads) };
+    let summary = p.run(source)?;
     summary.log();
     Ok(match summary.source_error {
         Some(e) => {

@@ -44,6 +44,8 @@ pub enum PipelineError {
     NoSource(String),
     #[error("cannot start thread: {0}")]
     Thread(#[source] std::io::Error),
+    #[error("the {0} thread panicked (a bug in Vigil); see the log above")]
+    Panicked(&'static str),
 }
 
 /// Chooses and opens the event source.
@@ -147,13 +149,26 @@ pub struct Pipeline {
     pub stop: Stop,
     /// Where to re-read the config from on SIGHUP.
     pub config_path: Option<PathBuf>,
+    /// Reload requests (from the SIGHUP handler), when `watch` is on.
+    pub reloads: Option<ReloadRequests>,
 }
 
-/// A handle to ask a running pipeline to reload (SIGHUP does this).
+/// A handle to ask a pipeline to reload (SIGHUP does this). Made before the
+/// pipeline starts, so a SIGHUP during a slow start is queued, not fatal.
 #[derive(Clone)]
 pub struct ReloadHandle(Sender<Option<Config>>);
 
+/// The pipeline's end of [`ReloadHandle`].
+pub struct ReloadRequests(Receiver<Option<Config>>);
+
+/// A connected pair.
+pub fn reload_channel() -> (ReloadHandle, ReloadRequests) {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    (ReloadHandle(tx), ReloadRequests(rx))
+}
+
 impl ReloadHandle {
+    /// Reload with `config`, or with the config file re-read when `None`.
     pub fn reload(&self, config: Option<Config>) {
         let _ = self.0.send(config);
     }
@@ -165,7 +180,7 @@ impl Pipeline {
     }
 
     /// Runs until the source is exhausted or `stop` is set.
-    pub fn run(self, source: Box<dyn Source>, on_ready: impl FnOnce(ReloadHandle)) -> Result<Summary, PipelineError> {
+    pub fn run(self, source: Box<dyn Source>) -> Result<Summary, PipelineError> {
         let started = Instant::now();
         let host = Arc::new(Self::build_host(&self.config)?);
         let policy = self.config.rule_policy();
@@ -187,7 +202,8 @@ impl Pipeline {
         );
 
         let (control_tx, control_rx) = crossbeam_channel::unbounded::<Control>();
-        let (reload_tx, reload_rx) = crossbeam_channel::unbounded::<Option<Config>>();
+        // A closed channel is always ready in select!: use `never` instead.
+        let mut reload_rx = self.reloads.map(|r| r.0).unwrap_or_else(crossbeam_channel::never);
         let reloader =
             if self.watch { Some(Reloader::spawn(host.clone(), dir, policy, control_tx.clone())?) } else { None };
 
@@ -202,12 +218,12 @@ impl Pipeline {
         let (events_rx, source_thread) =
             spawn_source(source, self.config.source.channel_batches, self.stop.clone(), interest)?;
         tracing::info!(took_ms = started.elapsed().as_millis() as u64, "pipeline running");
-        on_ready(ReloadHandle(reload_tx));
 
         let config_path = self.config_path.clone();
         let dispatch_stats = dispatcher.stats.clone();
         let mut alerts = Vec::new();
         loop {
+            let mut reloads_closed = false;
             select! {
                 recv(events_rx) -> msg => match msg {
                     Ok(mut batch) => {
@@ -224,12 +240,17 @@ impl Pipeline {
                         dispatcher.apply(c);
                     }
                 },
-                recv(reload_rx) -> msg => {
-                    if let (Ok(new_config), Some(r)) = (msg, &reloader) {
+                recv(reload_rx) -> msg => match (msg, &reloader) {
+                    (Ok(new_config), Some(r)) => {
                         let new_config = new_config.or_else(|| reread(config_path.as_ref()));
                         r.request(Request::Reload(new_config.map(|c| c.rule_policy())));
                     }
+                    (Ok(_), None) => tracing::info!("reload ignored: not watching rules"),
+                    (Err(_), _) => reloads_closed = true,
                 },
+            }
+            if reloads_closed {
+                reload_rx = crossbeam_channel::never();
             }
         }
         drop(reloader);
@@ -238,8 +259,9 @@ impl Pipeline {
             dispatcher.apply(c);
         }
         drop(alert_tx);
-        let source_error = source_thread.join().unwrap_or(Ok(())).err();
-        let sinks = sink_thread.join().unwrap_or_default();
+        let source_result = source_thread.join().map_err(|_| PipelineError::Panicked("source"))?;
+        let sinks = sink_thread.join().map_err(|_| PipelineError::Panicked("sink"))?;
+        let source_error = source_result.err();
         let rules = dispatcher.rules().iter().map(|r| (r.meta.id.clone(), r.stats.clone())).collect();
         Ok(Summary { dispatch: dispatch_stats, rules, sinks, source_error })
     }

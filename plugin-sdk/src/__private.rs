@@ -21,8 +21,9 @@ pub mod bindings {
     pub use super::vigil;
 }
 
-use exports::vigil::rules::detector as wit;
-use vigil::rules::types as wit_types;
+/// What every rule exports, with JSON for what goes back to the host
+/// (see `detector` in wit/rules.wit for why).
+pub use exports::vigil::rules::detector as wit;
 
 /// What `#[rule]` implements for the user's function.
 pub trait Rule: 'static {
@@ -47,14 +48,43 @@ fn with_state<R: Rule, T>(f: impl FnOnce(&mut R::State) -> T) -> T {
     })
 }
 
-pub fn metadata<R: Rule>() -> wit_types::RuleMetadata {
-    wit_types::RuleMetadata {
-        id: R::ID.to_string(),
-        version: R::VERSION.to_string(),
-        description: R::DESCRIPTION.to_string(),
-        subscriptions: R::SUBSCRIPTIONS.iter().map(|k| kind_to_wit(*k)).collect(),
-        tags: R::TAGS.iter().map(|t| t.to_string()).collect(),
-    }
+/// The `rule-metadata` record, as JSON.
+#[derive(serde::Serialize)]
+struct MetadataJson<'a> {
+    id: &'a str,
+    version: &'a str,
+    description: &'a str,
+    subscriptions: Vec<&'static str>,
+    tags: &'a [&'a str],
+}
+
+/// The `alert` record, as JSON.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct AlertJson<'a> {
+    rule: &'a str,
+    priority: &'static str,
+    message: &'a str,
+    tags: &'a [String],
+    fields: Vec<LabelJson<'a>>,
+    event_index: u32,
+}
+
+#[derive(serde::Serialize)]
+struct LabelJson<'a> {
+    key: &'a str,
+    value: &'a str,
+}
+
+pub fn metadata<R: Rule>() -> String {
+    serde_json::to_string(&MetadataJson {
+        id: R::ID,
+        version: R::VERSION,
+        description: R::DESCRIPTION,
+        subscriptions: R::SUBSCRIPTIONS.iter().map(|k| k.name()).collect(),
+        tags: R::TAGS,
+    })
+    .expect("metadata serializes")
 }
 
 pub fn init<R: Rule>(config: String) -> Result<(), String> {
@@ -63,23 +93,37 @@ pub fn init<R: Rule>(config: String) -> Result<(), String> {
     Ok(())
 }
 
-pub fn on_batch<R: Rule>(batch: Vec<u8>) -> Vec<wit_types::Alert> {
+pub fn on_batch<R: Rule>(batch: Vec<u8>) -> String {
     let view = match BatchView::new(&batch) {
         Ok(v) => v,
         Err(e) => {
             crate::log::log(crate::log::Level::Error, &format!("bad batch from the host: {e}"));
-            return Vec::new();
+            return String::new();
         }
     };
-    let mut alerts = Vec::new();
+    let mut alerts: Vec<(u32, Alert)> = Vec::new();
     let mut out = Vec::new();
     with_state::<R, _>(|state| {
         for (i, event) in view.iter().enumerate() {
             R::handle(state, &event, &mut out);
-            alerts.extend(out.drain(..).map(|a| alert_to_wit::<R>(a, i as u32)));
+            alerts.extend(out.drain(..).map(|a| (i as u32, a)));
         }
     });
-    alerts
+    if alerts.is_empty() {
+        return String::new();
+    }
+    let json: Vec<AlertJson> = alerts
+        .iter()
+        .map(|(i, a)| AlertJson {
+            rule: R::ID,
+            priority: priority_name(a.priority),
+            message: &a.message,
+            tags: &a.tags,
+            fields: a.fields.iter().map(|(key, value)| LabelJson { key, value }).collect(),
+            event_index: *i,
+        })
+        .collect();
+    serde_json::to_string(&json).expect("alerts serialize")
 }
 
 pub fn snapshot<R: Rule>() -> Option<Vec<u8>> {
@@ -96,39 +140,16 @@ pub fn restore<R: Rule>(bytes: Vec<u8>) -> Result<(), String> {
     Ok(())
 }
 
-fn alert_to_wit<R: Rule>(a: Alert, event_index: u32) -> wit_types::Alert {
-    wit_types::Alert {
-        rule: R::ID.to_string(),
-        priority: match a.priority {
-            Priority::Emergency => wit_types::Priority::Emergency,
-            Priority::Alert => wit_types::Priority::Alert,
-            Priority::Critical => wit_types::Priority::Critical,
-            Priority::Error => wit_types::Priority::Error,
-            Priority::Warning => wit_types::Priority::Warning,
-            Priority::Notice => wit_types::Priority::Notice,
-            Priority::Informational => wit_types::Priority::Informational,
-            Priority::Debug => wit_types::Priority::Debug,
-        },
-        message: a.message,
-        tags: a.tags,
-        fields: a.fields.into_iter().map(|(key, value)| wit_types::Label { key, value }).collect(),
-        event_index,
-    }
-}
-
-fn kind_to_wit(k: EventKind) -> wit_types::EventKind {
-    use wit_types::EventKind as W;
-    match k {
-        EventKind::ProcessExec => W::ProcessExec,
-        EventKind::ProcessFork => W::ProcessFork,
-        EventKind::ProcessExit => W::ProcessExit,
-        EventKind::CgroupMkdir => W::CgroupMkdir,
-        EventKind::CgroupRmdir => W::CgroupRmdir,
-        EventKind::ContainerCreate => W::ContainerCreate,
-        EventKind::ContainerStart => W::ContainerStart,
-        EventKind::ContainerStop => W::ContainerStop,
-        EventKind::ContainerDelete => W::ContainerDelete,
-        EventKind::EventsLost => W::EventsLost,
+fn priority_name(p: Priority) -> &'static str {
+    match p {
+        Priority::Emergency => "emergency",
+        Priority::Alert => "alert",
+        Priority::Critical => "critical",
+        Priority::Error => "error",
+        Priority::Warning => "warning",
+        Priority::Notice => "notice",
+        Priority::Informational => "informational",
+        Priority::Debug => "debug",
     }
 }
 
@@ -141,16 +162,15 @@ macro_rules! __export_rule {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             use $crate::__private::bindings::exports::vigil::rules::detector::Guest;
-            use $crate::__private::bindings::vigil::rules::types::{Alert, RuleMetadata};
             struct __VigilExport;
             impl Guest for __VigilExport {
-                fn metadata() -> RuleMetadata {
+                fn metadata() -> String {
                     $crate::__private::metadata::<$rule>()
                 }
                 fn init(config: String) -> Result<(), String> {
                     $crate::__private::init::<$rule>(config)
                 }
-                fn on_batch(batch: Vec<u8>) -> Vec<Alert> {
+                fn on_batch(batch: Vec<u8>) -> String {
                     $crate::__private::on_batch::<$rule>(batch)
                 }
                 fn snapshot() -> Option<Vec<u8>> {
@@ -164,7 +184,3 @@ macro_rules! __export_rule {
         };
     };
 }
-
-// Keeps the generated `wit` module in use on native builds.
-#[allow(dead_code)]
-fn _assert_guest_trait_exists<T: wit::Guest>() {}

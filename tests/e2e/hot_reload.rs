@@ -55,8 +55,9 @@ fn swaps_under_load_lose_and_duplicate_nothing() {
         sinks: vec![Box::new(sink.clone())],
         stop: Stop::new(),
         config_path: None,
+        reloads: None,
     };
-    let summary = pipeline.run(Box::new(source), |_| {}).unwrap();
+    let summary = pipeline.run(Box::new(source)).unwrap();
 
     let alerts = sink.alerts();
     let mut ids = HashSet::new();
@@ -109,11 +110,46 @@ fn removing_and_adding_rule_files_takes_effect() {
         sinks: vec![Box::new(sink.clone())],
         stop: Stop::new(),
         config_path: None,
+        reloads: None,
     };
-    pipeline.run(Box::new(source), |_| {}).unwrap();
+    pipeline.run(Box::new(source)).unwrap();
     let ids: Vec<u64> =
         sink.alerts().iter().map(|a| a.output_fields["event_id"].as_str().unwrap().parse().unwrap()).collect();
     assert!(ids.iter().any(|&i| i <= 2_000), "alerts before removal");
     assert!(!ids.iter().any(|&i| (3_000..=6_000).contains(&i)), "no alerts while the rule was absent");
     assert!(ids.iter().any(|&i| i > 7_000), "alerts after it came back");
+}
+
+#[test]
+fn renaming_a_rule_file_keeps_its_state_and_loses_nothing() {
+    const N: usize = 60_000;
+    let rules = rule_dir(&["echo"]);
+    let cache = tempfile::tempdir().unwrap();
+    let dir = rules.path().to_path_buf();
+    let hooks: Vec<(usize, Box<dyn FnOnce() + Send>)> = vec![(20_000, {
+        let dir = dir.clone();
+        Box::new(move || std::fs::rename(dir.join("echo.wasm"), dir.join("echo-renamed.wasm")).unwrap())
+    })];
+    let events: Vec<_> = (0..N).map(|_| exec("/bin/ok", &["ok"])).collect();
+    let source = PacedSource { events, per_sec: 50_000, batch: 100, hooks };
+    let config = Config { cache_dir: Some(cache.path().to_path_buf()), ..Default::default() };
+    let sink = MemorySink::default();
+    let pipeline = Pipeline {
+        config,
+        rules_dir: dir,
+        watch: true,
+        sinks: vec![Box::new(sink.clone())],
+        stop: Stop::new(),
+        config_path: None,
+        reloads: None,
+    };
+    let summary = pipeline.run(Box::new(source)).unwrap();
+    let alerts = sink.alerts();
+    let ids: HashSet<u64> =
+        alerts.iter().map(|a| a.output_fields["event_id"].as_str().unwrap().parse().unwrap()).collect();
+    assert_eq!((ids.len(), alerts.len()), (N, N), "every event once across the rename");
+    let max_seen: u64 =
+        alerts.iter().map(|a| a.output_fields["seen"].as_str().unwrap().parse::<u64>().unwrap()).max().unwrap();
+    assert_eq!(max_seen, N as u64, "state moved with the rename");
+    assert!(summary.dispatch.swaps.load(Ordering::Relaxed) >= 2, "the rename was seen");
 }

@@ -52,8 +52,9 @@ fn misbehaving_rules_are_isolated_and_a_good_rule_keeps_alerting() {
         sinks: vec![Box::new(sink.clone())],
         stop: Stop::new(),
         config_path: None,
+        reloads: None,
     };
-    let summary = pipeline.run(Box::new(source), |_| {}).unwrap();
+    let summary = pipeline.run(Box::new(source)).unwrap();
     let alerts = sink.alerts();
 
     let echo = alerts.iter().filter(|a| a.rule == "echo").count();
@@ -92,11 +93,67 @@ fn a_rule_cannot_read_host_files() {
         sinks: vec![Box::new(sink.clone())],
         stop: Stop::new(),
         config_path: None,
+        reloads: None,
     };
-    let summary = pipeline.run(Box::new(source), |_| {}).unwrap();
+    let summary = pipeline.run(Box::new(source)).unwrap();
     // The WASI filesystem is not linked: the call traps rather than reading.
     let alerts = sink.alerts();
     assert!(alerts.iter().all(|a| a.output != "host file read: true"), "{alerts:?}");
     let hog = &summary.rules[0].1;
     assert_eq!(hog.traps.load(Ordering::Relaxed), 1, "denied WASI import trapped");
+}
+
+#[test]
+fn a_wasi_grant_gives_exactly_the_granted_directory() {
+    let rules = rule_dir(&["hog"]);
+    let cache = tempfile::tempdir().unwrap();
+    let mut config = config(cache.path());
+    let grant: vigil_engine::config::RuleSettings =
+        toml::from_str(&format!("wasi = {{ read_dirs = [{:?}] }}", "/etc")).unwrap();
+    config.rules.settings.insert("hog".into(), grant);
+    let sink = MemorySink::default();
+    let source =
+        PacedSource { events: vec![exec("/bin/x", &["x", "read-host"])], per_sec: 1000, batch: 1, hooks: vec![] };
+    let pipeline = Pipeline {
+        config,
+        rules_dir: rules.path().to_path_buf(),
+        watch: false,
+        sinks: vec![Box::new(sink.clone())],
+        stop: Stop::new(),
+        config_path: None,
+        reloads: None,
+    };
+    let summary = pipeline.run(Box::new(source)).unwrap();
+    let alerts = sink.alerts();
+    assert!(alerts.iter().any(|a| a.output == "host file read: true"), "granted /etc is readable: {alerts:?}");
+    assert_eq!(summary.rules[0].1.faults(), 0);
+}
+
+#[test]
+fn a_rule_granted_wasi_cannot_block_the_daemon() {
+    let rules = rule_dir(&["hog", "echo"]);
+    let cache = tempfile::tempdir().unwrap();
+    let mut config = config(cache.path());
+    let grant: vigil_engine::config::RuleSettings = toml::from_str("wasi = { stdio = true }").unwrap();
+    config.rules.settings.insert("hog".into(), grant);
+    let sink = MemorySink::default();
+    let events = vec![exec("/bin/x", &["x", "sleep"]), exec("/bin/hog-ok", &["ok"])];
+    let source = PacedSource { events, per_sec: 10, batch: 1, hooks: vec![] };
+    let pipeline = Pipeline {
+        config,
+        rules_dir: rules.path().to_path_buf(),
+        watch: false,
+        sinks: vec![Box::new(sink.clone())],
+        stop: Stop::new(),
+        config_path: None,
+        reloads: None,
+    };
+    let started = std::time::Instant::now();
+    let summary = pipeline.run(Box::new(source)).unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "the sleeping rule did not hang dispatch");
+    let hog = &summary.rules.iter().find(|(id, _)| id == "hog").unwrap().1;
+    assert_eq!(hog.traps.load(Ordering::Relaxed), 1, "the blocking poll trapped");
+    let alerts = sink.alerts();
+    assert!(alerts.iter().any(|a| a.rule == "hog" && a.output == "hog rule alive"), "rebuilt and running: {alerts:?}");
+    assert_eq!(alerts.iter().filter(|a| a.rule == "echo").count(), 2);
 }

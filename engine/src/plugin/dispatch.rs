@@ -25,6 +25,8 @@ pub enum Control {
     Upsert(Box<LoadedRule>),
     /// Remove the rule loaded from this file.
     Remove(PathBuf),
+    /// Several changes applied together, between the same two batches.
+    Batch(Vec<Control>),
 }
 
 /// Figures of the dispatcher itself.
@@ -96,7 +98,23 @@ impl Dispatcher {
 
     /// Applies a rule-set change.
     pub fn apply(&mut self, control: Control) {
+        self.apply_one(control);
+        self.regroup();
+        self.stats.swaps.fetch_add(1, Ordering::Relaxed);
+        let mut recent = self.stats.recent_swaps_ns.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() == RECENT_SWAPS {
+            recent.pop_front();
+        }
+        recent.push_back(crate::time::now_ns());
+    }
+
+    fn apply_one(&mut self, control: Control) {
         match control {
+            Control::Batch(controls) => {
+                for c in controls {
+                    self.apply_one(c);
+                }
+            }
             Control::Upsert(mut new) => {
                 let same = self.rules.iter().position(|r| r.path == new.path || r.meta.id == new.meta.id);
                 match same {
@@ -105,6 +123,8 @@ impl Dispatcher {
                         if let Some(state) = old.snapshot() {
                             new.restore(&state);
                         }
+                        // Figures describe the rule, across its versions.
+                        new.stats = old.stats.clone();
                         tracing::info!(
                             rule = %new.meta.id,
                             old_version = %old.meta.version,
@@ -127,13 +147,6 @@ impl Dispatcher {
                 }
             }
         }
-        self.regroup();
-        self.stats.swaps.fetch_add(1, Ordering::Relaxed);
-        let mut recent = self.stats.recent_swaps_ns.lock().unwrap_or_else(|e| e.into_inner());
-        if recent.len() == RECENT_SWAPS {
-            recent.pop_front();
-        }
-        recent.push_back(crate::time::now_ns());
     }
 
     fn regroup(&mut self) {

@@ -32,6 +32,8 @@ pub const INTERFACE_VERSION: &str = "0.1.0";
 pub struct HostState {
     pub rule_id: Arc<str>,
     pub memory_limit: usize,
+    /// Bytes of linear memory the rule has, across its memories.
+    memory_used: usize,
     /// Set when the rule tried to grow memory past its limit.
     pub memory_exceeded: bool,
     /// Guest log lines allowed before the next refill (per second).
@@ -44,12 +46,15 @@ pub struct HostState {
 
 /// Guest log lines per second per rule; more are dropped and counted.
 const LOG_LINES_PER_SEC: u32 = 50;
+/// Longest guest log line kept (bytes).
+const MAX_LOG_LINE: usize = 4096;
 
 impl HostState {
     pub fn new(rule_id: Arc<str>, memory_limit: usize, wasi: WasiCtx) -> Self {
         HostState {
             rule_id,
             memory_limit,
+            memory_used: 0,
             memory_exceeded: false,
             log_budget: LOG_LINES_PER_SEC,
             log_window_start: std::time::Instant::now(),
@@ -60,21 +65,37 @@ impl HostState {
     }
 }
 
+/// A component is several core instances; these bound how many memories,
+/// tables and instances one rule may create (a Rust rule uses 1-3 of each).
+const MAX_INSTANCES: usize = 16;
+const MAX_TABLES: usize = 16;
+const MAX_MEMORIES: usize = 8;
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
 impl wasmtime::ResourceLimiter for HostState {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.memory_limit {
+    /// The cap is on the rule's total across all its memories.
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let total = self.memory_used.saturating_sub(current).saturating_add(desired);
+        if total > self.memory_limit {
             self.memory_exceeded = true;
-            wasmtime::bail!(
-                "rule exceeded its memory limit ({} bytes requested, limit {})",
-                desired,
-                self.memory_limit
-            );
+            wasmtime::bail!("rule exceeded its memory limit ({total} bytes in all, limit {})", self.memory_limit);
         }
+        self.memory_used = total;
         Ok(true)
     }
 
     fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
     }
 }
 
@@ -101,6 +122,15 @@ impl vigil::rules::host::Host for HostState {
             return;
         }
         self.log_budget -= 1;
+        let mut message = message;
+        if message.len() > MAX_LOG_LINE {
+            let mut end = MAX_LOG_LINE;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push_str("… (cut)");
+        }
         let rule = &*self.rule_id;
         match level {
             LogLevel::Trace => tracing::trace!(target: "vigil::rule", rule, "{message}"),
@@ -153,10 +183,23 @@ impl PluginHost {
         Rule::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s).map_err(PluginError::Engine)?;
         let mut linker_wasi = linker.clone();
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker_wasi).map_err(PluginError::Engine)?;
+        deny_blocking_poll(&mut linker_wasi).map_err(PluginError::Engine)?;
 
-        if let Some(dir) = &settings.cache_dir {
-            create_private_dir(dir).map_err(|e| PluginError::Cache(dir.clone(), e))?;
-        }
+        let cache_dir = match &settings.cache_dir {
+            Some(dir) => {
+                create_private_dir(dir).map_err(|e| PluginError::Cache(dir.clone(), e))?;
+                match check_private_dir(dir) {
+                    Ok(()) => Some(dir.clone()),
+                    Err(why) => {
+                        // Compiled code from this directory runs natively in the
+                        // daemon: never trust one someone else can write.
+                        tracing::error!(dir = %dir.display(), "{why}; the compile cache is disabled");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let tick = settings.epoch_tick.max(Duration::from_micros(100));
@@ -174,14 +217,7 @@ impl PluginHost {
                 .map_err(|e| PluginError::Engine(wasmtime::Error::from(e)))?;
         }
 
-        Ok(PluginHost {
-            engine,
-            linker,
-            linker_wasi,
-            cache_dir: settings.cache_dir.clone(),
-            epoch_tick: tick,
-            ticker_stop,
-        })
+        Ok(PluginHost { engine, linker, linker_wasi, cache_dir, epoch_tick: tick, ticker_stop })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -216,7 +252,8 @@ impl PluginHost {
         let compiled = self.engine.precompile_component(bytes).map_err(PluginError::Compile)?;
         // SAFETY: produced just above by this engine.
         let component = unsafe { Component::deserialize(&self.engine, &compiled) }.map_err(PluginError::Compile)?;
-        let tmp = path.with_extension("tmp");
+        // A name no other process uses: two daemons may share the cache.
+        let tmp = path.with_extension(format!("{}.{}.tmp", std::process::id(), crate::time::now_ns()));
         if let Err(e) = std::fs::write(&tmp, &compiled).and_then(|()| std::fs::rename(&tmp, &path)) {
             tracing::warn!(path = %path.display(), error = %e, "cannot write compiled rule cache");
         }
@@ -236,9 +273,15 @@ impl PluginHost {
     pub fn prepare(&self, component: &Component, wasi: bool) -> Result<RulePre<HostState>, PluginError> {
         check_world(&self.engine, component)?;
         let mut linker = if wasi { self.linker_wasi.clone() } else { self.linker.clone() };
-        // Deny by default: imports we do not provide (WASI the rule was not
-        // granted) link, but trap if the rule ever calls them.
-        linker.define_unknown_imports_as_traps(component).map_err(PluginError::Link)?;
+        if !wasi {
+            // Deny by default: imports we do not provide (the WASI a Rust std
+            // pulls in) link, but trap if the rule ever calls them. Not with
+            // WASI granted: the stubs are matched by exact version and would
+            // shadow the semver-compatible WASI functions (a rule importing
+            // wasi:filesystem@0.2.6 links to wasmtime's 0.2.12); there an
+            // import we lack is a load error instead.
+            linker.define_unknown_imports_as_traps(component).map_err(PluginError::Link)?;
+        }
         let pre = linker.instantiate_pre(component).map_err(PluginError::Link)?;
         RulePre::new(pre).map_err(PluginError::Link)
     }
@@ -250,6 +293,25 @@ impl Drop for PluginHost {
     }
 }
 
+/// WASI's `poll` and `pollable.block` wait inside host code, where epoch
+/// deadlines cannot interrupt them: a granted rule could hang the dispatch
+/// thread (`std::thread::sleep` compiles to them). They trap instead.
+fn deny_blocking_poll(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut poll = linker.instance(WASI_POLL)?;
+    for name in ["poll", "[method]pollable.block"] {
+        poll.func_new(name, |_, _, _, _| {
+            Err(wasmtime::format_err!("rules may not block in WASI poll (the call deadline could not stop it)"))
+        })?;
+    }
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// The WASI poll interface wasmtime-wasi provides (components importing any
+/// compatible 0.2.x link to it).
+const WASI_POLL: &str = "wasi:io/poll@0.2.12";
+
 /// A clear error for components that are not rules of our interface version.
 fn check_world(engine: &Engine, component: &Component) -> Result<(), PluginError> {
     let ty = component.component_type();
@@ -258,20 +320,61 @@ fn check_world(engine: &Engine, component: &Component) -> Result<(), PluginError
         return Err(PluginError::NotARule { exports });
     };
     let version = found.split_once('@').map(|(_, v)| v).unwrap_or("");
-    let compatible = match (
-        version.split('.').collect::<Vec<_>>().as_slice(),
-        INTERFACE_VERSION.split('.').collect::<Vec<_>>().as_slice(),
-    ) {
-        ([maj, min, ..], [our_maj, our_min, ..]) => maj == our_maj && (*maj != "0" || min == our_min),
-        _ => false,
-    };
-    if !compatible {
+    if !compatible_version(version, INTERFACE_VERSION) {
         return Err(PluginError::WrongVersion { found: found.clone() });
     }
     Ok(())
 }
 
+/// Semver compatibility as the component model links it: same major, and
+/// for 0.x the same minor.
+fn compatible_version(theirs: &str, ours: &str) -> bool {
+    let parse = |v: &str| -> Option<(u64, u64)> {
+        let mut it = v.split('.');
+        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+    };
+    match (parse(theirs), parse(ours)) {
+        (Some((maj, min)), Some((our_maj, our_min))) => maj == our_maj && (maj != 0 || min == our_min),
+        _ => false,
+    }
+}
+
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+/// The cache directory must be ours and closed to everyone else.
+fn check_private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| format!("cannot stat the compile cache directory: {e}"))?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_dir() {
+        return Err("the compile cache path is not a directory (or is a symlink)".into());
+    }
+    if meta.uid() != me {
+        return Err(format!("the compile cache directory belongs to uid {}, not this daemon's uid {me}", meta.uid()));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(format!("the compile cache directory has mode {:o}; it must be 0700", meta.mode() & 0o777));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compatible_version;
+
+    #[test]
+    fn interface_versions() {
+        assert!(compatible_version("0.1.0", "0.1.0"));
+        assert!(compatible_version("0.1.7", "0.1.0"));
+        assert!(!compatible_version("0.2.0", "0.1.0"));
+        assert!(!compatible_version("1.0.0", "0.1.0"));
+        assert!(compatible_version("1.4.0", "1.0.0"));
+        assert!(!compatible_version("2.0.0", "1.0.0"));
+        assert!(!compatible_version("", "0.1.0"));
+        assert!(!compatible_version("x.y", "0.1.0"));
+    }
 }

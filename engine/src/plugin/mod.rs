@@ -3,12 +3,14 @@
 //!
 //! - [`host`]: the wasmtime engine, linkers, compile cache, host functions;
 //! - [`rule`]: one loaded rule (limits, faults, quarantine, figures);
+//! - [`returned`]: what rules return (JSON), parsed under hard limits;
 //! - [`ruledir`]: the rule directory and what changed in it;
 //! - [`dispatch`]: routing events to rules and applying swaps;
 //! - [`watch`]: the directory watcher and reloader thread.
 
 pub mod dispatch;
 pub mod host;
+pub mod returned;
 pub mod rule;
 pub mod ruledir;
 pub mod watch;

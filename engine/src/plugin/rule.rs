@@ -11,12 +11,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use vigil_event::{EventKind, KindSet};
+use vigil_event::KindSet;
 use wasmtime::Store;
 use wasmtime_wasi::WasiCtx;
 
 use super::PluginError;
-use super::host::{HostState, PluginHost, Rule, RulePre, wit};
+use super::host::{HostState, PluginHost, Rule, RulePre};
+use super::returned::{RuleAlert, parse_alerts, parse_metadata};
 use crate::config::{RuleSettings, WasiGrant};
 
 /// What a rule says about itself, validated.
@@ -51,6 +52,10 @@ pub struct RuleStats {
     pub timeouts: AtomicU64,
     pub traps: AtomicU64,
     pub memory_faults: AtomicU64,
+    /// Calls whose return could not be parsed (counted as faults).
+    pub bad_output: AtomicU64,
+    /// Alerts beyond the per-call limit, dropped.
+    pub alerts_dropped: AtomicU64,
     pub quarantines: AtomicU64,
     pub events_skipped: AtomicU64,
 }
@@ -60,6 +65,7 @@ impl RuleStats {
         self.timeouts.load(Ordering::Relaxed)
             + self.traps.load(Ordering::Relaxed)
             + self.memory_faults.load(Ordering::Relaxed)
+            + self.bad_output.load(Ordering::Relaxed)
     }
 }
 
@@ -72,6 +78,8 @@ pub enum Fault {
     Memory(usize),
     #[error("trapped: {0}")]
     Trap(String),
+    #[error("{0}")]
+    BadOutput(String),
     #[error("quarantined for another {0:?}")]
     Quarantined(Duration),
 }
@@ -135,8 +143,8 @@ impl LoadedRule {
         let mut store = new_store(host.engine(), probe_id, 64 << 20, WasiCtx::builder().build());
         store.set_epoch_deadline(host.ticks_for(Duration::from_secs(1)));
         let rule = pre.instantiate(&mut store).map_err(PluginError::Instantiate)?;
-        let raw = rule.vigil_rules_detector().call_metadata(&mut store).map_err(PluginError::Instantiate)?;
-        let meta = validate_metadata(raw)?;
+        let json = rule.vigil_rules_detector().call_metadata(&mut store).map_err(PluginError::Instantiate)?;
+        let meta = parse_metadata(&json).map_err(PluginError::BadMetadata)?;
 
         let resolved = settings(&meta);
         if !resolved.enabled {
@@ -197,14 +205,20 @@ impl LoadedRule {
         } else if matches!(e.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
             Fault::Timeout(self.limits.call_timeout)
         } else {
-            Fault::Trap(format!("{e:#}"))
+            // One line for the log: the trap or the host error that caused it.
+            tracing::debug!(rule = %self.id, error = ?e, "fault details (wasm backtrace)");
+            let cause = match e.downcast_ref::<wasmtime::Trap>() {
+                Some(trap) => trap.to_string(),
+                None => e.root_cause().to_string(),
+            };
+            Fault::Trap(cause)
         }
     }
 
     /// Hands `batch` (packed, `events` of them) to the rule. (`&Vec` because
     /// that is what the generated binding takes.)
     #[allow(clippy::ptr_arg)]
-    pub fn on_batch(&mut self, batch: &Vec<u8>, events: usize) -> Result<Vec<wit::Alert>, Fault> {
+    pub fn on_batch(&mut self, batch: &Vec<u8>, events: usize) -> Result<Vec<RuleAlert>, Fault> {
         let now = Instant::now();
         if let Some(until) = self.health.quarantined_until {
             if now < until {
@@ -230,10 +244,19 @@ impl LoadedRule {
         self.stats.time_ns.fetch_add(now.elapsed().as_nanos() as u64, Ordering::Relaxed);
         self.stats.events_in.fetch_add(events as u64, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
-        match result {
-            Ok(alerts) => {
+        match result.map(|json| parse_alerts(&json)) {
+            Ok(Ok((alerts, dropped))) => {
                 self.stats.alerts_out.fetch_add(alerts.len() as u64, Ordering::Relaxed);
+                if dropped > 0 {
+                    self.stats.alerts_dropped.fetch_add(dropped as u64, Ordering::Relaxed);
+                    tracing::warn!(rule = %self.id, dropped, "rule raised more alerts in one batch than the limit; the rest were dropped");
+                }
                 Ok(alerts)
+            }
+            Ok(Err(msg)) => {
+                let fault = Fault::BadOutput(msg);
+                self.record_fault(&fault, now, events);
+                Err(fault)
             }
             Err(e) => {
                 let live = self.live.take().expect("live above");
@@ -248,6 +271,7 @@ impl LoadedRule {
         let counter = match fault {
             Fault::Timeout(_) => &self.stats.timeouts,
             Fault::Memory(_) => &self.stats.memory_faults,
+            Fault::BadOutput(_) => &self.stats.bad_output,
             Fault::Trap(_) | Fault::Quarantined(_) => &self.stats.traps,
         };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -337,39 +361,4 @@ pub struct RuleSettingsResolved {
     pub settings: RuleSettings,
     pub limits: Limits,
     pub config_json: String,
-}
-
-fn validate_metadata(raw: wit::RuleMetadata) -> Result<RuleMeta, PluginError> {
-    let id_ok = !raw.id.is_empty()
-        && raw.id.len() <= 64
-        && raw.id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !raw.id.starts_with('-')
-        && !raw.id.ends_with('-');
-    if !id_ok {
-        return Err(PluginError::BadMetadata(format!(
-            "rule id {:?} must be 1-64 characters of lowercase letters, digits and '-'",
-            raw.id
-        )));
-    }
-    if raw.subscriptions.is_empty() {
-        return Err(PluginError::BadMetadata(format!("rule {} subscribes to no event kind", raw.id)));
-    }
-    let subscriptions = raw.subscriptions.iter().map(|k| kind_from_wit(*k)).collect();
-    Ok(RuleMeta { id: raw.id, version: raw.version, description: raw.description, subscriptions, tags: raw.tags })
-}
-
-pub fn kind_from_wit(k: wit::EventKind) -> EventKind {
-    use wit::EventKind as W;
-    match k {
-        W::ProcessExec => EventKind::ProcessExec,
-        W::ProcessFork => EventKind::ProcessFork,
-        W::ProcessExit => EventKind::ProcessExit,
-        W::CgroupMkdir => EventKind::CgroupMkdir,
-        W::CgroupRmdir => EventKind::CgroupRmdir,
-        W::ContainerCreate => EventKind::ContainerCreate,
-        W::ContainerStart => EventKind::ContainerStart,
-        W::ContainerStop => EventKind::ContainerStop,
-        W::ContainerDelete => EventKind::ContainerDelete,
-        W::EventsLost => EventKind::EventsLost,
-    }
 }

@@ -57,10 +57,20 @@ impl RuleDir {
     /// Forget what was seen, so the next scan reloads every file (after a
     /// config change: new per-rule settings).
     pub fn forget(&mut self) {
-        self.seen.clear();
+        // Keep what is loaded (so a rule the new config disables is removed);
+        // only the hashes go stale.
+        for seen in self.seen.values_mut() {
+            match seen {
+                Seen::Loaded { hash, .. } | Seen::Skipped { hash } => hash.clear(),
+            }
+        }
     }
 
-    /// Looks at the directory and returns the changes to apply.
+    /// Looks at the directory and returns the changes to apply, in the order
+    /// to apply them: replacements and additions first, then removals, so a
+    /// rule renamed (`mv a.wasm b.wasm`) is one replacement by id that hands
+    /// its state over, not a removal and a fresh start. The caller applies
+    /// them together (one [`Control::Batch`]) between two batches of events.
     pub fn scan(
         &mut self,
         host: &PluginHost,
@@ -103,7 +113,10 @@ impl RuleDir {
                         let msg = format!("rule id {id} is already loaded from {}", other.display());
                         tracing::error!(path = %path.display(), "{msg}; this file is ignored");
                         report.failed.push((path.clone(), msg));
-                        self.seen.insert(path, Seen::Skipped { hash });
+                        // If this file's previous version is running, it stays.
+                        if !matches!(self.seen.get(&path), Some(Seen::Loaded { .. })) {
+                            self.seen.insert(path, Seen::Skipped { hash });
+                        }
                         continue;
                     }
                     report.loaded.push(id.clone());
@@ -134,6 +147,7 @@ impl RuleDir {
                 }
             }
         }
+        controls.sort_by_key(|c| matches!(c, Control::Remove(_)));
         Ok((controls, report))
     }
 }

@@ -115,10 +115,8 @@ fn rescan(host: &PluginHost, dir: &mut RuleDir, policy: &RulePolicy, controls: &
     match dir.scan(host, &|meta| policy.resolve(meta)) {
         Ok((changes, report)) => {
             let n = changes.len();
-            for c in changes {
-                if controls.send(c).is_err() {
-                    return;
-                }
+            if n > 0 && controls.send(Control::Batch(changes)).is_err() {
+                return;
             }
             if n > 0 || !report.failed.is_empty() {
                 tracing::info!(

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use vigil_event::{Event, EventKind};
 
-use crate::plugin::host::wit;
+use crate::plugin::returned::RuleAlert;
 use crate::plugin::rule::RuleMeta;
 
 /// Falco's priorities, spelled as Falco outputs them.
@@ -23,21 +23,6 @@ pub enum Priority {
     Notice,
     Informational,
     Debug,
-}
-
-impl From<wit::Priority> for Priority {
-    fn from(p: wit::Priority) -> Self {
-        match p {
-            wit::Priority::Emergency => Priority::Emergency,
-            wit::Priority::Alert => Priority::Alert,
-            wit::Priority::Critical => Priority::Critical,
-            wit::Priority::Error => Priority::Error,
-            wit::Priority::Warning => Priority::Warning,
-            wit::Priority::Notice => Priority::Notice,
-            wit::Priority::Informational => Priority::Informational,
-            wit::Priority::Debug => Priority::Debug,
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,10 +63,7 @@ impl AlertBuilder {
         Self::new(name)
     }
 
-    pub fn build(&self, meta: &RuleMeta, a: wit::Alert, event: &Event) -> Alert {
-        if a.rule != meta.id {
-            tracing::debug!(rule = %meta.id, claimed = %a.rule, "alert claims another rule id; using the rule's own");
-        }
+    pub fn build(&self, meta: &RuleMeta, a: RuleAlert, event: &Event) -> Alert {
         // The rule's own tags first, then any the alert adds.
         let mut tags = meta.tags.clone();
         for t in a.tags {
@@ -90,15 +72,17 @@ impl AlertBuilder {
             }
         }
         let mut f = event_fields(event);
-        for l in a.fields {
-            f.insert(l.key, Value::String(l.value));
+        for (key, value) in a.fields {
+            // A rule adds fields; it cannot overwrite the event's context.
+            let key = if f.contains_key(&key) { format!("rule.{key}") } else { key };
+            f.insert(key, Value::String(value));
         }
         Alert {
             id: uuid::Uuid::now_v7().to_string(),
             time: rfc3339_nanos(event.time_ns),
             rule: meta.id.clone(),
             rule_version: meta.version.clone(),
-            priority: a.priority.into(),
+            priority: a.priority,
             output: a.message,
             source: match event.kind {
                 EventKind::ContainerCreate

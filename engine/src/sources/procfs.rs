@@ -29,6 +29,8 @@ const NLMSG_HDRLEN: usize = 16;
 const CN_MSG_LEN: usize = 20;
 /// Ancestors recorded per process.
 pub const MAX_ANCESTRY: usize = 8;
+/// Most events sent in one batch.
+const MAX_BATCH: usize = 256;
 /// argv is cut at this many bytes (as the eBPF source will).
 pub const MAX_ARGV_BYTES: usize = 4096;
 
@@ -74,10 +76,23 @@ impl Source for ProcSource {
                 }
                 Err(e) => return Err(SourceError::Io("proc connector recv", e)),
             };
+            // One datagram is one event: take what else is already queued
+            // (without waiting) so rules get batches, not single events.
             let mut batch = Vec::new();
-            for msg in parse_messages(&buf[..n]) {
-                if let Some(event) = reader.event(msg, &interest) {
-                    batch.push(event);
+            let mut datagram = n;
+            loop {
+                for msg in parse_messages(&buf[..datagram]) {
+                    if let Some(event) = reader.event(msg, &interest) {
+                        batch.push(event);
+                    }
+                }
+                if batch.len() >= MAX_BATCH {
+                    break;
+                }
+                match sock.recv_nowait(&mut buf) {
+                    Ok(n) => datagram = n,
+                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => out.report_lost(1),
+                    Err(_) => break,
                 }
             }
             if !batch.is_empty() && out.send_or_drop(batch).is_err() {
@@ -193,7 +208,7 @@ impl ProcReader {
             argv,
             argv_truncated,
             cwd: read_link(&dir.join("cwd")),
-            start_time_ns: stat.as_ref().map_or(0, |s| s.start_ticks * 1_000_000_000 / clock_ticks()),
+            start_time_ns: stat.as_ref().map_or(0, |s| ticks_to_ns(s.start_ticks)),
             cgroup_id: self.cgroup_id(&dir),
             namespaces: read_namespaces(&dir),
             ancestry: Vec::new(),
@@ -233,7 +248,7 @@ fn read_stat(dir: &Path) -> Option<Stat> {
     let open = text.find('(')?;
     let close = text.rfind(')')?;
     let comm = text[open + 1..close].to_string();
-    let rest: Vec<&str> = text[close + 2..].split(' ').collect();
+    let rest: Vec<&str> = text.get(close + 2..)?.split(' ').collect();
     // rest[0] is field 3 (state); ppid is field 4, starttime field 22.
     Some(Stat { comm, ppid: rest.get(1)?.parse().ok()?, start_ticks: rest.get(19)?.parse().ok()? })
 }
@@ -295,10 +310,16 @@ fn ancestry(mut pid: u32) -> Vec<Ancestor> {
     out
 }
 
-fn clock_ticks() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as u64 } else { 100 }
+/// Clock ticks (as /proc/<pid>/stat counts them) to nanoseconds, without
+/// overflowing on long uptimes.
+fn ticks_to_ns(ticks: u64) -> u64 {
+    static HZ: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let hz = *HZ.get_or_init(|| {
+        // SAFETY: sysconf has no preconditions.
+        let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        if t > 0 { t as u64 } else { 100 }
+    });
+    (ticks / hz).saturating_mul(1_000_000_000).saturating_add(ticks % hz * 1_000_000_000 / hz)
 }
 
 /// Where cgroup2 is mounted (`/sys/fs/cgroup` on pure v2 hosts,
@@ -392,6 +413,15 @@ impl Connector {
         if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
     }
 
+    /// Like [`Connector::recv`], but returns `WouldBlock` instead of waiting.
+    fn recv_nowait(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: buf is a valid writable buffer of its length.
+        let n = unsafe {
+            libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), libc::MSG_DONTWAIT)
+        };
+        if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+    }
+
     fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         // SAFETY: buf is a valid writable buffer of its length.
         let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
@@ -456,6 +486,16 @@ mod tests {
         for cut in 0..buf.len() {
             let _ = parse_messages(&buf[..cut]);
         }
+    }
+
+    #[test]
+    fn start_times_do_not_overflow() {
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        let century = 100 * 365 * 86_400u64;
+        assert_eq!(ticks_to_ns(century * hz), century * 1_000_000_000);
+        assert_eq!(ticks_to_ns(hz / 2), 500_000_000);
+        assert_eq!(ticks_to_ns(u64::MAX), u64::MAX, "saturates");
     }
 
     #[test]

@@ -28,6 +28,8 @@ use super::{EventSender, Interest, Source, SourceError, Stop};
 /// The replay format version this build reads and writes.
 pub const VERSION: u64 = 1;
 const BATCH: usize = 256;
+/// Largest event record read (a corrupt length must not allocate gigabytes).
+const MAX_RECORD: usize = 16 << 20;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Header {
@@ -62,7 +64,11 @@ impl Source for ReplaySource {
                 if !batch.is_empty() && out.send(std::mem::take(&mut batch)).is_err() {
                     return false;
                 }
-                std::thread::sleep(wait);
+                // In slices, so a stop request is honoured during long gaps.
+                let until = Instant::now() + wait;
+                while !stop.is_stopped() && Instant::now() < until {
+                    std::thread::sleep((until - Instant::now()).min(Duration::from_millis(100)));
+                }
             }
             batch.push(event);
             if batch.len() == BATCH {
@@ -177,6 +183,9 @@ fn read_msgpack(
         }
         record += 1;
         let len = rmp::decode::read_bin_len(&mut reader).map_err(|e| corrupt(name, offset, record, e))?;
+        if len as usize > MAX_RECORD {
+            return Err(corrupt(name, offset, record, format!("record of {len} bytes (at most {MAX_RECORD})")));
+        }
         payload.resize(len as usize, 0);
         reader.read_exact(&mut payload).map_err(|e| corrupt(name, offset, record, e))?;
         let event: Event = rmp_serde::from_slice(&payload).map_err(|e| corrupt(name, offset, record, e))?;
@@ -350,6 +359,26 @@ mod tests {
         match r.unwrap_err() {
             SourceError::Corrupt { offset, record, .. } => {
                 assert_eq!((offset, record), (good_len, 4))
+            }
+            e => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn a_huge_record_length_is_corruption_not_an_allocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.msgpack");
+        write(&path, &events(2));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let good_len = bytes.len() as u64;
+        bytes.extend_from_slice(&[0xc6, 0xff, 0xff, 0xff, 0xff]); // bin32 of 4 GiB
+        std::fs::write(&path, &bytes).unwrap();
+        let (got, r) = read_all(&path);
+        assert_eq!(got.len(), 2);
+        match r.unwrap_err() {
+            SourceError::Corrupt { offset, message, .. } => {
+                assert_eq!(offset, good_len);
+                assert!(message.contains("at most"), "{message}");
             }
             e => panic!("{e}"),
         }

@@ -293,7 +293,8 @@ impl<'a> BatchView<'a> {
             return Err(DecodeError::BadMagic);
         }
         let count = read_u32(bytes, 4) as usize;
-        if bytes.len() < 8 + 4 * count {
+        // Checked: on wasm32 `4 * count` could overflow.
+        if count > (bytes.len() - 8) / 4 {
             return Err(DecodeError::Truncated);
         }
         let view = BatchView { bytes, count };
@@ -331,19 +332,30 @@ impl<'a> BatchView<'a> {
     }
 }
 
+// Every read is bounds-checked with checked arithmetic: bad bytes read as
+// 0 or "", never a panic (also on wasm32, where usize is 32 bits).
+
 fn read_u32(b: &[u8], at: usize) -> u32 {
-    b.get(at..at + 4).map_or(0, |s| u32::from_le_bytes(s.try_into().unwrap()))
+    at.checked_add(4).and_then(|end| b.get(at..end)).map_or(0, |s| u32::from_le_bytes(s.try_into().unwrap()))
 }
 
 fn read_u64(b: &[u8], at: usize) -> u64 {
-    b.get(at..at + 8).map_or(0, |s| u64::from_le_bytes(s.try_into().unwrap()))
+    at.checked_add(8).and_then(|end| b.get(at..end)).map_or(0, |s| u64::from_le_bytes(s.try_into().unwrap()))
 }
 
 /// Reads the string referenced at `at`; "" when out of bounds or not UTF-8.
 fn read_str(rec: &[u8], at: usize) -> &str {
     let off = read_u32(rec, at) as usize;
-    let len = read_u32(rec, at + 4) as usize;
+    let len = read_u32(rec, at.saturating_add(4)) as usize;
     rec.get(off..off.saturating_add(len)).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("")
+}
+
+/// A list's (offset, count), the count cut to the entries the bytes hold,
+/// so iteration stays in bounds and ends.
+fn list_bounds(rec: &[u8], at: usize, entry_len: usize) -> (usize, usize) {
+    let off = read_u32(rec, at) as usize;
+    let count = read_u32(rec, at + 4) as usize;
+    (off, count.min(rec.len().saturating_sub(off) / entry_len))
 }
 
 /// One event of a batch, borrowed. Accessors decode on demand.
@@ -359,9 +371,8 @@ impl<'a> EventView<'a> {
     fn str(&self, slot: Str) -> &'a str {
         read_str(self.rec, STRINGS + 8 * slot as usize)
     }
-    fn list(&self, slot: List) -> (usize, usize) {
-        let at = LISTS + 8 * slot as usize;
-        (read_u32(self.rec, at) as usize, read_u32(self.rec, at + 4) as usize)
+    fn list(&self, slot: List, entry_len: usize) -> (usize, usize) {
+        list_bounds(self.rec, LISTS + 8 * slot as usize, entry_len)
     }
 
     /// What happened. An unknown kind (from a newer host) reads as `None`.
@@ -479,12 +490,12 @@ impl<'a> ProcessView<'a> {
     }
     /// The arguments, argv[0] first.
     pub fn argv(&self) -> Strings<'a> {
-        let (off, count) = self.ev.list(List::Argv);
+        let (off, count) = self.ev.list(List::Argv, 8);
         Strings { rec: self.ev.rec, off, count, i: 0 }
     }
     /// The ancestors, parent first.
     pub fn ancestors(&self) -> Ancestors<'a> {
-        let (off, count) = self.ev.list(List::Ancestry);
+        let (off, count) = self.ev.list(List::Ancestry, ANCESTOR_LEN);
         Ancestors { rec: self.ev.rec, off, count, i: 0 }
     }
     /// The parent, when the source knows it.
@@ -694,7 +705,7 @@ impl<'a> Iterator for LabelsView<'a> {
 impl ExactSizeIterator for LabelsView<'_> {}
 
 fn labels<'a>(ev: &EventView<'a>, slot: List) -> LabelsView<'a> {
-    let (off, count) = ev.list(slot);
+    let (off, count) = ev.list(slot, LABEL_LEN);
     LabelsView { rec: ev.rec, off, count, i: 0 }
 }
 
@@ -976,6 +987,28 @@ mod tests {
         );
         assert_eq!(exec_view("/usr/bin/wget", &["wget", "x"], |p| p.program().to_string()), "wget");
         assert!(exec_view("/bin/busybox", &["ash"], |p| p.is_shell()));
+    }
+
+    #[test]
+    fn huge_counts_are_cut_to_what_the_bytes_hold() {
+        let mut buf = Vec::new();
+        encode_batch([&full_event()], &mut buf);
+        // The batch's event count.
+        let mut bad = buf.clone();
+        bad[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(BatchView::new(&bad).err(), Some(DecodeError::Truncated));
+        // Each list's count.
+        let header = 8 + 4;
+        for slot in 0..4 {
+            let mut bad = buf.clone();
+            let at = header + LISTS + 8 * slot + 4;
+            bad[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+            let batch = BatchView::new(&bad).unwrap();
+            let v = batch.get(0).unwrap();
+            let p = v.process().unwrap();
+            assert!(p.argv().count() < 1000 && p.ancestors().count() < 1000);
+            assert!(v.container().unwrap().labels().count() < 1000 && v.pod().unwrap().labels().count() < 1000);
+        }
     }
 
     #[test]

@@ -1,0 +1,200 @@
+//! What rules return to the host, parsed from JSON under hard limits (see
+//! `detector` in wit/rules.wit for why JSON and not WIT records): a rule
+//! can make the host copy at most what its memory cap holds, once, and can
+//! never make it keep more than these limits.
+
+use serde::Deserialize;
+use vigil_event::{EventKind, KindSet};
+
+use super::rule::RuleMeta;
+use crate::sinks::alert::Priority;
+
+/// Alerts kept from one call; the rest are dropped and counted.
+pub const MAX_ALERTS_PER_CALL: usize = 10_000;
+/// Longest message kept (bytes); longer ones are cut.
+pub const MAX_MESSAGE: usize = 4096;
+/// Most tags (and fields) kept per alert or rule.
+pub const MAX_TAGS: usize = 32;
+/// Longest tag, field key, id or version (bytes).
+pub const MAX_NAME: usize = 128;
+/// Longest field value or description (bytes).
+pub const MAX_VALUE: usize = 4096;
+
+/// An alert as a rule returned it, within limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleAlert {
+    pub priority: Priority,
+    pub message: String,
+    pub tags: Vec<String>,
+    pub fields: Vec<(String, String)>,
+    pub event_index: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct AlertJson {
+    #[allow(dead_code)] // the host uses the metadata id: a rule cannot speak for another
+    #[serde(default)]
+    rule: String,
+    priority: String,
+    message: String,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    fields: Vec<LabelJson>,
+    event_index: u32,
+}
+
+#[derive(Deserialize)]
+struct LabelJson {
+    key: String,
+    value: String,
+}
+
+#[derive(Deserialize)]
+struct MetadataJson {
+    id: String,
+    #[serde(default)]
+    version: String,
+    #[serde(default)]
+    description: String,
+    subscriptions: Vec<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+/// Parses `on-batch`'s return. Errors describe what was wrong (a rule bug);
+/// `dropped` counts alerts beyond [`MAX_ALERTS_PER_CALL`].
+pub fn parse_alerts(json: &str) -> Result<(Vec<RuleAlert>, usize), String> {
+    if json.is_empty() || json == "[]" {
+        return Ok((Vec::new(), 0));
+    }
+    let raw: Vec<AlertJson> = serde_json::from_str(json).map_err(|e| format!("returned invalid alert JSON: {e}"))?;
+    let dropped = raw.len().saturating_sub(MAX_ALERTS_PER_CALL);
+    let mut alerts = Vec::with_capacity(raw.len().min(MAX_ALERTS_PER_CALL));
+    for a in raw.into_iter().take(MAX_ALERTS_PER_CALL) {
+        alerts.push(RuleAlert {
+            priority: parse_priority(&a.priority)
+                .ok_or_else(|| format!("unknown priority {:?}", cut(a.priority, 32)))?,
+            message: cut(a.message, MAX_MESSAGE),
+            tags: a.tags.into_iter().take(MAX_TAGS).map(|t| cut(t, MAX_NAME)).collect(),
+            fields: a
+                .fields
+                .into_iter()
+                .take(MAX_TAGS)
+                .map(|l| (cut(l.key, MAX_NAME), cut(l.value, MAX_VALUE)))
+                .collect(),
+            event_index: a.event_index,
+        });
+    }
+    Ok((alerts, dropped))
+}
+
+/// Parses and validates `metadata`'s return.
+pub fn parse_metadata(json: &str) -> Result<RuleMeta, String> {
+    let m: MetadataJson = serde_json::from_str(json).map_err(|e| format!("metadata is not valid JSON: {e}"))?;
+    if !crate::config::valid_rule_id(&m.id) {
+        return Err(format!(
+            "rule id {:?} must be 1-64 characters of lowercase letters, digits and '-'",
+            cut(m.id, MAX_NAME)
+        ));
+    }
+    let mut subscriptions = KindSet::EMPTY;
+    for s in &m.subscriptions {
+        let kind = EventKind::from_name(s)
+            .ok_or_else(|| format!("rule {} subscribes to unknown event kind {:?}", m.id, cut(s.clone(), MAX_NAME)))?;
+        subscriptions.insert(kind);
+    }
+    if subscriptions == KindSet::EMPTY {
+        return Err(format!("rule {} subscribes to no event kind", m.id));
+    }
+    if m.tags.len() > MAX_TAGS || m.tags.iter().any(|t| t.len() > MAX_NAME) || m.version.len() > MAX_NAME {
+        return Err(format!("rule {}: at most {MAX_TAGS} tags of {MAX_NAME} bytes, and a version of {MAX_NAME}", m.id));
+    }
+    Ok(RuleMeta {
+        id: m.id,
+        version: m.version,
+        description: cut(m.description, MAX_VALUE),
+        subscriptions,
+        tags: m.tags,
+    })
+}
+
+fn parse_priority(p: &str) -> Option<Priority> {
+    Some(match p {
+        "emergency" => Priority::Emergency,
+        "alert" => Priority::Alert,
+        "critical" => Priority::Critical,
+        "error" => Priority::Error,
+        "warning" => Priority::Warning,
+        "notice" => Priority::Notice,
+        "informational" => Priority::Informational,
+        "debug" => Priority::Debug,
+        _ => return None,
+    })
+}
+
+/// `s` cut to at most `max` bytes, on a character boundary, marked with `…`.
+fn cut(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max.saturating_sub('…'.len_utf8());
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alerts_parse_and_are_cut_to_limits() {
+        let long = "é".repeat(5000);
+        let json = format!(
+            r#"[{{"rule":"x","priority":"warning","message":"{long}","tags":["a","b"],"fields":[{{"key":"k","value":"v"}}],"event-index":3}}]"#
+        );
+        let (alerts, dropped) = parse_alerts(&json).unwrap();
+        assert_eq!(dropped, 0);
+        let a = &alerts[0];
+        assert_eq!((a.priority, a.event_index), (Priority::Warning, 3));
+        assert!(a.message.len() <= MAX_MESSAGE && a.message.ends_with('…'));
+        assert_eq!(a.tags, ["a", "b"]);
+        assert_eq!(a.fields, [("k".to_string(), "v".to_string())]);
+        assert_eq!(parse_alerts("").unwrap().0, []);
+        assert_eq!(parse_alerts("[]").unwrap().0, []);
+    }
+
+    #[test]
+    fn too_many_alerts_are_dropped_and_counted() {
+        let one = r#"{"priority":"notice","message":"m","event-index":0}"#;
+        let json = format!("[{}]", vec![one; MAX_ALERTS_PER_CALL + 5].join(","));
+        let (alerts, dropped) = parse_alerts(&json).unwrap();
+        assert_eq!((alerts.len(), dropped), (MAX_ALERTS_PER_CALL, 5));
+    }
+
+    #[test]
+    fn bad_output_is_an_error_not_a_panic() {
+        for bad in ["{", "[1]", r#"[{"priority":"loud","message":"m","event-index":0}]"#, "null", "[{}]"] {
+            assert!(parse_alerts(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn metadata_is_validated() {
+        let m = parse_metadata(r#"{"id":"a-b","version":"1","description":"d","subscriptions":["process-exec","events-lost"],"tags":["t"]}"#).unwrap();
+        assert!(m.subscriptions.contains(EventKind::ProcessExec) && m.subscriptions.contains(EventKind::EventsLost));
+        for bad in [
+            r#"{"id":"A","subscriptions":["process-exec"]}"#,
+            r#"{"id":"a","subscriptions":[]}"#,
+            r#"{"id":"a","subscriptions":["syscall"]}"#,
+            r#"{"id":"a"}"#,
+            "not json",
+        ] {
+            assert!(parse_metadata(bad).is_err(), "{bad}");
+        }
+    }
+}
