@@ -252,11 +252,14 @@ pub struct LogConfig {
     pub level: String,
     /// `text` or `json`.
     pub format: LogFormat,
+    /// How often to log each rule's figures while running (`0s`: only at exit).
+    #[serde(with = "humantime_serde")]
+    pub stats_interval: Duration,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: "info".into(), format: LogFormat::Text }
+        LogConfig { level: "info".into(), format: LogFormat::Text, stats_interval: Duration::from_secs(300) }
     }
 }
 

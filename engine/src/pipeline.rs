@@ -112,6 +112,23 @@ pub struct Summary {
     pub source_error: Option<SourceError>,
 }
 
+/// Logs each rule's figures.
+fn log_rule_figures<'a>(rules: impl Iterator<Item = (&'a str, &'a RuleStats)>) {
+    for (id, s) in rules {
+        tracing::info!(
+            rule = %id,
+            events_in = s.events_in.load(Ordering::Relaxed),
+            alerts_out = s.alerts_out.load(Ordering::Relaxed),
+            faults = s.faults(),
+            quarantines = s.quarantines.load(Ordering::Relaxed),
+            skipped = s.events_skipped.load(Ordering::Relaxed),
+            alerts_dropped = s.alerts_dropped.load(Ordering::Relaxed),
+            time_ms = s.time_ns.load(Ordering::Relaxed) / 1_000_000,
+            "rule figures"
+        );
+    }
+}
+
 impl Summary {
     pub fn log(&self) {
         let d = &self.dispatch;
@@ -121,18 +138,7 @@ impl Summary {
             unrouted = d.events_unrouted.load(Ordering::Relaxed),
             "pipeline finished"
         );
-        for (id, s) in &self.rules {
-            tracing::info!(
-                rule = %id,
-                events_in = s.events_in.load(Ordering::Relaxed),
-                alerts_out = s.alerts_out.load(Ordering::Relaxed),
-                faults = s.faults(),
-                quarantines = s.quarantines.load(Ordering::Relaxed),
-                skipped = s.events_skipped.load(Ordering::Relaxed),
-                time_ms = s.time_ns.load(Ordering::Relaxed) / 1_000_000,
-                "rule figures"
-            );
-        }
+        log_rule_figures(self.rules.iter().map(|(id, s)| (id.as_str(), &**s)));
         for (name, s) in &self.sinks {
             tracing::info!(sink = %name, alerts = s.alerts.load(Ordering::Relaxed), failures = s.failures.load(Ordering::Relaxed), "sink figures");
         }
@@ -222,9 +228,17 @@ impl Pipeline {
         let config_path = self.config_path.clone();
         let dispatch_stats = dispatcher.stats.clone();
         let mut alerts = Vec::new();
+        let stats_interval = self.config.log.stats_interval;
+        let stats_tick =
+            if stats_interval.is_zero() { crossbeam_channel::never() } else { crossbeam_channel::tick(stats_interval) };
         loop {
             let mut reloads_closed = false;
             select! {
+                recv(stats_tick) -> _ => {
+                    let d = &dispatcher.stats;
+                    tracing::info!(events = d.events.load(Ordering::Relaxed), alerts = d.alerts.load(Ordering::Relaxed), "figures so far");
+                    log_rule_figures(dispatcher.rules().iter().map(|r| (r.meta.id.as_str(), &*r.stats)));
+                },
                 recv(events_rx) -> msg => match msg {
                     Ok(mut batch) => {
                         dispatcher.dispatch(&mut batch, &mut alerts);

@@ -116,6 +116,12 @@ fn expand(args: RuleArgs, func: ItemFn) -> syn::Result<TokenStream2> {
         }
     }
 
+    // Type errors about the return type (not alerts) point at it.
+    let ret_span = match &sig.output {
+        ReturnType::Type(_, ty) => ty.span(),
+        ReturnType::Default => sig.span(),
+    };
+    let push = quote_spanned!(ret_span=> ::vigil_sdk::IntoAlerts::push_into(#call, out));
     let fn_name = &sig.ident;
     let id = match &args.id {
         Some(id) => {
@@ -192,7 +198,7 @@ fn expand(args: RuleArgs, func: ItemFn) -> syn::Result<TokenStream2> {
                     event: &::vigil_sdk::Event<'_>,
                     out: &mut ::std::vec::Vec<::vigil_sdk::Alert>,
                 ) {
-                    ::vigil_sdk::IntoAlerts::push_into(#call, out)
+                    #push
                 }
             }
         };

@@ -1,0 +1,9 @@
+use vigil_sdk::prelude::*;
+
+/// Returns nothing.
+#[rule(subscribe = [ProcessExec])]
+fn detect(event: &Event<'_>) {
+    let _ = event;
+}
+
+fn main() {}
