@@ -5,7 +5,7 @@ use std::cell::RefCell;
 
 use vigil_event::packed::BatchView;
 
-use crate::{Alert, EventKind, Priority, State};
+use crate::{Alert, EventKind, State};
 
 wit_bindgen::generate!({
     path: "../wit",
@@ -116,7 +116,7 @@ pub fn on_batch<R: Rule>(batch: Vec<u8>) -> String {
         .iter()
         .map(|(i, a)| AlertJson {
             rule: R::ID,
-            priority: priority_name(a.priority),
+            priority: a.priority.name(),
             message: &a.message,
             tags: &a.tags,
             fields: a.fields.iter().map(|(key, value)| LabelJson { key, value }).collect(),
@@ -138,19 +138,6 @@ pub fn restore<R: Rule>(bytes: Vec<u8>) -> Result<(), String> {
     // The current state is fresh from `init` with the current config.
     with_state::<R, _>(|state| state.restore(previous));
     Ok(())
-}
-
-fn priority_name(p: Priority) -> &'static str {
-    match p {
-        Priority::Emergency => "emergency",
-        Priority::Alert => "alert",
-        Priority::Critical => "critical",
-        Priority::Error => "error",
-        Priority::Warning => "warning",
-        Priority::Notice => "notice",
-        Priority::Informational => "informational",
-        Priority::Debug => "debug",
-    }
 }
 
 /// Emits the component exports for a `#[rule]` (wasm32 only: natively the

@@ -1,25 +1,6 @@
 //! What a rule returns.
 
-/// Falco's priority scale, most severe first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Priority {
-    /// The system is unusable.
-    Emergency,
-    /// Act immediately.
-    Alert,
-    /// Critical conditions.
-    Critical,
-    /// Error conditions.
-    Error,
-    /// Warning conditions.
-    Warning,
-    /// Normal but significant.
-    Notice,
-    /// Informational.
-    Informational,
-    /// Debugging.
-    Debug,
-}
+pub use vigil_event::Priority;
 
 /// An alert raised by a rule about the event it was called with. The daemon
 /// adds the rule id, the time and the event's context (command line, user,

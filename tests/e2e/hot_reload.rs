@@ -8,8 +8,6 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 use vigil_engine::config::Config;
-use vigil_engine::pipeline::Pipeline;
-use vigil_engine::sources::Stop;
 
 use crate::support::*;
 
@@ -47,17 +45,7 @@ fn swaps_under_load_lose_and_duplicate_nothing() {
     let events: Vec<_> = (0..N).map(|_| exec("/bin/ok", &["ok"])).collect();
     let source = PacedSource { events, per_sec: 100_000, batch: 100, hooks };
     let config = Config { cache_dir: Some(cache.path().to_path_buf()), ..Default::default() };
-    let sink = MemorySink::default();
-    let pipeline = Pipeline {
-        config,
-        rules_dir: dir.clone(),
-        watch: true,
-        sinks: vec![Box::new(sink.clone())],
-        stop: Stop::new(),
-        config_path: None,
-        reloads: None,
-    };
-    let summary = pipeline.run(Box::new(source)).unwrap();
+    let (summary, sink) = run_pipeline(config, &dir, true, source);
 
     let alerts = sink.alerts();
     let mut ids = HashSet::new();
@@ -102,17 +90,7 @@ fn removing_and_adding_rule_files_takes_effect() {
     let events: Vec<_> = (0..10_000).map(|_| exec("/bin/ok", &["ok"])).collect();
     let source = PacedSource { events, per_sec: 10_000, batch: 50, hooks };
     let config = Config { cache_dir: Some(cache.path().to_path_buf()), ..Default::default() };
-    let sink = MemorySink::default();
-    let pipeline = Pipeline {
-        config,
-        rules_dir: dir,
-        watch: true,
-        sinks: vec![Box::new(sink.clone())],
-        stop: Stop::new(),
-        config_path: None,
-        reloads: None,
-    };
-    pipeline.run(Box::new(source)).unwrap();
+    let (_, sink) = run_pipeline(config, &dir, true, source);
     let ids: Vec<u64> =
         sink.alerts().iter().map(|a| a.output_fields["event_id"].as_str().unwrap().parse().unwrap()).collect();
     assert!(ids.iter().any(|&i| i <= 2_000), "alerts before removal");
@@ -133,17 +111,7 @@ fn renaming_a_rule_file_keeps_its_state_and_loses_nothing() {
     let events: Vec<_> = (0..N).map(|_| exec("/bin/ok", &["ok"])).collect();
     let source = PacedSource { events, per_sec: 50_000, batch: 100, hooks };
     let config = Config { cache_dir: Some(cache.path().to_path_buf()), ..Default::default() };
-    let sink = MemorySink::default();
-    let pipeline = Pipeline {
-        config,
-        rules_dir: dir,
-        watch: true,
-        sinks: vec![Box::new(sink.clone())],
-        stop: Stop::new(),
-        config_path: None,
-        reloads: None,
-    };
-    let summary = pipeline.run(Box::new(source)).unwrap();
+    let (summary, sink) = run_pipeline(config, &dir, true, source);
     let alerts = sink.alerts();
     let ids: HashSet<u64> =
         alerts.iter().map(|a| a.output_fields["event_id"].as_str().unwrap().parse().unwrap()).collect();

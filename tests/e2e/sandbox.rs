@@ -5,8 +5,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use vigil_engine::config::Config;
-use vigil_engine::pipeline::Pipeline;
-use vigil_engine::sources::Stop;
 
 use crate::support::*;
 
@@ -38,23 +36,13 @@ fn misbehaving_rules_are_isolated_and_a_good_rule_keeps_alerting() {
     }
     let calm: Vec<_> = ["/bin/spin-ok", "/bin/trap-ok", "/bin/hog-ok"].iter().map(|e| exec(e, &["ok"])).collect();
     let total = events.len() + 3 * 400;
-    let sink = MemorySink::default();
     let source = PacedSource {
         events: events.into_iter().chain((0..400).flat_map(|_| calm.clone())).collect(),
         per_sec: 2_000,
         batch: 100,
         hooks: vec![],
     };
-    let pipeline = Pipeline {
-        config: config(cache.path()),
-        rules_dir: rules.path().to_path_buf(),
-        watch: false,
-        sinks: vec![Box::new(sink.clone())],
-        stop: Stop::new(),
-        config_path: None,
-        reloads: None,
-    };
-    let summary = pipeline.run(Box::new(source)).unwrap();
+    let (summary, sink) = run_pipeline(config(cache.path()), rules.path(), false, source);
     let alerts = sink.alerts();
 
     let echo = alerts.iter().filter(|a| a.rule == "echo").count();
@@ -83,19 +71,9 @@ fn misbehaving_rules_are_isolated_and_a_good_rule_keeps_alerting() {
 fn a_rule_cannot_read_host_files() {
     let rules = rule_dir(&["hog"]);
     let cache = tempfile::tempdir().unwrap();
-    let sink = MemorySink::default();
     let source =
         PacedSource { events: vec![exec("/bin/x", &["x", "read-host"])], per_sec: 1000, batch: 1, hooks: vec![] };
-    let pipeline = Pipeline {
-        config: config(cache.path()),
-        rules_dir: rules.path().to_path_buf(),
-        watch: false,
-        sinks: vec![Box::new(sink.clone())],
-        stop: Stop::new(),
-        config_path: None,
-        reloads: None,
-    };
-    let summary = pipeline.run(Box::new(source)).unwrap();
+    let (summary, sink) = run_pipeline(config(cache.path()), rules.path(), false, source);
     // The WASI filesystem is not linked: the call traps rather than reading.
     let alerts = sink.alerts();
     assert!(alerts.iter().all(|a| a.output != "host file read: true"), "{alerts:?}");
@@ -111,19 +89,9 @@ fn a_wasi_grant_gives_exactly_the_granted_directory() {
     let grant: vigil_engine::config::RuleSettings =
         toml::from_str(&format!("wasi = {{ read_dirs = [{:?}] }}", "/etc")).unwrap();
     config.rules.settings.insert("hog".into(), grant);
-    let sink = MemorySink::default();
     let source =
         PacedSource { events: vec![exec("/bin/x", &["x", "read-host"])], per_sec: 1000, batch: 1, hooks: vec![] };
-    let pipeline = Pipeline {
-        config,
-        rules_dir: rules.path().to_path_buf(),
-        watch: false,
-        sinks: vec![Box::new(sink.clone())],
-        stop: Stop::new(),
-        config_path: None,
-        reloads: None,
-    };
-    let summary = pipeline.run(Box::new(source)).unwrap();
+    let (summary, sink) = run_pipeline(config, rules.path(), false, source);
     let alerts = sink.alerts();
     assert!(alerts.iter().any(|a| a.output == "host file read: true"), "granted /etc is readable: {alerts:?}");
     assert_eq!(summary.rules[0].1.faults(), 0);
@@ -136,20 +104,10 @@ fn a_rule_granted_wasi_cannot_block_the_daemon() {
     let mut config = config(cache.path());
     let grant: vigil_engine::config::RuleSettings = toml::from_str("wasi = { stdio = true }").unwrap();
     config.rules.settings.insert("hog".into(), grant);
-    let sink = MemorySink::default();
     let events = vec![exec("/bin/x", &["x", "sleep"]), exec("/bin/hog-ok", &["ok"])];
     let source = PacedSource { events, per_sec: 10, batch: 1, hooks: vec![] };
-    let pipeline = Pipeline {
-        config,
-        rules_dir: rules.path().to_path_buf(),
-        watch: false,
-        sinks: vec![Box::new(sink.clone())],
-        stop: Stop::new(),
-        config_path: None,
-        reloads: None,
-    };
     let started = std::time::Instant::now();
-    let summary = pipeline.run(Box::new(source)).unwrap();
+    let (summary, sink) = run_pipeline(config, rules.path(), false, source);
     assert!(started.elapsed() < std::time::Duration::from_secs(30), "the sleeping rule did not hang dispatch");
     let hog = &summary.rules.iter().find(|(id, _)| id == "hog").unwrap().1;
     assert_eq!(hog.traps.load(Ordering::Relaxed), 1, "the blocking poll trapped");

@@ -225,3 +225,24 @@ pub fn replace_atomically(dir: &Path, name: &str, bytes: &[u8]) {
     std::fs::write(&tmp, bytes).unwrap();
     std::fs::rename(&tmp, dir.join(name)).unwrap();
 }
+
+/// Runs the pipeline over `source` with rules from `rules_dir`; returns its
+/// summary and the alerts it wrote.
+pub fn run_pipeline(
+    config: vigil_engine::config::Config,
+    rules_dir: &Path,
+    watch: bool,
+    source: impl Source + 'static,
+) -> (vigil_engine::pipeline::Summary, MemorySink) {
+    let sink = MemorySink::default();
+    let pipeline = vigil_engine::pipeline::Pipeline {
+        config,
+        rules_dir: rules_dir.to_path_buf(),
+        watch,
+        sinks: vec![Box::new(sink.clone())],
+        stop: Stop::new(),
+        config_path: None,
+        reloads: None,
+    };
+    (pipeline.run(Box::new(source)).unwrap(), sink)
+}

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use vigil_event::{EventKind, KindSet};
 
 use super::rule::RuleMeta;
-use crate::sinks::alert::Priority;
+use vigil_event::Priority;
 
 /// Alerts kept from one call; the rest are dropped and counted.
 pub const MAX_ALERTS_PER_CALL: usize = 10_000;
@@ -74,7 +74,7 @@ pub fn parse_alerts(json: &str) -> Result<(Vec<RuleAlert>, usize), String> {
     let mut alerts = Vec::with_capacity(raw.len().min(MAX_ALERTS_PER_CALL));
     for a in raw.into_iter().take(MAX_ALERTS_PER_CALL) {
         alerts.push(RuleAlert {
-            priority: parse_priority(&a.priority)
+            priority: Priority::from_name(&a.priority)
                 .ok_or_else(|| format!("unknown priority {:?}", cut(a.priority, 32)))?,
             message: cut(a.message, MAX_MESSAGE),
             tags: a.tags.into_iter().take(MAX_TAGS).map(|t| cut(t, MAX_NAME)).collect(),
@@ -117,20 +117,6 @@ pub fn parse_metadata(json: &str) -> Result<RuleMeta, String> {
         description: cut(m.description, MAX_VALUE),
         subscriptions,
         tags: m.tags,
-    })
-}
-
-fn parse_priority(p: &str) -> Option<Priority> {
-    Some(match p {
-        "emergency" => Priority::Emergency,
-        "alert" => Priority::Alert,
-        "critical" => Priority::Critical,
-        "error" => Priority::Error,
-        "warning" => Priority::Warning,
-        "notice" => Priority::Notice,
-        "informational" => Priority::Informational,
-        "debug" => Priority::Debug,
-        _ => return None,
     })
 }
 

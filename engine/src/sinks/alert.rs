@@ -12,18 +12,7 @@ use vigil_event::{Event, EventKind};
 use crate::plugin::returned::RuleAlert;
 use crate::plugin::rule::RuleMeta;
 
-/// Falco's priorities, spelled as Falco outputs them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Priority {
-    Emergency,
-    Alert,
-    Critical,
-    Error,
-    Warning,
-    Notice,
-    Informational,
-    Debug,
-}
+pub use vigil_event::Priority;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {

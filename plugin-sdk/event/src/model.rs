@@ -108,6 +108,62 @@ impl FromIterator<EventKind> for KindSet {
     }
 }
 
+/// How severe an alert is: Falco's scale, most severe first. Serialized as
+/// Falco spells it (`"Warning"`); [`Priority::name`] is the WIT case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+pub enum Priority {
+    /// The system is unusable.
+    Emergency,
+    /// Act immediately.
+    Alert,
+    /// Critical conditions.
+    Critical,
+    /// Error conditions.
+    Error,
+    /// Warning conditions.
+    Warning,
+    /// Normal but significant.
+    Notice,
+    /// Informational.
+    Informational,
+    /// Debugging.
+    Debug,
+}
+
+impl Priority {
+    /// Every priority, most severe first.
+    pub const ALL: [Priority; 8] = [
+        Priority::Emergency,
+        Priority::Alert,
+        Priority::Critical,
+        Priority::Error,
+        Priority::Warning,
+        Priority::Notice,
+        Priority::Informational,
+        Priority::Debug,
+    ];
+
+    /// The WIT case name (`warning`), used in the JSON rules return.
+    pub fn name(self) -> &'static str {
+        match self {
+            Priority::Emergency => "emergency",
+            Priority::Alert => "alert",
+            Priority::Critical => "critical",
+            Priority::Error => "error",
+            Priority::Warning => "warning",
+            Priority::Notice => "notice",
+            Priority::Informational => "informational",
+            Priority::Debug => "debug",
+        }
+    }
+
+    /// Parses [`Priority::name`].
+    pub fn from_name(name: &str) -> Option<Priority> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
 /// The container runtime that manages a container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
