@@ -290,7 +290,8 @@ fn stream_events(
     let source = pipeline::open_source(cfg.source.kind, cfg.source.replay.as_ref(), cfg.source.realtime)?;
     let stop = Stop::new();
     handle_signals(stop.clone(), None)?;
-    let (rx, thread) = pipeline::spawn_source(source, cfg.source.channel_batches, stop.clone(), Interest::all())?;
+    let running = pipeline::spawn_source(source, cfg.source.channel_batches, stop.clone(), Interest::all())?;
+    let (rx, thread) = (running.events, running.thread);
     let start = Instant::now();
     let mut n = 0u64;
     'outer: loop {

@@ -82,26 +82,37 @@ pub fn open_source(
 /// A running source: join it for its outcome.
 pub type SourceThread = JoinHandle<Result<(), SourceError>>;
 
+/// A source started on its own thread.
+pub struct RunningSource {
+    /// Its batches of events.
+    pub events: Receiver<Vec<Event>>,
+    /// Where to hand batches back once done with them, to be freed on the
+    /// source's thread (optional: a batch dropped elsewhere is fine too).
+    pub spent: Sender<Vec<Event>>,
+    pub thread: SourceThread,
+}
+
 /// Starts `source` on its own thread, sending into a bounded channel.
 pub fn spawn_source(
     source: Box<dyn Source>,
     capacity: usize,
     stop: Stop,
     interest: Interest,
-) -> Result<(Receiver<Vec<Event>>, SourceThread), PipelineError> {
-    let (tx, rx) = crossbeam_channel::bounded(capacity);
+) -> Result<RunningSource, PipelineError> {
+    let (tx, events) = crossbeam_channel::bounded(capacity);
+    let (spent, spent_rx) = crossbeam_channel::bounded(capacity);
     let name = source.name();
-    let handle = std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name(format!("vigil-src-{name}"))
         .spawn(move || {
-            let r = source.run(EventSender::new(tx, name), stop, interest);
+            let r = source.run(EventSender::new(tx, name).with_spent(spent_rx), stop, interest);
             if let Err(e) = &r {
                 tracing::error!(source = name, error = %e, "source stopped with an error");
             }
             r
         })
         .map_err(PipelineError::Thread)?;
-    Ok((rx, handle))
+    Ok(RunningSource { events, spent, thread })
 }
 
 /// What a run did, for logs and tests.
@@ -221,7 +232,7 @@ impl Pipeline {
             .map_err(PipelineError::Thread)?;
 
         let interest = Interest(dispatcher.interest());
-        let (events_rx, source_thread) =
+        let RunningSource { events: events_rx, spent, thread: source_thread } =
             spawn_source(source, self.config.source.channel_batches, self.stop.clone(), interest)?;
         tracing::info!(took_ms = started.elapsed().as_millis() as u64, "pipeline running");
 
@@ -242,6 +253,8 @@ impl Pipeline {
                 recv(events_rx) -> msg => match msg {
                     Ok(mut batch) => {
                         dispatcher.dispatch(&mut batch, &mut alerts);
+                        // Freed by the source's thread if it can take it back.
+                        let _ = spent.try_send(batch);
                         if !alerts.is_empty() && alert_tx.send(std::mem::take(&mut alerts)).is_err() {
                             tracing::error!("sink thread is gone; stopping");
                             self.stop.stop();

@@ -24,7 +24,8 @@ fn proc_source_sees_a_real_exec() {
     require_root!();
     let source = open_source(SourceKind::Proc, None, false).expect("proc connector opens as root");
     let stop = Stop::new();
-    let (rx, thread) = spawn_source(source, 1024, stop.clone(), Interest::all()).unwrap();
+    let running = spawn_source(source, 1024, stop.clone(), Interest::all()).unwrap();
+    let (rx, thread) = (running.events, running.thread);
     std::thread::sleep(Duration::from_millis(100));
 
     let mark = marker();

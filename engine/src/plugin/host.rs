@@ -356,15 +356,41 @@ fn check_private_dir(dir: &Path) -> Result<(), String> {
     if meta.uid() != me {
         return Err(format!("the compile cache directory belongs to uid {}, not this daemon's uid {me}", meta.uid()));
     }
-    if meta.mode() & 0o077 != 0 {
-        return Err(format!("the compile cache directory has mode {:o}; it must be 0700", meta.mode() & 0o777));
+    let mode = meta.mode() & 0o777;
+    if mode & 0o022 != 0 {
+        // Others could have planted files already: tightening now is too late.
+        return Err(format!("the compile cache directory is writable by others (mode {mode:o}); it must be 0700"));
+    }
+    if mode & 0o077 != 0 {
+        // Ours and written only by us: close it.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("cannot set the compile cache directory to mode 0700: {e}"))?;
+        tracing::info!(dir = %dir.display(), old_mode = format!("{mode:o}"), "compile cache directory set to mode 0700");
     }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::compatible_version;
+    use super::{check_private_dir, compatible_version};
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn cache_directory_must_be_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |m| std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(m)).unwrap();
+        let current = || std::fs::metadata(dir.path()).unwrap().permissions().mode() & 0o777;
+        mode(0o755);
+        check_private_dir(dir.path()).unwrap();
+        assert_eq!(current(), 0o700, "readable by others: tightened");
+        mode(0o777);
+        assert!(check_private_dir(dir.path()).unwrap_err().contains("writable by others"));
+        mode(0o770);
+        assert!(check_private_dir(dir.path()).is_err());
+        mode(0o700);
+        check_private_dir(dir.path()).unwrap();
+    }
 
     #[test]
     fn interface_versions() {

