@@ -342,6 +342,10 @@ fn check_rules(cfg: &Config, paths: &[PathBuf], json: bool) -> Result<ExitCode> 
         let result = std::fs::read(&path)
             .map_err(anyhow::Error::from)
             .and_then(|bytes| Ok(LoadedRule::load(&host, &path, &bytes, &|m| policy.resolve(m))?));
+        let imports = std::fs::read(&path).ok().and_then(|bytes| host.compile(&bytes).ok()).map(|(component, _)| {
+            let granted = |id: &str| cfg.rules.settings.get(id).is_some_and(|s| s.wasi.is_some());
+            (component, granted)
+        });
         let (meta, status) = match result {
             Ok(Loaded::Rule(r)) => (Some(r.meta.clone()), "ok".to_string()),
             Ok(Loaded::Disabled(m)) => (Some(m), "ok (disabled by config)".to_string()),
@@ -350,8 +354,14 @@ fn check_rules(cfg: &Config, paths: &[PathBuf], json: bool) -> Result<ExitCode> 
                 (None, format!("{e:#}"))
             }
         };
+        let imports: Vec<(String, &str)> = match (&imports, &meta) {
+            (Some((component, granted)), Some(m)) => host.imports(component, granted(&m.id)),
+            (Some((component, _)), None) => host.imports(component, false),
+            _ => Vec::new(),
+        };
         if json {
             let v = serde_json::json!({
+                "imports": imports.iter().map(|(name, status)| serde_json::json!({"name": name, "status": status})).collect::<Vec<_>>(),
                 "path": path,
                 "ok": meta.is_some(),
                 "status": status,
@@ -372,6 +382,10 @@ fn check_rules(cfg: &Config, paths: &[PathBuf], json: bool) -> Result<ExitCode> 
                     let subs: Vec<_> = m.subscriptions.iter().map(|k| k.name()).collect();
                     println!("  subscriptions: {}", subs.join(", "));
                     println!("  tags:          {}", m.tags.join(", "));
+                    println!("  imports:");
+                    for (name, status) in &imports {
+                        println!("    {name}: {status}");
+                    }
                 }
                 None => println!("{}: INVALID: {status}", path.display()),
             }

@@ -269,6 +269,25 @@ impl PluginHost {
         Some(dir.join(format!("{content}-{engine_hash:016x}.cwasm")))
     }
 
+    /// What `component` imports, and whether a rule gets it: the host
+    /// interface always; WASI only when granted (`wasi`); anything else
+    /// links but traps when called.
+    pub fn imports(&self, component: &Component, wasi: bool) -> Vec<(String, &'static str)> {
+        let ty = component.component_type();
+        ty.imports(&self.engine)
+            .map(|(name, _)| {
+                let status = if name.starts_with("vigil:rules/") {
+                    "provided"
+                } else if wasi && name.starts_with("wasi:") {
+                    if name.starts_with("wasi:io/poll") { "granted (blocking calls trap)" } else { "granted" }
+                } else {
+                    "denied (traps if called)"
+                };
+                (name.to_string(), status)
+            })
+            .collect()
+    }
+
     /// Checks the component exports a compatible `detector` and pre-links it.
     pub fn prepare(&self, component: &Component, wasi: bool) -> Result<RulePre<HostState>, PluginError> {
         check_world(&self.engine, component)?;
