@@ -115,12 +115,12 @@ impl WasiGrant {
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceKind {
-    /// eBPF if it loads, else the proc connector, else replay of `source.replay`.
+    /// eBPF if it loads, else the proc connector, else `source.replay` as a fallback.
     #[default]
     Auto,
     /// Kernel events through eBPF (not built yet).
     Ebpf,
-    /// The netlink process connector, reading details from /proc (root).
+    /// The netlink process connector, reading details from /proc.
     Proc,
     /// A recorded file.
     Replay,

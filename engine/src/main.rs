@@ -38,7 +38,8 @@ struct Cli {
 
 #[derive(clap::Args, Clone)]
 struct SourceArgs {
-    /// Event source. auto: eBPF, else the proc connector (root), else the replay file.
+    /// Event source. auto: eBPF, else the kernel's process connector, else the replay file
+    /// (--replay) as a fallback. Without --source, giving --replay selects replay.
     #[arg(long, value_enum)]
     source: Option<SourceKind>,
     /// Replay file (msgpack from `vigil record`, or JSON lines).

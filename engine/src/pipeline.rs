@@ -63,15 +63,13 @@ pub fn open_source(
         SourceKind::Replay => replay_source("the replay source needs a file"),
         SourceKind::Proc => Ok(Box::new(ProcSource::open()?)),
         SourceKind::Ebpf => Err(PipelineError::Source(SourceError::Unavailable("ebpf", ebpf_unavailable.into()))),
+        // eBPF, else the proc connector, else the replay file as a last resort.
         SourceKind::Auto => {
-            if replay.is_some() {
-                return replay_source("");
-            }
             tracing::info!(reason = ebpf_unavailable, "eBPF source unavailable; trying the proc connector");
             match ProcSource::open() {
                 Ok(s) => Ok(Box::new(s)),
                 Err(e) => {
-                    tracing::warn!(error = %e, "proc connector unavailable (it needs root)");
+                    tracing::warn!(error = %e, "proc connector unavailable; falling back to the replay file");
                     replay_source(&format!("eBPF: {ebpf_unavailable}; proc connector: {e}"))
                 }
             }

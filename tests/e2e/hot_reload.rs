@@ -11,6 +11,15 @@ use vigil_engine::config::Config;
 
 use crate::support::*;
 
+/// These tests are about swapping: a generous call deadline, so a call
+/// preempted on a loaded 2-core machine is not mistaken for a hung rule (the
+/// deadline is wall-clock; the sandbox tests cover it).
+fn swap_config(cache: &std::path::Path) -> Config {
+    let mut c = Config { cache_dir: Some(cache.to_path_buf()), ..Default::default() };
+    c.dispatch.call_timeout = std::time::Duration::from_secs(2);
+    c
+}
+
 #[test]
 fn swaps_under_load_lose_and_duplicate_nothing() {
     const N: usize = 300_000;
@@ -44,9 +53,11 @@ fn swaps_under_load_lose_and_duplicate_nothing() {
     ];
     let events: Vec<_> = (0..N).map(|_| exec("/bin/ok", &["ok"])).collect();
     let source = PacedSource { events, per_sec: 100_000, batch: 100, hooks };
-    let config = Config { cache_dir: Some(cache.path().to_path_buf()), ..Default::default() };
+    let config = swap_config(cache.path());
     let (summary, sink) = run_pipeline(config, &dir, true, source);
 
+    let echo = &summary.rules.iter().find(|(id, _)| id == "echo").unwrap().1;
+    assert_eq!(echo.faults(), 0, "no call faulted (a timed-out batch would be lost to the rule by design)");
     let alerts = sink.alerts();
     let mut ids = HashSet::new();
     let mut max_seen = 0u64;
@@ -89,7 +100,7 @@ fn removing_and_adding_rule_files_takes_effect() {
     ];
     let events: Vec<_> = (0..10_000).map(|_| exec("/bin/ok", &["ok"])).collect();
     let source = PacedSource { events, per_sec: 10_000, batch: 50, hooks };
-    let config = Config { cache_dir: Some(cache.path().to_path_buf()), ..Default::default() };
+    let config = swap_config(cache.path());
     let (_, sink) = run_pipeline(config, &dir, true, source);
     let ids: Vec<u64> =
         sink.alerts().iter().map(|a| a.output_fields["event_id"].as_str().unwrap().parse().unwrap()).collect();
@@ -110,7 +121,7 @@ fn renaming_a_rule_file_keeps_its_state_and_loses_nothing() {
     })];
     let events: Vec<_> = (0..N).map(|_| exec("/bin/ok", &["ok"])).collect();
     let source = PacedSource { events, per_sec: 50_000, batch: 100, hooks };
-    let config = Config { cache_dir: Some(cache.path().to_path_buf()), ..Default::default() };
+    let config = swap_config(cache.path());
     let (summary, sink) = run_pipeline(config, &dir, true, source);
     let alerts = sink.alerts();
     let ids: HashSet<u64> =

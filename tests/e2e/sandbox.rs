@@ -14,6 +14,12 @@ fn config(cache: &std::path::Path) -> Config {
     c.dispatch.memory_limit = bytesize::ByteSize::mib(16);
     c.dispatch.max_faults = 3;
     c.dispatch.quarantine_initial = Duration::from_millis(300);
+    // The good rule must see every event: a generous deadline of its own, so
+    // a call preempted while the bad rules burn CPU is not taken for a hang.
+    let echo: vigil_engine::config::RuleSettings = toml::from_str("call_timeout = \"2s\"").unwrap();
+    c.rules.settings.insert("echo".into(), echo.clone());
+    // The hog must run into its memory cap, not a deadline, even on a busy machine.
+    c.rules.settings.insert("hog".into(), echo);
     c
 }
 

@@ -7,7 +7,9 @@
 //! read it yields an exec event with what could still be read (often only
 //! the pid), and a process that execs again reports its newer image. The
 //! eBPF source reads the same facts in the kernel, at the event, and has no
-//! such gap. Needs CAP_NET_ADMIN (root).
+//! such gap. Listening needs CAP_NET_ADMIN before Linux 6.6 and nothing
+//! since; without privileges, other users' `exe` and `cwd` links cannot be
+//! read, so those fields stay empty for their processes.
 
 use std::io;
 use std::mem::size_of;
@@ -35,16 +37,17 @@ const MAX_BATCH: usize = 256;
 pub const MAX_ARGV_BYTES: usize = 4096;
 
 pub struct ProcSource {
+    sock: Connector,
     cgroup2: Option<PathBuf>,
 }
 
 impl ProcSource {
-    /// Checks the connector can be opened (so `auto` can fall back early).
+    /// Opens and subscribes the connector now, so that once the pipeline
+    /// says it is running no exec is missed (and `auto` can fall back early).
     pub fn open() -> Result<Self, SourceError> {
         let sock = Connector::open()
             .map_err(|e| SourceError::Unavailable("proc", format!("netlink process connector: {e}")))?;
-        drop(sock);
-        Ok(ProcSource { cgroup2: cgroup2_mount() })
+        Ok(ProcSource { sock, cgroup2: cgroup2_mount() })
     }
 }
 
@@ -54,8 +57,8 @@ impl Source for ProcSource {
     }
 
     fn run(self: Box<Self>, mut out: EventSender, stop: Stop, interest: Interest) -> Result<(), SourceError> {
-        let sock = Connector::open().map_err(|e| SourceError::Unavailable("proc", e.to_string()))?;
-        let reader = ProcReader { cgroup2: self.cgroup2 };
+        let ProcSource { sock, cgroup2 } = *self;
+        let reader = ProcReader { cgroup2 };
         let mut buf = vec![0u8; 64 << 10];
         tracing::info!("proc connector source started");
         while !stop.is_stopped() {
