@@ -347,7 +347,8 @@ fn hot_swap(cache: &Path, cached: bool) -> (Vec<f64>, u64, u64) {
         })
         .unwrap();
         for i in 0..5 {
-            host.compile(&with_custom_section(&original, &format!("v{i}c"))).unwrap();
+            let bytes = with_custom_section(&original, &format!("v{i}c"));
+            host.compile(&bytes, &vigil_engine::plugin::host::content_hash(&bytes)).unwrap();
         }
     }
     let config = Config { cache_dir: Some(cache.to_path_buf()), ..Default::default() };

@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use vigil_engine::config::{Config, LogFormat, SourceKind};
 use vigil_engine::pipeline::{self, Pipeline, ReloadHandle, reload_channel};
+use vigil_engine::plugin::host::content_hash;
 use vigil_engine::plugin::rule::{Loaded, LoadedRule};
 use vigil_engine::plugin::ruledir::list_rule_files;
 use vigil_engine::sinks::Sink;
@@ -340,10 +341,14 @@ fn check_rules(cfg: &Config, paths: &[PathBuf], json: bool) -> Result<ExitCode> 
     }
     let mut failed = 0;
     for path in files {
-        let result = std::fs::read(&path)
-            .map_err(anyhow::Error::from)
-            .and_then(|bytes| Ok(LoadedRule::load(&host, &path, &bytes, &|m| policy.resolve(m))?));
-        let imports = std::fs::read(&path).ok().and_then(|bytes| host.compile(&bytes).ok()).map(|(component, _)| {
+        let bytes = std::fs::read(&path);
+        let hash = bytes.as_deref().map(content_hash).unwrap_or_default();
+        let result = bytes
+            .as_deref()
+            .map_err(|e| anyhow::anyhow!("cannot read it: {e}"))
+            .and_then(|bytes| Ok(LoadedRule::load(&host, &path, bytes, &hash, &|m| policy.resolve(m))?));
+        // A cache hit when the cache is on: the load above just compiled it.
+        let imports = bytes.as_deref().ok().and_then(|b| host.compile(b, &hash).ok()).map(|(component, _)| {
             let granted = |id: &str| cfg.rules.settings.get(id).is_some_and(|s| s.wasi.is_some());
             (component, granted)
         });

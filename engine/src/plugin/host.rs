@@ -20,7 +20,11 @@ wasmtime::component::bindgen!({
     world: "rule",
 });
 
-pub use vigil::rules::types as wit;
+/// A rule file's identity: the sha256 of its bytes, in hex. Computed once per
+/// file read and passed along (change detection, the compile cache).
+pub fn content_hash(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
 
 /// The interface this daemon speaks, as components name it.
 pub const DETECTOR_INTERFACE: &str = "vigil:rules/detector";
@@ -229,13 +233,14 @@ impl PluginHost {
         (d.as_nanos() / self.epoch_tick.as_nanos()).max(1) as u64 + 1
     }
 
-    /// Compiles `bytes`, or loads the compiled form from the cache.
-    /// Returns the component and whether it came from the cache.
-    pub fn compile(&self, bytes: &[u8]) -> Result<(Component, bool), PluginError> {
+    /// Compiles `bytes` (whose [`content_hash`] is `hash`), or loads the
+    /// compiled form from the cache. Returns the component and whether it
+    /// came from the cache.
+    pub fn compile(&self, bytes: &[u8], hash: &str) -> Result<(Component, bool), PluginError> {
         if !bytes.starts_with(b"\0asm") {
             return Err(PluginError::NotWasm);
         }
-        let Some(path) = self.cache_path(bytes) else {
+        let Some(path) = self.cache_path(hash) else {
             return Ok((Component::new(&self.engine, bytes).map_err(PluginError::Compile)?, false));
         };
         if path.exists() {
@@ -260,13 +265,12 @@ impl PluginHost {
         Ok((component, false))
     }
 
-    fn cache_path(&self, bytes: &[u8]) -> Option<PathBuf> {
+    fn cache_path(&self, content_hash: &str) -> Option<PathBuf> {
         let dir = self.cache_dir.as_ref()?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut h);
         let engine_hash = h.finish();
-        let content = hex::encode(Sha256::digest(bytes));
-        Some(dir.join(format!("{content}-{engine_hash:016x}.cwasm")))
+        Some(dir.join(format!("{content_hash}-{engine_hash:016x}.cwasm")))
     }
 
     /// What `component` imports, and whether a rule gets it: the host

@@ -131,10 +131,10 @@ impl LoadedRule {
         host: &PluginHost,
         path: &Path,
         bytes: &[u8],
+        hash: &str,
         settings: &dyn Fn(&RuleMeta) -> RuleSettingsResolved,
     ) -> Result<Loaded, PluginError> {
-        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes));
-        let (component, cached) = host.compile(bytes)?;
+        let (component, cached) = host.compile(bytes, hash)?;
         tracing::debug!(path = %path.display(), cached, "compiled");
         let pre = host.prepare(&component, false)?;
 
@@ -156,7 +156,7 @@ impl LoadedRule {
             id: Arc::from(meta.id.as_str()),
             meta,
             path: path.to_path_buf(),
-            hash,
+            hash: hash.to_string(),
             stats: Arc::new(RuleStats::default()),
             call_ticks: host.ticks_for(limits.call_timeout),
             init_ticks: host.ticks_for(limits.call_timeout.max(Duration::from_millis(500))),
@@ -300,11 +300,6 @@ impl LoadedRule {
         }
     }
 
-    /// True while quarantined.
-    pub fn quarantined(&self) -> bool {
-        self.health.quarantined_until.is_some_and(|t| Instant::now() < t)
-    }
-
     /// The rule's state, for its successor. Errors are logged; `None` then.
     pub fn snapshot(&mut self) -> Option<Vec<u8>> {
         let live = self.live.as_mut()?;
@@ -336,11 +331,6 @@ impl LoadedRule {
                 self.live = None;
             }
         }
-    }
-
-    /// Figures the rule's instance holds (for reporting memory).
-    pub fn memory_limit(&self) -> usize {
-        self.limits.memory
     }
 }
 

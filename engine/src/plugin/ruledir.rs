@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use super::PluginError;
 use super::dispatch::Control;
-use super::host::PluginHost;
+use super::host::{PluginHost, content_hash};
 use super::rule::{Loaded, LoadedRule, RuleMeta, RuleSettingsResolved};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,11 +98,11 @@ impl RuleDir {
                     continue;
                 }
             };
-            let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+            let hash = content_hash(&bytes);
             if self.seen.get(&path).is_some_and(|s| s.hash() == hash) {
                 continue;
             }
-            match LoadedRule::load(host, &path, &bytes, settings) {
+            match LoadedRule::load(host, &path, &bytes, &hash, settings) {
                 Ok(Loaded::Rule(rule)) => {
                     let id = rule.meta.id.clone();
                     let clash = self

@@ -20,6 +20,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use rmp::decode::ValueReadError;
 use serde::{Deserialize, Serialize};
 use vigil_event::Event;
 
@@ -149,16 +150,12 @@ fn read_jsonl(
             continue;
         }
         if text.starts_with("{\"vigil-replay\"") {
-            let h: Header = serde_json::from_str(text).map_err(|e| corrupt(name, offset, lineno, e))?;
+            let h: Header = serde_json::from_str(text).map_err(|e| corrupt(name, offset, lineno, &e, e.is_eof()))?;
             check_version(name, h.version)?;
             continue;
         }
-        let event: Event = serde_json::from_str(text).map_err(|e| SourceError::Corrupt {
-            path: name.into(),
-            offset,
-            record: lineno,
-            message: format!("line {lineno}: {e}"),
-        })?;
+        let event: Event = serde_json::from_str(text)
+            .map_err(|e| corrupt(name, offset, lineno, format!("line {lineno}: {e}"), e.is_eof()))?;
         if !f(event) {
             return Ok(());
         }
@@ -170,7 +167,7 @@ fn read_msgpack(
     mut reader: Counting<BufReader<File>>,
     f: &mut impl FnMut(Event) -> bool,
 ) -> Result<(), SourceError> {
-    let header: Header = rmp_serde::from_read(&mut reader).map_err(|e| corrupt(name, 0, 0, e))?;
+    let header: Header = rmp_serde::from_read(&mut reader).map_err(|e| corrupt(name, 0, 0, &e, rmp_serde_eof(&e)))?;
     check_version(name, header.version)?;
     let mut record = 0u64;
     let mut payload = Vec::new();
@@ -182,30 +179,36 @@ fn read_msgpack(
             Err(e) => return Err(SourceError::Io("replay", e)),
         }
         record += 1;
-        let len = rmp::decode::read_bin_len(&mut reader).map_err(|e| corrupt(name, offset, record, e))?;
+        let len = rmp::decode::read_bin_len(&mut reader).map_err(|e| {
+            let eof =
+                matches!(&e, ValueReadError::InvalidMarkerRead(io) | ValueReadError::InvalidDataRead(io) if io_eof(io));
+            corrupt(name, offset, record, &e, eof)
+        })?;
         if len as usize > MAX_RECORD {
-            return Err(corrupt(name, offset, record, format!("record of {len} bytes (at most {MAX_RECORD})")));
+            return Err(corrupt(name, offset, record, format!("record of {len} bytes (at most {MAX_RECORD})"), false));
         }
         payload.resize(len as usize, 0);
-        reader.read_exact(&mut payload).map_err(|e| corrupt(name, offset, record, e))?;
-        let event: Event = rmp_serde::from_slice(&payload).map_err(|e| corrupt(name, offset, record, e))?;
+        reader.read_exact(&mut payload).map_err(|e| corrupt(name, offset, record, &e, io_eof(&e)))?;
+        // The whole record is here: a decode error is damage, not truncation.
+        let event: Event = rmp_serde::from_slice(&payload).map_err(|e| corrupt(name, offset, record, e, false))?;
         if !f(event) {
             return Ok(());
         }
     }
 }
 
-fn corrupt(path: &str, offset: u64, record: u64, e: impl std::fmt::Display) -> SourceError {
-    let message = e.to_string();
-    let message = if message.contains("failed to fill whole buffer")
-        || message.contains("UnexpectedEof")
-        || message.contains("unexpected end")
-    {
-        format!("truncated ({message})")
-    } else {
-        message
-    };
+fn corrupt(path: &str, offset: u64, record: u64, e: impl std::fmt::Display, truncated: bool) -> SourceError {
+    let message = if truncated { format!("truncated ({e})") } else { e.to_string() };
     SourceError::Corrupt { path: path.into(), offset, record, message }
+}
+
+fn io_eof(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::UnexpectedEof
+}
+
+fn rmp_serde_eof(e: &rmp_serde::decode::Error) -> bool {
+    use rmp_serde::decode::Error;
+    matches!(e, Error::InvalidMarkerRead(io) | Error::InvalidDataRead(io) if io_eof(io))
 }
 
 fn check_version(path: &str, version: u64) -> Result<(), SourceError> {
@@ -397,6 +400,17 @@ mod tests {
         assert_eq!(got.len(), 1);
         let msg = r.unwrap_err().to_string();
         assert!(msg.contains("line 4") && msg.contains("bogus"), "{msg}");
+    }
+
+    #[test]
+    fn a_cut_last_json_line_is_called_truncated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.jsonl");
+        std::fs::write(&path, "{\"kind\":\"process-exec\"}\n{\"kind\":\"process-ex").unwrap();
+        let (got, r) = read_all(&path);
+        assert_eq!(got.len(), 1);
+        let msg = r.unwrap_err().to_string();
+        assert!(msg.contains("truncated") && msg.contains("line 2"), "{msg}");
     }
 
     #[test]

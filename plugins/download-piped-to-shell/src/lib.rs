@@ -9,9 +9,9 @@
 //! an interactive shell reaches the kernel as separate execs and is not seen
 //! by this rule.
 
+use vigil_sdk::SHELLS;
 use vigil_sdk::prelude::*;
 
-const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ash", "ksh"];
 const DOWNLOADERS: &[&str] = &["curl", "wget", "fetch"];
 /// Programs that skip to the program they run (with their options).
 const WRAPPERS: &[&str] = &["sudo", "doas", "env", "exec", "nohup", "command", "time", "busybox"];
@@ -24,9 +24,7 @@ const WRAPPERS: &[&str] = &["sudo", "doas", "env", "exec", "nohup", "command", "
 )]
 pub fn detect(event: &Event) -> Option<Alert> {
     let process = event.process()?;
-    if !SHELLS.contains(&process.program()) {
-        return None;
-    }
+    // `shell_script` answers only for shells.
     let technique = run_download(process.shell_script()?)?;
     let place = match event.container() {
         Some(c) => format!("container={} image={}", c.name(), c.image()),

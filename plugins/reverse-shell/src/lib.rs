@@ -9,7 +9,6 @@ use vigil_sdk::prelude::*;
 use vigil_sdk::strip_version;
 
 const NETCATS: &[&str] = &["nc", "ncat", "netcat", "nc.traditional", "nc.openbsd"];
-const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ash", "ksh"];
 const INTERPRETERS: &[&str] = &["python", "perl", "ruby", "php"];
 
 /// A reverse shell was started: a shell whose input and output go to a remote host.
@@ -45,7 +44,7 @@ fn technique(process: &Process) -> Option<&'static str> {
             .args()
             .any(|a| a.contains(':') && ["tcp", "udp", "openssl", "ssl"].iter().any(|p| starts_with_ci(a, p)));
         (exec && net).then_some("socat exec")
-    } else if SHELLS.contains(&name) {
+    } else if process.is_shell() {
         let script = process.shell_script()?;
         if script.contains("/dev/tcp/") || script.contains("/dev/udp/") {
             Some("/dev/tcp redirection")
