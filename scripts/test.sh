@@ -2,12 +2,15 @@
 # Sets up and runs every test on a machine of the project's kind:
 #   - unit tests of every crate (engine, event model, SDK, each rule natively);
 #   - the end-to-end suite (tests/e2e): real rule components, the real
-#     pipeline and `vigil` binary; the proc-connector tests need root and
-#     say SKIPPED otherwise;
+#     pipeline and `vigil` binary; the eBPF and proc-connector tests load
+#     real programs / sockets and need root (they say SKIPPED otherwise);
 #   - the plugin SDK quickstart, run from plugin-sdk/README.md as written.
 # Everything is built once, in release (tests, benchmarks and the daemon share it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The daemon must carry its eBPF programs here: a build without them fails.
+export VIGIL_REQUIRE_EBPF=1
 
 ./scripts/setup.sh
 ./scripts/build-rules.sh

@@ -118,7 +118,7 @@ pub enum SourceKind {
     /// eBPF if it loads, else the proc connector, else `source.replay` as a fallback.
     #[default]
     Auto,
-    /// Kernel events through eBPF (not built yet).
+    /// Kernel events from Vigil's eBPF programs (root, a kernel with BTF).
     Ebpf,
     /// The netlink process connector, reading details from /proc.
     Proc,
@@ -138,12 +138,62 @@ pub struct SourceConfig {
     /// Capacity, in batches, of the channel from sources to the dispatcher.
     /// Live sources drop (and report `events-lost`) when it is full.
     pub channel_batches: usize,
+    /// The eBPF source.
+    pub ebpf: EbpfConfig,
 }
 
 impl Default for SourceConfig {
     fn default() -> Self {
-        SourceConfig { kind: SourceKind::Auto, replay: None, realtime: false, channel_batches: 1024 }
+        SourceConfig {
+            kind: SourceKind::Auto,
+            replay: None,
+            realtime: false,
+            channel_batches: 1024,
+            ebpf: EbpfConfig::default(),
+        }
     }
+}
+
+/// `[source.ebpf]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EbpfConfig {
+    /// Size of the kernel ring buffer shared by all CPUs (a power of two,
+    /// at least one page). Events that find it full are counted and
+    /// reported as `events-lost`.
+    pub ring_buffer: ByteSize,
+    /// What the kernel sends: `tree` (what rules subscribe to, plus the
+    /// fork and exit events the process tree needs) or `rules` (only what
+    /// rules subscribe to; the tree then learns processes from exec events
+    /// and /proc, and finds exited ones by a periodic check of /proc).
+    pub filter: KernelFilter,
+    /// The kernel's BTF, where struct field offsets are read.
+    pub btf: PathBuf,
+    /// How long an exited process stays in the tree for late events.
+    #[serde(with = "humantime_serde")]
+    pub exited_grace: Duration,
+    /// Most exited processes kept in the tree; the oldest go first.
+    pub max_exited: usize,
+}
+
+impl Default for EbpfConfig {
+    fn default() -> Self {
+        EbpfConfig {
+            ring_buffer: ByteSize::mib(8),
+            filter: KernelFilter::Tree,
+            btf: PathBuf::from("/sys/kernel/btf/vmlinux"),
+            exited_grace: Duration::from_secs(5),
+            max_exited: 65_536,
+        }
+    }
+}
+
+/// `source.ebpf.filter`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KernelFilter {
+    Tree,
+    Rules,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -302,6 +352,13 @@ impl Config {
         }
         if self.source.channel_batches == 0 {
             return Err(invalid("source.channel_batches", "must be at least 1"));
+        }
+        let ring = self.source.ebpf.ring_buffer.as_u64();
+        if !ring.is_power_of_two() || !(4096..=1 << 30).contains(&ring) {
+            return Err(invalid("source.ebpf.ring_buffer", "must be a power of two between 4 KiB and 1 GiB"));
+        }
+        if self.source.ebpf.max_exited == 0 {
+            return Err(invalid("source.ebpf.max_exited", "must be at least 1"));
         }
         if self.source.kind == SourceKind::Replay && self.source.replay.is_none() {
             return Err(invalid("source.replay", "is required when source.kind = \"replay\""));

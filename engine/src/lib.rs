@@ -16,6 +16,7 @@
 //! shared with the plugin SDK; the WIT package in `wit/` is the schema.
 
 pub mod config;
+pub mod enrich;
 pub mod pipeline;
 pub mod plugin;
 pub mod sinks;

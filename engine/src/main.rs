@@ -268,7 +268,7 @@ fn run_pipeline(cfg: Config, rules_dir: PathBuf, watch: bool, config_path: Optio
     let stop = Stop::new();
     let (reload, reloads) = reload_channel();
     handle_signals(stop.clone(), watch.then_some(reload))?;
-    let source = pipeline::open_source(cfg.source.kind, cfg.source.replay.as_ref(), cfg.source.realtime)?;
+    let source = pipeline::open_source(&cfg.source)?;
     tracing::info!(source = source.name(), rules = %rules_dir.display(), "starting");
     let p = Pipeline { config: cfg, rules_dir, watch, sinks, stop, config_path, reloads: watch.then_some(reloads) };
     let summary = p.run(source)?;
@@ -289,7 +289,7 @@ fn stream_events(
     duration: Option<Duration>,
     mut f: impl FnMut(&vigil_engine::event::Event) -> Result<()>,
 ) -> Result<ExitCode> {
-    let source = pipeline::open_source(cfg.source.kind, cfg.source.replay.as_ref(), cfg.source.realtime)?;
+    let source = pipeline::open_source(&cfg.source)?;
     let stop = Stop::new();
     handle_signals(stop.clone(), None)?;
     let running = pipeline::spawn_source(source, cfg.source.channel_batches, stop.clone(), Interest::all())?;

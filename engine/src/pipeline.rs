@@ -18,7 +18,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender, select};
 use vigil_event::Event;
 
-use crate::config::{Config, SourceKind};
+use crate::config::{Config, SourceConfig, SourceKind};
 use crate::plugin::PluginError;
 use crate::plugin::dispatch::{Control, DispatchStats, Dispatcher};
 use crate::plugin::host::{HostSettings, PluginHost};
@@ -27,6 +27,7 @@ use crate::plugin::ruledir::RuleDir;
 use crate::plugin::watch::{Reloader, Request};
 use crate::sinks::alert::{Alert, AlertBuilder};
 use crate::sinks::{self, Sink, SinkStats};
+use crate::sources::ebpf::EbpfSource;
 use crate::sources::procfs::ProcSource;
 use crate::sources::replay::ReplaySource;
 use crate::sources::{EventSender, Interest, Source, SourceError, Stop};
@@ -49,28 +50,27 @@ pub enum PipelineError {
 }
 
 /// Chooses and opens the event source.
-pub fn open_source(
-    kind: SourceKind,
-    replay: Option<&PathBuf>,
-    realtime: bool,
-) -> Result<Box<dyn Source>, PipelineError> {
-    let replay_source = |why: &str| match replay {
-        Some(p) => Ok(Box::new(ReplaySource::new(p.clone(), realtime)) as Box<dyn Source>),
+pub fn open_source(config: &SourceConfig) -> Result<Box<dyn Source>, PipelineError> {
+    let replay_source = |why: &str| match &config.replay {
+        Some(p) => Ok(Box::new(ReplaySource::new(p.clone(), config.realtime)) as Box<dyn Source>),
         None => Err(PipelineError::NoSource(format!("{why}; give --replay FILE to use the replay source"))),
     };
-    let ebpf_unavailable = "the eBPF source is not part of this build yet";
-    match kind {
+    match config.kind {
         SourceKind::Replay => replay_source("the replay source needs a file"),
         SourceKind::Proc => Ok(Box::new(ProcSource::open()?)),
-        SourceKind::Ebpf => Err(PipelineError::Source(SourceError::Unavailable("ebpf", ebpf_unavailable.into()))),
+        SourceKind::Ebpf => Ok(Box::new(EbpfSource::open(&config.ebpf)?)),
         // eBPF, else the proc connector, else the replay file as a last resort.
         SourceKind::Auto => {
-            tracing::info!(reason = ebpf_unavailable, "eBPF source unavailable; trying the proc connector");
+            let ebpf = match EbpfSource::open(&config.ebpf) {
+                Ok(s) => return Ok(Box::new(s)),
+                Err(e) => e,
+            };
+            tracing::warn!(error = %ebpf, "eBPF source unavailable; falling back to the proc connector");
             match ProcSource::open() {
                 Ok(s) => Ok(Box::new(s)),
                 Err(e) => {
                     tracing::warn!(error = %e, "proc connector unavailable; falling back to the replay file");
-                    replay_source(&format!("eBPF: {ebpf_unavailable}; proc connector: {e}"))
+                    replay_source(&format!("{ebpf}; {e}"))
                 }
             }
         }

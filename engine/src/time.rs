@@ -18,3 +18,11 @@ pub fn monotonic_ns() -> u64 {
 pub fn monotonic_to_wall(mono_ns: u64) -> u64 {
     now_ns().saturating_sub(monotonic_ns().saturating_sub(mono_ns))
 }
+
+/// CLOCK_BOOTTIME in nanoseconds (what the eBPF programs stamp events with).
+pub fn boottime_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

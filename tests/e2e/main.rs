@@ -8,6 +8,7 @@
 mod support;
 
 mod cli;
+mod ebpf_source;
 mod golden;
 mod hot_reload;
 mod proc_source;

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use vigil_engine::config::SourceKind;
+use vigil_engine::config::{SourceConfig, SourceKind};
 use vigil_engine::event::EventKind;
 use vigil_engine::pipeline::{open_source, spawn_source};
 use vigil_engine::sources::{Interest, Stop};
@@ -22,7 +22,8 @@ fn marker() -> String {
 #[test]
 fn proc_source_sees_a_real_exec() {
     require_root!();
-    let source = open_source(SourceKind::Proc, None, false).expect("proc connector opens as root");
+    let config = SourceConfig { kind: SourceKind::Proc, ..Default::default() };
+    let source = open_source(&config).expect("proc connector opens as root");
     let stop = Stop::new();
     let running = spawn_source(source, 1024, stop.clone(), Interest::all()).unwrap();
     let (rx, thread) = (running.events, running.thread);

@@ -7,8 +7,12 @@
 //!   with details read from /proc; drops when the pipeline is full, and
 //!   reports every drop as an `events-lost` event.
 //!
-//! The eBPF and container-runtime sources plug in here (same trait).
+//! - [`ebpf`]: live process and cgroup events from Vigil's eBPF programs,
+//!   with the process tree; reports every drop, by reason.
+//!
+//! The container-runtime sources plug in here (same trait).
 
+pub mod ebpf;
 pub mod procfs;
 pub mod replay;
 
@@ -76,7 +80,8 @@ pub struct EventSender {
     /// allocator far more (measured: ~40% of replay time).
     spent: Option<Receiver<Vec<Event>>>,
     source: &'static str,
-    pending_lost: u64,
+    /// Events lost and not yet reported, by reason.
+    pending_lost: Vec<(&'static str, u64)>,
 }
 
 /// The dispatcher is gone: the source should stop.
@@ -85,7 +90,7 @@ pub struct Closed;
 
 impl EventSender {
     pub fn new(tx: Sender<Vec<Event>>, source: &'static str) -> Self {
-        EventSender { tx, spent: None, source, pending_lost: 0 }
+        EventSender { tx, spent: None, source, pending_lost: Vec::new() }
     }
 
     /// Also receives spent batches back, and frees them here.
@@ -119,9 +124,13 @@ impl EventSender {
         match self.tx.try_send(batch) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(b)) => {
-                // The lost-event we may have prepended is retried next time.
-                let carried = b.first().and_then(|e| e.lost.as_ref()).map_or(0, |l| l.count);
-                self.pending_lost += n + carried;
+                // The lost-events we may have prepended are retried next time.
+                for e in b.iter().take_while(|e| e.kind == EventKind::EventsLost) {
+                    if let Some(l) = &e.lost {
+                        self.add_lost(self.reason_of(&l.reason), l.count);
+                    }
+                }
+                self.add_lost(self.source, n);
                 Ok(())
             }
             Err(TrySendError::Disconnected(_)) => Err(Closed),
@@ -130,18 +139,56 @@ impl EventSender {
 
     /// Counts events the source itself lost (e.g. kernel buffer overruns).
     pub fn report_lost(&mut self, count: u64) {
-        self.pending_lost += count;
+        self.add_lost(self.source, count);
     }
 
-    fn with_lost(&mut self, mut batch: Vec<Event>) -> Vec<Event> {
-        if self.pending_lost > 0 {
-            tracing::warn!(source = self.source, lost = self.pending_lost, "events lost");
-            batch.insert(0, Event::lost(self.pending_lost, self.source, crate::time::now_ns()));
-            self.pending_lost = 0;
+    /// Counts lost events with a reason of their own (`"ebpf: ring buffer
+    /// full"`); each reason becomes its own `events-lost` event.
+    pub fn report_lost_because(&mut self, reason: &'static str, count: u64) {
+        self.add_lost(reason, count);
+    }
+
+    /// Sends what is lost and not yet reported, waiting for room: a source
+    /// calls this last, so that no loss goes unreported.
+    pub fn flush_lost(&mut self) -> Result<(), Closed> {
+        if self.pending_lost.is_empty() {
+            return Ok(());
         }
-        batch
+        self.send(Vec::new())
+    }
+
+    fn add_lost(&mut self, reason: &'static str, count: u64) {
+        if count == 0 {
+            return;
+        }
+        match self.pending_lost.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, n)) => *n += count,
+            None => self.pending_lost.push((reason, count)),
+        }
+    }
+
+    /// The static reason string equal to `reason` (ours when unknown).
+    fn reason_of(&self, reason: &str) -> &'static str {
+        LOST_REASONS.iter().copied().find(|r| *r == reason).unwrap_or(self.source)
+    }
+
+    fn with_lost(&mut self, batch: Vec<Event>) -> Vec<Event> {
+        if self.pending_lost.is_empty() {
+            return batch;
+        }
+        let now = crate::time::now_ns();
+        let mut out = Vec::with_capacity(batch.len() + self.pending_lost.len());
+        for (reason, count) in self.pending_lost.drain(..) {
+            tracing::warn!(source = self.source, reason, lost = count, "events lost");
+            out.push(Event::lost(count, reason, now));
+        }
+        out.extend(batch);
+        out
     }
 }
+
+/// Every reason a source gives for lost events other than its own name.
+pub const LOST_REASONS: &[&str] = &[ebpf::LOST_RING_FULL, ebpf::LOST_READ, ebpf::LOST_DECODE];
 
 /// A source of events.
 pub trait Source: Send {

@@ -234,18 +234,18 @@ impl ProcReader {
 }
 
 /// Exit status as a shell reports it: the code, or 128+signal.
-fn exit_code(status: u32) -> i32 {
+pub(crate) fn exit_code(status: u32) -> i32 {
     let sig = status & 0x7f;
     if sig == 0 { ((status >> 8) & 0xff) as i32 } else { 128 + sig as i32 }
 }
 
-struct Stat {
-    comm: String,
-    ppid: u32,
-    start_ticks: u64,
+pub(crate) struct Stat {
+    pub comm: String,
+    pub ppid: u32,
+    pub start_ticks: u64,
 }
 
-fn read_stat(dir: &Path) -> Option<Stat> {
+pub(crate) fn read_stat(dir: &Path) -> Option<Stat> {
     let text = std::fs::read_to_string(dir.join("stat")).ok()?;
     // comm is in parentheses and may itself contain ") ".
     let open = text.find('(')?;
@@ -270,7 +270,7 @@ fn read_ids(dir: &Path) -> (u32, u32) {
     (field("Uid:"), field("Gid:"))
 }
 
-fn read_argv(dir: &Path) -> (Vec<String>, bool) {
+pub(crate) fn read_argv(dir: &Path) -> (Vec<String>, bool) {
     let Ok(raw) = std::fs::read(dir.join("cmdline")) else {
         return (Vec::new(), false);
     };
@@ -283,7 +283,7 @@ fn read_argv(dir: &Path) -> (Vec<String>, bool) {
     (raw.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect(), truncated)
 }
 
-fn read_link(path: &Path) -> String {
+pub(crate) fn read_link(path: &Path) -> String {
     std::fs::read_link(path).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
@@ -315,7 +315,7 @@ fn ancestry(mut pid: u32) -> Vec<Ancestor> {
 
 /// Clock ticks (as /proc/<pid>/stat counts them) to nanoseconds, without
 /// overflowing on long uptimes.
-fn ticks_to_ns(ticks: u64) -> u64 {
+pub(crate) fn ticks_to_ns(ticks: u64) -> u64 {
     static HZ: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let hz = *HZ.get_or_init(|| {
         // SAFETY: sysconf has no preconditions.

@@ -1,0 +1,583 @@
+//! Live process and cgroup events from Vigil's eBPF programs
+//! (`engine-ebpf/`, embedded in the binary at build time).
+//!
+//! Opening the source reads the struct offsets the programs need from the
+//! kernel's BTF, loads the programs with those offsets and the configured
+//! ring buffer size, attaches them to the BTF tracepoints
+//! `sched_process_{exec,fork,exit}` and `cgroup_{mkdir,rmdir}`, and only
+//! then scans /proc into the process tree, so that no process falls in
+//! between. BTF tracepoints attach by BTF id, not through tracefs, so
+//! tracefs need not be mounted.
+//!
+//! Running, it waits on the ring buffer with tokio (`AsyncFd`), decodes the
+//! records into events (exec events get their ancestry from the tree), and
+//! sends them in batches. The kernel's per-CPU drop counters are read after
+//! every wake-up and turned into `events-lost` events, one per reason, so a
+//! drop is always visible. The kernel is told which kinds to send at all
+//! (`source.ebpf.filter`). On stop the programs are detached first, then
+//! the ring is drained and the counters read a last time: every event the
+//! programs saw is either delivered or counted as lost.
+
+mod offsets;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
+use aya::programs::BtfTracePoint;
+use aya::{Btf, Ebpf, EbpfLoader, Endianness};
+use tokio::io::unix::AsyncFd;
+use vigil_ebpf_common::{
+    CgroupEvent, EXEC_ARGS_TRUNCATED, ExecEvent, ExitEvent, ForkEvent, Header, Task, counter, kind as rec,
+};
+use vigil_event::{Cgroup, Event, EventKind, KindSet, Namespaces, Process};
+
+pub use offsets::{HIDE_FIELD_ENV, VMLINUX_BTF, read_offsets};
+
+use super::procfs::{MAX_ANCESTRY, exit_code, read_link};
+use super::{Closed, EventSender, Interest, Source, SourceError, Stop};
+use crate::config::{EbpfConfig, KernelFilter};
+use crate::enrich::process_tree::{ProcessTree, TreeStats};
+
+/// `events-lost` reason: the ring buffer was full.
+pub const LOST_RING_FULL: &str = "ebpf: ring buffer full";
+/// `events-lost` reason: the kernel could not read the task.
+pub const LOST_READ: &str = "ebpf: task unreadable";
+/// `events-lost` reason: a record in the ring buffer was malformed.
+pub const LOST_DECODE: &str = "ebpf: malformed record";
+
+/// The programs, built by engine/build.rs; empty when built without bpf-linker.
+static PROGRAMS_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vigil-ebpf"));
+
+/// Each program, the tracepoint it attaches to (same name), and its kind.
+const PROGRAMS: [(&str, u32); 5] = [
+    ("sched_process_exec", rec::EXEC),
+    ("sched_process_fork", rec::FORK),
+    ("sched_process_exit", rec::EXIT),
+    ("cgroup_mkdir", rec::CGROUP_MKDIR),
+    ("cgroup_rmdir", rec::CGROUP_RMDIR),
+];
+
+/// Most events sent in one batch.
+const MAX_BATCH: usize = 256;
+/// How often the loop wakes up without events (stop requests, filter
+/// changes, tree sweeps).
+const TICK: Duration = Duration::from_millis(100);
+/// With exit events filtered out, how often the tree is checked against /proc.
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
+
+/// True when this binary carries the eBPF programs.
+pub fn built_in() -> bool {
+    !PROGRAMS_OBJECT.is_empty()
+}
+
+fn unavailable(message: impl Into<String>) -> SourceError {
+    SourceError::Unavailable("ebpf", message.into())
+}
+
+/// `e` and its causes, `: `-separated.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
+pub struct EbpfSource {
+    bpf: Ebpf,
+    ring: RingBuf<MapData>,
+    counters: PerCpuArray<MapData, u64>,
+    filter: Array<MapData, u32>,
+    tree: ProcessTree,
+    mode: KernelFilter,
+    /// How long loading, attaching and the /proc scan took.
+    pub open_time: Duration,
+    stats: Arc<Mutex<Option<EbpfStats>>>,
+}
+
+/// What the source counted, once it has stopped.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EbpfStats {
+    /// Events the programs saw (after the kernel filter), by record kind.
+    pub seen: [u64; rec::COUNT as usize],
+    /// Records decoded from the ring buffer.
+    pub decoded: u64,
+    pub lost_ring_full: u64,
+    pub lost_read: u64,
+    pub lost_decode: u64,
+    pub tree: TreeStats,
+}
+
+impl EbpfStats {
+    pub fn seen_total(&self) -> u64 {
+        self.seen.iter().sum()
+    }
+}
+
+impl EbpfSource {
+    /// Loads and attaches the programs, then scans /proc. Fails with a
+    /// clear error (and attaches nothing) when the kernel lacks what they
+    /// need.
+    pub fn open(config: &EbpfConfig) -> Result<Self, SourceError> {
+        let started = Instant::now();
+        if !built_in() {
+            return Err(unavailable(
+                "this vigil was built without its eBPF programs (bpf-linker was missing at build time; \
+                 run ./scripts/setup.sh and rebuild)",
+            ));
+        }
+        let offsets = read_offsets(&config.btf)?;
+        let btf = Btf::parse_file(&config.btf, Endianness::default())
+            .map_err(|e| unavailable(format!("cannot parse kernel BTF {}: {}", config.btf.display(), chain(&e))))?;
+        let mut bpf = EbpfLoader::new()
+            .btf(Some(&btf))
+            .override_global("OFFSETS", &offsets, true)
+            .map_max_entries("EVENTS", config.ring_buffer.as_u64() as u32)
+            .load(PROGRAMS_OBJECT)
+            .map_err(|e| unavailable(format!("loading the eBPF programs: {}", chain(&e))))?;
+        let map = |bpf: &mut Ebpf, name: &str| {
+            bpf.take_map(name).ok_or_else(|| unavailable(format!("the eBPF object has no map {name}")))
+        };
+        let mut filter = Array::<MapData, u32>::try_from(map(&mut bpf, "FILTER")?)
+            .map_err(|e| unavailable(format!("FILTER map: {}", chain(&e))))?;
+        filter.set(0, rec::ALL_MASK, 0).map_err(|e| unavailable(format!("FILTER map: {}", chain(&e))))?;
+        let ring = RingBuf::try_from(map(&mut bpf, "EVENTS")?)
+            .map_err(|e| unavailable(format!("EVENTS map: {}", chain(&e))))?;
+        let counters = PerCpuArray::<MapData, u64>::try_from(map(&mut bpf, "COUNTERS")?)
+            .map_err(|e| unavailable(format!("COUNTERS map: {}", chain(&e))))?;
+        for (name, _) in PROGRAMS {
+            let program: &mut BtfTracePoint = bpf
+                .program_mut(name)
+                .ok_or_else(|| unavailable(format!("the eBPF object has no program {name}")))?
+                .try_into()
+                .map_err(|e| unavailable(format!("program {name}: {}", chain(&e))))?;
+            program.load(name, &btf).map_err(|e| unavailable(format!("loading program {name}: {}", chain(&e))))?;
+            program.attach().map_err(|e| unavailable(format!("attaching program {name}: {}", chain(&e))))?;
+        }
+        let attached = started.elapsed();
+        let mut tree = ProcessTree::new(config.exited_grace, config.max_exited);
+        let scanned = tree.scan_proc();
+        let open_time = started.elapsed();
+        tracing::info!(
+            attach_ms = attached.as_secs_f64() * 1e3,
+            scan_ms = (open_time - attached).as_secs_f64() * 1e3,
+            processes = scanned,
+            ring_buffer = %config.ring_buffer,
+            "eBPF programs attached"
+        );
+        Ok(EbpfSource { bpf, ring, counters, filter, tree, mode: config.filter, open_time, stats: Default::default() })
+    }
+
+    /// Where the source leaves its counts when it stops.
+    pub fn stats(&self) -> Arc<Mutex<Option<EbpfStats>>> {
+        self.stats.clone()
+    }
+}
+
+impl Source for EbpfSource {
+    fn name(&self) -> &'static str {
+        "ebpf"
+    }
+
+    fn run(self: Box<Self>, out: EventSender, stop: Stop, interest: Interest) -> Result<(), SourceError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(|e| SourceError::Io("starting the eBPF source's runtime", e))?;
+        runtime.block_on((*self).read_loop(out, stop, interest))
+    }
+}
+
+impl EbpfSource {
+    async fn read_loop(self, mut out: EventSender, stop: Stop, interest: Interest) -> Result<(), SourceError> {
+        let EbpfSource { bpf, ring, counters, mut filter, tree, mode, stats: stats_out, .. } = self;
+        // SAFETY: the ring buffer owns its map fd, which stays open and the
+        // same for as long as it lives, i.e. as long as the AsyncFd.
+        let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(|e| SourceError::Io("watching the eBPF ring buffer", e.into()))?;
+        let mut decoder = Decoder::new(tree, interest.clone());
+        let mut drops = Drops::default();
+        let mut tick = tokio::time::interval(TICK);
+        let mut mask = rec::ALL_MASK;
+        let mut last_prune = Instant::now();
+        let mut closed = false;
+
+        while !closed && !stop.is_stopped() {
+            tokio::select! {
+                guard = ring.readable_mut() => {
+                    let mut guard = guard.map_err(|e| SourceError::Io("waiting on the eBPF ring buffer", e))?;
+                    closed |= decoder.drain(guard.get_inner_mut(), &mut out).is_err();
+                    guard.clear_ready();
+                    // A record that came after the drain but before
+                    // clear_ready woke nobody: take it now.
+                    closed |= decoder.drain(ring.get_mut(), &mut out).is_err();
+                }
+                _ = tick.tick() => {
+                    closed |= decoder.drain(ring.get_mut(), &mut out).is_err();
+                    let wanted = kernel_mask(&interest, mode);
+                    if wanted != mask {
+                        match filter.set(0, wanted, 0) {
+                            Ok(()) => {
+                                tracing::debug!(mask = wanted, "eBPF kernel filter updated");
+                                mask = wanted;
+                            }
+                            Err(e) => tracing::warn!(error = %chain(&e), "cannot update the eBPF kernel filter"),
+                        }
+                    }
+                    decoder.tick();
+                    if mask & (1 << rec::EXIT) == 0 && last_prune.elapsed() >= PRUNE_EVERY {
+                        decoder.tree.prune_dead();
+                        last_prune = Instant::now();
+                    }
+                }
+            }
+            drops.report(&counters, &mut out);
+        }
+
+        // Detach first (dropping the programs closes their links), then
+        // take everything they wrote and the last drops.
+        drop(bpf);
+        let _ = decoder.drain(ring.get_mut(), &mut out);
+        drops.report(&counters, &mut out);
+        let _ = out.flush_lost();
+        let counted = read_counters(&counters);
+        let mut seen = [0; rec::COUNT as usize];
+        seen.copy_from_slice(&counted[counter::SEEN as usize..(counter::SEEN + rec::COUNT) as usize]);
+        let stats = EbpfStats {
+            seen,
+            decoded: decoder.decoded,
+            lost_ring_full: drops.ring_full,
+            lost_read: drops.read,
+            lost_decode: decoder.malformed,
+            tree: decoder.tree.stats(),
+        };
+        tracing::info!(
+            seen_exec = seen[rec::EXEC as usize],
+            seen_fork = seen[rec::FORK as usize],
+            seen_exit = seen[rec::EXIT as usize],
+            seen_cgroup_mkdir = seen[rec::CGROUP_MKDIR as usize],
+            seen_cgroup_rmdir = seen[rec::CGROUP_RMDIR as usize],
+            seen_total = stats.seen_total(),
+            decoded = stats.decoded,
+            lost_ring_full = stats.lost_ring_full,
+            lost_read = stats.lost_read,
+            lost_decode = stats.lost_decode,
+            tree_nodes = stats.tree.nodes,
+            tree_freed = stats.tree.freed,
+            tree_evicted = stats.tree.evicted,
+            "eBPF programs detached"
+        );
+        *stats_out.lock().unwrap_or_else(|e| e.into_inner()) = Some(stats);
+        Ok(())
+    }
+}
+
+/// The kinds the kernel should send: what rules want, plus, in `tree`
+/// mode, exec/fork/exit for the process tree.
+fn kernel_mask(interest: &Interest, mode: KernelFilter) -> u32 {
+    let wanted = KindSet(interest.0.load(std::sync::atomic::Ordering::Relaxed));
+    if wanted == KindSet::EMPTY {
+        return rec::ALL_MASK;
+    }
+    let mut mask = 0;
+    for (kind, bit) in [
+        (EventKind::ProcessExec, rec::EXEC),
+        (EventKind::ProcessFork, rec::FORK),
+        (EventKind::ProcessExit, rec::EXIT),
+        (EventKind::CgroupMkdir, rec::CGROUP_MKDIR),
+        (EventKind::CgroupRmdir, rec::CGROUP_RMDIR),
+    ] {
+        if wanted.contains(kind) {
+            mask |= 1 << bit;
+        }
+    }
+    if mode == KernelFilter::Tree {
+        mask |= 1 << rec::EXEC | 1 << rec::FORK | 1 << rec::EXIT;
+    }
+    mask
+}
+
+/// Sums of the per-CPU counters, by index.
+fn read_counters(counters: &PerCpuArray<MapData, u64>) -> [u64; counter::COUNT as usize] {
+    let mut out = [0; counter::COUNT as usize];
+    for (i, slot) in out.iter_mut().enumerate() {
+        if let Ok(values) = counters.get(&(i as u32), 0) {
+            *slot = values.iter().sum();
+        }
+    }
+    out
+}
+
+/// Kernel drop counts already reported.
+#[derive(Default)]
+struct Drops {
+    ring_full: u64,
+    read: u64,
+}
+
+impl Drops {
+    fn report(&mut self, counters: &PerCpuArray<MapData, u64>, out: &mut EventSender) {
+        let sum = |i: u32| counters.get(&i, 0).map_or(0, |v| v.iter().sum::<u64>());
+        let (ring_full, read) = (sum(counter::LOST_RING_FULL), sum(counter::LOST_READ));
+        out.report_lost_because(LOST_RING_FULL, ring_full.saturating_sub(self.ring_full));
+        out.report_lost_because(LOST_READ, read.saturating_sub(self.read));
+        self.ring_full = self.ring_full.max(ring_full);
+        self.read = self.read.max(read);
+    }
+}
+
+/// A ring buffer record too short for its kind, or of no known kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Malformed;
+
+/// Records to events, keeping the process tree current.
+pub struct Decoder {
+    pub tree: ProcessTree,
+    interest: Interest,
+    /// Wall clock minus boot clock, in ns.
+    boot_to_wall: u64,
+    pub decoded: u64,
+    pub malformed: u64,
+}
+
+impl Decoder {
+    pub fn new(tree: ProcessTree, interest: Interest) -> Self {
+        let mut d = Decoder { tree, interest, boot_to_wall: 0, decoded: 0, malformed: 0 };
+        d.tick();
+        d
+    }
+
+    /// Periodic work: re-reads the clock offset (NTP steps the wall clock)
+    /// and frees exited processes past their grace period.
+    pub fn tick(&mut self) {
+        self.boot_to_wall = crate::time::now_ns().saturating_sub(crate::time::boottime_ns());
+        self.tree.sweep(crate::time::boottime_ns());
+    }
+
+    pub fn tree_stats(&self) -> TreeStats {
+        self.tree.stats()
+    }
+
+    /// Decodes everything in the ring, sending full batches as it goes.
+    fn drain(&mut self, ring: &mut RingBuf<MapData>, out: &mut EventSender) -> Result<(), Closed> {
+        let mut batch = Vec::new();
+        while let Some(record) = ring.next() {
+            match self.decode(&record) {
+                Ok(Some(event)) => batch.push(event),
+                Ok(None) => {}
+                Err(Malformed) => {
+                    self.malformed += 1;
+                    out.report_lost_because(LOST_DECODE, 1);
+                }
+            }
+            drop(record);
+            if batch.len() >= MAX_BATCH {
+                out.send_or_drop(std::mem::take(&mut batch))?;
+            }
+        }
+        if !batch.is_empty() {
+            out.send_or_drop(batch)?;
+        }
+        Ok(())
+    }
+
+    /// One record: `Ok(None)` when it only updated the tree (no rule
+    /// wants its kind), `Err` when it is malformed.
+    pub fn decode(&mut self, bytes: &[u8]) -> Result<Option<Event>, Malformed> {
+        let header: Header = read(bytes)?;
+        self.decoded += 1;
+        let time_ns = header.boot_ns.saturating_add(self.boot_to_wall);
+        match header.kind {
+            rec::EXEC => {
+                let ev: Box<ExecEvent> = read_boxed(bytes)?;
+                let process = self.exec(&ev);
+                Ok(self.event(EventKind::ProcessExec, time_ns, |e| e.process = Some(process)))
+            }
+            rec::FORK => {
+                let ev: ForkEvent = read(bytes)?;
+                let t = &ev.task;
+                self.tree.fork(t.tgid, t.ppid, t.start_boot_ns, t.cgroup_id);
+                if !self.interest.wants(EventKind::ProcessFork) {
+                    return Ok(None);
+                }
+                let mut process = task_process(t);
+                if let Some(node) = self.tree.get(t.tgid) {
+                    process.exe = node.exe.to_string();
+                    process.argv = node.argv.to_vec();
+                }
+                process.ancestry = self.tree.ancestry(t.ppid, MAX_ANCESTRY);
+                Ok(self.event(EventKind::ProcessFork, time_ns, |e| e.process = Some(process)))
+            }
+            rec::EXIT => {
+                let ev: ExitEvent = read(bytes)?;
+                let mut process = Process { pid: ev.pid, tgid: ev.tgid, ..Default::default() };
+                if let Some(node) = self.tree.get(ev.tgid) {
+                    process.ppid = node.ppid;
+                    process.comm = node.comm.to_string();
+                    process.exe = node.exe.to_string();
+                    process.argv = node.argv.to_vec();
+                    process.start_time_ns = node.start_ns;
+                    process.cgroup_id = node.cgroup_id;
+                }
+                self.tree.exit(ev.tgid, header.boot_ns);
+                Ok(self.event(EventKind::ProcessExit, time_ns, |e| {
+                    e.process = Some(process);
+                    e.exit_code = Some(exit_code(ev.exit_code));
+                }))
+            }
+            rec::CGROUP_MKDIR | rec::CGROUP_RMDIR => {
+                let ev: Box<CgroupEvent> = read_boxed(bytes)?;
+                let kind =
+                    if header.kind == rec::CGROUP_MKDIR { EventKind::CgroupMkdir } else { EventKind::CgroupRmdir };
+                let path = lossy(&ev.path, ev.path_len as usize);
+                Ok(self.event(kind, time_ns, |e| e.cgroup = Some(Cgroup { id: ev.id, path })))
+            }
+            _ => Err(Malformed),
+        }
+    }
+
+    fn event(&self, kind: EventKind, time_ns: u64, fill: impl FnOnce(&mut Event)) -> Option<Event> {
+        if !self.interest.wants(kind) {
+            return None;
+        }
+        let mut event = Event { time_ns, ..Event::new(kind) };
+        fill(&mut event);
+        Some(event)
+    }
+
+    /// The process of an exec record; updates the tree.
+    fn exec(&mut self, ev: &ExecEvent) -> Process {
+        let t = &ev.task;
+        let mut process = task_process(t);
+        let mut exe = lossy(&ev.filename, ev.filename_len as usize);
+        if !exe.starts_with('/') {
+            // A relative path as given to execve: the kernel's view is in /proc.
+            let resolved = read_link(std::path::Path::new(&format!("/proc/{}/exe", t.tgid)));
+            if !resolved.is_empty() {
+                exe = resolved;
+            }
+        }
+        process.exe = exe;
+        let args = &ev.args[..(ev.args_len as usize).min(ev.args.len())];
+        let args = args.strip_suffix(&[0]).unwrap_or(args);
+        if !args.is_empty() {
+            process.argv = args.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        }
+        process.argv_truncated = ev.flags & EXEC_ARGS_TRUNCATED != 0;
+        self.tree.exec(&process);
+        process.ancestry = self.tree.ancestry(t.ppid, MAX_ANCESTRY);
+        process
+    }
+}
+
+/// The fields of a [`Task`] as a process (without exe, argv, ancestry).
+fn task_process(t: &Task) -> Process {
+    Process {
+        pid: t.pid,
+        tgid: t.tgid,
+        ppid: t.ppid,
+        uid: t.uid,
+        gid: t.gid,
+        comm: lossy(&t.comm, t.comm.len()),
+        start_time_ns: t.start_boot_ns,
+        cgroup_id: t.cgroup_id,
+        namespaces: Namespaces::from_array(t.ns.map(u64::from)),
+        ..Default::default()
+    }
+}
+
+/// The text of a NUL-terminated (or `len`-long) byte field.
+fn lossy(bytes: &[u8], len: usize) -> String {
+    let bytes = &bytes[..len.min(bytes.len())];
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// A `T` from the start of `bytes`, which must be long enough.
+fn read<T: Copy>(bytes: &[u8]) -> Result<T, Malformed> {
+    if bytes.len() < size_of::<T>() {
+        return Err(Malformed);
+    }
+    // SAFETY: the length is checked; T is a plain `#[repr(C)]` record of
+    // integers and byte arrays, valid for any bit pattern.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const T) })
+}
+
+/// Like [`read`], on the heap (for the large records).
+fn read_boxed<T: Copy>(bytes: &[u8]) -> Result<Box<T>, Malformed> {
+    read(bytes).map(Box::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exec_record(pid: u32, ppid: u32, filename: &str, args: &[&str]) -> Vec<u8> {
+        // SAFETY: all-zero is a valid ExecEvent.
+        let mut ev: ExecEvent = unsafe { std::mem::zeroed() };
+        ev.header.kind = rec::EXEC;
+        ev.header.boot_ns = 1;
+        ev.task =
+            Task { pid, tgid: pid, ppid, uid: 1000, comm: *b"sh\0\0\0\0\0\0\0\0\0\0\0\0\0\0", ..Default::default() };
+        ev.filename[..filename.len()].copy_from_slice(filename.as_bytes());
+        ev.filename_len = filename.len() as u32;
+        let mut n = 0;
+        for a in args {
+            ev.args[n..n + a.len()].copy_from_slice(a.as_bytes());
+            n += a.len() + 1;
+        }
+        ev.args_len = n as u32;
+        // SAFETY: a plain record viewed as its bytes.
+        unsafe { std::slice::from_raw_parts(&ev as *const ExecEvent as *const u8, size_of::<ExecEvent>()) }.to_vec()
+    }
+
+    #[test]
+    fn decodes_exec_with_argv_and_ancestry_from_the_tree() {
+        let mut d = Decoder::new(ProcessTree::default(), Interest::all());
+        let bash = Process { tgid: 4_000_000, comm: "bash".into(), exe: "/bin/bash".into(), ..Default::default() };
+        d.tree.exec(&bash);
+        let e = d.decode(&exec_record(4_000_001, 4_000_000, "/bin/ls", &["ls", "-l", "/tmp"])).unwrap().unwrap();
+        let p = e.process.unwrap();
+        assert_eq!(p.exe, "/bin/ls");
+        assert_eq!(p.argv, ["ls", "-l", "/tmp"]);
+        assert_eq!(p.comm, "sh");
+        assert_eq!(p.ancestry[0].exe, "/bin/bash");
+        assert!(e.time_ns > 1_000_000_000);
+    }
+
+    #[test]
+    fn short_and_unknown_records_are_malformed_not_panics() {
+        let mut d = Decoder::new(ProcessTree::default(), Interest::all());
+        let rec = exec_record(1, 0, "/x", &[]);
+        for cut in [0, 3, 16, 100, rec.len() - 1] {
+            assert!(d.decode(&rec[..cut]).is_err());
+        }
+        let mut unknown = rec.clone();
+        unknown[0] = 99;
+        assert!(d.decode(&unknown).is_err());
+    }
+
+    #[test]
+    fn unwanted_kinds_update_the_tree_without_events() {
+        let interest = Interest::all();
+        interest.0.store(KindSet::from_iter([EventKind::ProcessExec]).0, std::sync::atomic::Ordering::Relaxed);
+        let mut d = Decoder::new(ProcessTree::default(), interest.clone());
+        let fork = ForkEvent {
+            header: Header { kind: rec::FORK, ..Default::default() },
+            task: Task { pid: 4_000_100, tgid: 4_000_100, ppid: 1, ..Default::default() },
+        };
+        // SAFETY: a plain record viewed as its bytes.
+        let bytes =
+            unsafe { std::slice::from_raw_parts(&fork as *const ForkEvent as *const u8, size_of::<ForkEvent>()) };
+        assert_eq!(d.decode(bytes), Ok(None));
+        assert!(d.tree.get(4_000_100).is_some());
+        assert_eq!(kernel_mask(&interest, KernelFilter::Rules), 1 << rec::EXEC);
+        assert_eq!(kernel_mask(&interest, KernelFilter::Tree), 0b111);
+        assert_eq!(kernel_mask(&Interest::all(), KernelFilter::Rules), rec::ALL_MASK);
+    }
+}

@@ -1,0 +1,129 @@
+//! The struct field offsets the eBPF programs need, read from the running
+//! kernel's BTF (Rust eBPF has no CO-RE relocations, so the programs get
+//! them as a global set before loading).
+
+use std::path::Path;
+
+use btf_rs::{Btf, Type};
+use vigil_ebpf_common::Offsets;
+
+use crate::sources::SourceError;
+
+/// Where the running kernel describes its types.
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// Test seam: names one `struct.field` to treat as absent from the BTF, to
+/// exercise the failure path on a kernel that has every field.
+pub const HIDE_FIELD_ENV: &str = "VIGIL_TEST_HIDE_BTF_FIELD";
+
+/// Reads every offset from the BTF at `path`; a missing struct or field is
+/// an error that names it.
+pub fn read_offsets(path: &Path) -> Result<Offsets, SourceError> {
+    let btf = Btf::from_file(path)
+        .map_err(|e| SourceError::Unavailable("ebpf", format!("cannot read kernel BTF {}: {e}", path.display())))?;
+    let hidden = std::env::var(HIDE_FIELD_ENV).ok();
+    let lookup = Lookup { btf: &btf, hidden: hidden.as_deref() };
+    let f = |s: &str, field: &str| lookup.offset(s, field);
+    Ok(Offsets {
+        task_struct_pid: f("task_struct", "pid")?,
+        task_struct_tgid: f("task_struct", "tgid")?,
+        task_struct_real_parent: f("task_struct", "real_parent")?,
+        task_struct_mm: f("task_struct", "mm")?,
+        task_struct_nsproxy: f("task_struct", "nsproxy")?,
+        task_struct_real_cred: f("task_struct", "real_cred")?,
+        task_struct_start_boottime: f("task_struct", "start_boottime")?,
+        task_struct_exit_code: f("task_struct", "exit_code")?,
+        mm_struct_arg_start: f("mm_struct", "arg_start")?,
+        mm_struct_arg_end: f("mm_struct", "arg_end")?,
+        linux_binprm_filename: f("linux_binprm", "filename")?,
+        nsproxy_uts_ns: f("nsproxy", "uts_ns")?,
+        nsproxy_ipc_ns: f("nsproxy", "ipc_ns")?,
+        nsproxy_mnt_ns: f("nsproxy", "mnt_ns")?,
+        nsproxy_pid_ns_for_children: f("nsproxy", "pid_ns_for_children")?,
+        nsproxy_net_ns: f("nsproxy", "net_ns")?,
+        nsproxy_cgroup_ns: f("nsproxy", "cgroup_ns")?,
+        uts_namespace_ns: f("uts_namespace", "ns")?,
+        ipc_namespace_ns: f("ipc_namespace", "ns")?,
+        mnt_namespace_ns: f("mnt_namespace", "ns")?,
+        pid_namespace_ns: f("pid_namespace", "ns")?,
+        net_ns: f("net", "ns")?,
+        cgroup_namespace_ns: f("cgroup_namespace", "ns")?,
+        user_namespace_ns: f("user_namespace", "ns")?,
+        ns_common_inum: f("ns_common", "inum")?,
+        cred_user_ns: f("cred", "user_ns")?,
+        cgroup_kn: f("cgroup", "kn")?,
+        cgroup_root: f("cgroup", "root")?,
+        cgroup_level: f("cgroup", "level")?,
+        kernfs_node_id: f("kernfs_node", "id")?,
+        cgroup_root_hierarchy_id: f("cgroup_root", "hierarchy_id")?,
+        ready: 1,
+    })
+}
+
+struct Lookup<'a> {
+    btf: &'a Btf,
+    hidden: Option<&'a str>,
+}
+
+impl Lookup<'_> {
+    fn offset(&self, strukt: &str, field: &str) -> Result<u32, SourceError> {
+        let missing = |what: String| {
+            SourceError::Unavailable(
+                "ebpf",
+                format!("the kernel's BTF ({VMLINUX_BTF}) lacks {what}, which the eBPF programs read"),
+            )
+        };
+        if self.hidden == Some(&format!("{strukt}.{field}")) {
+            return Err(missing(format!("`struct {strukt}`.`{field}` (hidden by {HIDE_FIELD_ENV})")));
+        }
+        let types = self.btf.resolve_types_by_name(strukt).unwrap_or_default();
+        let Some(s) = types.iter().find_map(|t| match t {
+            Type::Struct(s) => Some(s),
+            _ => None,
+        }) else {
+            return Err(missing(format!("`struct {strukt}`")));
+        };
+        self.find(s, field).ok_or_else(|| missing(format!("`struct {strukt}`.`{field}`")))
+    }
+
+    /// The byte offset of `field` in `s`, looking into anonymous struct and
+    /// union members (the kernel wraps fields in them, e.g. in mm_struct).
+    fn find(&self, s: &btf_rs::Struct, field: &str) -> Option<u32> {
+        for member in &s.members {
+            let name = self.btf.resolve_name(member).unwrap_or_default();
+            let at = member.bit_offset() / 8;
+            if name == field {
+                return Some(at);
+            }
+            if name.is_empty() {
+                let inner = match self.btf.resolve_chained_type(member).ok()? {
+                    Type::Struct(s) | Type::Union(s) => s,
+                    _ => continue,
+                };
+                if let Some(off) = self.find(&inner, field) {
+                    return Some(at + off);
+                }
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_running_kernels_offsets() {
+        if !Path::new(VMLINUX_BTF).exists() {
+            eprintln!("skipped: this kernel has no {VMLINUX_BTF}");
+            return;
+        }
+        let o = read_offsets(Path::new(VMLINUX_BTF)).unwrap();
+        assert_eq!(o.ready, 1);
+        // Fields that are never first in their struct.
+        assert!(o.task_struct_pid > 0 && o.task_struct_tgid > o.task_struct_pid);
+        assert!(o.mm_struct_arg_end > o.mm_struct_arg_start, "{o:?}");
+        assert!(o.nsproxy_uts_ns > 0);
+    }
+}

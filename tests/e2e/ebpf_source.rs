@@ -1,0 +1,356 @@
+//! The eBPF source on the real kernel, as root: exec, fork and exit events
+//! with the right details; processes older than the source have their
+//! parent chain; a tiny ring buffer under a storm reports exactly what it
+//! dropped; a kernel lacking a BTF field fails cleanly and `auto` falls back;
+//! the daemon alerts through the eBPF source and leaves nothing attached.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytesize::ByteSize;
+use vigil_engine::config::EbpfConfig;
+use vigil_engine::event::{Event, EventKind};
+use vigil_engine::pipeline::{RunningSource, spawn_source};
+use vigil_engine::sources::ebpf::{self, EbpfSource, EbpfStats, HIDE_FIELD_ENV};
+use vigil_engine::sources::{Interest, Stop};
+
+use crate::require_root;
+use crate::support::*;
+
+fn marker() -> String {
+    format!("vigil-ebpf-marker-{}-{}", std::process::id(), vigil_engine::time::now_ns() % 1_000_000_000)
+}
+
+/// The source, running on its thread.
+struct Running {
+    source: RunningSource,
+    stop: Stop,
+    stats: std::sync::Arc<std::sync::Mutex<Option<EbpfStats>>>,
+}
+
+fn start(config: EbpfConfig) -> Running {
+    assert!(ebpf::built_in(), "this build has no eBPF programs: build with bpf-linker (./scripts/setup.sh)");
+    let source = EbpfSource::open(&config).expect("eBPF source opens as root");
+    let stats = source.stats();
+    let stop = Stop::new();
+    let source = spawn_source(Box::new(source), 4096, stop.clone(), Interest::all()).unwrap();
+    Running { source, stop, stats }
+}
+
+impl Running {
+    /// Events until `done` says so or `timeout` passes.
+    fn collect_until(&self, timeout: Duration, mut done: impl FnMut(&[Event]) -> bool) -> Vec<Event> {
+        let deadline = Instant::now() + timeout;
+        let mut events = Vec::new();
+        while Instant::now() < deadline && !done(&events) {
+            if let Ok(batch) = self.source.events.recv_timeout(Duration::from_millis(50)) {
+                events.extend(batch);
+            }
+        }
+        events
+    }
+
+    /// Stops the source; returns the events it still sent and its counts.
+    fn finish(self) -> (Vec<Event>, EbpfStats) {
+        self.stop.stop();
+        let mut rest = Vec::new();
+        while let Ok(batch) = self.source.events.recv() {
+            rest.extend(batch);
+        }
+        self.source.thread.join().unwrap().unwrap();
+        let stats = self.stats.lock().unwrap().clone().expect("the source left its counts");
+        (rest, stats)
+    }
+}
+
+fn has_arg(e: &Event, kind: EventKind, arg: &str) -> bool {
+    e.kind == kind && e.process.as_ref().is_some_and(|p| p.argv.iter().any(|a| a == arg))
+}
+
+#[test]
+fn exec_of_a_marker_is_seen_with_its_details_and_ancestry() {
+    require_root!();
+    let running = start(EbpfConfig::default());
+    let mark = marker();
+    let spawned = Instant::now();
+    let mut child = ChildGuard::spawn({
+        let mut c = Command::new("/bin/sh");
+        c.args(["-c", "exit 0", &mark]);
+        c
+    });
+    let child_pid = child.pid();
+    let events = running
+        .collect_until(Duration::from_secs(5), |evs| evs.iter().any(|e| has_arg(e, EventKind::ProcessExec, &mark)));
+    let delay = spawned.elapsed();
+    let _ = child.child().wait();
+    running.finish();
+
+    let e = events.iter().find(|e| has_arg(e, EventKind::ProcessExec, &mark)).expect("the marker exec was seen");
+    eprintln!("marker exec delivered {delay:?} after spawn");
+    let p = e.process.as_ref().unwrap();
+    assert_eq!(p.tgid, child_pid);
+    assert_eq!(p.pid, child_pid);
+    assert_eq!(p.argv, ["/bin/sh", "-c", "exit 0", mark.as_str()]);
+    assert_eq!(p.exe, "/bin/sh");
+    assert_eq!(p.comm, "sh");
+    assert_eq!((p.uid, p.gid), (0, 0));
+    assert_eq!(p.ppid, std::process::id(), "parent is this test process");
+    let me = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let my_parent: u32 = me.rsplit(')').next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert_eq!(p.ancestry[0].pid, std::process::id());
+    assert_eq!(p.ancestry[0].exe, std::env::current_exe().unwrap().to_string_lossy());
+    assert_eq!(p.ancestry[1].pid, my_parent, "the chain goes on to this test's parent");
+    // The same ids /proc shows for this process (the child inherited them).
+    use std::os::unix::fs::MetadataExt;
+    let ns = |n: &str| std::fs::metadata(format!("/proc/self/ns/{n}")).unwrap().ino();
+    assert_eq!(p.namespaces.mnt, ns("mnt"));
+    assert_eq!(p.namespaces.net, ns("net"));
+    assert_eq!(p.namespaces.user, ns("user"));
+    assert_eq!(p.namespaces.pid, ns("pid_for_children"));
+    if let Some(root) = vigil_engine::sources::procfs::cgroup2_mount() {
+        let cg = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let rel = cg.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+        let id = std::fs::metadata(root.join(rel.trim_start_matches('/'))).unwrap().ino();
+        assert_eq!(p.cgroup_id, id, "cgroup v2 id of this test's cgroup");
+    }
+    let now = vigil_engine::time::now_ns();
+    assert!(e.time_ns <= now && now - e.time_ns < 60_000_000_000, "a wall-clock time: {}", e.time_ns);
+}
+
+#[test]
+fn fork_and_exit_pairs_carry_exit_codes() {
+    require_root!();
+    let running = start(EbpfConfig::default());
+    let mark = marker();
+    let run = |script: &str| {
+        let mut c = Command::new("/bin/sh");
+        c.args(["-c", script, &mark]);
+        let mut child = ChildGuard::spawn(c);
+        let pid = child.pid();
+        let _ = child.child().wait();
+        pid
+    };
+    let exits_7 = run("exit 7");
+    let killed = run("kill -9 $$");
+    let events = running.collect_until(Duration::from_secs(5), |evs| {
+        [exits_7, killed]
+            .iter()
+            .all(|pid| evs.iter().any(|e| e.kind == EventKind::ProcessExit && e.process.as_ref().unwrap().tgid == *pid))
+    });
+    running.finish();
+
+    for (pid, code) in [(exits_7, 7), (killed, 137)] {
+        let of = |kind| {
+            events.iter().filter(|e| e.kind == kind && e.process.as_ref().unwrap().tgid == pid).collect::<Vec<_>>()
+        };
+        let forks = of(EventKind::ProcessFork);
+        assert_eq!(forks.len(), 1, "one fork of {pid}");
+        assert_eq!(forks[0].process.as_ref().unwrap().ppid, std::process::id());
+        assert_eq!(of(EventKind::ProcessExec).len(), 1, "one exec of {pid}");
+        let exits = of(EventKind::ProcessExit);
+        assert_eq!(exits.len(), 1, "one exit of {pid}");
+        assert_eq!(exits[0].exit_code, Some(code), "exit code of {pid}");
+        let p = exits[0].process.as_ref().unwrap();
+        assert!(p.argv.contains(&mark), "the exit names the program that ran: {p:?}");
+        assert!(forks[0].time_ns <= exits[0].time_ns);
+    }
+}
+
+#[test]
+fn a_process_started_before_the_source_has_its_parent_chain() {
+    require_root!();
+    let mark = marker();
+    // Started before the source: the shell forks and execs echo later.
+    let mut older = ChildGuard::spawn({
+        let mut c = Command::new("/bin/sh");
+        c.args(["-c", &format!("sleep 1.5; /bin/echo {mark}; true")]).stdout(Stdio::null());
+        c
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let running = start(EbpfConfig::default());
+    let events = running
+        .collect_until(Duration::from_secs(6), |evs| evs.iter().any(|e| has_arg(e, EventKind::ProcessExec, &mark)));
+    let _ = older.child().wait();
+    running.finish();
+
+    let e = events.iter().find(|e| has_arg(e, EventKind::ProcessExec, &mark)).expect("echo's exec was seen");
+    let p = e.process.as_ref().unwrap();
+    assert_eq!(p.exe, "/bin/echo");
+    assert_eq!(p.ppid, older.pid());
+    let chain: Vec<u32> = p.ancestry.iter().map(|a| a.pid).collect();
+    assert_eq!(chain[..2], [older.pid(), std::process::id()], "{:?}", p.ancestry);
+    assert_eq!(p.ancestry[0].comm, "sh");
+    assert!(p.ancestry[0].exe.ends_with("sh") || p.ancestry[0].exe.ends_with("dash"), "{:?}", p.ancestry[0]);
+}
+
+#[test]
+fn a_tiny_ring_buffer_under_a_storm_reports_exactly_what_it_dropped() {
+    require_root!();
+    // One page: room for two exec records.
+    let running = start(EbpfConfig { ring_buffer: ByteSize::kib(4), ..Default::default() });
+    let mark = marker();
+    let storm: Vec<_> = (0..4)
+        .map(|w| {
+            let mark = mark.clone();
+            std::thread::spawn(move || {
+                for i in 0..150 {
+                    let _ = Command::new("/bin/true").arg(&mark).arg(format!("{w}-{i}")).status();
+                }
+            })
+        })
+        .collect();
+    let mut events = Vec::new();
+    while storm.iter().any(|t| !t.is_finished()) {
+        events.extend(running.collect_until(Duration::from_millis(100), |_| false));
+    }
+    for t in storm {
+        t.join().unwrap();
+    }
+    let (rest, stats) = running.finish();
+    events.extend(rest);
+
+    let lost: u64 = events.iter().filter_map(|e| e.lost.as_ref()).map(|l| l.count).sum();
+    let delivered = events.iter().filter(|e| e.kind != EventKind::EventsLost).count() as u64;
+    let markers = events.iter().filter(|e| has_arg(e, EventKind::ProcessExec, &mark)).count() as u64;
+    eprintln!(
+        "storm: seen {} delivered {delivered} lost {lost} ({stats:?}); markers {markers}/600",
+        stats.seen_total()
+    );
+    assert!(stats.lost_ring_full > 0, "a 4 KiB ring buffer drops under this storm");
+    assert_eq!(delivered + lost, stats.seen_total(), "every event seen is delivered or counted as lost");
+    assert!(600 - markers <= lost, "every missing marker is within the lost count");
+    let reasons: HashSet<&str> = events.iter().filter_map(|e| e.lost.as_ref()).map(|l| l.reason.as_str()).collect();
+    assert!(reasons.contains(ebpf::LOST_RING_FULL), "{reasons:?}");
+}
+
+/// Starts `vigil events` with `args` and the BTF field hidden; returns its
+/// exit status, stdout and stderr.
+fn events_with_hidden_field(args: &[&str]) -> (std::process::ExitStatus, String, String) {
+    let mut cmd = vigil();
+    cmd.arg("events").args(args).env(HIDE_FIELD_ENV, "task_struct.real_parent");
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = ChildGuard::spawn(cmd);
+    // Something to see, for the fallback source.
+    let poke = std::thread::spawn(|| {
+        for _ in 0..40 {
+            let _ = Command::new("/bin/true").status();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let status = child.wait_timeout(Duration::from_secs(20)).expect("vigil events finished");
+    poke.join().unwrap();
+    let mut out = String::new();
+    let mut err = String::new();
+    use std::io::Read;
+    child.child().stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child.child().stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    (status, out, err)
+}
+
+#[test]
+fn a_kernel_lacking_a_btf_field_fails_cleanly_and_auto_falls_back() {
+    require_root!();
+    let (status, _, err) = events_with_hidden_field(&["--source", "ebpf", "--limit", "1"]);
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("lacks `struct task_struct`.`real_parent`"), "the error names the field: {err}");
+
+    let (status, out, err) = events_with_hidden_field(&["--source", "auto", "--limit", "1"]);
+    assert!(status.success(), "{err}");
+    assert!(err.contains("real_parent") && err.contains("falling back to the proc connector"), "{err}");
+    assert_eq!(out.lines().count(), 1, "the proc connector delivered: {out}");
+}
+
+/// Ids of the BPF programs the process `pid` holds.
+fn program_ids_of(pid: u32) -> Vec<u32> {
+    let mut ids = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap().flatten() {
+        if let Ok(info) = std::fs::read_to_string(entry.path()) {
+            ids.extend(
+                info.lines().filter_map(|l| l.strip_prefix("prog_id:")).filter_map(|v| v.trim().parse::<u32>().ok()),
+            );
+        }
+    }
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+fn loaded_program_ids() -> HashSet<u32> {
+    aya::programs::loaded_programs().filter_map(Result::ok).map(|p| p.id()).collect()
+}
+
+#[test]
+fn daemon_alerts_through_ebpf_and_detaches_on_sigterm() {
+    require_root!();
+    let cache = tempfile::tempdir().unwrap();
+    let cfg = cache.path().join("vigil.toml");
+    std::fs::write(&cfg, format!("cache_dir = {:?}\n", cache.path().join("cache"))).unwrap();
+    let mut cmd = vigil();
+    cmd.args(["run", "--source", "ebpf", "--rules"]).arg(bundled_rules_dir()).arg("--config").arg(&cfg);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut daemon = ChildGuard::spawn(cmd);
+
+    let stderr = daemon.child().stderr.take().unwrap();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let log_thread = std::thread::spawn(move || {
+        let mut log = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("pipeline running") {
+                let _ = ready_tx.send(());
+            }
+            log.push_str(&line);
+            log.push('\n');
+        }
+        log
+    });
+    ready_rx.recv_timeout(Duration::from_secs(30)).expect("daemon started");
+    let ours = program_ids_of(daemon.pid());
+    assert_eq!(ours.len(), 5, "five programs attached: {ours:?}");
+    let loaded = loaded_program_ids();
+    assert!(ours.iter().all(|id| loaded.contains(id)));
+
+    let stdout = daemon.child().stdout.take().unwrap();
+    let (line_tx, line_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = line_tx.send(line);
+        }
+    });
+    let mark = marker();
+    let mut miner = Command::new("/bin/sh");
+    miner.args(["-c", "true", &mark, "-o", "stratum+tcp://pool.invalid:3333"]);
+    let mut miner = ChildGuard::spawn(miner);
+    let _ = miner.child().wait();
+    let mut alert = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alert.is_none() && Instant::now() < deadline {
+        if let Ok(line) = line_rx.recv_timeout(Duration::from_millis(200))
+            && line.contains(&mark)
+        {
+            alert = Some(line);
+        }
+    }
+    daemon.signal(libc::SIGTERM);
+    let status = daemon.wait_timeout(Duration::from_secs(10)).expect("daemon stopped on SIGTERM");
+    let log = log_thread.join().unwrap();
+
+    let alert: serde_json::Value =
+        serde_json::from_str(&alert.expect("crypto-miner alert for the marker exec")).unwrap();
+    assert_eq!(alert["rule"], "crypto-miner");
+    assert_eq!(alert["output_fields"]["proc.pid"], miner.pid());
+    assert!(status.success(), "clean exit: {status:?}\n{log}");
+    assert!(log.contains("eBPF programs detached"), "{log}");
+    // The kernel frees a program asynchronously once its last fd and link
+    // are closed: give it a moment.
+    let mut left = ours.clone();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        let loaded = loaded_program_ids();
+        left.retain(|id| loaded.contains(id));
+    }
+    assert!(left.is_empty(), "programs still loaded after exit: {left:?}");
+}
