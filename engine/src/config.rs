@@ -174,6 +174,13 @@ pub struct EbpfConfig {
     pub exited_grace: Duration,
     /// Most exited processes kept in the tree; the oldest go first.
     pub max_exited: usize,
+    /// After a wake-up that found less than a full batch, how long to let
+    /// events gather before waiting on the ring buffer again. A busy host
+    /// otherwise wakes the reader once per event; this trades at most this
+    /// much latency for far fewer wake-ups (figures in BENCHMARKS.md).
+    /// 0 reads every event as soon as it is written.
+    #[serde(with = "humantime_serde")]
+    pub wakeup_delay: Duration,
 }
 
 impl Default for EbpfConfig {
@@ -184,6 +191,7 @@ impl Default for EbpfConfig {
             btf: PathBuf::from("/sys/kernel/btf/vmlinux"),
             exited_grace: Duration::from_secs(5),
             max_exited: 65_536,
+            wakeup_delay: Duration::from_micros(500),
         }
     }
 }
@@ -356,6 +364,9 @@ impl Config {
         let ring = self.source.ebpf.ring_buffer.as_u64();
         if !ring.is_power_of_two() || !(4096..=1 << 30).contains(&ring) {
             return Err(invalid("source.ebpf.ring_buffer", "must be a power of two between 4 KiB and 1 GiB"));
+        }
+        if self.source.ebpf.wakeup_delay > Duration::from_millis(100) {
+            return Err(invalid("source.ebpf.wakeup_delay", "must be at most 100ms"));
         }
         if self.source.ebpf.max_exited == 0 {
             return Err(invalid("source.ebpf.max_exited", "must be at least 1"));

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use vigil_engine::config::{Config, LogFormat, SourceKind};
+use vigil_engine::event::{EventKind, KindSet};
 use vigil_engine::pipeline::{self, Pipeline, ReloadHandle, reload_channel};
 use vigil_engine::plugin::host::content_hash;
 use vigil_engine::plugin::rule::{Loaded, LoadedRule};
@@ -91,6 +92,13 @@ enum Command {
         /// Stop after this many events.
         #[arg(long)]
         limit: Option<u64>,
+        /// Only events of this kind (repeatable; e.g. process-exec). Live
+        /// sources then do less work for the others.
+        #[arg(long = "kind", value_name = "KIND", value_parser = parse_kind)]
+        kinds: Vec<EventKind>,
+        /// Config file (its [source] and [log] sections apply).
+        #[arg(long, value_name = "FILE", env = "VIGIL_CONFIG")]
+        config: Option<PathBuf>,
     },
     /// Record events to a replay file (msgpack; JSON lines if FILE ends in .jsonl).
     Record {
@@ -179,12 +187,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             cfg.source.realtime = realtime;
             run_pipeline(cfg, rules, false, None)
         }
-        Command::Events { source, limit } => {
-            let mut cfg = Config::default();
+        Command::Events { source, limit, kinds, config } => {
+            let mut cfg = load_config(config.as_deref())?;
             init_logging(&cfg);
             apply_source_args(&mut cfg, &source);
             let mut out = std::io::stdout().lock();
-            stream_events(&cfg, limit, None, |e| {
+            stream_events(&cfg, limit, None, &kinds, |e| {
                 use std::io::Write;
                 serde_json::to_writer(&mut out, e)?;
                 out.write_all(b"\n")?;
@@ -197,7 +205,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             apply_source_args(&mut cfg, &source);
             let mut writer = ReplayWriter::create(&out).with_context(|| format!("cannot create {}", out.display()))?;
             let mut n = 0u64;
-            let code = stream_events(&cfg, limit, duration, |e| {
+            let code = stream_events(&cfg, limit, duration, &[], |e| {
                 n += 1;
                 Ok(writer.write(e)?)
             })?;
@@ -282,17 +290,28 @@ fn run_pipeline(cfg: Config, rules_dir: PathBuf, watch: bool, config_path: Optio
     })
 }
 
+fn parse_kind(name: &str) -> Result<EventKind, String> {
+    EventKind::from_name(name).ok_or_else(|| {
+        let all: Vec<_> = EventKind::ALL.iter().map(|k| k.name()).collect();
+        format!("unknown event kind {name:?}; one of: {}", all.join(", "))
+    })
+}
+
 /// Runs the configured source without rules, handing each event to `f`.
 fn stream_events(
     cfg: &Config,
     limit: Option<u64>,
     duration: Option<Duration>,
+    kinds: &[EventKind],
     mut f: impl FnMut(&vigil_engine::event::Event) -> Result<()>,
 ) -> Result<ExitCode> {
     let source = pipeline::open_source(&cfg.source)?;
     let stop = Stop::new();
     handle_signals(stop.clone(), None)?;
-    let running = pipeline::spawn_source(source, cfg.source.channel_batches, stop.clone(), Interest::all())?;
+    let wanted: KindSet = kinds.iter().copied().collect();
+    let interest = Interest::all();
+    interest.0.store(wanted.0, std::sync::atomic::Ordering::Relaxed);
+    let running = pipeline::spawn_source(source, cfg.source.channel_batches, stop.clone(), interest)?;
     let (rx, thread) = (running.events, running.thread);
     let start = Instant::now();
     let mut n = 0u64;
@@ -308,6 +327,10 @@ fn stream_events(
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         };
         for mut e in batch {
+            // Sources that cannot filter (replay) are filtered here; losses always show.
+            if wanted != KindSet::EMPTY && !wanted.contains(e.kind) && e.kind != EventKind::EventsLost {
+                continue;
+            }
             n += 1;
             e.id = n;
             f(&e)?;

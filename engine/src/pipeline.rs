@@ -237,6 +237,7 @@ impl Pipeline {
         let config_path = self.config_path.clone();
         let dispatch_stats = dispatcher.stats.clone();
         let mut alerts = Vec::new();
+        let batch_size = self.config.dispatch.batch_size;
         let stats_interval = self.config.log.stats_interval;
         let stats_tick =
             if stats_interval.is_zero() { crossbeam_channel::never() } else { crossbeam_channel::tick(stats_interval) };
@@ -250,6 +251,17 @@ impl Pipeline {
                 },
                 recv(events_rx) -> msg => match msg {
                     Ok(mut batch) => {
+                        // Live sources send what they have at each wake-up, often a
+                        // few events: join what else is queued so rules get full batches.
+                        while batch.len() < batch_size {
+                            match events_rx.try_recv() {
+                                Ok(mut more) => {
+                                    batch.append(&mut more);
+                                    let _ = spent.try_send(more);
+                                }
+                                Err(_) => break,
+                            }
+                        }
                         dispatcher.dispatch(&mut batch, &mut alerts);
                         // Freed by the source's thread if it can take it back.
                         let _ = spent.try_send(batch);

@@ -37,6 +37,8 @@ pub struct Node {
 pub struct TreeStats {
     /// Entries now.
     pub nodes: usize,
+    /// Most entries at any time.
+    pub peak: usize,
     /// Exited entries freed after their grace period.
     pub freed: u64,
     /// Exited entries freed early because `max_exited` was reached.
@@ -97,6 +99,7 @@ impl ProcessTree {
             if let Some(node) = node_from_proc(pid) {
                 self.nodes.insert(pid, node);
                 n += 1;
+                self.stats.peak = self.stats.peak.max(self.nodes.len());
             }
         }
         n
@@ -109,6 +112,7 @@ impl ProcessTree {
             None => (Arc::from(""), Arc::from(""), Arc::from(Vec::new())),
         };
         self.nodes.insert(pid, Node { ppid, comm, exe, argv, start_ns, cgroup_id, exited: false });
+        self.stats.peak = self.stats.peak.max(self.nodes.len());
     }
 
     /// `process` executed a new program.
@@ -123,6 +127,7 @@ impl ProcessTree {
             exited: false,
         };
         self.nodes.insert(process.tgid, node);
+        self.stats.peak = self.stats.peak.max(self.nodes.len());
     }
 
     /// `pid` exited at `now_ns` (boot time): kept for the grace period.

@@ -94,6 +94,7 @@ pub struct EbpfSource {
     filter: Array<MapData, u32>,
     tree: ProcessTree,
     mode: KernelFilter,
+    wakeup_delay: Duration,
     /// How long loading, attaching and the /proc scan took.
     pub open_time: Duration,
     stats: Arc<Mutex<Option<EbpfStats>>>,
@@ -169,7 +170,22 @@ impl EbpfSource {
             ring_buffer = %config.ring_buffer,
             "eBPF programs attached"
         );
-        Ok(EbpfSource { bpf, ring, counters, filter, tree, mode: config.filter, open_time, stats: Default::default() })
+        Ok(EbpfSource {
+            bpf,
+            ring,
+            counters,
+            filter,
+            tree,
+            mode: config.filter,
+            wakeup_delay: config.wakeup_delay,
+            open_time,
+            stats: Default::default(),
+        })
+    }
+
+    /// Processes in the tree (after the /proc scan, before running).
+    pub fn tree_len(&self) -> usize {
+        self.tree.len()
     }
 
     /// Where the source leaves its counts when it stops.
@@ -195,7 +211,7 @@ impl Source for EbpfSource {
 
 impl EbpfSource {
     async fn read_loop(self, mut out: EventSender, stop: Stop, interest: Interest) -> Result<(), SourceError> {
-        let EbpfSource { bpf, ring, counters, mut filter, tree, mode, stats: stats_out, .. } = self;
+        let EbpfSource { bpf, ring, counters, mut filter, tree, mode, wakeup_delay, stats: stats_out, .. } = self;
         // SAFETY: the ring buffer owns its map fd, which stays open and the
         // same for as long as it lives, i.e. as long as the AsyncFd.
         let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
@@ -211,11 +227,18 @@ impl EbpfSource {
             tokio::select! {
                 guard = ring.readable_mut() => {
                     let mut guard = guard.map_err(|e| SourceError::Io("waiting on the eBPF ring buffer", e))?;
+                    let before = decoder.decoded;
                     closed |= decoder.drain(guard.get_inner_mut(), &mut out).is_err();
                     guard.clear_ready();
                     // A record that came after the drain but before
                     // clear_ready woke nobody: take it now.
                     closed |= decoder.drain(ring.get_mut(), &mut out).is_err();
+                    if decoder.decoded - before < MAX_BATCH as u64 && !wakeup_delay.is_zero() {
+                        // A busy host wakes us once per event: let a few
+                        // gather first (a precise, blocking sleep on this
+                        // source's own thread; tokio's timers tick in ms).
+                        std::thread::sleep(wakeup_delay);
+                    }
                 }
                 _ = tick.tick() => {
                     closed |= decoder.drain(ring.get_mut(), &mut out).is_err();
@@ -270,6 +293,7 @@ impl EbpfSource {
             tree_nodes = stats.tree.nodes,
             tree_freed = stats.tree.freed,
             tree_evicted = stats.tree.evicted,
+            tree_peak = stats.tree.peak,
             "eBPF programs detached"
         );
         *stats_out.lock().unwrap_or_else(|e| e.into_inner()) = Some(stats);
