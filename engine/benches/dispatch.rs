@@ -125,13 +125,21 @@ fn synthetic(n: usize) -> Vec<Event> {
                     argv,
                     cwd: "/srv/app".into(),
                     ancestry: vec![
-                        Ancestor { pid: 900, comm: "sh".into(), exe: "/bin/sh".into() },
+                        Ancestor {
+                            pid: 900,
+                            comm: "sh".into(),
+                            exe: "/bin/sh".into(),
+                            argv: vec!["/bin/sh".into(), "-c".into(), "/srv/app/run.sh".into()],
+                        },
                         Ancestor {
                             pid: 800,
                             comm: "containerd-shim".into(),
                             exe: "/usr/bin/containerd-shim-runc-v2".into(),
+                            argv: ["/usr/bin/containerd-shim-runc-v2", "-namespace", "k8s.io", "-id", "4f2a9c"]
+                                .map(String::from)
+                                .to_vec(),
                         },
-                        Ancestor { pid: 1, comm: "systemd".into(), exe: "/sbin/init".into() },
+                        Ancestor { pid: 1, comm: "systemd".into(), exe: "/sbin/init".into(), argv: vec![] },
                     ],
                     ..Default::default()
                 }),

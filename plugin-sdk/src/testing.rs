@@ -123,7 +123,7 @@ impl EventBuilder {
         if p.ancestry.is_empty() {
             p.ppid = pid;
         }
-        p.ancestry.push(Ancestor { pid, comm, exe: exe.to_string() });
+        p.ancestry.push(Ancestor { pid, comm, exe: exe.to_string(), argv: vec![exe.to_string()] });
         self
     }
     /// Puts the event in a Docker container (id derived from the name).

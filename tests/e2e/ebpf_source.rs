@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytesize::ByteSize;
-use vigil_engine::config::EbpfConfig;
+use vigil_engine::config::{EbpfConfig, KernelFilter};
 use vigil_engine::event::{Event, EventKind};
 use vigil_engine::pipeline::{RunningSource, spawn_source};
 use vigil_engine::sources::ebpf::{self, EbpfSource, EbpfStats, HIDE_FIELD_ENV};
@@ -32,11 +32,15 @@ struct Running {
 }
 
 fn start(config: EbpfConfig) -> Running {
+    start_wanting(config, Interest::all())
+}
+
+fn start_wanting(config: EbpfConfig, interest: Interest) -> Running {
     assert!(ebpf::built_in(), "this build has no eBPF programs: build with bpf-linker (./scripts/setup.sh)");
     let source = EbpfSource::open(&config).expect("eBPF source opens as root");
     let stats = source.stats();
     let stop = Stop::new();
-    let source = spawn_source(Box::new(source), 4096, stop.clone(), Interest::all()).unwrap();
+    let source = spawn_source(Box::new(source), 4096, stop.clone(), interest).unwrap();
     Running { source, stop, stats }
 }
 
@@ -82,14 +86,23 @@ fn exec_of_a_marker_is_seen_with_its_details_and_ancestry() {
         c
     });
     let child_pid = child.pid();
-    let events = running
-        .collect_until(Duration::from_secs(5), |evs| evs.iter().any(|e| has_arg(e, EventKind::ProcessExec, &mark)));
+    let mut received_ns = 0;
+    let events = running.collect_until(Duration::from_secs(5), |evs| {
+        let seen = evs.iter().any(|e| has_arg(e, EventKind::ProcessExec, &mark));
+        if seen && received_ns == 0 {
+            received_ns = vigil_engine::time::now_ns();
+        }
+        seen
+    });
     let delay = spawned.elapsed();
     let _ = child.child().wait();
     running.finish();
 
     let e = events.iter().find(|e| has_arg(e, EventKind::ProcessExec, &mark)).expect("the marker exec was seen");
-    eprintln!("marker exec delivered {delay:?} after spawn");
+    let latency = Duration::from_nanos(received_ns.saturating_sub(e.time_ns));
+    eprintln!("marker exec delivered {delay:?} after spawn, {latency:?} after the kernel's timestamp");
+    // Typically ~1 ms (BENCHMARKS.md has the distribution); the bound is the issue's.
+    assert!(latency < Duration::from_millis(100), "kernel to user space took {latency:?}");
     let p = e.process.as_ref().unwrap();
     assert_eq!(p.tgid, child_pid);
     assert_eq!(p.pid, child_pid);
@@ -102,6 +115,7 @@ fn exec_of_a_marker_is_seen_with_its_details_and_ancestry() {
     let my_parent: u32 = me.rsplit(')').next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
     assert_eq!(p.ancestry[0].pid, std::process::id());
     assert_eq!(p.ancestry[0].exe, std::env::current_exe().unwrap().to_string_lossy());
+    assert_eq!(p.ancestry[0].argv, std::env::args().collect::<Vec<_>>(), "the parent's argv");
     assert_eq!(p.ancestry[1].pid, my_parent, "the chain goes on to this test's parent");
     // The same ids /proc shows for this process (the child inherited them).
     use std::os::unix::fs::MetadataExt;
@@ -183,6 +197,11 @@ fn a_process_started_before_the_source_has_its_parent_chain() {
     let chain: Vec<u32> = p.ancestry.iter().map(|a| a.pid).collect();
     assert_eq!(chain[..2], [older.pid(), std::process::id()], "{:?}", p.ancestry);
     assert_eq!(p.ancestry[0].comm, "sh");
+    assert_eq!(
+        p.ancestry[0].argv,
+        ["/bin/sh", "-c", &format!("sleep 1.5; /bin/echo {mark}; true")],
+        "from the /proc scan"
+    );
     assert!(p.ancestry[0].exe.ends_with("sh") || p.ancestry[0].exe.ends_with("dash"), "{:?}", p.ancestry[0]);
 }
 
@@ -224,6 +243,30 @@ fn a_tiny_ring_buffer_under_a_storm_reports_exactly_what_it_dropped() {
     assert!(600 - markers <= lost, "every missing marker is within the lost count");
     let reasons: HashSet<&str> = events.iter().filter_map(|e| e.lost.as_ref()).map(|l| l.reason.as_str()).collect();
     assert!(reasons.contains(ebpf::LOST_RING_FULL), "{reasons:?}");
+}
+
+#[test]
+fn the_kernel_skips_kinds_no_rule_wants_in_rules_mode() {
+    require_root!();
+    let interest = Interest::all();
+    let exec_only = vigil_engine::event::KindSet::from_iter([EventKind::ProcessExec]);
+    interest.0.store(exec_only.0, std::sync::atomic::Ordering::Relaxed);
+    let running = start_wanting(EbpfConfig { filter: KernelFilter::Rules, ..Default::default() }, interest);
+    let mark = marker();
+    for _ in 0..200 {
+        let _ = Command::new("/bin/true").arg(&mark).status();
+    }
+    let events = running.collect_until(Duration::from_secs(5), |evs| {
+        evs.iter().filter(|e| has_arg(e, EventKind::ProcessExec, &mark)).count() == 200
+    });
+    let (rest, stats) = running.finish();
+    let all: Vec<_> = events.iter().chain(&rest).collect();
+    assert_eq!(all.iter().filter(|e| has_arg(e, EventKind::ProcessExec, &mark)).count(), 200);
+    assert!(all.iter().all(|e| matches!(e.kind, EventKind::ProcessExec | EventKind::EventsLost)));
+    let (forks, exits) = (stats.seen[1], stats.seen[2]);
+    // 200 forks and 200 exits happened; only those racing the filter's
+    // first update (right after load) may have been counted.
+    assert!(stats.seen[0] >= 200 && forks + exits < 100, "the kernel still sent fork/exit: {stats:?}");
 }
 
 /// Starts `vigil events` with `args` and the BTF field hidden; returns its

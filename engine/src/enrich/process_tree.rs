@@ -194,7 +194,12 @@ impl ProcessTree {
                 }
             }
             let node = &self.nodes[&ppid];
-            out.push(Ancestor { pid: ppid, comm: node.comm.to_string(), exe: node.exe.to_string() });
+            out.push(Ancestor {
+                pid: ppid,
+                comm: node.comm.to_string(),
+                exe: node.exe.to_string(),
+                argv: node.argv.to_vec(),
+            });
             if node.ppid == ppid {
                 break;
             }

@@ -113,6 +113,9 @@ pub fn event_fields(e: &Event) -> BTreeMap<String, Value> {
         if let Some(parent) = p.ancestry.first() {
             put("proc.pname", parent.comm.clone().into());
             put("proc.pexepath", parent.exe.clone().into());
+            if !parent.argv.is_empty() {
+                put("proc.pcmdline", parent.argv.join(" ").into());
+            }
         }
         if !p.ancestry.is_empty() {
             let chain: Vec<Value> = p.ancestry.iter().map(|a| a.comm.clone().into()).collect();

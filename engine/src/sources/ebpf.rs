@@ -156,7 +156,7 @@ impl EbpfSource {
                 .ok_or_else(|| unavailable(format!("the eBPF object has no program {name}")))?
                 .try_into()
                 .map_err(|e| unavailable(format!("program {name}: {}", chain(&e))))?;
-            program.load(name, &btf).map_err(|e| unavailable(format!("loading program {name}: {}", chain(&e))))?;
+            load_program(program, name, &btf)?;
             program.attach().map_err(|e| unavailable(format!("attaching program {name}: {}", chain(&e))))?;
         }
         let attached = started.elapsed();
@@ -194,6 +194,25 @@ impl EbpfSource {
     }
 }
 
+/// Loads one program. The verifier gives up with EAGAIN when a signal is
+/// pending on the loading thread (a child exiting is enough), so that is
+/// retried a few times, as libbpf does.
+fn load_program(program: &mut BtfTracePoint, name: &str, btf: &Btf) -> Result<(), SourceError> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match program.load(name, btf) {
+            Ok(()) => return Ok(()),
+            Err(aya::programs::ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EAGAIN) && attempts < 5 =>
+            {
+                tracing::debug!(program = name, attempts, "verifier interrupted by a signal; loading again");
+            }
+            Err(e) => return Err(unavailable(format!("loading program {name}: {}", chain(&e)))),
+        }
+    }
+}
+
 impl Source for EbpfSource {
     fn name(&self) -> &'static str {
         "ebpf"
@@ -219,7 +238,12 @@ impl EbpfSource {
         let mut decoder = Decoder::new(tree, interest.clone());
         let mut drops = Drops::default();
         let mut tick = tokio::time::interval(TICK);
+        // What the kernel sends: set now, then kept equal to what rules want.
         let mut mask = rec::ALL_MASK;
+        let wanted = kernel_mask(&interest, mode);
+        if wanted != mask && filter.set(0, wanted, 0).is_ok() {
+            mask = wanted;
+        }
         let mut last_prune = Instant::now();
         let mut closed = false;
 

@@ -307,7 +307,8 @@ fn ancestry(mut pid: u32) -> Vec<Ancestor> {
     while pid != 0 && out.len() < MAX_ANCESTRY {
         let dir = PathBuf::from(format!("/proc/{pid}"));
         let Some(stat) = read_stat(&dir) else { break };
-        out.push(Ancestor { pid, comm: stat.comm, exe: read_link(&dir.join("exe")) });
+        let (argv, _) = read_argv(&dir);
+        out.push(Ancestor { pid, comm: stat.comm, exe: read_link(&dir.join("exe")), argv });
         pid = stat.ppid;
     }
     out

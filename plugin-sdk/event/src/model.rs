@@ -237,6 +237,8 @@ pub struct Ancestor {
     pub pid: u32,
     pub comm: String,
     pub exe: String,
+    /// Its arguments, as of the event (what it last executed).
+    pub argv: Vec<String>,
 }
 
 /// A process, as of the event.

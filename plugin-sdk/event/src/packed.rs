@@ -11,7 +11,7 @@
 use crate::model::{Event, EventKind, Runtime};
 
 /// First four bytes of a batch.
-pub const MAGIC: [u8; 4] = *b"VGB1";
+pub const MAGIC: [u8; 4] = *b"VGB2";
 /// Size of an event record's fixed header.
 pub const HEADER_LEN: usize = 288;
 
@@ -78,7 +78,7 @@ enum List {
     PodLabels,
 }
 
-const ANCESTOR_LEN: usize = 20;
+const ANCESTOR_LEN: usize = 28;
 const LABEL_LEN: usize = 16;
 
 /// Appends the packed record of `event` to `out`.
@@ -127,6 +127,12 @@ pub fn encode_event(event: &Event, out: &mut Vec<u8>) {
             rec.put_ref(at + 4, r);
             let r = rec.data(a.exe.as_bytes());
             rec.put_ref(at + 12, r);
+            let argv = rec.table(a.argv.len(), 8);
+            for (j, arg) in a.argv.iter().enumerate() {
+                let r = rec.data(arg.as_bytes());
+                rec.put_ref(argv + 8 * j, r);
+            }
+            rec.put_ref(at + 20, (argv as u32, a.argv.len() as u32));
         }
     }
     if let Some(c) = &event.container {
@@ -235,9 +241,14 @@ impl Record<'_> {
     }
     /// Reserves a table of `count` entries of `entry_len` bytes for list
     /// `slot`; returns its offset in the record.
-    fn list(&mut self, slot: List, count: usize, entry_len: usize) -> usize {
+    /// Room for `count` entries of `entry_len` bytes; returns its offset.
+    fn table(&mut self, count: usize, entry_len: usize) -> usize {
         let off = self.out.len() - self.start;
         self.out.resize(self.out.len() + count * entry_len, 0);
+        off
+    }
+    fn list(&mut self, slot: List, count: usize, entry_len: usize) -> usize {
+        let off = self.table(count, entry_len);
         self.put_ref(LISTS + 8 * slot as usize, (off as u32, count as u32));
         off
     }
@@ -609,7 +620,7 @@ pub fn basename(path: &str) -> &str {
 }
 
 /// Iterator over a packed list of strings.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Strings<'a> {
     rec: &'a [u8],
     off: usize,
@@ -636,7 +647,7 @@ impl<'a> Iterator for Strings<'a> {
 impl ExactSizeIterator for Strings<'_> {}
 
 /// One ancestor of a process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct AncestorView<'a> {
     /// Its process id.
     pub pid: u32,
@@ -644,6 +655,8 @@ pub struct AncestorView<'a> {
     pub comm: &'a str,
     /// Its executable path.
     pub exe: &'a str,
+    /// What it last executed, with its arguments.
+    pub argv: Strings<'a>,
 }
 
 /// Iterator over a process's ancestors, parent first.
@@ -663,10 +676,12 @@ impl<'a> Iterator for Ancestors<'a> {
         }
         let at = self.off + ANCESTOR_LEN * self.i;
         self.i += 1;
+        let (off, count) = list_bounds(self.rec, at + 20, 8);
         Some(AncestorView {
             pid: read_u32(self.rec, at),
             comm: read_str(self.rec, at + 4),
             exe: read_str(self.rec, at + 12),
+            argv: Strings { rec: self.rec, off, count, i: 0 },
         })
     }
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -822,8 +837,13 @@ mod tests {
                 cgroup_id: 4242,
                 namespaces: Namespaces::from_array([1, 2, 3, 4, 5, 6, 7]),
                 ancestry: vec![
-                    Ancestor { pid: 12, comm: "sshd".into(), exe: "/usr/sbin/sshd".into() },
-                    Ancestor { pid: 1, comm: "init".into(), exe: "/sbin/init".into() },
+                    Ancestor {
+                        pid: 12,
+                        comm: "sshd".into(),
+                        exe: "/usr/sbin/sshd".into(),
+                        argv: vec!["sshd:".into(), "alice".into()],
+                    },
+                    Ancestor { pid: 1, comm: "init".into(), exe: "/sbin/init".into(), argv: vec![] },
                 ],
             }),
             container: Some(Arc::new(Container {
@@ -884,7 +904,8 @@ mod tests {
         assert!(v.in_container() && v.is(EventKind::ProcessExec));
         let anc: Vec<_> = p.ancestors().collect();
         assert_eq!(anc.len(), 2);
-        assert_eq!(anc[1], AncestorView { pid: 1, comm: "init", exe: "/sbin/init" });
+        assert_eq!((anc[1].pid, anc[1].comm, anc[1].exe, anc[1].argv.len()), (1, "init", "/sbin/init", 0));
+        assert_eq!(anc[0].argv.clone().collect::<Vec<_>>(), ["sshd:", "alice"]);
         let c = v.container().unwrap();
         assert_eq!(c.id(), "a".repeat(64));
         assert_eq!((c.name(), c.image(), c.image_digest()), ("web", "nginx:1.25", "sha256:abc"));
