@@ -129,17 +129,18 @@ fn synthetic(n: usize) -> Vec<Event> {
                             pid: 900,
                             comm: "sh".into(),
                             exe: "/bin/sh".into(),
-                            argv: vec!["/bin/sh".into(), "-c".into(), "/srv/app/run.sh".into()],
+                            argv: Arc::from(["/bin/sh", "-c", "/srv/app/run.sh"].map(String::from)),
                         },
                         Ancestor {
                             pid: 800,
                             comm: "containerd-shim".into(),
                             exe: "/usr/bin/containerd-shim-runc-v2".into(),
-                            argv: ["/usr/bin/containerd-shim-runc-v2", "-namespace", "k8s.io", "-id", "4f2a9c"]
-                                .map(String::from)
-                                .to_vec(),
+                            argv: Arc::from(
+                                ["/usr/bin/containerd-shim-runc-v2", "-namespace", "k8s.io", "-id", "4f2a9c"]
+                                    .map(String::from),
+                            ),
                         },
-                        Ancestor { pid: 1, comm: "systemd".into(), exe: "/sbin/init".into(), argv: vec![] },
+                        Ancestor { pid: 1, comm: "systemd".into(), exe: "/sbin/init".into(), argv: Arc::from([]) },
                     ],
                     ..Default::default()
                 }),

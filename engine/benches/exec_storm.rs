@@ -76,8 +76,36 @@ fn main() {
         );
     }
     println!();
+    head_to_head(&noop, total);
     load_attach_times();
     tree_under_fork_storm(if quick { 10_000 } else { 50_000 });
+}
+
+/// bpftrace against the daemon with its defaults, alternating, each round
+/// against its own no-tracer baseline: on a noisy machine one round of each
+/// says little.
+fn head_to_head(noop: &Path, total: usize) {
+    let mut rounds = Vec::new();
+    for _ in 0..3 {
+        let base = storm(noop, "h2h", total, None).rate();
+        let bpftrace = traced(noop, total, base, Tracer::Bpftrace, None);
+        let vigil = traced(noop, total, base, Tracer::VigilRun, None);
+        rounds.push((bpftrace.slowdown, vigil.slowdown, vigil.cpu_s / vigil.wall_s * 1e6 / vigil.rate));
+    }
+    let median = |f: &dyn Fn(&(f64, f64, f64)) -> f64| {
+        let mut v: Vec<f64> = rounds.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let each: Vec<String> = rounds.iter().map(|(b, v, _)| format!("{:.1}% vs {:.1}%", b * 100.0, v * 100.0)).collect();
+    println!(
+        "head to head, 3 alternating rounds (bpftrace vs vigil run, defaults): {}; median slowdown bpftrace {:.1}%, \
+         vigil run {:.1}%; vigil run CPU {:.1}% of a core per 10,000 execs/s (median)",
+        each.join(", "),
+        median(&|r| r.0) * 100.0,
+        median(&|r| r.1) * 100.0,
+        median(&|r| r.2)
+    );
 }
 
 /// A static program that exits at once: the cheapest exec there is.

@@ -78,7 +78,7 @@ impl From<EventBuilder> for Event {
 /// A process-exec of `exe` with `argv` (argv[0] first), pid 100, ppid 1, uid 0.
 pub fn exec<'a>(exe: &str, argv: impl IntoIterator<Item = &'a str>) -> EventBuilder {
     let argv: Vec<String> = argv.into_iter().map(str::to_string).collect();
-    let comm = crate::basename(exe).chars().take(15).collect();
+    let comm: String = crate::basename(exe).chars().take(15).collect();
     EventBuilder(Event {
         process: Some(Process { pid: 100, tgid: 100, ppid: 1, comm, exe: exe.to_string(), argv, ..Process::default() }),
         ..Event::new(EventKind::ProcessExec)
@@ -118,12 +118,12 @@ impl EventBuilder {
     }
     /// Appends an ancestor (call parent first, then grandparent...).
     pub fn ancestor(mut self, pid: u32, exe: &str) -> Self {
-        let comm = crate::basename(exe).chars().take(15).collect();
+        let comm: String = crate::basename(exe).chars().take(15).collect();
         let p = self.process_mut();
         if p.ancestry.is_empty() {
             p.ppid = pid;
         }
-        p.ancestry.push(Ancestor { pid, comm, exe: exe.to_string(), argv: vec![exe.to_string()] });
+        p.ancestry.push(Ancestor { pid, comm: comm.into(), exe: exe.into(), argv: Arc::from([exe.to_string()]) });
         self
     }
     /// Puts the event in a Docker container (id derived from the name).

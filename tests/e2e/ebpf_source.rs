@@ -114,8 +114,8 @@ fn exec_of_a_marker_is_seen_with_its_details_and_ancestry() {
     let me = std::fs::read_to_string("/proc/self/stat").unwrap();
     let my_parent: u32 = me.rsplit(')').next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
     assert_eq!(p.ancestry[0].pid, std::process::id());
-    assert_eq!(p.ancestry[0].exe, std::env::current_exe().unwrap().to_string_lossy());
-    assert_eq!(p.ancestry[0].argv, std::env::args().collect::<Vec<_>>(), "the parent's argv");
+    assert_eq!(*p.ancestry[0].exe, *std::env::current_exe().unwrap().to_string_lossy());
+    assert_eq!(*p.ancestry[0].argv, *std::env::args().collect::<Vec<_>>(), "the parent's argv");
     assert_eq!(p.ancestry[1].pid, my_parent, "the chain goes on to this test's parent");
     // The same ids /proc shows for this process (the child inherited them).
     use std::os::unix::fs::MetadataExt;
@@ -196,10 +196,10 @@ fn a_process_started_before_the_source_has_its_parent_chain() {
     assert_eq!(p.ppid, older.pid());
     let chain: Vec<u32> = p.ancestry.iter().map(|a| a.pid).collect();
     assert_eq!(chain[..2], [older.pid(), std::process::id()], "{:?}", p.ancestry);
-    assert_eq!(p.ancestry[0].comm, "sh");
+    assert_eq!(&*p.ancestry[0].comm, "sh");
     assert_eq!(
-        p.ancestry[0].argv,
-        ["/bin/sh", "-c", &format!("sleep 1.5; /bin/echo {mark}; true")],
+        *p.ancestry[0].argv,
+        ["/bin/sh".to_string(), "-c".to_string(), format!("sleep 1.5; /bin/echo {mark}; true")],
         "from the /proc scan"
     );
     assert!(p.ancestry[0].exe.ends_with("sh") || p.ancestry[0].exe.ends_with("dash"), "{:?}", p.ancestry[0]);

@@ -194,12 +194,7 @@ impl ProcessTree {
                 }
             }
             let node = &self.nodes[&ppid];
-            out.push(Ancestor {
-                pid: ppid,
-                comm: node.comm.to_string(),
-                exe: node.exe.to_string(),
-                argv: node.argv.to_vec(),
-            });
+            out.push(Ancestor { pid: ppid, comm: node.comm.clone(), exe: node.exe.clone(), argv: node.argv.clone() });
             if node.ppid == ppid {
                 break;
             }
@@ -259,9 +254,9 @@ mod tests {
         t.exec_(11, 10, 6, "ls", "/bin/ls", &["ls".into(), "-l".into()]);
         let anc = t.ancestry(11, 8);
         assert_eq!(anc[0].pid, 11);
-        assert_eq!(anc[0].exe, "/bin/ls");
+        assert_eq!(&*anc[0].exe, "/bin/ls");
         assert_eq!(anc[1].pid, 10);
-        assert_eq!(anc[1].comm, "bash");
+        assert_eq!(&*anc[1].comm, "bash");
     }
 
     #[test]

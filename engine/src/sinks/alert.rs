@@ -111,14 +111,14 @@ pub fn event_fields(e: &Event) -> BTreeMap<String, Value> {
             put("proc.cwd", p.cwd.clone().into());
         }
         if let Some(parent) = p.ancestry.first() {
-            put("proc.pname", parent.comm.clone().into());
-            put("proc.pexepath", parent.exe.clone().into());
+            put("proc.pname", parent.comm.to_string().into());
+            put("proc.pexepath", parent.exe.to_string().into());
             if !parent.argv.is_empty() {
                 put("proc.pcmdline", parent.argv.join(" ").into());
             }
         }
         if !p.ancestry.is_empty() {
-            let chain: Vec<Value> = p.ancestry.iter().map(|a| a.comm.clone().into()).collect();
+            let chain: Vec<Value> = p.ancestry.iter().map(|a| a.comm.to_string().into()).collect();
             put("proc.ancestors", chain.into());
         }
         put("user.uid", p.uid.into());

@@ -594,7 +594,7 @@ mod tests {
         assert_eq!(p.exe, "/bin/ls");
         assert_eq!(p.argv, ["ls", "-l", "/tmp"]);
         assert_eq!(p.comm, "sh");
-        assert_eq!(p.ancestry[0].exe, "/bin/bash");
+        assert_eq!(&*p.ancestry[0].exe, "/bin/bash");
         assert!(e.time_ns > 1_000_000_000);
     }
 

@@ -308,7 +308,7 @@ fn ancestry(mut pid: u32) -> Vec<Ancestor> {
         let dir = PathBuf::from(format!("/proc/{pid}"));
         let Some(stat) = read_stat(&dir) else { break };
         let (argv, _) = read_argv(&dir);
-        out.push(Ancestor { pid, comm: stat.comm, exe: read_link(&dir.join("exe")), argv });
+        out.push(Ancestor { pid, comm: stat.comm.into(), exe: read_link(&dir.join("exe")).into(), argv: argv.into() });
         pid = stat.ppid;
     }
     out

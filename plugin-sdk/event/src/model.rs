@@ -235,10 +235,12 @@ impl Namespaces {
 #[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 pub struct Ancestor {
     pub pid: u32,
-    pub comm: String,
-    pub exe: String,
+    /// Shared (`Arc`) with the process tree, which hands the same ancestors
+    /// to every exec below them.
+    pub comm: Arc<str>,
+    pub exe: Arc<str>,
     /// Its arguments, as of the event (what it last executed).
-    pub argv: Vec<String>,
+    pub argv: Arc<[String]>,
 }
 
 /// A process, as of the event.

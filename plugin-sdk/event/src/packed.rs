@@ -841,9 +841,9 @@ mod tests {
                         pid: 12,
                         comm: "sshd".into(),
                         exe: "/usr/sbin/sshd".into(),
-                        argv: vec!["sshd:".into(), "alice".into()],
+                        argv: Arc::from(["sshd:".to_string(), "alice".to_string()]),
                     },
-                    Ancestor { pid: 1, comm: "init".into(), exe: "/sbin/init".into(), argv: vec![] },
+                    Ancestor { pid: 1, comm: "init".into(), exe: "/sbin/init".into(), argv: Arc::from([]) },
                 ],
             }),
             container: Some(Arc::new(Container {
