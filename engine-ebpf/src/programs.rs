@@ -9,6 +9,7 @@ use aya_ebpf::helpers::{
     bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel, generated,
 };
 use aya_ebpf::macros::{btf_tracepoint, map};
+use aya_ebpf::maps::ring_buf::RingBufEntry;
 use aya_ebpf::maps::{Array, PerCpuArray, RingBuf};
 use aya_ebpf::programs::BtfTracePointContext;
 use vigil_ebpf_common::{
@@ -182,8 +183,14 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), ()> {
         count(counter::LOST_RING_FULL);
         return Err(());
     };
-    let ev = entry.as_mut_ptr();
-    match fill_exec(ev, task, bprm, &o) {
+    let filled = fill_exec(entry.as_mut_ptr(), task, bprm, &o);
+    submit_or_count(entry, filled)
+}
+
+/// Submits a filled entry, or discards it and counts the failed read.
+#[inline(always)]
+fn submit_or_count<T: 'static>(entry: RingBufEntry<T>, filled: Result<(), ()>) -> Result<(), ()> {
+    match filled {
         Ok(()) => {
             entry.submit(0);
             Ok(())
@@ -267,17 +274,7 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), ()> {
         (*ev).header = header(kind::FORK);
         fill_task(&mut (*ev).task, child, &o)
     };
-    match filled {
-        Ok(()) => {
-            entry.submit(0);
-            Ok(())
-        }
-        Err(()) => {
-            entry.discard(0);
-            count(counter::LOST_READ);
-            Err(())
-        }
-    }
+    submit_or_count(entry, filled)
 }
 
 fn try_exit() -> Result<(), ()> {

@@ -5,9 +5,7 @@
 //! the daemon alerts through the eBPF source and leaves nothing attached.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytesize::ByteSize;
@@ -328,62 +326,21 @@ fn loaded_program_ids() -> HashSet<u32> {
 #[test]
 fn daemon_alerts_through_ebpf_and_detaches_on_sigterm() {
     require_root!();
-    let cache = tempfile::tempdir().unwrap();
-    let cfg = cache.path().join("vigil.toml");
-    std::fs::write(&cfg, format!("cache_dir = {:?}\n", cache.path().join("cache"))).unwrap();
-    let mut cmd = vigil();
-    cmd.args(["run", "--source", "ebpf", "--rules"]).arg(bundled_rules_dir()).arg("--config").arg(&cfg);
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut daemon = ChildGuard::spawn(cmd);
-
-    let stderr = daemon.child().stderr.take().unwrap();
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let log_thread = std::thread::spawn(move || {
-        let mut log = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("pipeline running") {
-                let _ = ready_tx.send(());
-            }
-            log.push_str(&line);
-            log.push('\n');
-        }
-        log
-    });
-    ready_rx.recv_timeout(Duration::from_secs(30)).expect("daemon started");
-    let ours = program_ids_of(daemon.pid());
+    let daemon = Daemon::start("ebpf");
+    let ours = program_ids_of(daemon.child.pid());
     assert_eq!(ours.len(), 5, "five programs attached: {ours:?}");
     let loaded = loaded_program_ids();
     assert!(ours.iter().all(|id| loaded.contains(id)));
 
-    let stdout = daemon.child().stdout.take().unwrap();
-    let (line_tx, line_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = line_tx.send(line);
-        }
-    });
     let mark = marker();
     let mut miner = Command::new("/bin/sh");
     miner.args(["-c", "true", &mark, "-o", "stratum+tcp://pool.invalid:3333"]);
     let mut miner = ChildGuard::spawn(miner);
     let _ = miner.child().wait();
-    let mut alert = None;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while alert.is_none() && Instant::now() < deadline {
-        if let Ok(line) = line_rx.recv_timeout(Duration::from_millis(200))
-            && line.contains(&mark)
-        {
-            alert = Some(line);
-        }
-    }
-    daemon.signal(libc::SIGTERM);
-    let status = daemon.wait_timeout(Duration::from_secs(10)).expect("daemon stopped on SIGTERM");
-    let log = log_thread.join().unwrap();
+    let alert = daemon.line_with(&mark, Duration::from_secs(10));
+    let (status, log) = daemon.stop();
 
-    let alert: serde_json::Value =
-        serde_json::from_str(&alert.expect("crypto-miner alert for the marker exec")).unwrap();
-    assert_eq!(alert["rule"], "crypto-miner");
-    assert_eq!(alert["output_fields"]["proc.pid"], miner.pid());
+    assert_miner_alert(alert, miner.pid());
     assert!(status.success(), "clean exit: {status:?}\n{log}");
     assert!(log.contains("eBPF programs detached"), "{log}");
     // The kernel frees a program asynchronously once its last fd and link

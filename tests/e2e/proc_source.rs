@@ -2,9 +2,7 @@
 //! exe, uid, parent and ancestry; and the daemon, run as a process, alerts
 //! on a real exec and stops cleanly on SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use vigil_engine::config::{SourceConfig, SourceKind};
@@ -69,60 +67,16 @@ fn proc_source_sees_a_real_exec() {
 #[test]
 fn daemon_alerts_on_a_real_exec_and_stops_on_sigterm() {
     require_root!();
-    let cache = tempfile::tempdir().unwrap();
-    let cfg = cache.path().join("vigil.toml");
-    std::fs::write(&cfg, format!("cache_dir = {:?}\n", cache.path().join("cache"))).unwrap();
-    let mut cmd = vigil();
-    cmd.args(["run", "--source", "proc", "--rules"]).arg(bundled_rules_dir()).arg("--config").arg(&cfg);
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut daemon = ChildGuard::spawn(cmd);
-
-    // Wait until it runs.
-    let stderr = daemon.child().stderr.take().unwrap();
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let log_thread = std::thread::spawn(move || {
-        let mut log = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("pipeline running") {
-                let _ = ready_tx.send(());
-            }
-            log.push_str(&line);
-            log.push('\n');
-        }
-        log
-    });
-    ready_rx.recv_timeout(Duration::from_secs(20)).expect("daemon started");
-
-    let stdout = daemon.child().stdout.take().unwrap();
-    let (line_tx, line_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = line_tx.send(line);
-        }
-    });
-
+    let daemon = Daemon::start("proc");
     let mark = marker();
     let mut miner = Command::new("/bin/sh");
     miner.args(["-c", "sleep 1; true", &mark, "-o", "stratum+tcp://pool.invalid:3333"]);
     let mut miner = ChildGuard::spawn(miner);
-    let mut alert = None;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while alert.is_none() && Instant::now() < deadline {
-        if let Ok(line) = line_rx.recv_timeout(Duration::from_millis(200))
-            && line.contains(&mark)
-        {
-            alert = Some(line);
-        }
-    }
+    let alert = daemon.line_with(&mark, Duration::from_secs(10));
     let _ = miner.child().wait();
-    daemon.signal(libc::SIGTERM);
-    let status = daemon.wait_timeout(Duration::from_secs(10)).expect("daemon stopped on SIGTERM");
-    let log = log_thread.join().unwrap();
+    let (status, log) = daemon.stop();
 
-    let alert: serde_json::Value =
-        serde_json::from_str(&alert.expect("crypto-miner alert for the marker exec")).unwrap();
-    assert_eq!(alert["rule"], "crypto-miner");
-    assert_eq!(alert["output_fields"]["proc.pid"], miner.pid());
+    assert_miner_alert(alert, miner.pid());
     assert!(status.success(), "clean exit: {status:?}\n{log}");
     assert!(log.contains("pipeline finished"), "{log}");
 }

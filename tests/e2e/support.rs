@@ -246,3 +246,77 @@ pub fn run_pipeline(
     };
     (pipeline.run(Box::new(source)).unwrap(), sink)
 }
+
+/// `vigil run --source SOURCE` with the bundled rules, started and ready
+/// (its log said "pipeline running"); stdout lines arrive on `lines`.
+pub struct Daemon {
+    pub child: ChildGuard,
+    pub lines: std::sync::mpsc::Receiver<String>,
+    log: Option<std::thread::JoinHandle<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    pub fn start(source: &str) -> Daemon {
+        use std::io::{BufRead, BufReader};
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("vigil.toml");
+        std::fs::write(&cfg, format!("cache_dir = {:?}\n", dir.path().join("cache"))).unwrap();
+        let mut cmd = vigil();
+        cmd.args(["run", "--source", source, "--rules"]).arg(bundled_rules_dir()).arg("--config").arg(&cfg);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = ChildGuard::spawn(cmd);
+
+        let stderr = child.child().stderr.take().unwrap();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let log = std::thread::spawn(move || {
+            let mut log = String::new();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("pipeline running") {
+                    let _ = ready_tx.send(());
+                }
+                log.push_str(&line);
+                log.push('\n');
+            }
+            log
+        });
+        let stdout = child.child().stdout.take().unwrap();
+        let (line_tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = line_tx.send(line);
+            }
+        });
+        ready_rx.recv_timeout(Duration::from_secs(30)).expect("daemon started");
+        Daemon { child, lines, log: Some(log), _dir: dir }
+    }
+
+    /// The first stdout line containing `needle`, within `timeout`.
+    pub fn line_with(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200))
+                && line.contains(needle)
+            {
+                return Some(line);
+            }
+        }
+        None
+    }
+
+    /// SIGTERM, then its exit status and whole log.
+    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+        self.child.signal(libc::SIGTERM);
+        let status = self.child.wait_timeout(Duration::from_secs(10)).expect("daemon stopped on SIGTERM");
+        let log = self.log.take().unwrap().join().unwrap();
+        (status, log)
+    }
+}
+
+/// `line` is the crypto-miner rule's alert for the process `pid`.
+pub fn assert_miner_alert(line: Option<String>, pid: u32) {
+    let alert: serde_json::Value =
+        serde_json::from_str(&line.expect("crypto-miner alert for the marker exec")).unwrap();
+    assert_eq!(alert["rule"], "crypto-miner");
+    assert_eq!(alert["output_fields"]["proc.pid"], pid);
+}
