@@ -306,6 +306,18 @@ mod tests {
     }
 
     #[test]
+    fn prune_dead_frees_processes_gone_from_proc() {
+        let mut t = ProcessTree::default();
+        let me = std::process::id();
+        t.exec_(me, 1, 0, "me", "/me", &[]);
+        t.exec_(u32::MAX - 1, 1, 0, "gone", "/gone", &[]); // no such pid
+        t.prune_dead();
+        assert!(t.get(me).is_some());
+        assert!(t.get(u32::MAX - 1).is_none());
+        assert_eq!(t.stats().freed, 1);
+    }
+
+    #[test]
     fn unknown_parents_are_read_from_proc() {
         let mut t = ProcessTree::default();
         let me = std::process::id();

@@ -414,10 +414,6 @@ impl Decoder {
         self.tree.sweep(crate::time::boottime_ns());
     }
 
-    pub fn tree_stats(&self) -> TreeStats {
-        self.tree.stats()
-    }
-
     /// Decodes everything in the ring, sending full batches as it goes.
     fn drain(&mut self, ring: &mut RingBuf<MapData>, out: &mut EventSender) -> Result<(), Closed> {
         let mut batch = Vec::new();
