@@ -13,6 +13,8 @@
 //! `vigil run --source ebpf` with the bundled rules (the daemon's real job:
 //! slowdown, CPU per 10,000 execs/s), and in this process the
 //! kernel→user-space latency of exec events at a paced 10,000 execs/s.
+//! Then 3 alternating rounds of bpftrace against `vigil run` (defaults, and
+//! with the kernel filter in `rules` mode).
 //! Then load + attach time, and the process tree's size around a long
 //! fork/exit storm.
 
@@ -76,35 +78,51 @@ fn main() {
         );
     }
     println!();
-    head_to_head(&noop, total);
+    head_to_head(&noop, total, dir.path());
     load_attach_times();
     tree_under_fork_storm(if quick { 10_000 } else { 50_000 });
 }
 
-/// bpftrace against the daemon with its defaults, alternating, each round
-/// against its own no-tracer baseline: on a noisy machine one round of each
-/// says little.
-fn head_to_head(noop: &Path, total: usize) {
+/// bpftrace against the daemon with its defaults and with the kernel
+/// filter in `rules` mode (fork/exit skipped in the kernel), alternating,
+/// each round against its own no-tracer baseline: on a noisy machine one
+/// round of each says little.
+fn head_to_head(noop: &Path, total: usize, dir: &Path) {
+    let rules_mode = dir.join("vigil-filter-rules.toml");
+    std::fs::write(&rules_mode, "[source.ebpf]\nfilter = \"rules\"\n").unwrap();
     let mut rounds = Vec::new();
     for _ in 0..3 {
         let base = storm(noop, "h2h", total, None).rate();
         let bpftrace = traced(noop, total, base, Tracer::Bpftrace, None);
         let vigil = traced(noop, total, base, Tracer::VigilRun, None);
-        rounds.push((bpftrace.slowdown, vigil.slowdown, vigil.cpu_s / vigil.wall_s * 1e6 / vigil.rate));
+        let lean = traced(noop, total, base, Tracer::VigilRun, Some(&rules_mode));
+        let cpu = |t: &Traced| t.cpu_s / t.wall_s * 1e6 / t.rate;
+        rounds.push([
+            bpftrace.slowdown * 100.0,
+            vigil.slowdown * 100.0,
+            lean.slowdown * 100.0,
+            cpu(&vigil),
+            cpu(&lean),
+        ]);
     }
-    let median = |f: &dyn Fn(&(f64, f64, f64)) -> f64| {
-        let mut v: Vec<f64> = rounds.iter().map(f).collect();
+    let median = |i: usize| {
+        let mut v: Vec<f64> = rounds.iter().map(|r| r[i]).collect();
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let each: Vec<String> = rounds.iter().map(|(b, v, _)| format!("{:.1}% vs {:.1}%", b * 100.0, v * 100.0)).collect();
+    let each: Vec<String> = rounds.iter().map(|r| format!("{:.1}% / {:.1}% / {:.1}%", r[0], r[1], r[2])).collect();
     println!(
-        "head to head, 3 alternating rounds (bpftrace vs vigil run, defaults): {}; median slowdown bpftrace {:.1}%, \
-         vigil run {:.1}%; vigil run CPU {:.1}% of a core per 10,000 execs/s (median)",
-        each.join(", "),
-        median(&|r| r.0) * 100.0,
-        median(&|r| r.1) * 100.0,
-        median(&|r| r.2)
+        "head to head, 3 alternating rounds (bpftrace / vigil run / vigil run with filter = \"rules\"): {}",
+        each.join(", ")
+    );
+    println!(
+        "median slowdown: bpftrace {:.1}%, vigil run {:.1}%, vigil run with filter = \"rules\" {:.1}%; \
+         vigil run CPU per 10,000 execs/s: {:.1}% of a core, {:.1}% with filter = \"rules\"",
+        median(0),
+        median(1),
+        median(2),
+        median(3),
+        median(4)
     );
 }
 
