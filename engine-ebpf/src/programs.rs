@@ -5,8 +5,8 @@ use core::ffi::c_void;
 
 use aya_ebpf::Global;
 use aya_ebpf::helpers::{
-    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
-    bpf_get_current_uid_gid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel, generated,
+    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+    bpf_ktime_get_boot_ns, generated,
 };
 use aya_ebpf::macros::{btf_tracepoint, map};
 use aya_ebpf::maps::ring_buf::RingBufEntry;
@@ -80,8 +80,8 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> u32 {
 }
 
 #[btf_tracepoint(function = "sched_process_exit")]
-pub fn sched_process_exit(_ctx: BtfTracePointContext) -> u32 {
-    let _ = try_exit();
+pub fn sched_process_exit(ctx: BtfTracePointContext) -> u32 {
+    let _ = try_exit(&ctx);
     0
 }
 
@@ -118,14 +118,21 @@ fn count(index: u32) {
     }
 }
 
-/// Reads a `T` at `base + offset` in kernel memory.
+/// Reads a `T` at `base + offset`, where `base` is a BTF-typed kernel
+/// pointer (a tracepoint argument, or a pointer read from one). The
+/// offsets are constants in `.rodata`, so the verifier checks each access
+/// against the kernel's BTF like a field access in C, and turns loads
+/// through untrusted pointers into fault-safe ones (reading 0). Measured
+/// against `bpf_probe_read_kernel` calls: ~10% less time per exec and per
+/// fork program run (BENCHMARKS.md).
 #[inline(always)]
 fn field<T>(base: *const u8, offset: u32) -> Result<T, ()> {
     if base.is_null() {
         return Err(());
     }
-    // SAFETY: the helper checks the address; a bad one is an error.
-    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize) as *const T) }.map_err(|_| ())
+    // SAFETY: see above; the verifier rejects the program at load time if
+    // an access does not match the BTF.
+    Ok(unsafe { core::ptr::read_volatile(base.wrapping_add(offset as usize) as *const T) })
 }
 
 fn header(kind: u32) -> Header {
@@ -277,7 +284,7 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), ()> {
     submit_or_count(entry, filled)
 }
 
-fn try_exit() -> Result<(), ()> {
+fn try_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (pid, tgid) = (pid_tgid as u32, (pid_tgid >> 32) as u32);
     // Only the thread group leader's exit is the process's.
@@ -285,8 +292,7 @@ fn try_exit() -> Result<(), ()> {
         return Ok(());
     }
     let o = start(kind::EXIT).ok_or(())?;
-    // SAFETY: a helper with no preconditions.
-    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let task: *const u8 = ctx.arg(0);
     let exit_code: i32 = field(task, o.task_struct_exit_code).unwrap_or(0);
     let ev = ExitEvent { header: header(kind::EXIT), pid, tgid, exit_code: exit_code as u32, _pad: 0 };
     EVENTS.output::<ExitEvent>(&ev, 0).map_err(|_| count(counter::LOST_RING_FULL))

@@ -295,6 +295,12 @@ fn traced(noop: &Path, total: usize, base_rate: f64, tracer: Tracer, config: Opt
     }
     let wall_s = s.elapsed.as_secs_f64();
     let cpu_s = cpu_seconds(pid) - cpu0;
+    if matches!(tracer, Tracer::VigilRun)
+        && config.is_none()
+        && let Some(costs) = program_costs(pid)
+    {
+        println!("kernel time per program run (bpf_stats; exec, fork, exit), vigil run: {costs}");
+    }
     drop(child);
     Traced {
         rate: s.rate(),
@@ -303,6 +309,24 @@ fn traced(noop: &Path, total: usize, base_rate: f64, tracer: Tracer, config: Opt
         cpu_s,
         wall_s,
     }
+}
+
+/// Mean run time of each BPF program `pid` holds, from fdinfo (needs
+/// `kernel.bpf_stats_enabled=1`, which scripts/bench-ebpf.sh sets).
+fn program_costs(pid: u32) -> Option<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).ok()?.flatten() {
+        let info = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let get = |key: &str| info.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.trim().parse::<u64>().ok());
+        if let (Some(id), Some(ns), Some(n)) = (get("prog_id:"), get("run_time_ns:"), get("run_cnt:"))
+            && n > 0
+        {
+            out.push((id, format!("{} ns × {n}", ns / n)));
+        }
+    }
+    out.sort();
+    out.dedup();
+    (!out.is_empty()).then(|| out.into_iter().map(|(_, s)| s).collect::<Vec<_>>().join(", "))
 }
 
 fn load_attach_times() {
