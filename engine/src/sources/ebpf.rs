@@ -11,9 +11,9 @@
 //!
 //! Running, it waits on the ring buffer with tokio (`AsyncFd`), decodes the
 //! records into events (exec events get their ancestry from the tree), and
-//! sends them in batches. The kernel's per-CPU drop counters are read after
-//! every wake-up and turned into `events-lost` events, one per reason, so a
-//! drop is always visible. The kernel is told which kinds to send at all
+//! sends them in batches. The kernel's per-CPU drop counters are read every
+//! 100 ms and at stop, and turned into `events-lost` events, one per
+//! reason, so a drop is always visible. The kernel is told which kinds to send at all
 //! (`source.ebpf.filter`). On stop the programs are detached first, then
 //! the ring is drained and the counters read a last time: every event the
 //! programs saw is either delivered or counted as lost.
@@ -284,13 +284,13 @@ impl EbpfSource {
                         }
                     }
                     decoder.tick();
+                    drops.report(&counters, &mut out);
                     if mask & (1 << rec::EXIT) == 0 && last_prune.elapsed() >= PRUNE_EVERY {
                         decoder.tree.prune_dead();
                         last_prune = Instant::now();
                     }
                 }
             }
-            drops.report(&counters, &mut out);
         }
 
         // Detach first (dropping the programs closes their links), then
@@ -445,7 +445,7 @@ impl Decoder {
         let time_ns = header.boot_ns.saturating_add(self.boot_to_wall);
         match header.kind {
             rec::EXEC => {
-                let ev: Box<ExecEvent> = read_boxed(bytes)?;
+                let ev: ExecEvent = read(bytes)?;
                 let process = self.exec(&ev);
                 Ok(self.event(EventKind::ProcessExec, time_ns, |e| e.process = Some(process)))
             }
@@ -482,7 +482,7 @@ impl Decoder {
                 }))
             }
             rec::CGROUP_MKDIR | rec::CGROUP_RMDIR => {
-                let ev: Box<CgroupEvent> = read_boxed(bytes)?;
+                let ev: CgroupEvent = read(bytes)?;
                 let kind =
                     if header.kind == rec::CGROUP_MKDIR { EventKind::CgroupMkdir } else { EventKind::CgroupRmdir };
                 let path = lossy(&ev.path, ev.path_len as usize);
@@ -557,11 +557,6 @@ fn read<T: Copy>(bytes: &[u8]) -> Result<T, Malformed> {
     // SAFETY: the length is checked; T is a plain `#[repr(C)]` record of
     // integers and byte arrays, valid for any bit pattern.
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const T) })
-}
-
-/// Like [`read`], on the heap (for the large records).
-fn read_boxed<T: Copy>(bytes: &[u8]) -> Result<Box<T>, Malformed> {
-    read(bytes).map(Box::new)
 }
 
 #[cfg(test)]
