@@ -242,6 +242,7 @@ fn pipeline(config: Config, rules: &Path, watch: bool, sink: NullSink) -> Pipeli
         stop: Stop::new(),
         config_path: None,
         reloads: None,
+        telemetry: vigil_engine::metrics::Telemetry::new(),
     }
 }
 

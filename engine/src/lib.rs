@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod enrich;
+pub mod metrics;
 pub mod pipeline;
 pub mod plugin;
 pub mod sinks;

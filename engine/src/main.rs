@@ -10,13 +10,17 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use vigil_engine::config::{Config, LogFormat, SourceKind};
 use vigil_engine::event::{EventKind, KindSet};
+use vigil_engine::metrics::{self, Telemetry};
 use vigil_engine::pipeline::{self, Pipeline, ReloadHandle, reload_channel};
 use vigil_engine::plugin::host::content_hash;
 use vigil_engine::plugin::rule::{Loaded, LoadedRule};
 use vigil_engine::plugin::ruledir::list_rule_files;
 use vigil_engine::sinks::Sink;
+use vigil_engine::sinks::alert::AlertBuilder;
+use vigil_engine::sinks::fields::FieldSelection;
 use vigil_engine::sinks::file::FileSink;
 use vigil_engine::sinks::stdout::StdoutSink;
+use vigil_engine::sinks::webhook::WebhookSink;
 use vigil_engine::sources::replay::ReplayWriter;
 use vigil_engine::sources::{Interest, Stop};
 
@@ -161,7 +165,9 @@ fn load_config(path: Option<&Path>) -> Result<Config> {
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: journald and log collectors get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -266,21 +272,61 @@ fn run_pipeline(cfg: Config, rules_dir: PathBuf, watch: bool, config_path: Optio
     if !rules_dir.is_dir() {
         bail!("rule directory {} does not exist", rules_dir.display());
     }
+    let telemetry = Telemetry::new();
+    // Webhook deliveries and the metrics endpoint run here, off the pipeline's threads.
+    let runtime = if !cfg.output.webhook.is_empty() || cfg.metrics.enabled {
+        Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("vigil-out")
+                .enable_all()
+                .build()
+                .context("cannot start the outputs runtime")?,
+        )
+    } else {
+        None
+    };
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if cfg.output.stdout.enabled {
-        sinks.push(Box::new(StdoutSink::new()));
+        sinks.push(Box::new(StdoutSink::new(FieldSelection::new(&cfg.output.stdout.fields))));
     }
     if let Some(f) = &cfg.output.file {
         sinks.push(Box::new(FileSink::open(f)?));
+    }
+    if let Some(rt) = &runtime {
+        let spool_dir = cfg.output.spool_dir();
+        let hostname = AlertBuilder::from_host().hostname().to_string();
+        for w in &cfg.output.webhook {
+            let sink = WebhookSink::open(w, &spool_dir, &hostname, rt.handle().clone())?;
+            telemetry.add_webhook(sink.handle());
+            sinks.push(Box::new(sink));
+        }
+        if cfg.metrics.enabled {
+            let addr = metrics::server::start(rt.handle(), cfg.metrics.listen, telemetry.clone())
+                .with_context(|| format!("cannot listen on metrics.listen {}", cfg.metrics.listen))?;
+            tracing::info!(%addr, "metrics endpoint listening (/metrics, /healthz, /readyz)");
+        }
     }
     let stop = Stop::new();
     let (reload, reloads) = reload_channel();
     handle_signals(stop.clone(), watch.then_some(reload))?;
     let source = pipeline::open_source(&cfg.source)?;
     tracing::info!(source = source.name(), rules = %rules_dir.display(), "starting");
-    let p = Pipeline { config: cfg, rules_dir, watch, sinks, stop, config_path, reloads: watch.then_some(reloads) };
+    let p = Pipeline {
+        config: cfg,
+        rules_dir,
+        watch,
+        sinks,
+        stop,
+        config_path,
+        reloads: watch.then_some(reloads),
+        telemetry,
+    };
     let summary = p.run(source)?;
     summary.log();
+    if let Some(rt) = runtime {
+        rt.shutdown_timeout(Duration::from_secs(1));
+    }
     Ok(match summary.source_error {
         Some(e) => {
             eprintln!("vigil: error: {e}");

@@ -19,6 +19,7 @@ use crossbeam_channel::{Receiver, Sender, select};
 use vigil_event::Event;
 
 use crate::config::{Config, SourceConfig, SourceKind};
+use crate::metrics::Telemetry;
 use crate::plugin::PluginError;
 use crate::plugin::dispatch::{Control, DispatchStats, Dispatcher};
 use crate::plugin::host::{HostSettings, PluginHost};
@@ -26,7 +27,8 @@ use crate::plugin::rule::RuleStats;
 use crate::plugin::ruledir::RuleDir;
 use crate::plugin::watch::{Reloader, Request};
 use crate::sinks::alert::{Alert, AlertBuilder};
-use crate::sinks::{self, Sink, SinkStats};
+use crate::sinks::shaping::Shaper;
+use crate::sinks::{self, Outputs, Sink, SinkStats};
 use crate::sources::ebpf::EbpfSource;
 use crate::sources::procfs::ProcSource;
 use crate::sources::replay::ReplaySource;
@@ -166,6 +168,8 @@ pub struct Pipeline {
     pub config_path: Option<PathBuf>,
     /// Reload requests (from the SIGHUP handler), when `watch` is on.
     pub reloads: Option<ReloadRequests>,
+    /// Where the stages' figures are published (metrics, readiness).
+    pub telemetry: Arc<Telemetry>,
 }
 
 /// A handle to ask a pipeline to reload (SIGHUP does this). Made before the
@@ -200,6 +204,7 @@ impl Pipeline {
         let host = Arc::new(Self::build_host(&self.config)?);
         let policy = self.config.rule_policy();
         let mut dispatcher = Dispatcher::new(self.config.dispatch.batch_size, AlertBuilder::from_host());
+        self.telemetry.set_dispatch(dispatcher.stats.clone(), dispatcher.rule_registry());
         let mut dir = RuleDir::new(&self.rules_dir);
         let (controls, report) = dir.scan(&host, &|m| policy.resolve(m))?;
         for c in controls {
@@ -223,16 +228,19 @@ impl Pipeline {
             if self.watch { Some(Reloader::spawn(host.clone(), dir, policy, control_tx.clone())?) } else { None };
 
         let (alert_tx, alert_rx) = crossbeam_channel::bounded::<Vec<Alert>>(1024);
-        let sink_list = self.sinks;
+        let outputs = Outputs::new(self.sinks, Shaper::new(&self.config.alerts));
+        self.telemetry.set_outputs(outputs.stats(), outputs.shaping_stats());
         let sink_thread = std::thread::Builder::new()
             .name("vigil-sinks".into())
-            .spawn(move || sinks::run_sinks(sink_list, alert_rx))
+            .spawn(move || outputs.run(alert_rx))
             .map_err(PipelineError::Thread)?;
 
         let interest = Interest(dispatcher.interest());
+        self.telemetry.set_source(source.name());
         let RunningSource { events: events_rx, spent, thread: source_thread } =
             spawn_source(source, self.config.source.channel_batches, self.stop.clone(), interest)?;
         tracing::info!(took_ms = started.elapsed().as_millis() as u64, "pipeline running");
+        self.telemetry.set_ready(true);
 
         let config_path = self.config_path.clone();
         let dispatch_stats = dispatcher.stats.clone();
@@ -290,6 +298,7 @@ impl Pipeline {
                 reload_rx = crossbeam_channel::never();
             }
         }
+        self.telemetry.set_ready(false);
         drop(reloader);
         // Apply swaps that raced with the end of the stream.
         while let Ok(c) = control_rx.try_recv() {

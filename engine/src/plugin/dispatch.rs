@@ -6,16 +6,16 @@
 //! each rule gets one call per chunk. Rule swaps (hot reload) are applied
 //! between chunks, so every event is seen by exactly one version of a rule.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use vigil_event::packed::{assemble_batch, encode_event};
-use vigil_event::{Event, KindSet};
+use vigil_event::{Event, EventKind, KindSet};
 
-use super::rule::{Fault, LoadedRule};
+use super::rule::{Fault, LoadedRule, RuleStats};
 use crate::sinks::alert::{Alert, AlertBuilder};
 
 /// A change to the rule set, applied between batches.
@@ -33,6 +33,10 @@ pub enum Control {
 #[derive(Debug, Default)]
 pub struct DispatchStats {
     pub events: AtomicU64,
+    /// Events by kind (indexed by `EventKind as usize`).
+    pub by_kind: [AtomicU64; EventKind::ALL.len()],
+    /// Events lost before the rules (summed from `events-lost` events), by reason.
+    pub lost: Mutex<BTreeMap<String, u64>>,
     pub events_unrouted: AtomicU64,
     pub alerts: AtomicU64,
     pub swaps: AtomicU64,
@@ -41,6 +45,9 @@ pub struct DispatchStats {
     /// from these.
     pub recent_swaps_ns: Mutex<VecDeque<u64>>,
 }
+
+/// The loaded rules' ids and figures, kept current as rules change (for metrics).
+pub type RuleRegistry = Arc<Mutex<Vec<(String, Arc<RuleStats>)>>>;
 
 /// How many swap times [`DispatchStats::recent_swaps_ns`] keeps.
 pub const RECENT_SWAPS: usize = 32;
@@ -66,6 +73,7 @@ pub struct Dispatcher {
     interest: Arc<AtomicU16>,
     builder: AlertBuilder,
     pub stats: Arc<DispatchStats>,
+    registry: RuleRegistry,
 }
 
 impl Dispatcher {
@@ -84,12 +92,18 @@ impl Dispatcher {
             interest: Arc::new(AtomicU16::new(0)),
             builder,
             stats: Arc::new(DispatchStats::default()),
+            registry: RuleRegistry::default(),
         }
     }
 
     /// The shared mask of wanted kinds (kept current as rules change).
     pub fn interest(&self) -> Arc<AtomicU16> {
         self.interest.clone()
+    }
+
+    /// The loaded rules' figures, kept current.
+    pub fn rule_registry(&self) -> RuleRegistry {
+        self.registry.clone()
     }
 
     pub fn rules(&self) -> &[LoadedRule] {
@@ -160,13 +174,26 @@ impl Dispatcher {
         }
         self.union = KindSet(self.groups.iter().fold(0, |m, g| m | g.kinds.0));
         self.interest.store(self.union.0, Ordering::Relaxed);
+        let ids = self.rules.iter().map(|r| (r.meta.id.clone(), r.stats.clone())).collect();
+        *self.registry.lock().unwrap_or_else(|e| e.into_inner()) = ids;
     }
 
     /// Runs `events` through the rules; appends alerts to `out`.
     pub fn dispatch(&mut self, events: &mut [Event], out: &mut Vec<Alert>) {
+        let mut by_kind = [0u64; EventKind::ALL.len()];
         for e in events.iter_mut() {
             e.id = self.next_id;
             self.next_id += 1;
+            by_kind[e.kind as usize] += 1;
+            if let Some(lost) = &e.lost {
+                let mut m = self.stats.lost.lock().unwrap_or_else(|e| e.into_inner());
+                *m.entry(lost.reason.clone()).or_default() += lost.count;
+            }
+        }
+        for (counter, n) in self.stats.by_kind.iter().zip(by_kind) {
+            if n > 0 {
+                counter.fetch_add(n, Ordering::Relaxed);
+            }
         }
         self.stats.events.fetch_add(events.len() as u64, Ordering::Relaxed);
         let before = out.len();

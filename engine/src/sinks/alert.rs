@@ -44,6 +44,10 @@ impl AlertBuilder {
         AlertBuilder { hostname }
     }
 
+    pub fn hostname(&self) -> &str {
+        &self.hostname
+    }
+
     /// This host's name.
     pub fn from_host() -> Self {
         let name = std::fs::read_to_string("/proc/sys/kernel/hostname")

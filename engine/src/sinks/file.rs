@@ -7,6 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::fields::FieldSelection;
 use super::{AlertBatch, Sink, SinkError};
 use crate::config::{FileConfig, FsyncPolicy};
 
@@ -21,6 +22,7 @@ pub struct FileSink {
     fsync_interval: Duration,
     last_sync: Instant,
     dirty: bool,
+    fields: FieldSelection,
 }
 
 impl FileSink {
@@ -39,6 +41,7 @@ impl FileSink {
             fsync_interval: cfg.fsync_interval,
             last_sync: Instant::now(),
             dirty: false,
+            fields: FieldSelection::new(&cfg.fields),
         })
     }
 
@@ -86,11 +89,12 @@ impl Sink for FileSink {
     }
 
     fn write(&mut self, batch: &AlertBatch) -> Result<(), SinkError> {
-        let len = batch.json_lines.len() as u64;
+        let lines = batch.lines(&self.fields);
+        let len = lines.len() as u64;
         if self.size > 0 && self.size + len > self.max_bytes {
             self.rotate().map_err(|e| self.io(e))?;
         }
-        self.file.write_all(&batch.json_lines).map_err(|e| self.io(e))?;
+        self.file.write_all(&lines).map_err(|e| self.io(e))?;
         self.size += len;
         self.dirty = true;
         match self.fsync {
@@ -130,6 +134,7 @@ mod tests {
             fsync_interval: Duration::from_secs(1),
             max_bytes: bytesize::ByteSize::b(4096),
             max_files: 2,
+            fields: Vec::new(),
         };
         let mut sink = FileSink::open(&cfg).unwrap();
         for _ in 0..10 {

@@ -1,19 +1,29 @@
-//! Where alerts go. Every sink gets the same alerts, already encoded once as
-//! JSON lines ([`AlertBatch`]); a failing sink is logged and counted and
-//! never stops the others or the pipeline.
+//! Where alerts go. Alerts from the rules are shaped once ([`shaping`]:
+//! redaction, folding of identical alerts, rate limits), encoded once as
+//! JSON lines ([`AlertBatch`]), then handed to every output; a failing
+//! output is logged and counted and never stops the others or the pipeline.
 //!
 //! - [`alert`]: the output alert and how it is built from a rule's alert;
 //! - [`stdout`]: JSON lines on stdout;
-//! - [`file`]: JSON lines appended to a file, with fsync policy and rotation.
+//! - [`file`]: JSON lines appended to a file, with fsync policy and rotation;
+//! - [`webhook`]: HTTP POSTs through a durable spool, at least once;
+//! - [`fields`]: per-output selection of alert fields.
 
 pub mod alert;
+pub mod fields;
 pub mod file;
+pub mod shaping;
 pub mod stdout;
+pub mod webhook;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use alert::Alert;
+use fields::FieldSelection;
+use shaping::Shaper;
 
 /// Errors of the sink layer.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +34,8 @@ pub enum SinkError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{sink}: {message}")]
+    Setup { sink: String, message: String },
 }
 
 /// Alerts, with their JSON-lines encoding made once for every sink.
@@ -42,6 +54,21 @@ impl AlertBatch {
         }
         AlertBatch { alerts, json_lines }
     }
+
+    /// JSON lines with only the selected fields (the shared encoding when all are).
+    pub fn lines(&self, fields: &FieldSelection) -> Cow<'_, [u8]> {
+        if fields.is_all() {
+            return Cow::Borrowed(&self.json_lines);
+        }
+        let mut out = Vec::with_capacity(self.json_lines.len());
+        for a in &self.alerts {
+            let mut v = a.clone();
+            v.output_fields.retain(|k, _| fields.keeps(k));
+            serde_json::to_writer(&mut out, &v).expect("alerts serialize");
+            out.push(b'\n');
+        }
+        Cow::Owned(out)
+    }
 }
 
 /// A destination for alerts.
@@ -54,6 +81,9 @@ pub trait Sink: Send {
     fn flush(&mut self) -> Result<(), SinkError> {
         Ok(())
     }
+    /// At shutdown, after the last flush: finish what is in flight, within
+    /// the output's own time bound.
+    fn close(&mut self) {}
 }
 
 /// Per-sink figures.
@@ -63,15 +93,41 @@ pub struct SinkStats {
     pub failures: AtomicU64,
 }
 
-/// Delivers every batch from `rx` to every sink until `rx` closes, then flushes.
-pub fn run_sinks(
-    mut sinks: Vec<Box<dyn Sink>>,
-    rx: crossbeam_channel::Receiver<Vec<Alert>>,
-) -> Vec<(String, Arc<SinkStats>)> {
-    let stats: Vec<Arc<SinkStats>> = sinks.iter().map(|_| Arc::new(SinkStats::default())).collect();
-    while let Ok(alerts) = rx.recv() {
+/// How often shaping windows are checked when no alerts come.
+const TICK: Duration = Duration::from_millis(500);
+
+/// Most alerts joined into one batch (queued alert lists are joined so that
+/// a spool commits, and a file syncs, once for many).
+const MAX_JOINED: usize = 8192;
+
+/// The outputs and the shaping in front of them; runs on the sink thread.
+pub struct Outputs {
+    sinks: Vec<Box<dyn Sink>>,
+    stats: Vec<Arc<SinkStats>>,
+    shaper: Shaper,
+}
+
+impl Outputs {
+    pub fn new(sinks: Vec<Box<dyn Sink>>, shaper: Shaper) -> Self {
+        let stats = sinks.iter().map(|_| Arc::new(SinkStats::default())).collect();
+        Outputs { sinks, stats, shaper }
+    }
+
+    /// Each sink's name and figures.
+    pub fn stats(&self) -> Vec<(String, Arc<SinkStats>)> {
+        self.sinks.iter().map(|s| s.name().to_string()).zip(self.stats.iter().cloned()).collect()
+    }
+
+    pub fn shaping_stats(&self) -> Arc<shaping::ShapingStats> {
+        self.shaper.stats()
+    }
+
+    fn deliver(&mut self, alerts: Vec<Alert>) {
+        if alerts.is_empty() {
+            return;
+        }
         let batch = AlertBatch::encode(alerts);
-        for (sink, st) in sinks.iter_mut().zip(&stats) {
+        for (sink, st) in self.sinks.iter_mut().zip(&self.stats) {
             match sink.write(&batch) {
                 Ok(()) => {
                     st.alerts.fetch_add(batch.alerts.len() as u64, Ordering::Relaxed);
@@ -82,18 +138,46 @@ pub fn run_sinks(
                 }
             }
         }
-        if rx.is_empty() {
-            for sink in sinks.iter_mut() {
-                if let Err(e) = sink.flush() {
-                    tracing::error!(sink = sink.name(), error = %e, "sink failed to flush");
-                }
+    }
+
+    fn flush(&mut self) {
+        for sink in self.sinks.iter_mut() {
+            if let Err(e) = sink.flush() {
+                tracing::error!(sink = sink.name(), error = %e, "sink failed to flush");
             }
         }
     }
-    for sink in sinks.iter_mut() {
-        if let Err(e) = sink.flush() {
-            tracing::error!(sink = sink.name(), error = %e, "sink failed to flush");
+
+    /// Shapes and delivers every list of alerts from `rx` until it closes,
+    /// then reports what shaping still held, flushes and closes every sink.
+    pub fn run(mut self, rx: crossbeam_channel::Receiver<Vec<Alert>>) -> Vec<(String, Arc<SinkStats>)> {
+        loop {
+            match rx.recv_timeout(TICK) {
+                Ok(mut alerts) => {
+                    while alerts.len() < MAX_JOINED {
+                        match rx.try_recv() {
+                            Ok(more) => alerts.extend(more),
+                            Err(_) => break,
+                        }
+                    }
+                    let shaped = self.shaper.shape(alerts, Instant::now());
+                    self.deliver(shaped);
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+            }
+            let due = self.shaper.tick(Instant::now());
+            self.deliver(due);
+            if rx.is_empty() {
+                self.flush();
+            }
         }
+        let last = self.shaper.finish();
+        self.deliver(last);
+        self.flush();
+        for sink in self.sinks.iter_mut() {
+            sink.close();
+        }
+        self.stats()
     }
-    sinks.iter().map(|s| s.name().to_string()).zip(stats).collect()
 }

@@ -3,21 +3,23 @@
 
 use std::io::Write;
 
+use super::fields::FieldSelection;
 use super::{AlertBatch, Sink, SinkError};
 
 pub struct StdoutSink {
     out: std::io::Stdout,
+    fields: FieldSelection,
 }
 
 impl StdoutSink {
-    pub fn new() -> Self {
-        StdoutSink { out: std::io::stdout() }
+    pub fn new(fields: FieldSelection) -> Self {
+        StdoutSink { out: std::io::stdout(), fields }
     }
 }
 
 impl Default for StdoutSink {
     fn default() -> Self {
-        Self::new()
+        Self::new(FieldSelection::default())
     }
 }
 
@@ -27,8 +29,9 @@ impl Sink for StdoutSink {
     }
 
     fn write(&mut self, batch: &AlertBatch) -> Result<(), SinkError> {
+        let lines = batch.lines(&self.fields);
         let mut out = self.out.lock();
-        out.write_all(&batch.json_lines)
+        out.write_all(&lines)
             .and_then(|()| out.flush())
             .map_err(|source| SinkError::Io { sink: "stdout".into(), source })
     }

@@ -13,6 +13,9 @@ use wasmtime_wasi::{FsPerms, WasiCtx};
 
 use crate::plugin::rule::{Limits, RuleMeta, RuleSettingsResolved};
 
+mod output;
+pub use output::*;
+
 /// Errors in the config file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -39,6 +42,10 @@ pub struct Config {
     pub dispatch: DispatchConfig,
     /// Where alerts go.
     pub output: OutputConfig,
+    /// Rate limits, deduplication and redaction of alerts, before any output.
+    pub alerts: AlertsConfig,
+    /// The Prometheus endpoint and health checks.
+    pub metrics: MetricsConfig,
     /// The daemon's own log (to stderr).
     pub log: LogConfig,
     /// Directory for compiled rules (cache keyed by content hash). Default:
@@ -243,65 +250,6 @@ impl Default for DispatchConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct OutputConfig {
-    pub stdout: StdoutConfig,
-    /// Append alerts to a file (off unless set).
-    pub file: Option<FileConfig>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StdoutConfig {
-    /// Print alerts to stdout as JSON lines.
-    pub enabled: bool,
-}
-
-impl Default for StdoutConfig {
-    fn default() -> Self {
-        StdoutConfig { enabled: true }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    /// The file; created if absent, appended to.
-    pub path: PathBuf,
-    /// `never` (the OS decides), `always` (after every batch of alerts), or
-    /// `interval` (at most every `fsync_interval`).
-    #[serde(default)]
-    pub fsync: FsyncPolicy,
-    #[serde(default = "default_fsync_interval", with = "humantime_serde")]
-    pub fsync_interval: Duration,
-    /// Rotate when the file would grow past this.
-    #[serde(default = "default_max_bytes")]
-    pub max_bytes: ByteSize,
-    /// Rotated files kept (`path.1` newest ... `path.N`).
-    #[serde(default = "default_max_files")]
-    pub max_files: u32,
-}
-
-fn default_fsync_interval() -> Duration {
-    Duration::from_secs(1)
-}
-fn default_max_bytes() -> ByteSize {
-    ByteSize::mib(100)
-}
-fn default_max_files() -> u32 {
-    5
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum FsyncPolicy {
-    Never,
-    Always,
-    #[default]
-    Interval,
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -402,18 +350,8 @@ impl Config {
                 }
             }
         }
-        if let Some(f) = &self.output.file {
-            if f.max_files == 0 {
-                return Err(invalid("output.file.max_files", "must be at least 1"));
-            }
-            if f.max_bytes.as_u64() < 4096 {
-                return Err(invalid("output.file.max_bytes", "must be at least 4KiB"));
-            }
-            let parent = f.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            if !parent.is_dir() {
-                return Err(invalid("output.file.path", format!("directory {} does not exist", parent.display())));
-            }
-        }
+        self.output.validate()?;
+        self.alerts.validate()?;
         if self.log.level.parse::<tracing_subscriber::EnvFilter>().is_err() {
             return Err(invalid("log.level", format!("{:?} is not a valid filter", self.log.level)));
         }

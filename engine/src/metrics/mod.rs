@@ -1,0 +1,258 @@
+//! The daemon's own figures, in Prometheus' text format, and its health.
+//!
+//! Every stage keeps its figures in atomics of its own (the dispatcher,
+//! each rule, each output, shaping); [`Telemetry`] holds handles to them,
+//! and a scrape reads them into a fresh registry. Nothing on the hot path
+//! touches a metrics library.
+//!
+//! - [`server`]: `/metrics`, `/healthz` and `/readyz` over HTTP (axum).
+
+pub mod server;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use prometheus::core::Collector;
+use prometheus::{CounterVec, Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use vigil_event::EventKind;
+
+use crate::plugin::dispatch::{DispatchStats, RuleRegistry};
+use crate::sinks::SinkStats;
+use crate::sinks::shaping::ShapingStats;
+use crate::sinks::webhook::WebhookHandle;
+
+/// Handles to every stage's figures, filled in as the stages start.
+#[derive(Default)]
+pub struct Telemetry {
+    ready: AtomicBool,
+    parts: Mutex<Parts>,
+}
+
+#[derive(Default)]
+struct Parts {
+    source: String,
+    dispatch: Option<Arc<DispatchStats>>,
+    rules: Option<RuleRegistry>,
+    sinks: Vec<(String, Arc<SinkStats>)>,
+    webhooks: Vec<WebhookHandle>,
+    shaping: Option<Arc<ShapingStats>>,
+}
+
+impl Telemetry {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn parts(&self) -> std::sync::MutexGuard<'_, Parts> {
+        self.parts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sources attached and rules loaded.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    pub fn set_source(&self, name: &str) {
+        self.parts().source = name.to_string();
+    }
+
+    pub fn set_dispatch(&self, stats: Arc<DispatchStats>, rules: RuleRegistry) {
+        let mut p = self.parts();
+        p.dispatch = Some(stats);
+        p.rules = Some(rules);
+    }
+
+    pub fn set_outputs(&self, sinks: Vec<(String, Arc<SinkStats>)>, shaping: Arc<ShapingStats>) {
+        let mut p = self.parts();
+        p.sinks = sinks;
+        p.shaping = Some(shaping);
+    }
+
+    pub fn add_webhook(&self, handle: WebhookHandle) {
+        self.parts().webhooks.push(handle);
+    }
+
+    /// Every metric, in Prometheus' text exposition format (0.0.4).
+    pub fn render(&self) -> String {
+        let registry = Registry::new();
+        let mut m = Families::new(&registry);
+        self.fill(&mut m);
+        let pc = prometheus::process_collector::ProcessCollector::for_self();
+        let _ = registry.register(Box::new(pc));
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&registry.gather(), &mut out).expect("text encoding into memory");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+
+    fn fill(&self, m: &mut Families) {
+        let p = self.parts();
+        m.gauge("vigil_build_info", "Vigil's version (always 1).", &["version"])
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        m.gauge("vigil_ready", "1 once the event source is attached and the rules are loaded.", &[])
+            .with_label_values::<&str>(&[])
+            .set(self.is_ready() as i64);
+        if let Some(d) = &p.dispatch {
+            let events = m.counter("vigil_events_total", "Events dispatched, by source and kind.", &["source", "kind"]);
+            for k in EventKind::ALL {
+                events
+                    .with_label_values(&[p.source.as_str(), k.name()])
+                    .inc_by(d.by_kind[k as usize].load(Ordering::Relaxed));
+            }
+            let lost = m.counter(
+                "vigil_events_lost_total",
+                "Events lost before reaching the rules, by reason (from events-lost events).",
+                &["reason"],
+            );
+            for (reason, n) in d.lost.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                lost.with_label_values(&[reason.as_str()]).inc_by(*n);
+            }
+            m.counter("vigil_events_unrouted_total", "Events no loaded rule subscribes to.", &[])
+                .with_label_values::<&str>(&[])
+                .inc_by(d.events_unrouted.load(Ordering::Relaxed));
+            m.counter("vigil_alerts_total", "Alerts raised by rules, before shaping.", &[])
+                .with_label_values::<&str>(&[])
+                .inc_by(d.alerts.load(Ordering::Relaxed));
+            m.counter("vigil_rule_swaps_total", "Rule-set changes applied (loads, reloads, removals).", &[])
+                .with_label_values::<&str>(&[])
+                .inc_by(d.swaps.load(Ordering::Relaxed));
+        }
+        if let Some(rules) = &p.rules {
+            let rules = rules.lock().unwrap_or_else(|e| e.into_inner());
+            m.gauge("vigil_rules_loaded", "Rules loaded now.", &[])
+                .with_label_values::<&str>(&[])
+                .set(rules.len() as i64);
+            let events = m.counter("vigil_rule_events_total", "Events handed to each rule.", &["rule"]);
+            let alerts = m.counter("vigil_rule_alerts_total", "Alerts each rule raised.", &["rule"]);
+            let faults =
+                m.counter("vigil_rule_faults_total", "Calls into each rule that failed, by fault.", &["rule", "fault"]);
+            let quarantines = m.counter("vigil_rule_quarantines_total", "Times each rule was quarantined.", &["rule"]);
+            let skipped =
+                m.counter("vigil_rule_events_skipped_total", "Events a quarantined rule did not see.", &["rule"]);
+            let time = m.seconds("vigil_rule_seconds_total", "Time spent in each rule's calls.", &["rule"]);
+            for (id, s) in rules.iter() {
+                let id = id.as_str();
+                events.with_label_values(&[id]).inc_by(s.events_in.load(Ordering::Relaxed));
+                alerts.with_label_values(&[id]).inc_by(s.alerts_out.load(Ordering::Relaxed));
+                for (fault, n) in [
+                    ("timeout", &s.timeouts),
+                    ("trap", &s.traps),
+                    ("memory", &s.memory_faults),
+                    ("bad-output", &s.bad_output),
+                ] {
+                    faults.with_label_values(&[id, fault]).inc_by(n.load(Ordering::Relaxed));
+                }
+                quarantines.with_label_values(&[id]).inc_by(s.quarantines.load(Ordering::Relaxed));
+                skipped.with_label_values(&[id]).inc_by(s.events_skipped.load(Ordering::Relaxed));
+                time.with_label_values(&[id]).inc_by(s.time_ns.load(Ordering::Relaxed) as f64 / 1e9);
+            }
+        }
+        if let Some(s) = &p.shaping {
+            let held = m.counter(
+                "vigil_alerts_suppressed_total",
+                "Alerts held back by shaping, by reason (rate limits; duplicates folded into a later alert).",
+                &["reason"],
+            );
+            for (reason, n) in [
+                ("rule-rate-limit", &s.rate_limited_rule),
+                ("global-rate-limit", &s.rate_limited_global),
+                ("duplicate", &s.deduplicated),
+            ] {
+                held.with_label_values(&[reason]).inc_by(n.load(Ordering::Relaxed));
+            }
+            m.counter("vigil_alerts_redacted_total", "Alerts in which a secret was redacted.", &[])
+                .with_label_values::<&str>(&[])
+                .inc_by(s.redacted.load(Ordering::Relaxed));
+        }
+        let out_alerts = m.counter("vigil_output_alerts_total", "Alerts handed to each output.", &["output"]);
+        let out_fail = m.counter("vigil_output_write_failures_total", "Failed writes to each output.", &["output"]);
+        for (name, s) in &p.sinks {
+            out_alerts.with_label_values(&[name.as_str()]).inc_by(s.alerts.load(Ordering::Relaxed));
+            out_fail.with_label_values(&[name.as_str()]).inc_by(s.failures.load(Ordering::Relaxed));
+        }
+        if !p.webhooks.is_empty() {
+            let c = |m: &mut Families, name: &str, help: &str| m.counter(name, help, &["output"]);
+            let sent = c(m, "vigil_webhook_alerts_sent_total", "Alerts the receiver acknowledged.");
+            let spooled = c(m, "vigil_webhook_alerts_spooled_total", "Alerts written to the spool.");
+            let failed = c(m, "vigil_webhook_alerts_failed_total", "Alerts rejected for good (4xx).");
+            let dropped = c(m, "vigil_webhook_alerts_dropped_total", "Alerts dropped from a full spool.");
+            let filtered = c(m, "vigil_webhook_alerts_filtered_total", "Alerts below the output's min_priority.");
+            let requests = c(m, "vigil_webhook_requests_total", "Requests sent.");
+            let retries = c(m, "vigil_webhook_retries_total", "Failed requests that are retried.");
+            let spool_bytes = m.gauge("vigil_webhook_spool_bytes", "Bytes waiting in the spool.", &["output"]);
+            let spool_alerts = m.gauge("vigil_webhook_spool_alerts", "Alerts waiting in the spool.", &["output"]);
+            let up = m.gauge("vigil_webhook_up", "1 if the last request succeeded.", &["output"]);
+            for w in &p.webhooks {
+                let l = [w.name.as_str()];
+                let s = &w.stats;
+                sent.with_label_values(&l).inc_by(s.sent.load(Ordering::Relaxed));
+                spooled.with_label_values(&l).inc_by(s.spooled.load(Ordering::Relaxed));
+                failed.with_label_values(&l).inc_by(s.failed.load(Ordering::Relaxed));
+                dropped.with_label_values(&l).inc_by(s.dropped.load(Ordering::Relaxed));
+                filtered.with_label_values(&l).inc_by(s.filtered.load(Ordering::Relaxed));
+                requests.with_label_values(&l).inc_by(s.requests.load(Ordering::Relaxed));
+                retries.with_label_values(&l).inc_by(s.retries.load(Ordering::Relaxed));
+                spool_bytes.with_label_values(&l).set(w.spool.bytes() as i64);
+                spool_alerts.with_label_values(&l).set(w.spool.len() as i64);
+                up.with_label_values(&l).set(s.up.load(Ordering::Relaxed) as i64);
+            }
+        }
+    }
+}
+
+/// Metric families registered into one scrape's registry.
+struct Families<'a> {
+    registry: &'a Registry,
+}
+
+impl<'a> Families<'a> {
+    fn new(registry: &'a Registry) -> Self {
+        Families { registry }
+    }
+
+    fn register<C: Collector + Clone + 'static>(&self, c: C) -> C {
+        self.registry.register(Box::new(c.clone())).expect("metric names are unique");
+        c
+    }
+
+    fn counter(&mut self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.register(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    /// A counter of seconds (fractional).
+    fn seconds(&mut self, name: &str, help: &str, labels: &[&str]) -> CounterVec {
+        self.register(CounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.register(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_dispatch_and_rule_figures() {
+        let t = Telemetry::new();
+        let d = Arc::new(DispatchStats::default());
+        d.by_kind[EventKind::ProcessExec as usize].store(7, Ordering::Relaxed);
+        d.lost.lock().unwrap().insert("ebpf: ring buffer full".into(), 3);
+        let rules: RuleRegistry = Default::default();
+        rules.lock().unwrap().push(("crypto-miner".into(), Default::default()));
+        t.set_source("ebpf");
+        t.set_dispatch(d, rules);
+        t.set_ready(true);
+        let text = t.render();
+        assert!(text.contains("vigil_events_total{kind=\"process-exec\",source=\"ebpf\"} 7"), "{text}");
+        assert!(text.contains("vigil_events_lost_total{reason=\"ebpf: ring buffer full\"} 3"), "{text}");
+        assert!(text.contains("vigil_rule_faults_total{fault=\"trap\",rule=\"crypto-miner\"} 0"), "{text}");
+        assert!(text.contains("vigil_ready 1"), "{text}");
+        assert!(text.contains("process_resident_memory_bytes"), "{text}");
+    }
+}

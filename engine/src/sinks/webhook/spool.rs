@@ -1,0 +1,282 @@
+//! A webhook's durable, bounded queue of encoded alerts, in a redb file.
+//!
+//! Alerts are appended (one crash-safe commit per batch, fsynced) before
+//! anything is sent, and removed once the receiver acknowledged them, so
+//! they survive outages, restarts and `kill -9`. Keys are increasing
+//! sequence numbers: delivery is in order. When the spool would grow past
+//! its bound, the oldest alerts are dropped and the drop is returned to the
+//! caller, who counts and reports it. Removals are not fsynced: after a
+//! crash, an acknowledged alert may be sent again (at-least-once).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+const ALERTS: TableDefinition<u64, &[u8]> = TableDefinition::new("alerts");
+
+/// Counted per alert on top of its bytes (key, page overhead).
+const RECORD_OVERHEAD: u64 = 32;
+
+#[derive(Debug, thiserror::Error)]
+#[error("spool {path}: {source}")]
+pub struct SpoolError {
+    pub path: PathBuf,
+    #[source]
+    pub source: redb::Error,
+}
+
+pub struct Spool {
+    path: PathBuf,
+    db: Database,
+    max_bytes: u64,
+    /// Serializes writers and holds the next sequence number.
+    next_seq: Mutex<u64>,
+    len: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// One spooled alert.
+pub struct Record {
+    pub seq: u64,
+    pub bytes: Vec<u8>,
+}
+
+impl Spool {
+    /// Opens (or creates) the spool at `path`. A file that is not a valid
+    /// spool is moved aside (`<path>.corrupt-<unix time>`, logged) and a new
+    /// one started: a damaged spool must not stop alerting.
+    pub fn open(path: &Path, max_bytes: u64) -> Result<Spool, SpoolError> {
+        let err = |source: redb::Error| SpoolError { path: path.to_path_buf(), source };
+        let db = match Database::create(path) {
+            Ok(db) => db,
+            Err(e @ redb::DatabaseError::DatabaseAlreadyOpen) => return Err(err(e.into())),
+            // Permissions, a full disk...: not the file's fault.
+            Err(redb::DatabaseError::Storage(redb::StorageError::Io(e)))
+                if e.kind() != std::io::ErrorKind::InvalidData =>
+            {
+                return Err(err(redb::Error::Io(e)));
+            }
+            Err(e) => {
+                let aside = path.with_extension(format!("corrupt-{}", crate::time::now_ns() / 1_000_000_000));
+                tracing::error!(spool = %path.display(), moved_to = %aside.display(), error = %e, "spool file is damaged; moved aside, starting an empty spool");
+                std::fs::rename(path, &aside).map_err(|e| err(redb::Error::Io(e)))?;
+                Database::create(path).map_err(|e| err(e.into()))?
+            }
+        };
+        let spool = Spool {
+            path: path.to_path_buf(),
+            db,
+            max_bytes,
+            next_seq: Mutex::new(1),
+            len: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+        };
+        spool.load().map_err(err)?;
+        Ok(spool)
+    }
+
+    fn load(&self) -> Result<(), redb::Error> {
+        // Creates the table on first use.
+        let tx = self.db.begin_write()?;
+        tx.open_table(ALERTS)?;
+        tx.commit()?;
+        let rx = self.db.begin_read()?;
+        let table = rx.open_table(ALERTS)?;
+        let (mut len, mut bytes, mut last) = (0u64, 0u64, 0u64);
+        for row in table.iter()? {
+            let (k, v) = row?;
+            len += 1;
+            bytes += v.value().len() as u64 + RECORD_OVERHEAD;
+            last = k.value();
+        }
+        self.len.store(len, Ordering::Relaxed);
+        self.bytes.store(bytes, Ordering::Relaxed);
+        *self.lock() = last + 1;
+        if len > 0 {
+            tracing::info!(spool = %self.path.display(), alerts = len, bytes, "spool holds alerts from an earlier run; delivering them first");
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, u64> {
+        self.next_seq.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn err(&self, source: impl Into<redb::Error>) -> SpoolError {
+        SpoolError { path: self.path.clone(), source: source.into() }
+    }
+
+    /// Alerts waiting.
+    pub fn len(&self) -> u64 {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes waiting (approximate: payload plus a per-alert overhead).
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Appends `records` durably; returns how many of the oldest alerts were
+    /// dropped to stay within the bound.
+    pub fn append<'a>(&self, records: impl IntoIterator<Item = &'a [u8]>) -> Result<u64, SpoolError> {
+        let mut next = self.lock();
+        let (mut seq, mut len, mut bytes, mut dropped) = (*next, self.len(), self.bytes(), 0u64);
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut table = tx.open_table(ALERTS).map_err(|e| self.err(e))?;
+            for r in records {
+                table.insert(seq, r).map_err(|e| self.err(e))?;
+                seq += 1;
+                len += 1;
+                bytes += r.len() as u64 + RECORD_OVERHEAD;
+            }
+            while bytes > self.max_bytes && len > 1 {
+                let Some((_, v)) = table.pop_first().map_err(|e| self.err(e))? else { break };
+                bytes -= v.value().len() as u64 + RECORD_OVERHEAD;
+                len -= 1;
+                dropped += 1;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        *next = seq;
+        self.len.store(len, Ordering::Relaxed);
+        self.bytes.store(bytes, Ordering::Relaxed);
+        Ok(dropped)
+    }
+
+    /// The oldest alerts, at most `max_alerts` of them and `max_bytes` in
+    /// all (at least one, whatever its size).
+    pub fn peek(&self, max_alerts: usize, max_bytes: u64) -> Result<Vec<Record>, SpoolError> {
+        let rx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = rx.open_table(ALERTS).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        let mut total = 0u64;
+        for row in table.iter().map_err(|e| self.err(e))? {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            let v = v.value();
+            if !out.is_empty() && (out.len() >= max_alerts || total + v.len() as u64 > max_bytes) {
+                break;
+            }
+            total += v.len() as u64;
+            out.push(Record { seq: k.value(), bytes: v.to_vec() });
+        }
+        Ok(out)
+    }
+
+    /// Removes every alert up to and including `seq` (delivered, or
+    /// rejected for good).
+    pub fn remove_through(&self, seq: u64) -> Result<(), SpoolError> {
+        let _writer = self.lock();
+        let mut tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        // A crash before the next durable commit re-sends these: allowed.
+        tx.set_durability(Durability::None).map_err(|e| self.err(e))?;
+        let (mut removed, mut freed) = (0u64, 0u64);
+        {
+            let mut table = tx.open_table(ALERTS).map_err(|e| self.err(e))?;
+            let gone = table.extract_from_if(..=seq, |_, _| true).map_err(|e| self.err(e))?;
+            for row in gone {
+                let (_, v) = row.map_err(|e| self.err(e))?;
+                removed += 1;
+                freed += v.value().len() as u64 + RECORD_OVERHEAD;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        self.len.fetch_sub(removed, Ordering::Relaxed);
+        self.bytes.fetch_sub(freed, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Makes earlier removals durable (at shutdown), so a clean restart
+    /// does not re-send.
+    pub fn sync(&self) -> Result<(), SpoolError> {
+        let _writer = self.lock();
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Entries actually in the file (for tests).
+    pub fn count_stored(&self) -> Result<u64, SpoolError> {
+        let rx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = rx.open_table(ALERTS).map_err(|e| self.err(e))?;
+        table.len().map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(records: &[Record]) -> Vec<String> {
+        records.iter().map(|r| String::from_utf8(r.bytes.clone()).unwrap()).collect()
+    }
+
+    #[test]
+    fn survives_reopen_in_order_and_removes_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.redb");
+        {
+            let s = Spool::open(&path, 1 << 20).unwrap();
+            assert_eq!(s.append([b"a".as_slice(), b"b", b"c"]).unwrap(), 0);
+            assert_eq!(s.append([b"d".as_slice()]).unwrap(), 0);
+            let first = s.peek(2, 1 << 20).unwrap();
+            assert_eq!(texts(&first), ["a", "b"]);
+            s.remove_through(first[1].seq).unwrap();
+            assert_eq!(s.len(), 2);
+            s.sync().unwrap();
+        }
+        let s = Spool::open(&path, 1 << 20).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(texts(&s.peek(10, 1 << 20).unwrap()), ["c", "d"]);
+        s.append([b"e".as_slice()]).unwrap();
+        assert_eq!(texts(&s.peek(10, 1 << 20).unwrap()), ["c", "d", "e"], "new alerts go after old ones");
+        assert_eq!(s.count_stored().unwrap(), 3);
+    }
+
+    #[test]
+    fn full_spool_drops_the_oldest_and_says_how_many() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Spool::open(&dir.path().join("w.redb"), 10 * (100 + RECORD_OVERHEAD)).unwrap();
+        let rec = |i: usize| format!("{i:0100}").into_bytes();
+        let mut dropped = 0;
+        for i in 0..25 {
+            dropped += s.append([rec(i).as_slice()]).unwrap();
+        }
+        assert_eq!(dropped, 15);
+        assert_eq!(s.len(), 10);
+        let left = s.peek(100, u64::MAX).unwrap();
+        assert_eq!(left.first().unwrap().bytes, rec(15));
+        assert_eq!(left.last().unwrap().bytes, rec(24));
+    }
+
+    #[test]
+    fn peek_respects_bytes_but_returns_at_least_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Spool::open(&dir.path().join("w.redb"), 1 << 20).unwrap();
+        s.append([vec![b'x'; 600].as_slice(), &[b'y'; 600], &[b'z'; 10]]).unwrap();
+        assert_eq!(s.peek(10, 100).unwrap().len(), 1, "a large alert goes alone");
+        assert_eq!(s.peek(10, 1300).unwrap().len(), 3);
+        assert_eq!(s.peek(10, 1000).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_damaged_file_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.redb");
+        std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+        let s = Spool::open(&path, 1 << 20).unwrap();
+        assert!(s.is_empty());
+        s.append([b"ok".as_slice()]).unwrap();
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains("corrupt-"))
+            .collect();
+        assert_eq!(aside.len(), 1);
+    }
+}
