@@ -4,6 +4,8 @@
 #   - the end-to-end suite (tests/e2e): real rule components, the real
 #     pipeline and `vigil` binary; the eBPF and proc-connector tests load
 #     real programs / sockets and need root (they say SKIPPED otherwise);
+#   - webhook delivery against the tests' own receiver on 127.0.0.1 (plain
+#     and TLS), the metrics endpoint checked by promtool, the deployment files;
 #   - the plugin SDK quickstart, run from plugin-sdk/README.md as written.
 # Everything is built once, in release (tests, benchmarks and the daemon share it).
 set -euo pipefail
@@ -13,6 +15,7 @@ cd "$(dirname "$0")/.."
 export VIGIL_REQUIRE_EBPF=1
 
 ./scripts/setup.sh
+./scripts/setup-test-tools.sh
 ./scripts/build-rules.sh
 cargo build --release --workspace
 cargo test --release --workspace

@@ -8,8 +8,10 @@
 mod support;
 
 mod cli;
+mod deploy;
 mod ebpf_source;
 mod golden;
 mod hot_reload;
 mod proc_source;
 mod sandbox;
+mod webhook;

@@ -227,13 +227,20 @@ pub fn replace_atomically(dir: &Path, name: &str, bytes: &[u8]) {
 }
 
 /// Runs the pipeline over `source` with rules from `rules_dir`; returns its
-/// summary and the alerts it wrote.
+/// summary and the alerts it wrote. Alert shaping is off: these tests count
+/// every alert.
 pub fn run_pipeline(
-    config: vigil_engine::config::Config,
+    mut config: vigil_engine::config::Config,
     rules_dir: &Path,
     watch: bool,
     source: impl Source + 'static,
 ) -> (vigil_engine::pipeline::Summary, MemorySink) {
+    config.alerts = vigil_engine::config::AlertsConfig {
+        rule_rate: 0,
+        global_rate: 0,
+        dedup_window: Duration::ZERO,
+        ..Default::default()
+    };
     let sink = MemorySink::default();
     let pipeline = vigil_engine::pipeline::Pipeline {
         config,
@@ -243,6 +250,7 @@ pub fn run_pipeline(
         stop: Stop::new(),
         config_path: None,
         reloads: None,
+        telemetry: vigil_engine::metrics::Telemetry::new(),
     };
     (pipeline.run(Box::new(source)).unwrap(), sink)
 }

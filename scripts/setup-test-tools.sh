@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Tools only the tests use, installed idempotently into target/tools:
+#   - promtool (from Debian's `prometheus` package, unpacked, not installed:
+#     installing the package would start a Prometheus server), which checks
+#     the daemon's /metrics output.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+tools=target/tools
+mkdir -p "$tools"
+if [ ! -x "$tools/promtool" ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "setup-test-tools: not root: skipping promtool (the metrics test says SKIPPED)" >&2
+        exit 0
+    fi
+    echo "setup-test-tools: fetching promtool from Debian's prometheus package"
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    if ! (cd "$work" && apt-get download prometheus >/dev/null 2>&1); then
+        apt-get update -qq
+        (cd "$work" && apt-get download prometheus >/dev/null)
+    fi
+    dpkg-deb -x "$work"/prometheus_*.deb "$work/root"
+    install -m 0755 "$work/root/usr/bin/promtool" "$tools/promtool"
+fi
+"$tools/promtool" --version 2>&1 | head -n1
