@@ -275,14 +275,7 @@ fn run_pipeline(cfg: Config, rules_dir: PathBuf, watch: bool, config_path: Optio
     let telemetry = Telemetry::new();
     // Webhook deliveries and the metrics endpoint run here, off the pipeline's threads.
     let runtime = if !cfg.output.webhook.is_empty() || cfg.metrics.enabled {
-        Some(
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("vigil-out")
-                .enable_all()
-                .build()
-                .context("cannot start the outputs runtime")?,
-        )
+        Some(vigil_engine::sinks::outputs_runtime().context("cannot start the outputs runtime")?)
     } else {
         None
     };

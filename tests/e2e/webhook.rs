@@ -635,3 +635,20 @@ fn metrics_health_and_readiness_endpoints() {
     v.child.signal(libc::SIGTERM);
     assert!(v.wait(Duration::from_secs(30)).success(), "{}", v.log());
 }
+
+#[test]
+fn a_dead_webhook_blocks_nothing_else() {
+    let rx = Receiver::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on the discard port of loopback: refused, retried.
+    let dead = "[[output.webhook]]\nname = \"dead\"\nurl = \"http://127.0.0.1:9/\"\ndrain_timeout = \"1s\"";
+    let cfg = config(dir.path(), &rx.url(), "", dead);
+    let start = Instant::now();
+    let mut v = Vigil::start(&["replay", fixture("bundled.jsonl").to_str().unwrap()], &bundled_rules_dir(), &cfg);
+    assert!(v.wait(Duration::from_secs(60)).success(), "{}", v.log());
+    assert!(start.elapsed() < Duration::from_secs(30), "the dead output held the daemon up");
+    assert!(!v.alert_ids().is_empty());
+    assert_eq!(rx.ids(), v.alert_ids(), "the live webhook got everything; log:\n{}", v.log());
+    let log = v.log();
+    assert!(log.contains("output=webhook:dead") && log.contains("alerts in its spool"), "{log}");
+}

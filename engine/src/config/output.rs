@@ -129,7 +129,8 @@ pub struct WebhookConfig {
     /// Bound of the on-disk spool; when full, the oldest alerts are dropped,
     /// counted, and reported by an `alerts-dropped` alert.
     pub spool_max_bytes: ByteSize,
-    /// First retry delay; doubles (with jitter) up to `retry_max`.
+    /// First retry delay; doubles up to `retry_max`, each with up to 100%
+    /// random jitter added (so the longest wait is twice `retry_max`).
     #[serde(with = "humantime_serde")]
     pub retry_initial: Duration,
     #[serde(with = "humantime_serde")]
@@ -164,7 +165,7 @@ impl Default for WebhookConfig {
             hmac_secret_file: None,
             spool_max_bytes: ByteSize::mib(256),
             retry_initial: Duration::from_millis(500),
-            retry_max: Duration::from_secs(30),
+            retry_max: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(5),
             fields: Vec::new(),
         }

@@ -86,6 +86,26 @@ pub trait Sink: Send {
     fn close(&mut self) {}
 }
 
+/// How much lower than the pipeline's threads the outputs runtime's
+/// threads run (`nice`): under a CPU-bound load the rules keep the CPU and
+/// deliveries catch up from the spool when there is room.
+pub const OUTPUTS_NICE: i32 = 10;
+
+/// The runtime for webhook deliveries and the metrics endpoint: one worker,
+/// off the pipeline's threads, at a lower CPU priority ([`OUTPUTS_NICE`]).
+pub fn outputs_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("vigil-out")
+        .on_thread_start(|| {
+            // SAFETY: setpriority has no memory preconditions; who = 0 is
+            // the calling thread on Linux.
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, OUTPUTS_NICE) };
+        })
+        .enable_all()
+        .build()
+}
+
 /// Per-sink figures.
 #[derive(Debug, Default)]
 pub struct SinkStats {
@@ -96,9 +116,14 @@ pub struct SinkStats {
 /// How often shaping windows are checked when no alerts come.
 const TICK: Duration = Duration::from_millis(500);
 
-/// Most alerts joined into one batch (queued alert lists are joined so that
-/// a spool commits, and a file syncs, once for many).
+/// Most alerts joined into one batch (alert lists are joined so that a
+/// spool commits, and a file syncs, once for many).
 const MAX_JOINED: usize = 8192;
+
+/// How long the first alert of a batch waits for others. A spool commit
+/// rewrites a B-tree path and the file syncs: once per dispatch chunk (a few
+/// alerts) cost the pipeline ~20% on a 2-core host (BENCHMARKS.md).
+const LINGER: Duration = Duration::from_millis(20);
 
 /// The outputs and the shaping in front of them; runs on the sink thread.
 pub struct Outputs {
@@ -154,8 +179,11 @@ impl Outputs {
         loop {
             match rx.recv_timeout(TICK) {
                 Ok(mut alerts) => {
+                    // Group commit: what comes within LINGER goes out together.
+                    let until = Instant::now() + LINGER;
                     while alerts.len() < MAX_JOINED {
-                        match rx.try_recv() {
+                        let left = until.saturating_duration_since(Instant::now());
+                        match rx.recv_timeout(left) {
                             Ok(more) => alerts.extend(more),
                             Err(_) => break,
                         }

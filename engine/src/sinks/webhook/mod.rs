@@ -13,6 +13,7 @@
 pub mod payload;
 pub mod spool;
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -195,16 +196,28 @@ impl Sink for WebhookSink {
     }
 
     fn write(&mut self, batch: &AlertBatch) -> Result<(), SinkError> {
-        let wanted: Vec<&Alert> = batch.alerts.iter().filter(|a| a.priority <= self.min_priority).collect();
-        let filtered = batch.alerts.len() - wanted.len();
+        // Vigil's format with every field is the batch's own JSON line: reuse it.
+        let shared = self.format == PayloadFormat::Vigil && self.fields.is_all();
+        let lines = batch.json_lines.split(|b| *b == b'\n');
+        let mut records: Vec<Cow<'_, [u8]>> = Vec::with_capacity(batch.alerts.len());
+        for (a, line) in batch.alerts.iter().zip(lines) {
+            if a.priority > self.min_priority {
+                continue;
+            }
+            records.push(if shared {
+                Cow::Borrowed(line)
+            } else {
+                Cow::Owned(payload::encode(a, self.format, &self.fields))
+            });
+        }
+        let filtered = batch.alerts.len() - records.len();
         if filtered > 0 {
             self.stats.filtered.fetch_add(filtered as u64, Ordering::Relaxed);
         }
-        if wanted.is_empty() {
+        if records.is_empty() {
             return Ok(());
         }
-        let records: Vec<Vec<u8>> = wanted.iter().map(|a| payload::encode(a, self.format, &self.fields)).collect();
-        let dropped = self.spool.append(records.iter().map(Vec::as_slice)).map_err(|e| self.spool_error(e))?;
+        let dropped = self.spool.append(records.iter().map(|r| &**r)).map_err(|e| self.spool_error(e))?;
         self.stats.spooled.fetch_add(records.len() as u64, Ordering::Relaxed);
         if dropped > 0 {
             self.report_dropped(dropped)?;
