@@ -237,6 +237,9 @@ impl Pipeline {
 
         let interest = Interest(dispatcher.interest());
         self.telemetry.set_source(source.name());
+        if let Some(stats) = source.kernel_stats() {
+            self.telemetry.set_kernel(stats);
+        }
         let RunningSource { events: events_rx, spent, thread: source_thread } =
             spawn_source(source, self.config.source.channel_batches, self.stop.clone(), interest)?;
         tracing::info!(took_ms = started.elapsed().as_millis() as u64, "pipeline running");

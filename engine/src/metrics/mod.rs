@@ -20,6 +20,7 @@ use crate::plugin::dispatch::{DispatchStats, RuleRegistry};
 use crate::sinks::SinkStats;
 use crate::sinks::shaping::ShapingStats;
 use crate::sinks::webhook::WebhookHandle;
+use crate::sources::ebpf::EbpfStatsHandle;
 
 /// Handles to every stage's figures, filled in as the stages start.
 #[derive(Default)]
@@ -36,6 +37,7 @@ struct Parts {
     sinks: Vec<(String, Arc<SinkStats>)>,
     webhooks: Vec<WebhookHandle>,
     shaping: Option<Arc<ShapingStats>>,
+    kernel: Option<EbpfStatsHandle>,
 }
 
 impl Telemetry {
@@ -70,6 +72,10 @@ impl Telemetry {
         let mut p = self.parts();
         p.sinks = sinks;
         p.shaping = Some(shaping);
+    }
+
+    pub fn set_kernel(&self, stats: EbpfStatsHandle) {
+        self.parts().kernel = Some(stats);
     }
 
     pub fn add_webhook(&self, handle: WebhookHandle) {
@@ -120,6 +126,39 @@ impl Telemetry {
             m.counter("vigil_rule_swaps_total", "Rule-set changes applied (loads, reloads, removals).", &[])
                 .with_label_values::<&str>(&[])
                 .inc_by(d.swaps.load(Ordering::Relaxed));
+        }
+        let kernel = p.kernel.as_ref().and_then(|k| k.lock().unwrap_or_else(|e| e.into_inner()).clone());
+        if let Some(k) = kernel {
+            let seen = m.counter(
+                "vigil_ebpf_events_seen_total",
+                "Events the eBPF programs saw (after the in-kernel filter), by kind.",
+                &["kind"],
+            );
+            for (i, kind) in
+                ["process-exec", "process-fork", "process-exit", "cgroup-mkdir", "cgroup-rmdir"].into_iter().enumerate()
+            {
+                seen.with_label_values(&[kind]).inc_by(k.seen[i]);
+            }
+            let one = |m: &mut Families, name: &str, help: &str, v: u64| {
+                m.counter(name, help, &[]).with_label_values::<&str>(&[]).inc_by(v)
+            };
+            one(m, "vigil_ebpf_records_decoded_total", "Records read from the eBPF ring buffer.", k.decoded);
+            m.gauge("vigil_process_tree_processes", "Processes in the process tree (live and recently exited).", &[])
+                .with_label_values::<&str>(&[])
+                .set(k.tree.nodes as i64);
+            one(
+                m,
+                "vigil_process_tree_proc_lookups_total",
+                "Ancestors no event had told of, looked up in /proc (enrichment misses).",
+                k.tree.proc_lookups,
+            );
+            one(m, "vigil_process_tree_freed_total", "Exited processes freed after their grace period.", k.tree.freed);
+            one(
+                m,
+                "vigil_process_tree_evicted_total",
+                "Exited processes freed early because source.ebpf.max_exited was reached.",
+                k.tree.evicted,
+            );
         }
         if let Some(rules) = &p.rules {
             let rules = rules.lock().unwrap_or_else(|e| e.into_inner());
@@ -246,6 +285,13 @@ mod tests {
         let rules: RuleRegistry = Default::default();
         rules.lock().unwrap().push(("crypto-miner".into(), Default::default()));
         t.set_source("ebpf");
+        let kernel: EbpfStatsHandle = Default::default();
+        *kernel.lock().unwrap() = Some(crate::sources::ebpf::EbpfStats {
+            seen: [5, 4, 3, 0, 0],
+            tree: crate::enrich::process_tree::TreeStats { nodes: 70, proc_lookups: 2, ..Default::default() },
+            ..Default::default()
+        });
+        t.set_kernel(kernel);
         t.set_dispatch(d, rules);
         t.set_ready(true);
         let text = t.render();
@@ -253,6 +299,9 @@ mod tests {
         assert!(text.contains("vigil_events_lost_total{reason=\"ebpf: ring buffer full\"} 3"), "{text}");
         assert!(text.contains("vigil_rule_faults_total{fault=\"trap\",rule=\"crypto-miner\"} 0"), "{text}");
         assert!(text.contains("vigil_ready 1"), "{text}");
+        assert!(text.contains("vigil_ebpf_events_seen_total{kind=\"process-fork\"} 4"), "{text}");
+        assert!(text.contains("vigil_process_tree_processes 70"), "{text}");
+        assert!(text.contains("vigil_process_tree_proc_lookups_total 2"), "{text}");
         assert!(text.contains("process_resident_memory_bytes"), "{text}");
     }
 }

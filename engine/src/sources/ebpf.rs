@@ -104,10 +104,13 @@ pub struct EbpfSource {
     wakeup_delay: Duration,
     /// How long loading, attaching and the /proc scan took.
     pub open_time: Duration,
-    stats: Arc<Mutex<Option<EbpfStats>>>,
+    stats: EbpfStatsHandle,
 }
 
-/// What the source counted, once it has stopped.
+/// Where the source publishes its figures (every second, and at the end).
+pub type EbpfStatsHandle = Arc<Mutex<Option<EbpfStats>>>;
+
+/// What the source counted (published every second; final once it has stopped).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EbpfStats {
     /// Events the programs saw (after the kernel filter), by record kind.
@@ -195,8 +198,9 @@ impl EbpfSource {
         self.tree.len()
     }
 
-    /// Where the source leaves its counts when it stops.
-    pub fn stats(&self) -> Arc<Mutex<Option<EbpfStats>>> {
+    /// Where the source publishes its counts: every second while it runs,
+    /// and the final ones when it stops.
+    pub fn stats(&self) -> EbpfStatsHandle {
         self.stats.clone()
     }
 }
@@ -223,6 +227,10 @@ fn load_program(program: &mut BtfTracePoint, name: &str, btf: &Btf) -> Result<()
 impl Source for EbpfSource {
     fn name(&self) -> &'static str {
         "ebpf"
+    }
+
+    fn kernel_stats(&self) -> Option<EbpfStatsHandle> {
+        Some(self.stats.clone())
     }
 
     fn run(self: Box<Self>, out: EventSender, stop: Stop, interest: Interest) -> Result<(), SourceError> {
@@ -252,6 +260,7 @@ impl EbpfSource {
             mask = wanted;
         }
         let mut last_prune = Instant::now();
+        let mut last_publish = Instant::now();
         let mut closed = false;
 
         while !closed && !stop.is_stopped() {
@@ -289,6 +298,10 @@ impl EbpfSource {
                         decoder.tree.prune_dead();
                         last_prune = Instant::now();
                     }
+                    if last_publish.elapsed() >= PUBLISH_EVERY {
+                        *stats_out.lock().unwrap_or_else(|e| e.into_inner()) = Some(snapshot(&decoder, &drops, &counters));
+                        last_publish = Instant::now();
+                    }
                 }
             }
         }
@@ -299,17 +312,8 @@ impl EbpfSource {
         let _ = decoder.drain(ring.get_mut(), &mut out);
         drops.report(&counters, &mut out);
         let _ = out.flush_lost();
-        let counted = read_counters(&counters);
-        let mut seen = [0; rec::COUNT as usize];
-        seen.copy_from_slice(&counted[counter::SEEN as usize..(counter::SEEN + rec::COUNT) as usize]);
-        let stats = EbpfStats {
-            seen,
-            decoded: decoder.decoded,
-            lost_ring_full: drops.ring_full,
-            lost_read: drops.read,
-            lost_decode: decoder.malformed,
-            tree: decoder.tree.stats(),
-        };
+        let stats = snapshot(&decoder, &drops, &counters);
+        let seen = stats.seen;
         tracing::info!(
             seen_exec = seen[rec::EXEC as usize],
             seen_fork = seen[rec::FORK as usize],
@@ -329,6 +333,24 @@ impl EbpfSource {
         );
         *stats_out.lock().unwrap_or_else(|e| e.into_inner()) = Some(stats);
         Ok(())
+    }
+}
+
+/// How often the figures are published for metrics.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
+/// The source's figures now.
+fn snapshot(decoder: &Decoder, drops: &Drops, counters: &PerCpuArray<MapData, u64>) -> EbpfStats {
+    let counted = read_counters(counters);
+    let mut seen = [0; rec::COUNT as usize];
+    seen.copy_from_slice(&counted[counter::SEEN as usize..(counter::SEEN + rec::COUNT) as usize]);
+    EbpfStats {
+        seen,
+        decoded: decoder.decoded,
+        lost_ring_full: drops.ring_full,
+        lost_read: drops.read,
+        lost_decode: decoder.malformed,
+        tree: decoder.tree.stats(),
     }
 }
 

@@ -196,6 +196,10 @@ pub trait Source: Send {
     fn name(&self) -> &'static str;
     /// Produces events until done or stopped.
     fn run(self: Box<Self>, out: EventSender, stop: Stop, interest: Interest) -> Result<(), SourceError>;
+    /// The eBPF source's figures (kernel counters, process tree), for metrics.
+    fn kernel_stats(&self) -> Option<ebpf::EbpfStatsHandle> {
+        None
+    }
 }
 
 #[cfg(test)]
