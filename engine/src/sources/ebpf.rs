@@ -206,21 +206,50 @@ impl EbpfSource {
 }
 
 /// Loads one program. The verifier gives up with EAGAIN when a signal is
-/// pending on the loading thread (a child exiting is enough), so that is
-/// retried a few times, as libbpf does.
+/// pending on the loading thread (a child exiting is enough: a busy parent
+/// gets SIGCHLD after SIGCHLD). Signals are blocked on this thread while
+/// loading (others take them; the rest wait), and a thread-directed signal
+/// is retried, as libbpf does.
 fn load_program(program: &mut BtfTracePoint, name: &str, btf: &Btf) -> Result<(), SourceError> {
+    let _blocked = SignalsBlocked::here();
     let mut attempts = 0;
     loop {
         attempts += 1;
         match program.load(name, btf) {
             Ok(()) => return Ok(()),
             Err(aya::programs::ProgramError::LoadError { io_error, .. })
-                if io_error.raw_os_error() == Some(libc::EAGAIN) && attempts < 5 =>
+                if io_error.raw_os_error() == Some(libc::EAGAIN) && attempts < 20 =>
             {
                 tracing::debug!(program = name, attempts, "verifier interrupted by a signal; loading again");
+                std::thread::sleep(Duration::from_millis(1));
             }
             Err(e) => return Err(unavailable(format!("loading program {name}: {}", chain(&e)))),
         }
+    }
+}
+
+/// Every signal blocked on the calling thread until dropped.
+struct SignalsBlocked(libc::sigset_t);
+
+impl SignalsBlocked {
+    fn here() -> Self {
+        // SAFETY: sigfillset and pthread_sigmask only write the sets given;
+        // blocking signals on one thread is always allowed (SIGKILL and
+        // SIGSTOP cannot be blocked and are not).
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+            SignalsBlocked(old)
+        }
+    }
+}
+
+impl Drop for SignalsBlocked {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved by `here` on the same thread.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
     }
 }
 
