@@ -2,13 +2,15 @@
 //! WebAssembly rules decide, alerts go out to sinks.
 //!
 //! Layout, in pipeline order:
-//! - [`sources`]: where events come from (replay files, the proc connector;
-//!   eBPF and container runtimes plug in here) and the [`sources::Source`] seam;
-//! - enrichment (container and pod context) is not in this build yet: events
-//!   carry what their source knows;
+//! - [`sources`]: where events come from (eBPF, the proc connector, replay
+//!   files; container runtimes plug in here) and the [`sources::Source`] seam;
+//! - [`enrich`]: the process tree (ancestry); container and pod context is
+//!   not in this build yet: events carry what their source knows;
 //! - [`plugin`]: the WebAssembly rule host: loading, sandboxing, dispatch,
 //!   hot reload;
-//! - [`sinks`]: where alerts go (stdout, file) and the [`sinks::Sink`] seam;
+//! - [`sinks`]: where alerts go (shaping, then stdout, file, webhooks through
+//!   a durable spool) and the [`sinks::Sink`] seam;
+//! - [`metrics`]: the stages' figures for Prometheus, health and readiness;
 //! - [`pipeline`]: the threads and channels that connect them;
 //! - [`config`]: the config file, validated before anything starts.
 //!
@@ -25,3 +27,19 @@ pub mod sources;
 pub mod time;
 
 pub use vigil_event as event;
+
+/// `e` and its causes, `: `-separated (a cause its error already quotes is
+/// not repeated), for logs and error messages.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}

@@ -396,18 +396,21 @@ pub fn valid_rule_id(id: &str) -> bool {
 }
 
 fn default_cache_dir() -> PathBuf {
+    // Never a shared directory like /tmp without a home: compiled code there would run in the daemon.
+    daemon_dir("/var/cache/vigil", ("XDG_CACHE_HOME", "vigil"), ".cache/vigil").unwrap_or_default()
+}
+
+/// A directory of the daemon's: `as_root` when running as root, else
+/// `$XDG_…/sub` or `~/home_sub`; `None` without a home.
+fn daemon_dir(as_root: &str, (xdg, sub): (&str, &str), home_sub: &str) -> Option<PathBuf> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
-        return PathBuf::from("/var/cache/vigil");
+        return Some(PathBuf::from(as_root));
     }
-    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(x).join("vigil");
+    if let Some(x) = std::env::var_os(xdg).filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(x).join(sub));
     }
-    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-        Some(h) => PathBuf::from(h).join(".cache/vigil"),
-        // Never a shared directory like /tmp: compiled code there would run in the daemon.
-        None => PathBuf::new(),
-    }
+    std::env::var_os("HOME").filter(|h| !h.is_empty()).map(|h| PathBuf::from(h).join(home_sub))
 }
 
 /// What each rule gets, decided once its id and tags are known.

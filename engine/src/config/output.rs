@@ -280,20 +280,12 @@ impl Default for MetricsConfig {
 impl OutputConfig {
     /// The spool directory (see `spool_dir`).
     pub fn spool_dir(&self) -> PathBuf {
+        const AS_ROOT: &str = "/var/lib/vigil/spool";
         if let Some(d) = &self.spool_dir {
             return d.clone();
         }
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
-            return PathBuf::from("/var/lib/vigil/spool");
-        }
-        if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
-            return PathBuf::from(x).join("vigil/spool");
-        }
-        match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-            Some(h) => PathBuf::from(h).join(".local/state/vigil/spool"),
-            None => PathBuf::from("/var/lib/vigil/spool"),
-        }
+        super::daemon_dir(AS_ROOT, ("XDG_STATE_HOME", "vigil/spool"), ".local/state/vigil/spool")
+            .unwrap_or_else(|| PathBuf::from(AS_ROOT))
     }
 
     pub(super) fn validate(&self) -> Result<(), ConfigError> {

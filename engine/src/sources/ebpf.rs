@@ -77,17 +77,7 @@ fn unavailable(message: impl Into<String>) -> SourceError {
 
 /// `e` and its causes, `: `-separated.
 fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        // Some errors repeat their cause in their own message.
-        let text = c.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cause = c.source();
-    }
+    let mut out = crate::error_chain(e);
     if out.contains("Operation not permitted") {
         out.push_str(" (loading eBPF programs needs root, or CAP_BPF and CAP_PERFMON)");
     }

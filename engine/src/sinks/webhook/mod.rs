@@ -470,7 +470,7 @@ impl Delivery {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let resp = match req.body(body).send().await {
             Ok(r) => r,
-            Err(e) => return Outcome::Retry { why: error_chain(&e), after: None },
+            Err(e) => return Outcome::Retry { why: crate::error_chain(&e), after: None },
         };
         let status = resp.status();
         if status.is_success() {
@@ -503,20 +503,6 @@ fn parse_retry_after(v: &str) -> Option<Duration> {
     }
     let when = httpdate::parse_http_date(v.trim()).ok()?;
     Some(when.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let c_s = c.to_string();
-        if !s.contains(&c_s) {
-            s.push_str(": ");
-            s.push_str(&c_s);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]
