@@ -9,7 +9,7 @@
 //!    as the sink thread writes them, until the receiver acknowledged all;
 //!    batches of 1,000, plain and gzipped; every write fsynced to the spool;
 //! 2. the pipeline's throughput with and without a webhook output: a replay
-//!    of 1,000,000 exec events, one in twenty raising an alert (crypto-miner:
+//!    of 4,000,000 exec events, one in twenty raising an alert (crypto-miner:
 //!    ~50,000 alerts/s at this machine's rate), alternating rounds, median of 5;
 //! 3. an outage: 1,000 alerts/s for 90 s, the receiver down from 15 s to
 //!    75 s: alerts lost or duplicated, and how long the backlog takes to
@@ -300,7 +300,7 @@ fn main() {
 
     if run("2") {
         println!();
-        println!("## 2. Pipeline throughput with and without a webhook (1,000,000 execs, 1 in 20 alerts)");
+        println!("## 2. Pipeline throughput with and without a webhook (4,000,000 execs, 1 in 20 alerts)");
         let rules_dir = tempfile::tempdir().unwrap();
         std::fs::copy(target_dir().join("rules/crypto-miner.wasm"), rules_dir.path().join("crypto-miner.wasm"))
             .expect("run scripts/build-rules.sh first");
@@ -308,7 +308,7 @@ fn main() {
         let work = tempfile::tempdir().unwrap();
         let file = work.path().join("bench.msgpack");
         let mut w = ReplayWriter::create(&file).unwrap();
-        for e in events(1_000_000) {
+        for e in events(4_000_000) {
             w.write(&e).unwrap();
         }
         w.finish().unwrap();

@@ -86,10 +86,17 @@ pub trait Sink: Send {
     fn close(&mut self) {}
 }
 
-/// How much lower than the pipeline's threads the outputs runtime's
-/// threads run (`nice`): under a CPU-bound load the rules keep the CPU and
+/// How much lower than the pipeline's threads the outputs runtime's threads
+/// run (`nice`): under a CPU-bound load the rules keep the CPU and
 /// deliveries catch up from the spool when there is room.
 pub const OUTPUTS_NICE: i32 = 10;
+
+/// Lowers the calling thread's CPU priority by [`OUTPUTS_NICE`].
+pub fn lower_thread_priority() {
+    // SAFETY: setpriority has no memory preconditions; who = 0 is the
+    // calling thread on Linux.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, OUTPUTS_NICE) };
+}
 
 /// The runtime for webhook deliveries and the metrics endpoint: one worker,
 /// off the pipeline's threads, at a lower CPU priority ([`OUTPUTS_NICE`]).
@@ -97,11 +104,7 @@ pub fn outputs_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("vigil-out")
-        .on_thread_start(|| {
-            // SAFETY: setpriority has no memory preconditions; who = 0 is
-            // the calling thread on Linux.
-            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, OUTPUTS_NICE) };
-        })
+        .on_thread_start(lower_thread_priority)
         .enable_all()
         .build()
 }
