@@ -354,3 +354,34 @@ fn daemon_alerts_through_ebpf_and_detaches_on_sigterm() {
     }
     assert!(left.is_empty(), "programs still loaded after exit: {left:?}");
 }
+
+#[test]
+fn execs_in_a_container_cgroup_carry_the_container_from_the_first_one() {
+    require_root!();
+    let root = vigil_engine::sources::procfs::cgroup2_mount().expect("a cgroup2 hierarchy is mounted");
+    // One cgroup older than the source (found by its scan), one made after
+    // it started (found from the kernel's mkdir event).
+    let older = ContainerCgroup::new(&root, 1);
+    let running = start(EbpfConfig::default());
+    let newer = ContainerCgroup::new(&root, 2);
+    let (m1, m2, host) = (marker() + "-older", marker() + "-newer", marker() + "-host");
+    older.exec_in(&m1);
+    newer.exec_in(&m2);
+    let _ = Command::new("/bin/true").arg(&host).status();
+    let events = running.collect_until(Duration::from_secs(5), |evs| {
+        [&m1, &m2, &host].iter().all(|m| evs.iter().any(|e| has_arg(e, EventKind::ProcessExec, m)))
+    });
+    running.finish();
+    for (cg, mark) in [(&older, &m1), (&newer, &m2)] {
+        let e = events.iter().find(|e| has_arg(e, EventKind::ProcessExec, mark)).expect("the exec was seen");
+        let c = e.container.as_ref().unwrap_or_else(|| panic!("no container on the exec in {}", cg.dir.display()));
+        assert_eq!(c.id, cg.id);
+        assert_eq!(c.runtime, vigil_engine::event::Runtime::Docker);
+    }
+    let mkdir = events
+        .iter()
+        .find(|e| e.kind == EventKind::CgroupMkdir && e.cgroup.as_ref().is_some_and(|c| c.path.ends_with(&newer.id)));
+    assert_eq!(mkdir.and_then(|e| e.container.as_ref()).map(|c| c.id.as_str()), Some(newer.id.as_str()));
+    let e = events.iter().find(|e| has_arg(e, EventKind::ProcessExec, &host)).expect("the host exec was seen");
+    assert!(e.container.is_none(), "a host process has no container");
+}

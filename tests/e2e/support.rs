@@ -328,3 +328,43 @@ pub fn assert_miner_alert(line: Option<String>, pid: u32) {
     assert_eq!(alert["rule"], "crypto-miner");
     assert_eq!(alert["output_fields"]["proc.pid"], pid);
 }
+
+/// A cgroup named as Docker names a container's, removed (with its parent
+/// if this test made it) when dropped.
+pub struct ContainerCgroup {
+    pub dir: std::path::PathBuf,
+    made_parent: Option<std::path::PathBuf>,
+    pub id: String,
+}
+
+impl ContainerCgroup {
+    pub fn new(root: &std::path::Path, n: u64) -> ContainerCgroup {
+        let parent = root.join("docker");
+        let made_parent = (!parent.exists()).then(|| parent.clone());
+        let id = format!("{:032x}{:032x}", 0xc0ffee_u128 + n as u128, vigil_engine::time::now_ns() as u128);
+        let dir = parent.join(&id);
+        std::fs::create_dir_all(&dir).unwrap();
+        ContainerCgroup { dir, made_parent, id }
+    }
+
+    /// Runs `/bin/true <marker>` inside the cgroup (the shell moves itself
+    /// in, then execs) and waits for it.
+    pub fn exec_in(&self, marker: &str) {
+        let script = format!("echo $$ > {}/cgroup.procs && exec /bin/true {marker}", self.dir.display());
+        let mut child = ChildGuard::spawn({
+            let mut c = Command::new("/bin/sh");
+            c.args(["-c", &script]);
+            c
+        });
+        assert!(child.child().wait().unwrap().success(), "moving into {} failed", self.dir.display());
+    }
+}
+
+impl Drop for ContainerCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.dir);
+        if let Some(p) = &self.made_parent {
+            let _ = std::fs::remove_dir(p);
+        }
+    }
+}

@@ -34,9 +34,10 @@ use vigil_event::{Cgroup, Event, EventKind, KindSet, Namespaces, Process};
 
 pub use offsets::{HIDE_FIELD_ENV, VMLINUX_BTF, read_offsets};
 
-use super::procfs::{MAX_ANCESTRY, exit_code, read_link};
+use super::procfs::{MAX_ANCESTRY, cgroup2_mount, exit_code, read_link};
 use super::{Closed, EventSender, Interest, Source, SourceError, Stop};
 use crate::config::{EbpfConfig, KernelFilter};
+use crate::enrich::cgroups::{Cgroups, Context};
 use crate::enrich::process_tree::{ProcessTree, TreeStats};
 
 /// `events-lost` reason: the ring buffer was full.
@@ -90,6 +91,7 @@ pub struct EbpfSource {
     counters: PerCpuArray<MapData, u64>,
     filter: Array<MapData, u32>,
     tree: ProcessTree,
+    cgroups: Cgroups,
     mode: KernelFilter,
     wakeup_delay: Duration,
     /// How long loading, attaching and the /proc scan took.
@@ -162,11 +164,22 @@ impl EbpfSource {
         let attached = started.elapsed();
         let mut tree = ProcessTree::new(config.exited_grace, config.max_exited);
         let scanned = tree.scan_proc();
+        let mut cgroups = Cgroups::new(config.exited_grace.as_nanos() as u64);
+        match cgroup2_mount() {
+            Some(root) => {
+                if let Err(e) = cgroups.scan(&root) {
+                    tracing::warn!(root = %root.display(), error = %e, "cannot scan the cgroup2 tree; containers are resolved from new cgroups only");
+                }
+            }
+            None => tracing::warn!("no cgroup2 hierarchy mounted: events carry no container"),
+        }
         let open_time = started.elapsed();
         tracing::info!(
             attach_ms = attached.as_secs_f64() * 1e3,
             scan_ms = (open_time - attached).as_secs_f64() * 1e3,
             processes = scanned,
+            cgroups = cgroups.stats().cgroups,
+            containers = cgroups.stats().containers,
             ring_buffer = %config.ring_buffer,
             "eBPF programs attached"
         );
@@ -176,6 +189,7 @@ impl EbpfSource {
             counters,
             filter,
             tree,
+            cgroups,
             mode: config.filter,
             wakeup_delay: config.wakeup_delay,
             open_time,
@@ -264,12 +278,13 @@ impl Source for EbpfSource {
 
 impl EbpfSource {
     async fn read_loop(self, mut out: EventSender, stop: Stop, interest: Interest) -> Result<(), SourceError> {
-        let EbpfSource { bpf, ring, counters, mut filter, tree, mode, wakeup_delay, stats: stats_out, .. } = self;
+        let EbpfSource { bpf, ring, counters, mut filter, tree, cgroups, mode, wakeup_delay, stats: stats_out, .. } =
+            self;
         // SAFETY: the ring buffer owns its map fd, which stays open and the
         // same for as long as it lives, i.e. as long as the AsyncFd.
         let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|e| SourceError::Io("watching the eBPF ring buffer", e.into()))?;
-        let mut decoder = Decoder::new(tree, interest.clone());
+        let mut decoder = Decoder::new(tree, cgroups, interest.clone());
         let mut drops = Drops::default();
         let mut tick = tokio::time::interval(TICK);
         // What the kernel sends: set now, then kept equal to what rules want.
@@ -395,7 +410,8 @@ fn kernel_mask(interest: &Interest, mode: KernelFilter) -> u32 {
     if mode == KernelFilter::Tree {
         mask |= 1 << rec::EXEC | 1 << rec::FORK | 1 << rec::EXIT;
     }
-    mask
+    // cgroup changes are rare and keep container resolution current.
+    mask | 1 << rec::CGROUP_MKDIR | 1 << rec::CGROUP_RMDIR
 }
 
 /// Sums of the per-CPU counters, by index.
@@ -434,6 +450,7 @@ pub struct Malformed;
 /// Records to events, keeping the process tree current.
 pub struct Decoder {
     pub tree: ProcessTree,
+    pub cgroups: Cgroups,
     interest: Interest,
     /// Wall clock minus boot clock, in ns.
     boot_to_wall: u64,
@@ -442,8 +459,8 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    pub fn new(tree: ProcessTree, interest: Interest) -> Self {
-        let mut d = Decoder { tree, interest, boot_to_wall: 0, decoded: 0, malformed: 0 };
+    pub fn new(tree: ProcessTree, cgroups: Cgroups, interest: Interest) -> Self {
+        let mut d = Decoder { tree, cgroups, interest, boot_to_wall: 0, decoded: 0, malformed: 0 };
         d.tick();
         d
     }
@@ -452,7 +469,9 @@ impl Decoder {
     /// and frees exited processes past their grace period.
     pub fn tick(&mut self) {
         self.boot_to_wall = crate::time::now_ns().saturating_sub(crate::time::boottime_ns());
-        self.tree.sweep(crate::time::boottime_ns());
+        let now = crate::time::boottime_ns();
+        self.tree.sweep(now);
+        self.cgroups.sweep(now);
     }
 
     /// Decodes everything in the ring, sending full batches as it goes.
@@ -488,7 +507,11 @@ impl Decoder {
             rec::EXEC => {
                 let ev: ExecEvent = read(bytes)?;
                 let process = self.exec(&ev);
-                Ok(self.event(EventKind::ProcessExec, time_ns, |e| e.process = Some(process)))
+                let ctx = self.context(ev.task.cgroup_id);
+                Ok(self.event(EventKind::ProcessExec, time_ns, |e| {
+                    e.process = Some(process);
+                    ctx.apply(e);
+                }))
             }
             rec::FORK => {
                 let ev: ForkEvent = read(bytes)?;
@@ -503,7 +526,11 @@ impl Decoder {
                     process.argv = node.argv.to_vec();
                 }
                 process.ancestry = self.tree.ancestry(t.ppid, MAX_ANCESTRY);
-                Ok(self.event(EventKind::ProcessFork, time_ns, |e| e.process = Some(process)))
+                let ctx = self.context(t.cgroup_id);
+                Ok(self.event(EventKind::ProcessFork, time_ns, |e| {
+                    e.process = Some(process);
+                    ctx.apply(e);
+                }))
             }
             rec::EXIT => {
                 let ev: ExitEvent = read(bytes)?;
@@ -517,7 +544,9 @@ impl Decoder {
                     process.cgroup_id = node.cgroup_id;
                 }
                 self.tree.exit(ev.tgid, header.boot_ns);
+                let ctx = self.context(process.cgroup_id);
                 Ok(self.event(EventKind::ProcessExit, time_ns, |e| {
+                    ctx.apply(e);
                     e.process = Some(process);
                     e.exit_code = Some(exit_code(ev.exit_code));
                 }))
@@ -527,10 +556,30 @@ impl Decoder {
                 let kind =
                     if header.kind == rec::CGROUP_MKDIR { EventKind::CgroupMkdir } else { EventKind::CgroupRmdir };
                 let path = lossy(&ev.path, ev.path_len as usize);
-                Ok(self.event(kind, time_ns, |e| e.cgroup = Some(Cgroup { id: ev.id, path })))
+                let ctx = if kind == EventKind::CgroupMkdir {
+                    self.cgroups.mkdir(ev.id, &path);
+                    self.context(ev.id)
+                } else {
+                    let ctx = self.context(ev.id);
+                    self.cgroups.rmdir(ev.id, header.boot_ns);
+                    ctx
+                };
+                Ok(self.event(kind, time_ns, |e| {
+                    e.cgroup = Some(Cgroup { id: ev.id, path });
+                    ctx.apply(e);
+                }))
             }
             _ => Err(Malformed),
         }
+    }
+
+    /// The container and pod of the cgroup `id` (none for the host or an
+    /// unknown cgroup).
+    fn context(&mut self, id: u64) -> Context {
+        if id == 0 {
+            return Context::default();
+        }
+        self.cgroups.get(id).cloned().unwrap_or_default()
     }
 
     fn event(&self, kind: EventKind, time_ns: u64, fill: impl FnOnce(&mut Event)) -> Option<Event> {
@@ -625,7 +674,7 @@ mod tests {
 
     #[test]
     fn decodes_exec_with_argv_and_ancestry_from_the_tree() {
-        let mut d = Decoder::new(ProcessTree::default(), Interest::all());
+        let mut d = Decoder::new(ProcessTree::default(), Cgroups::new(1_000_000_000), Interest::all());
         let bash = Process { tgid: 4_000_000, comm: "bash".into(), exe: "/bin/bash".into(), ..Default::default() };
         d.tree.exec(&bash);
         let e = d.decode(&exec_record(4_000_001, 4_000_000, "/bin/ls", &["ls", "-l", "/tmp"])).unwrap().unwrap();
@@ -639,7 +688,7 @@ mod tests {
 
     #[test]
     fn short_and_unknown_records_are_malformed_not_panics() {
-        let mut d = Decoder::new(ProcessTree::default(), Interest::all());
+        let mut d = Decoder::new(ProcessTree::default(), Cgroups::new(1_000_000_000), Interest::all());
         let rec = exec_record(1, 0, "/x", &[]);
         for cut in [0, 3, 16, 100, rec.len() - 1] {
             assert!(d.decode(&rec[..cut]).is_err());
@@ -653,7 +702,7 @@ mod tests {
     fn unwanted_kinds_update_the_tree_without_events() {
         let interest = Interest::all();
         interest.0.store(KindSet::from_iter([EventKind::ProcessExec]).0, std::sync::atomic::Ordering::Relaxed);
-        let mut d = Decoder::new(ProcessTree::default(), interest.clone());
+        let mut d = Decoder::new(ProcessTree::default(), Cgroups::new(1_000_000_000), interest.clone());
         let fork = ForkEvent {
             header: Header { kind: rec::FORK, ..Default::default() },
             task: Task { pid: 4_000_100, tgid: 4_000_100, ppid: 1, ..Default::default() },
@@ -663,8 +712,9 @@ mod tests {
             unsafe { std::slice::from_raw_parts(&fork as *const ForkEvent as *const u8, size_of::<ForkEvent>()) };
         assert_eq!(d.decode(bytes), Ok(None));
         assert!(d.tree.get(4_000_100).is_some());
-        assert_eq!(kernel_mask(&interest, KernelFilter::Rules), 1 << rec::EXEC);
-        assert_eq!(kernel_mask(&interest, KernelFilter::Tree), 0b111);
+        let cgroups = 1 << rec::CGROUP_MKDIR | 1 << rec::CGROUP_RMDIR;
+        assert_eq!(kernel_mask(&interest, KernelFilter::Rules), 1 << rec::EXEC | cgroups);
+        assert_eq!(kernel_mask(&interest, KernelFilter::Tree), 0b111 | cgroups);
         assert_eq!(kernel_mask(&Interest::all(), KernelFilter::Rules), rec::ALL_MASK);
     }
 }

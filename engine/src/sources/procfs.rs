@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use vigil_event::{Ancestor, Event, EventKind, Namespaces, Process};
 
 use super::{EventSender, Interest, Source, SourceError, Stop};
+use crate::enrich::cgroups::Context;
 
 const CN_IDX_PROC: u32 = 1;
 const CN_VAL_PROC: u32 = 1;
@@ -173,6 +174,7 @@ impl ProcReader {
         match msg {
             ProcMsg::Exec { pid, tgid, .. } => {
                 event.process = Some(self.process(pid, tgid));
+                cgroup_context(tgid).apply(&mut event);
             }
             ProcMsg::Fork { parent_tgid, child_pid, child_tgid, .. } => {
                 if child_pid != child_tgid {
@@ -181,6 +183,7 @@ impl ProcReader {
                 let mut p = self.process(child_pid, child_tgid);
                 p.ppid = parent_tgid;
                 event.process = Some(p);
+                cgroup_context(child_tgid).apply(&mut event);
             }
             ProcMsg::Exit { pid, tgid, status, .. } => {
                 if pid != tgid {
@@ -231,6 +234,14 @@ impl ProcReader {
             .and_then(|rel| std::fs::metadata(root.join(rel.trim_start_matches('/'))).ok())
             .map_or(0, |m| m.ino())
     }
+}
+
+/// The container and pod of `tgid`, from its cgroup v2 path.
+fn cgroup_context(tgid: u32) -> Context {
+    std::fs::read_to_string(format!("/proc/{tgid}/cgroup"))
+        .ok()
+        .and_then(|text| text.lines().find_map(|l| l.strip_prefix("0::")).map(Context::of_path))
+        .unwrap_or_default()
 }
 
 /// Exit status as a shell reports it: the code, or 128+signal.

@@ -1,0 +1,66 @@
+//! Enrichment cost on the hot path, printed (BENCHMARKS.md keeps it):
+//!
+//!     cargo bench -p vigil-engine --bench enrich
+//!
+//! What the eBPF source does per event to attach its container and pod:
+//! look up the cgroup id among 2,000 known cgroups (1,000 of them
+//! containers' under pods) and share their context (`Arc` clones). Also the
+//! one-time cost per new cgroup: parsing its path.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use vigil_engine::enrich::cgroup_path::container_of;
+use vigil_engine::enrich::cgroups::Cgroups;
+use vigil_engine::event::{Event, EventKind};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let mut cgroups = Cgroups::new(u64::MAX);
+    let paths: Vec<String> = (0..1000u64)
+        .flat_map(|i| {
+            [
+                format!("/kubepods/burstable/pod6b1c7f0e-3a2d-4c5b-9e8f-{i:012x}/{:064x}", i * 7919 + 1),
+                format!("/system.slice/service-{i}.service"),
+            ]
+        })
+        .collect();
+    for (i, p) in paths.iter().enumerate() {
+        cgroups.mkdir(i as u64 + 1, p);
+    }
+    let n = 10_000_000u64;
+    let mut events: Vec<Event> = (0..1024).map(|_| Event::new(EventKind::ProcessExec)).collect();
+    let mut medians = Vec::new();
+    for _ in 0..5 {
+        let start = Instant::now();
+        for i in 0..n {
+            // Spread over the known cgroups, as a busy host's execs would be.
+            let id = (i * 2_654_435_761) % 2000 + 1;
+            let e = &mut events[(i & 1023) as usize];
+            if let Some(ctx) = cgroups.get(id) {
+                ctx.apply(e);
+            }
+        }
+        medians.push(start.elapsed().as_nanos() as f64 / n as f64);
+    }
+    black_box(&events);
+    medians.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!("# Enrichment on the hot path");
+    println!("- cgroup id -> container and pod, attached to the event: {:.1} ns/event (median of 5 x 10M)", medians[2]);
+    let start = Instant::now();
+    let rounds = 200u64;
+    for _ in 0..rounds {
+        for p in &paths {
+            black_box(container_of(black_box(p)));
+        }
+    }
+    let per = start.elapsed().as_nanos() as f64 / (rounds * paths.len() as u64) as f64;
+    println!("- parsing a cgroup path (once per new cgroup): {per:.1} ns/path");
+    let s = cgroups.stats();
+    println!("- {} cgroups known, {} of them containers", s.cgroups, s.containers);
+}
