@@ -652,3 +652,30 @@ fn a_dead_webhook_blocks_nothing_else() {
     let log = v.log();
     assert!(log.contains("output=webhook:dead") && log.contains("alerts in its spool"), "{log}");
 }
+
+#[test]
+fn a_full_spool_drops_the_oldest_and_says_so() {
+    let rx = Receiver::start(None);
+    rx.otherwise(Some(503));
+    let dir = tempfile::tempdir().unwrap();
+    // 3,000 alerts of ~700 bytes into a 1 MiB spool, while the receiver fails.
+    let replay = miner_replay(dir.path(), "full", 3000, Duration::from_millis(1));
+    let cfg = config(dir.path(), &rx.url(), "spool_max_bytes = \"1MiB\"\ndrain_timeout = \"30s\"", "");
+    let rules = rule_dir(&["crypto-miner"]);
+    let mut v = Vigil::start(&["run", "--replay", replay.to_str().unwrap()], rules.path(), &cfg);
+    v.log_line("spool full", Duration::from_secs(30)).unwrap_or_else(|| panic!("no drop logged:\n{}", v.log()));
+    rx.otherwise(None);
+    assert!(v.wait(Duration::from_secs(60)).success(), "{}", v.log());
+    let sent = v.alert_ids();
+    assert_eq!(sent.len(), 3000);
+    let got = rx.alerts();
+    let reports: Vec<&Value> = got.iter().filter(|a| a["rule"] == "vigil-alerts-dropped").collect();
+    assert!(!reports.is_empty(), "an alerts-dropped alert arrived");
+    let dropped: u64 = reports.iter().map(|a| a["output_fields"]["vigil.dropped"].as_u64().unwrap()).sum();
+    let delivered: Vec<String> = rx.ids().into_iter().filter(|id| sent.contains(id)).collect();
+    // Every alert is either delivered or counted as dropped; the newest survive, in order.
+    assert_eq!(delivered.len() as u64 + dropped, 3000, "log:\n{}", v.log());
+    assert!(dropped > 0);
+    assert_eq!(delivered.last(), sent.last());
+    assert!(delivered.windows(2).all(|w| sent.iter().position(|s| *s == w[0]) < sent.iter().position(|s| *s == w[1])));
+}
