@@ -180,3 +180,38 @@ fn sighup_rereads_the_config_and_reloads_rules() {
     assert!(err.contains("SIGHUP") && err.contains("disabled by config") && err.contains("rule removed"), "{err}");
     assert!(alerted.iter().all(|&n| n < 35), "no alerts after the reload took effect: {alerted:?}");
 }
+
+#[test]
+fn by_default_identical_alerts_fold_and_secrets_are_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = rule_dir(&["shell-in-container"]);
+    let shell = |i: u64, argv: &str| {
+        format!(
+            r#"{{"kind":"process-exec","time_ns":{},"process":{{"pid":{},"exe":"/bin/bash","argv":{argv}}},"container":{{"id":"c1","name":"web","image":"nginx"}}}}"#,
+            1_700_000_000_000_000_000u64 + i * 1_000_000,
+            100 + i
+        ) + "\n"
+    };
+    // 40 shells identical but for the pid, then one with a password on its command line.
+    let mut lines: String = (0..40).map(|i| shell(i, r#"["bash"]"#)).collect();
+    lines.push_str(&shell(40, r#"["bash","-c","mysql --password hunter2 -h db"]"#));
+    let replay = dir.path().join("shells.jsonl");
+    std::fs::write(&replay, lines).unwrap();
+    let cfg = dir.path().join("vigil.toml");
+    std::fs::write(&cfg, format!("cache_dir = {:?}\n", dir.path().join("cache"))).unwrap();
+    let (code, out, err) =
+        output(vigil().arg("replay").arg(&replay).arg("--rules").arg(rules.path()).arg("--config").arg(&cfg));
+    assert_eq!(code, 0, "{err}");
+    let alerts: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // The first shell, the password one, and at the end the last folded
+    // shell carrying the count of the 38 others.
+    assert_eq!(alerts.len(), 3, "{out}");
+    assert!(alerts[0]["output_fields"].get("vigil.similar").is_none());
+    let secret =
+        alerts.iter().find(|a| a["output_fields"]["proc.cmdline"].as_str().unwrap().contains("mysql")).unwrap();
+    assert_eq!(secret["output_fields"]["proc.cmdline"], "bash -c mysql --password <redacted> -h db");
+    assert!(!out.contains("hunter2"));
+    let summary = alerts.iter().find(|a| a["output_fields"].get("vigil.similar").is_some()).expect("a summary");
+    assert_eq!(summary["output_fields"]["vigil.similar"], 38);
+    assert!(summary["output"].as_str().unwrap().ends_with("(and 38 similar)"));
+}
