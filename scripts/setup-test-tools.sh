@@ -2,7 +2,8 @@
 # Tools only the tests use, installed idempotently into target/tools:
 #   - promtool (from Debian's `prometheus` package, unpacked, not installed:
 #     installing the package would start a Prometheus server), which checks
-#     the daemon's /metrics output.
+#     the daemon's /metrics output;
+#   - Docker and busybox (scripts/runtimes.sh install), for the container tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,3 +25,8 @@ if [ ! -x "$tools/promtool" ]; then
     install -m 0755 "$work/root/usr/bin/promtool" "$tools/promtool"
 fi
 "$tools/promtool" --version 2>&1 | head -n1
+
+# Docker (with containerd and runc) for the container tests, as root.
+if [ "$(id -u)" = 0 ]; then
+    ./scripts/runtimes.sh install
+fi

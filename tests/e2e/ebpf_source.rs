@@ -385,3 +385,42 @@ fn execs_in_a_container_cgroup_carry_the_container_from_the_first_one() {
     let e = events.iter().find(|e| has_arg(e, EventKind::ProcessExec, &host)).expect("the host exec was seen");
     assert!(e.container.is_none(), "a host process has no container");
 }
+
+#[test]
+fn a_docker_container_is_resolved_from_its_entrypoint_on() {
+    require_root!();
+    let dockerd = Dockerd::start();
+    let running = start(EbpfConfig::default());
+    let (entry, exec) = (marker() + "-entrypoint", marker() + "-exec");
+    let name = format!("vigil-e2e-{}", std::process::id());
+    let id = dockerd.docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--network",
+        "none",
+        "vigil-busybox:test",
+        "/bin/sh",
+        "-c",
+        "sleep 30",
+        &entry,
+    ]);
+    dockerd.docker(&["exec", &name, "/bin/true", &exec]);
+    // The container's own execs, not the docker client's (whose argv has the markers too).
+    let inside = |e: &Event, program: &str, mark: &str| {
+        has_arg(e, EventKind::ProcessExec, mark) && e.process.as_ref().is_some_and(|p| p.argv[0] == program)
+    };
+    let wanted = [("/bin/sh", &entry), ("/bin/true", &exec)];
+    let events = running.collect_until(Duration::from_secs(10), |evs| {
+        wanted.iter().all(|(program, m)| evs.iter().any(|e| inside(e, program, m)))
+    });
+    running.finish();
+    dockerd.docker(&["rm", "-f", &name]);
+    for (program, mark) in wanted {
+        let e = events.iter().find(|e| inside(e, program, mark)).expect("the exec was seen");
+        let c = e.container.as_ref().unwrap_or_else(|| panic!("no container on {mark}: {e:?}"));
+        assert_eq!(c.id, id, "{mark}");
+        assert_eq!(c.runtime, vigil_engine::event::Runtime::Docker);
+    }
+}

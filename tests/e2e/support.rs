@@ -368,3 +368,37 @@ impl Drop for ContainerCgroup {
         }
     }
 }
+
+/// A private dockerd (scripts/runtimes.sh), stopped by pid when dropped.
+pub struct Dockerd {
+    dir: tempfile::TempDir,
+}
+
+impl Dockerd {
+    pub fn start() -> Dockerd {
+        let dir = tempfile::tempdir().unwrap();
+        let status =
+            Command::new(workspace().join("scripts/runtimes.sh")).arg("start-docker").arg(dir.path()).status().unwrap();
+        let d = Dockerd { dir };
+        assert!(status.success(), "dockerd did not start (scripts/runtimes.sh install first)");
+        d
+    }
+
+    /// Runs the docker client against this daemon; its trimmed stdout.
+    pub fn docker(&self, args: &[&str]) -> String {
+        let out = Command::new("docker")
+            .env("DOCKER_HOST", format!("unix://{}/docker.sock", self.dir.path().display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let _ = Command::new(workspace().join("scripts/runtimes.sh")).arg("stop-docker").arg(self.dir.path()).status();
+    }
+}
