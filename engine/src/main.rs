@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use vigil_engine::config::{Config, LogFormat, SourceKind};
+use vigil_engine::enrich::containers::ContainerCache;
 use vigil_engine::event::{EventKind, KindSet};
 use vigil_engine::metrics::{self, Telemetry};
 use vigil_engine::pipeline::{self, Pipeline, ReloadHandle, reload_channel};
@@ -21,6 +22,7 @@ use vigil_engine::sinks::fields::FieldSelection;
 use vigil_engine::sinks::file::FileSink;
 use vigil_engine::sinks::stdout::StdoutSink;
 use vigil_engine::sinks::webhook::WebhookSink;
+use vigil_engine::sources::docker;
 use vigil_engine::sources::replay::ReplayWriter;
 use vigil_engine::sources::{Interest, Stop};
 
@@ -117,6 +119,18 @@ enum Command {
         /// Stop after this long (e.g. 30s, 5m).
         #[arg(long, value_parser = humantime::parse_duration)]
         duration: Option<Duration>,
+    },
+    /// List the host's containers as Vigil sees them (runtime, id, name, image, pod, state, pid).
+    ///
+    /// Asks each runtime found (Docker, or Podman's Docker-compatible API, at
+    /// containers.docker_socket). Exits 1 if no runtime answers.
+    Containers {
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Config file (its [containers] section applies).
+        #[arg(long, value_name = "FILE", env = "VIGIL_CONFIG")]
+        config: Option<PathBuf>,
     },
     /// Work with rule components.
     Rules {
@@ -219,6 +233,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             tracing::info!(events = n, file = %out.display(), "recorded");
             Ok(code)
         }
+        Command::Containers { json, config } => {
+            let cfg = load_config(config.as_deref())?;
+            init_logging(&cfg);
+            list_containers(&cfg, json)
+        }
         Command::Rules { command: RulesCommand::Check { paths, config, json } } => {
             let cfg = load_config(config.as_deref())?;
             init_logging(&cfg);
@@ -303,8 +322,20 @@ fn run_pipeline(cfg: Config, rules_dir: PathBuf, watch: bool, config_path: Optio
     let stop = Stop::new();
     let (reload, reloads) = reload_channel();
     handle_signals(stop.clone(), watch.then_some(reload))?;
-    let source = pipeline::open_source(&cfg.source)?;
+    let containers = ContainerCache::new();
+    // Runtime metadata is for live events (the eBPF source); a replay carries its own.
+    let live = cfg.source.kind != SourceKind::Replay;
+    let docker = match cfg.containers.docker_socket().filter(|_| live) {
+        Some(socket) => Some(docker::spawn(socket, containers.clone(), stop.clone())?),
+        None if !live => None,
+        None => {
+            tracing::info!("no Docker socket found: events carry container ids from cgroups, without names or images");
+            None
+        }
+    };
+    let source = pipeline::open_source_with(&cfg.source, Some(containers))?;
     tracing::info!(source = source.name(), rules = %rules_dir.display(), "starting");
+    let watchers = stop.clone();
     let p = Pipeline {
         config: cfg,
         rules_dir,
@@ -317,6 +348,10 @@ fn run_pipeline(cfg: Config, rules_dir: PathBuf, watch: bool, config_path: Optio
     };
     let summary = p.run(source)?;
     summary.log();
+    watchers.stop();
+    if let Some(d) = docker {
+        let _ = d.join();
+    }
     if let Some(rt) = runtime {
         rt.shutdown_timeout(Duration::from_secs(1));
     }
@@ -327,6 +362,61 @@ fn run_pipeline(cfg: Config, rules_dir: PathBuf, watch: bool, config_path: Optio
         }
         None => ExitCode::SUCCESS,
     })
+}
+
+/// The pod (namespace, name) a container's Kubernetes labels name.
+fn pod_of(c: &vigil_engine::event::Container) -> (&str, &str) {
+    let label = |k: &str| c.labels.iter().find(|(n, _)| n == k).map_or("", |(_, v)| v.as_str());
+    (label("io.kubernetes.pod.namespace"), label("io.kubernetes.pod.name"))
+}
+
+fn list_containers(cfg: &Config, json: bool) -> Result<ExitCode> {
+    let Some(socket) = cfg.containers.docker_socket() else {
+        eprintln!("vigil: no container runtime socket found (set containers.docker_socket)");
+        return Ok(ExitCode::from(1));
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let listed = rt
+        .block_on(async { docker::list(&docker::connect(&socket)?).await })
+        .with_context(|| format!("cannot list containers from {}", socket.display()));
+    let listed = match listed {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("vigil: {e:#}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    if json {
+        for (c, state) in &listed {
+            let (ns, name) = pod_of(c);
+            let v = serde_json::json!({
+                "runtime": c.runtime.name(), "id": c.id, "name": c.name, "image": c.image,
+                "pod": if name.is_empty() { serde_json::Value::Null } else { format!("{ns}/{name}").into() },
+                "state": state, "pid": c.pid, "privileged": c.privileged, "labels": c.labels.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+            });
+            println!("{v}");
+        }
+    } else {
+        println!(
+            "{:<10} {:<12} {:<24} {:<32} {:<24} {:<10} {:>7}",
+            "RUNTIME", "ID", "NAME", "IMAGE", "POD", "STATE", "PID"
+        );
+        for (c, state) in &listed {
+            let (ns, name) = pod_of(c);
+            let pod = if name.is_empty() { "-".to_string() } else { format!("{ns}/{name}") };
+            println!(
+                "{:<10} {:<12} {:<24} {:<32} {:<24} {:<10} {:>7}",
+                c.runtime.name(),
+                c.id.get(..12).unwrap_or(&c.id),
+                c.name,
+                c.image,
+                pod,
+                state,
+                c.pid
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn parse_kind(name: &str) -> Result<EventKind, String> {

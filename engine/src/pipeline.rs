@@ -19,6 +19,7 @@ use crossbeam_channel::{Receiver, Sender, select};
 use vigil_event::Event;
 
 use crate::config::{Config, SourceConfig, SourceKind};
+use crate::enrich::containers::ContainerCache;
 use crate::metrics::Telemetry;
 use crate::plugin::PluginError;
 use crate::plugin::dispatch::{Control, DispatchStats, Dispatcher};
@@ -53,6 +54,22 @@ pub enum PipelineError {
 
 /// Chooses and opens the event source.
 pub fn open_source(config: &SourceConfig) -> Result<Box<dyn Source>, PipelineError> {
+    open_source_with(config, None)
+}
+
+/// Chooses and opens the event source; the eBPF source attaches runtime
+/// metadata from `containers`.
+pub fn open_source_with(
+    config: &SourceConfig,
+    containers: Option<Arc<ContainerCache>>,
+) -> Result<Box<dyn Source>, PipelineError> {
+    let ebpf = |c: &crate::config::EbpfConfig| {
+        let s = EbpfSource::open(c)?;
+        Ok::<_, SourceError>(match &containers {
+            Some(cache) => s.with_containers(cache.clone()),
+            None => s,
+        })
+    };
     let replay_source = |why: &str| match &config.replay {
         Some(p) => Ok(Box::new(ReplaySource::new(p.clone(), config.realtime)) as Box<dyn Source>),
         None => Err(PipelineError::NoSource(format!("{why}; give --replay FILE to use the replay source"))),
@@ -60,10 +77,10 @@ pub fn open_source(config: &SourceConfig) -> Result<Box<dyn Source>, PipelineErr
     match config.kind {
         SourceKind::Replay => replay_source("the replay source needs a file"),
         SourceKind::Proc => Ok(Box::new(ProcSource::open()?)),
-        SourceKind::Ebpf => Ok(Box::new(EbpfSource::open(&config.ebpf)?)),
+        SourceKind::Ebpf => Ok(Box::new(ebpf(&config.ebpf)?)),
         // eBPF, else the proc connector, else the replay file as a last resort.
         SourceKind::Auto => {
-            let ebpf = match EbpfSource::open(&config.ebpf) {
+            let ebpf = match ebpf(&config.ebpf) {
                 Ok(s) => return Ok(Box::new(s)),
                 Err(e) => e,
             };

@@ -2,7 +2,10 @@
 //! with the right details; processes older than the source have their
 //! parent chain; a tiny ring buffer under a storm reports exactly what it
 //! dropped; a kernel lacking a BTF field fails cleanly and `auto` falls back;
-//! the daemon alerts through the eBPF source and leaves nothing attached.
+//! the daemon alerts through the eBPF source and leaves nothing attached;
+//! processes in containers (cgroups named like Docker's, and a real private
+//! dockerd) carry their container from the first exec, with Docker's
+//! metadata once its watcher knows it; `vigil containers` lists them.
 
 use std::collections::HashSet;
 use std::process::{Command, Stdio};
@@ -390,7 +393,14 @@ fn execs_in_a_container_cgroup_carry_the_container_from_the_first_one() {
 fn a_docker_container_is_resolved_from_its_entrypoint_on() {
     require_root!();
     let dockerd = Dockerd::start();
-    let running = start(EbpfConfig::default());
+    let cache = vigil_engine::enrich::containers::ContainerCache::new();
+    let watching = Stop::new();
+    let watcher = vigil_engine::sources::docker::spawn(dockerd.socket(), cache.clone(), watching.clone()).unwrap();
+    let source = EbpfSource::open(&EbpfConfig::default()).unwrap().with_containers(cache.clone());
+    let stats = source.stats();
+    let stop = Stop::new();
+    let running =
+        Running { source: spawn_source(Box::new(source), 4096, stop.clone(), Interest::all()).unwrap(), stop, stats };
     let (entry, exec) = (marker() + "-entrypoint", marker() + "-exec");
     let name = format!("vigil-e2e-{}", std::process::id());
     let id = dockerd.docker(&[
@@ -400,12 +410,19 @@ fn a_docker_container_is_resolved_from_its_entrypoint_on() {
         &name,
         "--network",
         "none",
+        "--label",
+        "team=payments",
         "vigil-busybox:test",
         "/bin/sh",
         "-c",
         "sleep 30",
         &entry,
     ]);
+    // The watcher learns of it from dockerd's events.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cache.get(&id).is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     dockerd.docker(&["exec", &name, "/bin/true", &exec]);
     // The container's own execs, not the docker client's (whose argv has the markers too).
     let inside = |e: &Event, program: &str, mark: &str| {
@@ -417,10 +434,55 @@ fn a_docker_container_is_resolved_from_its_entrypoint_on() {
     });
     running.finish();
     dockerd.docker(&["rm", "-f", &name]);
+    watching.stop();
+    watcher.join().unwrap();
+    // From the first process on: the id and runtime, from the cgroup.
     for (program, mark) in wanted {
         let e = events.iter().find(|e| inside(e, program, mark)).expect("the exec was seen");
         let c = e.container.as_ref().unwrap_or_else(|| panic!("no container on {mark}: {e:?}"));
         assert_eq!(c.id, id, "{mark}");
         assert_eq!(c.runtime, vigil_engine::event::Runtime::Docker);
     }
+    // Once Docker told: its name, image and labels too.
+    let e = events.iter().find(|e| inside(e, "/bin/true", &exec)).unwrap();
+    let c = e.container.as_ref().unwrap();
+    assert_eq!((c.name.as_str(), c.image.as_str()), (name.as_str(), "vigil-busybox:test"));
+    assert!(c.labels.contains(&("team".to_string(), "payments".to_string())), "{:?}", c.labels);
+    assert!(c.pid > 0 && c.started_at_ns > 0, "{c:?}");
+}
+
+#[test]
+fn vigil_containers_lists_what_docker_runs() {
+    require_root!();
+    let dockerd = Dockerd::start();
+    let name = format!("vigil-list-{}", std::process::id());
+    let id = dockerd.docker(&["run", "-d", "--name", &name, "--network", "none", "vigil-busybox:test"]);
+    let stopped = format!("{name}-stopped");
+    dockerd.docker(&["create", "--name", &stopped, "--network", "none", "vigil-busybox:test"]);
+    let cfg = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(cfg.path(), format!("[containers]\ndocker_socket = {:?}\n", dockerd.socket())).unwrap();
+    let table = vigil().args(["containers", "--config"]).arg(cfg.path()).output().unwrap();
+    let json = vigil().args(["containers", "--json", "--config"]).arg(cfg.path()).output().unwrap();
+    dockerd.docker(&["rm", "-f", &name, &stopped]);
+    assert!(table.status.success(), "{}", String::from_utf8_lossy(&table.stderr));
+    let table = String::from_utf8_lossy(&table.stdout);
+    let row = table.lines().find(|l| l.contains(&name) && !l.contains("stopped")).unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        row.starts_with("docker")
+            && row.contains(&id[..12])
+            && row.contains("vigil-busybox:test")
+            && row.contains("running"),
+        "{row}"
+    );
+    let rows: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&json.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let created = rows.iter().find(|r| r["name"] == stopped.as_str()).expect("stopped containers are listed too");
+    assert_eq!(created["state"], "created");
+    assert_eq!(created["pid"], 0);
+
+    // No runtime: a clear error, exit 1.
+    std::fs::write(cfg.path(), "[containers]\ndocker_socket = \"/nonexistent/docker.sock\"\n").unwrap();
+    let out = vigil().args(["containers", "--config"]).arg(cfg.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/docker.sock"));
 }

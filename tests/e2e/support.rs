@@ -384,6 +384,10 @@ impl Dockerd {
         d
     }
 
+    pub fn socket(&self) -> std::path::PathBuf {
+        self.dir.path().join("docker.sock")
+    }
+
     /// Runs the docker client against this daemon; its trimmed stdout.
     pub fn docker(&self, args: &[&str]) -> String {
         let out = Command::new("docker")

@@ -46,6 +46,8 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// The Prometheus endpoint and health checks.
     pub metrics: MetricsConfig,
+    /// Container runtimes to watch for metadata.
+    pub containers: ContainersConfig,
     /// The daemon's own log (to stderr).
     pub log: LogConfig,
     /// Directory for compiled rules (cache keyed by content hash). Default:
@@ -246,6 +248,33 @@ impl Default for DispatchConfig {
             quarantine_initial: Duration::from_secs(10),
             quarantine_max: Duration::from_secs(600),
             epoch_tick: Duration::from_millis(1),
+        }
+    }
+}
+
+/// `[containers]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContainersConfig {
+    /// Docker's API socket (Podman's Docker-compatible socket works too):
+    /// a path, `auto` (the first of /host/run/docker.sock, /run/docker.sock,
+    /// /var/run/docker.sock that exists) or `""` (none).
+    pub docker_socket: String,
+}
+
+impl Default for ContainersConfig {
+    fn default() -> Self {
+        ContainersConfig { docker_socket: "auto".into() }
+    }
+}
+
+impl ContainersConfig {
+    /// The Docker socket to watch, if any.
+    pub fn docker_socket(&self) -> Option<PathBuf> {
+        match self.docker_socket.as_str() {
+            "" => None,
+            "auto" => crate::sources::docker::discover(),
+            p => Some(PathBuf::from(p)),
         }
     }
 }

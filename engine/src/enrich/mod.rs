@@ -5,4 +5,5 @@
 
 pub mod cgroup_path;
 pub mod cgroups;
+pub mod containers;
 pub mod process_tree;

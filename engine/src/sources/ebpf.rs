@@ -38,6 +38,7 @@ use super::procfs::{MAX_ANCESTRY, cgroup2_mount, exit_code, read_link};
 use super::{Closed, EventSender, Interest, Source, SourceError, Stop};
 use crate::config::{EbpfConfig, KernelFilter};
 use crate::enrich::cgroups::{Cgroups, Context};
+use crate::enrich::containers::ContainerCache;
 use crate::enrich::process_tree::{ProcessTree, TreeStats};
 
 /// `events-lost` reason: the ring buffer was full.
@@ -92,6 +93,7 @@ pub struct EbpfSource {
     filter: Array<MapData, u32>,
     tree: ProcessTree,
     cgroups: Cgroups,
+    containers: Option<Arc<ContainerCache>>,
     mode: KernelFilter,
     wakeup_delay: Duration,
     /// How long loading, attaching and the /proc scan took.
@@ -190,11 +192,18 @@ impl EbpfSource {
             filter,
             tree,
             cgroups,
+            containers: None,
             mode: config.filter,
             wakeup_delay: config.wakeup_delay,
             open_time,
             stats: Default::default(),
         })
+    }
+
+    /// Attaches runtime metadata from `cache` to events of known containers.
+    pub fn with_containers(mut self, cache: Arc<ContainerCache>) -> Self {
+        self.containers = Some(cache);
+        self
     }
 
     /// Processes in the tree (after the /proc scan, before running).
@@ -278,13 +287,25 @@ impl Source for EbpfSource {
 
 impl EbpfSource {
     async fn read_loop(self, mut out: EventSender, stop: Stop, interest: Interest) -> Result<(), SourceError> {
-        let EbpfSource { bpf, ring, counters, mut filter, tree, cgroups, mode, wakeup_delay, stats: stats_out, .. } =
-            self;
+        let EbpfSource {
+            bpf,
+            ring,
+            counters,
+            mut filter,
+            tree,
+            cgroups,
+            containers,
+            mode,
+            wakeup_delay,
+            stats: stats_out,
+            ..
+        } = self;
         // SAFETY: the ring buffer owns its map fd, which stays open and the
         // same for as long as it lives, i.e. as long as the AsyncFd.
         let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|e| SourceError::Io("watching the eBPF ring buffer", e.into()))?;
         let mut decoder = Decoder::new(tree, cgroups, interest.clone());
+        decoder.containers = containers;
         let mut drops = Drops::default();
         let mut tick = tokio::time::interval(TICK);
         // What the kernel sends: set now, then kept equal to what rules want.
@@ -451,6 +472,8 @@ pub struct Malformed;
 pub struct Decoder {
     pub tree: ProcessTree,
     pub cgroups: Cgroups,
+    /// Metadata from the runtime watchers, by container id.
+    pub containers: Option<Arc<ContainerCache>>,
     interest: Interest,
     /// Wall clock minus boot clock, in ns.
     boot_to_wall: u64,
@@ -460,7 +483,7 @@ pub struct Decoder {
 
 impl Decoder {
     pub fn new(tree: ProcessTree, cgroups: Cgroups, interest: Interest) -> Self {
-        let mut d = Decoder { tree, cgroups, interest, boot_to_wall: 0, decoded: 0, malformed: 0 };
+        let mut d = Decoder { tree, cgroups, containers: None, interest, boot_to_wall: 0, decoded: 0, malformed: 0 };
         d.tick();
         d
     }
@@ -579,7 +602,14 @@ impl Decoder {
         if id == 0 {
             return Context::default();
         }
-        self.cgroups.get(id).cloned().unwrap_or_default()
+        let mut ctx = self.cgroups.get(id).cloned().unwrap_or_default();
+        // The runtime's metadata (name, image, labels...) once its watcher knows the container.
+        if let (Some(cache), Some(c)) = (&self.containers, &ctx.container)
+            && let Some(full) = cache.get(&c.id)
+        {
+            ctx.container = Some(full);
+        }
+        ctx
     }
 
     fn event(&self, kind: EventKind, time_ns: u64, fill: impl FnOnce(&mut Event)) -> Option<Event> {

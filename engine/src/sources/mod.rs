@@ -12,6 +12,7 @@
 //!
 //! The container-runtime sources plug in here (same trait).
 
+pub mod docker;
 pub mod ebpf;
 pub mod procfs;
 pub mod replay;
