@@ -8,6 +8,8 @@
 #                                  registry: a busybox rootfs)
 #   runtimes.sh stop-docker DIR    remove its containers, stop it by pid, and
 #                                  remove the /docker cgroups it left
+#   runtimes.sh kill-docker DIR    stop dockerd by pid, keeping its containers
+#                                  (start-docker DIR brings it back)
 set -euo pipefail
 
 case "${1:-}" in
@@ -41,10 +43,12 @@ start-docker)
     tar -C "$rootfs" -cf "$dir/rootfs.tar" .
     docker import -c 'CMD ["/bin/sleep","3600"]' "$dir/rootfs.tar" vigil-busybox:test >/dev/null
     ;;
-stop-docker)
-    dir=${2:?usage: runtimes.sh stop-docker DIR}
+stop-docker | kill-docker)
+    dir=${2:?usage: runtimes.sh stop-docker|kill-docker DIR}
     export DOCKER_HOST="unix://$dir/docker.sock"
-    docker ps -aq 2>/dev/null | xargs -r docker rm -f >/dev/null 2>&1 || true
+    if [ "$1" = stop-docker ]; then
+        docker ps -aq 2>/dev/null | xargs -r docker rm -f >/dev/null 2>&1 || true
+    fi
     if [ -f "$dir/docker.pid" ]; then
         pid=$(cat "$dir/docker.pid")
         kill -TERM "$pid" 2>/dev/null || true
@@ -54,13 +58,14 @@ stop-docker)
         done
         kill -KILL "$pid" 2>/dev/null || true
     fi
+    [ "$1" = kill-docker ] && exit 0
     # dockerd leaves its parent cgroup behind; remove it where empty.
     for cg in /sys/fs/cgroup/*/docker /sys/fs/cgroup/docker; do
         [ -d "$cg" ] && rmdir "$cg" 2>/dev/null || true
     done
     ;;
 *)
-    echo "usage: runtimes.sh install | start-docker DIR | stop-docker DIR" >&2
+    echo "usage: runtimes.sh install | start-docker DIR | stop-docker DIR | kill-docker DIR" >&2
     exit 2
     ;;
 esac

@@ -486,3 +486,39 @@ fn vigil_containers_lists_what_docker_runs() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/docker.sock"));
 }
+
+#[test]
+fn the_docker_watcher_survives_a_restart_and_catches_up() {
+    require_root!();
+    let dockerd = Dockerd::start();
+    let cache = vigil_engine::enrich::containers::ContainerCache::new();
+    let stop = Stop::new();
+    let watcher = vigil_engine::sources::docker::spawn(dockerd.socket(), cache.clone(), stop.clone()).unwrap();
+    let name = format!("vigil-restart-{}", std::process::id());
+    let wait_for = |id: &str, timeout: Duration| {
+        let deadline = Instant::now() + timeout;
+        while cache.get(id).is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        cache.get(id).is_some()
+    };
+    let before = dockerd.docker(&["create", "--name", &format!("{name}-a"), "--network", "none", "vigil-busybox:test"]);
+    assert!(wait_for(&before, Duration::from_secs(10)), "the watcher saw the first container");
+    // The runtime goes away: the watcher keeps running, and says so.
+    dockerd.kill();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!watcher.is_finished(), "the watcher survives its runtime");
+    // Back, with a container made before the watcher reconnects.
+    dockerd.restart();
+    let restarted = Instant::now();
+    let after = dockerd.docker(&["create", "--name", &format!("{name}-b"), "--network", "none", "vigil-busybox:test"]);
+    let caught_up = wait_for(&after, Duration::from_secs(15));
+    let took = restarted.elapsed();
+    let kept = cache.get(&before).is_some();
+    dockerd.docker(&["rm", "-f", &format!("{name}-a"), &format!("{name}-b")]);
+    stop.stop();
+    watcher.join().unwrap();
+    assert!(caught_up, "a container created while disconnected is known after the reconnect");
+    assert!(kept, "the first container is still known after the re-list");
+    eprintln!("cache current {took:?} after dockerd restarted (issue goal: 5 s)");
+}

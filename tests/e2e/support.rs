@@ -384,6 +384,20 @@ impl Dockerd {
         d
     }
 
+    /// Stops dockerd (by pid), keeping its containers.
+    pub fn kill(&self) {
+        let status =
+            Command::new(workspace().join("scripts/runtimes.sh")).arg("kill-docker").arg(self.dir.path()).status();
+        assert!(status.unwrap().success());
+    }
+
+    /// Starts it again on the same socket and directories.
+    pub fn restart(&self) {
+        let status =
+            Command::new(workspace().join("scripts/runtimes.sh")).arg("start-docker").arg(self.dir.path()).status();
+        assert!(status.unwrap().success(), "dockerd did not restart");
+    }
+
     pub fn socket(&self) -> std::path::PathBuf {
         self.dir.path().join("docker.sock")
     }

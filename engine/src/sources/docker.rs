@@ -48,7 +48,7 @@ pub fn spawn(socket: PathBuf, cache: Arc<ContainerCache>, stop: Stop) -> std::io
 async fn watch(socket: &Path, cache: &ContainerCache, stop: &Stop) {
     let mut backoff = ExponentialBuilder::new()
         .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(5))
+        .with_max_delay(Duration::from_secs(2))
         .with_jitter()
         .without_max_times()
         .build();
