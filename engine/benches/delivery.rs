@@ -17,7 +17,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,9 +32,12 @@ use vigil_engine::event::{Event, EventKind, Process};
 use vigil_engine::pipeline::Pipeline;
 use vigil_engine::sinks::alert::Alert;
 use vigil_engine::sinks::webhook::WebhookSink;
-use vigil_engine::sinks::{AlertBatch, Sink, SinkError};
+use vigil_engine::sinks::{AlertBatch, Sink};
 use vigil_engine::sources::Stop;
 use vigil_engine::sources::replay::{ReplaySource, ReplayWriter};
+
+mod common;
+use common::{NullSink, target_dir};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -102,12 +105,6 @@ impl Receiver {
     fn url(&self) -> String {
         format!("http://{}/", self.addr)
     }
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
 }
 
 /// A real alert (the golden file's first), with a fresh id.
@@ -180,17 +177,6 @@ fn events(n: usize) -> Vec<Event> {
             }
         })
         .collect()
-}
-
-struct NullSink;
-
-impl Sink for NullSink {
-    fn name(&self) -> &str {
-        "null"
-    }
-    fn write(&mut self, _: &AlertBatch) -> Result<(), SinkError> {
-        Ok(())
-    }
 }
 
 /// 2. events/s and alerts of one pipeline run over `file`, with or without a webhook.

@@ -28,11 +28,14 @@ use vigil_engine::plugin::dispatch::Dispatcher;
 use vigil_engine::plugin::host::{HostSettings, PluginHost};
 use vigil_engine::plugin::ruledir::RuleDir;
 use vigil_engine::sinks::alert::AlertBuilder;
-use vigil_engine::sinks::{AlertBatch, Sink, SinkError};
+use vigil_engine::sinks::Sink;
 use vigil_engine::sources::replay::{ReplaySource, ReplayWriter};
 use vigil_engine::sources::{EventSender, Interest, Source, SourceError, Stop};
 
 // The daemon's allocator, so the figures are the daemon's.
+mod common;
+use common::{NullSink, target_dir};
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -50,12 +53,6 @@ const TEN_RULES: &[&str] = &[
     "spin",
     "trap",
 ];
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
-}
 
 fn wasm(id: &str) -> PathBuf {
     for d in ["rules", "test-rules"] {
@@ -219,18 +216,6 @@ fn time_native(events: &[Event]) -> (f64, f64) {
     std::hint::black_box(alerts);
     let n = events.len() as f64;
     (encode.as_nanos() as f64 / n, detect.as_nanos() as f64 / n)
-}
-
-/// Discards alerts (the benchmark measures the engine, not an output).
-struct NullSink;
-
-impl Sink for NullSink {
-    fn name(&self) -> &str {
-        "null"
-    }
-    fn write(&mut self, _: &AlertBatch) -> Result<(), SinkError> {
-        Ok(())
-    }
 }
 
 fn pipeline(config: Config, rules: &Path, watch: bool, sink: NullSink) -> Pipeline {

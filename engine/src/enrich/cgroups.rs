@@ -127,6 +127,15 @@ impl Cgroups {
         }
     }
 
+    /// cgroups known.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
     pub fn stats(&self) -> CgroupStats {
         CgroupStats {
             cgroups: self.by_id.len(),

@@ -29,18 +29,33 @@ impl ContainerCache {
         self.by_id.write().unwrap_or_else(|e| e.into_inner()).remove(id);
     }
 
-    pub fn len(&self) -> usize {
-        self.by_id.read().unwrap_or_else(|e| e.into_inner()).len()
+    /// Replaces what is known of `runtime`'s containers with `listed` (a
+    /// full listing): containers removed while a watcher was disconnected go.
+    pub fn replace_all(&self, runtime: vigil_event::Runtime, listed: Vec<Container>) {
+        let mut by_id = self.by_id.write().unwrap_or_else(|e| e.into_inner());
+        by_id.retain(|_, c| c.runtime != runtime);
+        by_id.extend(listed.into_iter().map(|c| (c.id.clone(), Arc::new(c))));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vigil_event::Runtime;
+
+    use super::*;
+
+    fn container(id: &str, runtime: Runtime) -> Container {
+        Container { id: id.into(), runtime, ..Default::default() }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Every container known, sorted by runtime then name.
-    pub fn all(&self) -> Vec<Arc<Container>> {
-        let mut v: Vec<_> = self.by_id.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
-        v.sort_by(|a, b| (a.runtime.name(), &a.name).cmp(&(b.runtime.name(), &b.name)));
-        v
+    #[test]
+    fn a_relisting_forgets_what_is_gone_from_that_runtime_only() {
+        let cache = ContainerCache::new();
+        cache.insert(container("a", Runtime::Docker));
+        cache.insert(container("p", Runtime::Podman));
+        cache.replace_all(Runtime::Docker, vec![container("b", Runtime::Docker)]);
+        assert!(cache.get("a").is_none());
+        assert!(cache.get("b").is_some());
+        assert!(cache.get("p").is_some());
     }
 }

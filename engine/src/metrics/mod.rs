@@ -159,6 +159,16 @@ impl Telemetry {
                 "Exited processes freed early because source.ebpf.max_exited was reached.",
                 k.tree.evicted,
             );
+            let lookups = m.counter(
+                "vigil_cgroup_lookups_total",
+                "Events whose cgroup was looked up for its container: found (hit) or unknown (miss, sent without one).",
+                &["result"],
+            );
+            lookups.with_label_values(&["hit"]).inc_by(k.cgroups.hits);
+            lookups.with_label_values(&["miss"]).inc_by(k.cgroups.misses);
+            let known = m.gauge("vigil_cgroups", "cgroups known, by whether a container owns them.", &["owner"]);
+            known.with_label_values(&["container"]).set(k.cgroups.containers as i64);
+            known.with_label_values(&["host"]).set((k.cgroups.cgroups - k.cgroups.containers) as i64);
         }
         if let Some(rules) = &p.rules {
             let rules = rules.lock().unwrap_or_else(|e| e.into_inner());
@@ -289,6 +299,7 @@ mod tests {
         *kernel.lock().unwrap() = Some(crate::sources::ebpf::EbpfStats {
             seen: [5, 4, 3, 0, 0],
             tree: crate::enrich::process_tree::TreeStats { nodes: 70, proc_lookups: 2, ..Default::default() },
+            cgroups: crate::enrich::cgroups::CgroupStats { cgroups: 5, containers: 3, hits: 9, misses: 1 },
             ..Default::default()
         });
         t.set_kernel(kernel);
@@ -302,6 +313,8 @@ mod tests {
         assert!(text.contains("vigil_ebpf_events_seen_total{kind=\"process-fork\"} 4"), "{text}");
         assert!(text.contains("vigil_process_tree_processes 70"), "{text}");
         assert!(text.contains("vigil_process_tree_proc_lookups_total 2"), "{text}");
+        assert!(text.contains("vigil_cgroup_lookups_total{result=\"miss\"} 1"), "{text}");
+        assert!(text.contains("vigil_cgroups{owner=\"container\"} 3"), "{text}");
         assert!(text.contains("process_resident_memory_bytes"), "{text}");
     }
 }

@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 
 use alert::Alert;
 use fields::FieldSelection;
+
+use crate::config::PayloadFormat;
 use shaping::Shaper;
 
 /// Errors of the sink layer.
@@ -62,9 +64,7 @@ impl AlertBatch {
         }
         let mut out = Vec::with_capacity(self.json_lines.len());
         for a in &self.alerts {
-            let mut v = a.clone();
-            v.output_fields.retain(|k, _| fields.keeps(k));
-            serde_json::to_writer(&mut out, &v).expect("alerts serialize");
+            out.extend(webhook::payload::encode(a, PayloadFormat::Vigil, fields));
             out.push(b'\n');
         }
         Cow::Owned(out)

@@ -43,7 +43,8 @@ pub struct Shaper {
     rule_limits: HashMap<String, DefaultDirectRateLimiter>,
     global: Option<DefaultDirectRateLimiter>,
     window: Duration,
-    folds: HashMap<(String, u64), Fold>,
+    /// By [`fingerprint`] (which covers the rule).
+    folds: HashMap<u64, Fold>,
     /// Rate-limit drops since the last log line, by rule.
     unlogged_drops: HashMap<String, u64>,
     last_drop_log: Instant,
@@ -102,7 +103,7 @@ impl Shaper {
                 self.stats.redacted.fetch_add(1, Ordering::Relaxed);
             }
             if !self.window.is_zero() {
-                let key = (a.rule.clone(), fingerprint(&a));
+                let key = fingerprint(&a);
                 match self.folds.get_mut(&key) {
                     Some(f) if now < f.until => {
                         f.folded += 1;
@@ -201,6 +202,7 @@ fn mark_similar(a: &mut Alert, n: u64) {
 /// Hash of what makes two alerts "identical".
 fn fingerprint(a: &Alert) -> u64 {
     let mut h = std::hash::DefaultHasher::new();
+    a.rule.hash(&mut h);
     a.priority.hash(&mut h);
     a.output.hash(&mut h);
     for (k, v) in &a.output_fields {
@@ -216,7 +218,11 @@ fn hash_value(v: &Value, h: &mut impl Hasher) {
     match v {
         Value::Null => 0u8.hash(h),
         Value::Bool(b) => b.hash(h),
-        Value::Number(n) => n.to_string().hash(h),
+        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => u.hash(h),
+            (None, Some(i)) => i.hash(h),
+            (None, None) => n.as_f64().map(f64::to_bits).hash(h),
+        },
         Value::String(s) => s.hash(h),
         Value::Array(items) => {
             items.len().hash(h);

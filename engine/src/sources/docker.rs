@@ -46,18 +46,23 @@ pub fn spawn(socket: PathBuf, cache: Arc<ContainerCache>, stop: Stop) -> std::io
 }
 
 async fn watch(socket: &Path, cache: &ContainerCache, stop: &Stop) {
-    let mut backoff = ExponentialBuilder::new()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(2))
-        .with_jitter()
-        .without_max_times()
-        .build();
+    let backoff_from_start = || {
+        ExponentialBuilder::new()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(2))
+            .with_jitter()
+            .without_max_times()
+            .build()
+    };
+    let mut backoff = backoff_from_start();
     let mut down_since = None;
     while !stop.is_stopped() {
         match follow(socket, cache, stop, &mut down_since).await {
             Ok(()) => return,
             Err(e) => {
                 if down_since.is_none() {
+                    // A new outage: retry quickly again.
+                    backoff = backoff_from_start();
                     tracing::warn!(socket = %socket.display(), error = %crate::error_chain(&e), "Docker unavailable; retrying in the background");
                     down_since = Some(std::time::Instant::now());
                 }
@@ -85,11 +90,9 @@ async fn follow(
     let mut filters = HashMap::new();
     filters.insert("type", vec!["container"]);
     let mut events = Box::pin(docker.events(Some(EventsOptionsBuilder::new().filters(&filters).build())));
-    let mut known = 0;
-    for (c, _state) in list(&docker).await? {
-        cache.insert(c);
-        known += 1;
-    }
+    let listed: Vec<Container> = list(&docker).await?.into_iter().map(|(c, _state)| c).collect();
+    let known = listed.len();
+    cache.replace_all(Runtime::Docker, listed);
     match down_since.take() {
         Some(since) => {
             tracing::info!(socket = %socket.display(), containers = known, down_s = since.elapsed().as_secs_f64(), "Docker reconnected; containers re-listed")

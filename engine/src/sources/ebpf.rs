@@ -37,7 +37,7 @@ pub use offsets::{HIDE_FIELD_ENV, VMLINUX_BTF, read_offsets};
 use super::procfs::{MAX_ANCESTRY, cgroup2_mount, exit_code, read_link};
 use super::{Closed, EventSender, Interest, Source, SourceError, Stop};
 use crate::config::{EbpfConfig, KernelFilter};
-use crate::enrich::cgroups::{Cgroups, Context};
+use crate::enrich::cgroups::{CgroupStats, Cgroups};
 use crate::enrich::containers::ContainerCache;
 use crate::enrich::process_tree::{ProcessTree, TreeStats};
 
@@ -115,6 +115,8 @@ pub struct EbpfStats {
     pub lost_read: u64,
     pub lost_decode: u64,
     pub tree: TreeStats,
+    /// Container resolution: cgroups known, and lookups that found one or not.
+    pub cgroups: CgroupStats,
 }
 
 impl EbpfStats {
@@ -180,7 +182,7 @@ impl EbpfSource {
             attach_ms = attached.as_secs_f64() * 1e3,
             scan_ms = (open_time - attached).as_secs_f64() * 1e3,
             processes = scanned,
-            cgroups = cgroups.stats().cgroups,
+            cgroups = cgroups.len(),
             containers = cgroups.stats().containers,
             ring_buffer = %config.ring_buffer,
             "eBPF programs attached"
@@ -384,6 +386,8 @@ impl EbpfSource {
             tree_freed = stats.tree.freed,
             tree_evicted = stats.tree.evicted,
             tree_peak = stats.tree.peak,
+            cgroup_hits = stats.cgroups.hits,
+            cgroup_misses = stats.cgroups.misses,
             "eBPF programs detached"
         );
         *stats_out.lock().unwrap_or_else(|e| e.into_inner()) = Some(stats);
@@ -406,6 +410,7 @@ fn snapshot(decoder: &Decoder, drops: &Drops, counters: &PerCpuArray<MapData, u6
         lost_read: drops.read,
         lost_decode: decoder.malformed,
         tree: decoder.tree.stats(),
+        cgroups: decoder.cgroups.stats(),
     }
 }
 
@@ -530,11 +535,7 @@ impl Decoder {
             rec::EXEC => {
                 let ev: ExecEvent = read(bytes)?;
                 let process = self.exec(&ev);
-                let ctx = self.context(ev.task.cgroup_id);
-                Ok(self.event(EventKind::ProcessExec, time_ns, |e| {
-                    e.process = Some(process);
-                    ctx.apply(e);
-                }))
+                Ok(self.event(EventKind::ProcessExec, time_ns, ev.task.cgroup_id, |e| e.process = Some(process)))
             }
             rec::FORK => {
                 let ev: ForkEvent = read(bytes)?;
@@ -549,11 +550,7 @@ impl Decoder {
                     process.argv = node.argv.to_vec();
                 }
                 process.ancestry = self.tree.ancestry(t.ppid, MAX_ANCESTRY);
-                let ctx = self.context(t.cgroup_id);
-                Ok(self.event(EventKind::ProcessFork, time_ns, |e| {
-                    e.process = Some(process);
-                    ctx.apply(e);
-                }))
+                Ok(self.event(EventKind::ProcessFork, time_ns, t.cgroup_id, |e| e.process = Some(process)))
             }
             rec::EXIT => {
                 let ev: ExitEvent = read(bytes)?;
@@ -567,9 +564,7 @@ impl Decoder {
                     process.cgroup_id = node.cgroup_id;
                 }
                 self.tree.exit(ev.tgid, header.boot_ns);
-                let ctx = self.context(process.cgroup_id);
-                Ok(self.event(EventKind::ProcessExit, time_ns, |e| {
-                    ctx.apply(e);
+                Ok(self.event(EventKind::ProcessExit, time_ns, process.cgroup_id, |e| {
                     e.process = Some(process);
                     e.exit_code = Some(exit_code(ev.exit_code));
                 }))
@@ -579,45 +574,37 @@ impl Decoder {
                 let kind =
                     if header.kind == rec::CGROUP_MKDIR { EventKind::CgroupMkdir } else { EventKind::CgroupRmdir };
                 let path = lossy(&ev.path, ev.path_len as usize);
-                let ctx = if kind == EventKind::CgroupMkdir {
+                // A removed cgroup lingers, so its rmdir event still resolves.
+                if kind == EventKind::CgroupMkdir {
                     self.cgroups.mkdir(ev.id, &path);
-                    self.context(ev.id)
                 } else {
-                    let ctx = self.context(ev.id);
                     self.cgroups.rmdir(ev.id, header.boot_ns);
-                    ctx
-                };
-                Ok(self.event(kind, time_ns, |e| {
-                    e.cgroup = Some(Cgroup { id: ev.id, path });
-                    ctx.apply(e);
-                }))
+                }
+                Ok(self.event(kind, time_ns, ev.id, |e| e.cgroup = Some(Cgroup { id: ev.id, path })))
             }
             _ => Err(Malformed),
         }
     }
 
-    /// The container and pod of the cgroup `id` (none for the host or an
-    /// unknown cgroup).
-    fn context(&mut self, id: u64) -> Context {
-        if id == 0 {
-            return Context::default();
-        }
-        let mut ctx = self.cgroups.get(id).cloned().unwrap_or_default();
-        // The runtime's metadata (name, image, labels...) once its watcher knows the container.
-        if let (Some(cache), Some(c)) = (&self.containers, &ctx.container)
-            && let Some(full) = cache.get(&c.id)
-        {
-            ctx.container = Some(full);
-        }
-        ctx
-    }
-
-    fn event(&self, kind: EventKind, time_ns: u64, fill: impl FnOnce(&mut Event)) -> Option<Event> {
+    /// An event of `kind`, if a rule wants it, with the container and pod of
+    /// the cgroup `cgroup_id` (none for the host or an unknown cgroup).
+    fn event(&mut self, kind: EventKind, time_ns: u64, cgroup_id: u64, fill: impl FnOnce(&mut Event)) -> Option<Event> {
         if !self.interest.wants(kind) {
             return None;
         }
         let mut event = Event { time_ns, ..Event::new(kind) };
         fill(&mut event);
+        if cgroup_id != 0
+            && let Some(ctx) = self.cgroups.get(cgroup_id)
+        {
+            ctx.apply(&mut event);
+            // The runtime's metadata (name, image, labels...) once its watcher knows the container.
+            if let (Some(cache), Some(c)) = (&self.containers, &event.container)
+                && let Some(full) = cache.get(&c.id)
+            {
+                event.container = Some(full);
+            }
+        }
         Some(event)
     }
 

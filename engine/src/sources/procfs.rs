@@ -173,17 +173,18 @@ impl ProcReader {
         let mut event = Event { time_ns, ..Event::new(kind) };
         match msg {
             ProcMsg::Exec { pid, tgid, .. } => {
-                event.process = Some(self.process(pid, tgid));
-                cgroup_context(tgid).apply(&mut event);
+                let (p, ctx) = self.process_in(pid, tgid);
+                event.process = Some(p);
+                ctx.apply(&mut event);
             }
             ProcMsg::Fork { parent_tgid, child_pid, child_tgid, .. } => {
                 if child_pid != child_tgid {
                     return None; // a new thread, not a new process
                 }
-                let mut p = self.process(child_pid, child_tgid);
+                let (mut p, ctx) = self.process_in(child_pid, child_tgid);
                 p.ppid = parent_tgid;
                 event.process = Some(p);
-                cgroup_context(child_tgid).apply(&mut event);
+                ctx.apply(&mut event);
             }
             ProcMsg::Exit { pid, tgid, status, .. } => {
                 if pid != tgid {
@@ -199,7 +200,14 @@ impl ProcReader {
 
     /// Everything /proc still tells about `tgid`.
     pub fn process(&self, pid: u32, tgid: u32) -> Process {
+        self.process_in(pid, tgid).0
+    }
+
+    /// [`Self::process`], with its container and pod from the same read of
+    /// its cgroup.
+    fn process_in(&self, pid: u32, tgid: u32) -> (Process, Context) {
         let dir = PathBuf::from(format!("/proc/{tgid}"));
+        let cgroup = read_cgroup_path(&dir);
         let stat = read_stat(&dir);
         let (uid, gid) = read_ids(&dir);
         let (argv, argv_truncated) = read_argv(&dir);
@@ -215,33 +223,26 @@ impl ProcReader {
             argv_truncated,
             cwd: read_link(&dir.join("cwd")),
             start_time_ns: stat.as_ref().map_or(0, |s| ticks_to_ns(s.start_ticks)),
-            cgroup_id: self.cgroup_id(&dir),
+            cgroup_id: cgroup.as_deref().map_or(0, |rel| self.cgroup_id(rel)),
             namespaces: read_namespaces(&dir),
             ancestry: Vec::new(),
         };
         p.ancestry = ancestry(p.ppid);
-        p
+        (p, cgroup.as_deref().map(Context::of_path).unwrap_or_default())
     }
 
-    fn cgroup_id(&self, dir: &Path) -> u64 {
+    /// The id (inode under the cgroup2 mount) of the cgroup at `rel`.
+    fn cgroup_id(&self, rel: &str) -> u64 {
         use std::os::unix::fs::MetadataExt;
         let Some(root) = &self.cgroup2 else { return 0 };
-        let Ok(text) = std::fs::read_to_string(dir.join("cgroup")) else {
-            return 0;
-        };
-        text.lines()
-            .find_map(|l| l.strip_prefix("0::"))
-            .and_then(|rel| std::fs::metadata(root.join(rel.trim_start_matches('/'))).ok())
-            .map_or(0, |m| m.ino())
+        std::fs::metadata(root.join(rel.trim_start_matches('/'))).map_or(0, |m| m.ino())
     }
 }
 
-/// The container and pod of `tgid`, from its cgroup v2 path.
-fn cgroup_context(tgid: u32) -> Context {
-    std::fs::read_to_string(format!("/proc/{tgid}/cgroup"))
-        .ok()
-        .and_then(|text| text.lines().find_map(|l| l.strip_prefix("0::")).map(Context::of_path))
-        .unwrap_or_default()
+/// The process's cgroup v2 path (the `0::` line of `/proc/<pid>/cgroup`).
+fn read_cgroup_path(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("cgroup")).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_string)
 }
 
 /// Exit status as a shell reports it: the code, or 128+signal.
