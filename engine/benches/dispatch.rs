@@ -27,8 +27,8 @@ use vigil_engine::pipeline::Pipeline;
 use vigil_engine::plugin::dispatch::Dispatcher;
 use vigil_engine::plugin::host::{HostSettings, PluginHost};
 use vigil_engine::plugin::ruledir::RuleDir;
-use vigil_engine::sinks::alert::AlertBuilder;
 use vigil_engine::sinks::Sink;
+use vigil_engine::sinks::alert::AlertBuilder;
 use vigil_engine::sources::replay::{ReplaySource, ReplayWriter};
 use vigil_engine::sources::{EventSender, Interest, Source, SourceError, Stop};
 
