@@ -2,7 +2,8 @@
 # Real container runtimes for the tests, on private sockets and directories
 # (never the host's own), as root:
 #   runtimes.sh install            install Docker (docker.io, with containerd
-#                                  and runc) and busybox-static from Debian
+#                                  and runc), Podman and busybox-static from
+#                                  Debian
 #   runtimes.sh start-docker DIR   start dockerd on DIR/docker.sock and import
 #                                  the test image vigil-busybox:test (no
 #                                  registry: a busybox rootfs)
@@ -10,16 +11,44 @@
 #                                  remove the /docker cgroups it left
 #   runtimes.sh kill-docker DIR    stop dockerd by pid, keeping its containers
 #                                  (start-docker DIR brings it back)
+#   runtimes.sh start-podman DIR   start `podman system service` (Docker-
+#   runtimes.sh stop-podman DIR    compatible API) on DIR/podman.sock, same
+#   runtimes.sh kill-podman DIR    image, same verbs
 set -euo pipefail
+
+# A busybox root filesystem as a tar: the test image, without a registry.
+busybox_rootfs() {
+    local dir=$1 rootfs="$1/rootfs"
+    mkdir -p "$rootfs/bin"
+    cp "$(command -v busybox)" "$rootfs/bin/busybox"
+    for tool in sh sleep true cat ls id; do ln -sf busybox "$rootfs/bin/$tool"; done
+    tar -C "$rootfs" -cf "$dir/rootfs.tar" .
+}
+
+# podman on DIR's own storage, with this machine's quirks: root may not
+# raise rlimits (so explicit ulimits), no systemd (cgroupfs), no journald.
+podman_in() {
+    local dir=$1
+    shift
+    CONTAINERS_CONF="$dir/containers.conf" podman --root "$dir/root" --runroot "$dir/run" --tmpdir "$dir/tmp" "$@"
+}
+
+podman_remote() {
+    local dir=$1
+    shift
+    podman --remote --url "unix://$dir/podman.sock" "$@"
+}
 
 case "${1:-}" in
 install)
-    if ! command -v dockerd >/dev/null || ! command -v busybox >/dev/null; then
-        echo "runtimes: installing docker.io and busybox-static"
+    if ! command -v dockerd >/dev/null || ! command -v podman >/dev/null || ! command -v busybox >/dev/null; then
+        echo "runtimes: installing docker.io, podman and busybox-static"
         export DEBIAN_FRONTEND=noninteractive
-        apt-get install -y -qq --no-install-recommends docker.io busybox-static >/dev/null 2>&1 || {
+        packages="docker.io podman containernetworking-plugins busybox-static"
+        # shellcheck disable=SC2086
+        apt-get install -y -qq --no-install-recommends $packages >/dev/null 2>&1 || {
             apt-get update -qq
-            apt-get install -y -qq --no-install-recommends docker.io busybox-static >/dev/null
+            apt-get install -y -qq --no-install-recommends $packages >/dev/null
         }
     fi
     ;;
@@ -36,11 +65,7 @@ start-docker)
         sleep 0.1
     done
     docker version >/dev/null || { echo "runtimes: dockerd did not start:" >&2; tail -20 "$dir/dockerd.log" >&2; exit 1; }
-    rootfs="$dir/rootfs"
-    mkdir -p "$rootfs/bin"
-    cp "$(command -v busybox)" "$rootfs/bin/busybox"
-    for tool in sh sleep true cat ls id; do ln -sf busybox "$rootfs/bin/$tool"; done
-    tar -C "$rootfs" -cf "$dir/rootfs.tar" .
+    busybox_rootfs "$dir"
     docker import -c 'CMD ["/bin/sleep","3600"]' "$dir/rootfs.tar" vigil-busybox:test >/dev/null
     ;;
 stop-docker | kill-docker)
@@ -64,8 +89,60 @@ stop-docker | kill-docker)
         [ -d "$cg" ] && rmdir "$cg" 2>/dev/null || true
     done
     ;;
+start-podman)
+    dir=${2:?usage: runtimes.sh start-podman DIR}
+    mkdir -p "$dir/tmp"
+    printf '%s\n' '[containers]' 'default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]' \
+        '[engine]' 'cgroup_manager = "cgroupfs"' 'events_logger = "file"' \
+        "events_logfile_path = \"$dir/events.log\"" >"$dir/containers.conf"
+    rm -f "$dir/podman.sock"
+    # Not through podman_in: $! must be podman's own pid.
+    CONTAINERS_CONF="$dir/containers.conf" podman --root "$dir/root" --runroot "$dir/run" --tmpdir "$dir/tmp" \
+        system service --time=0 "unix://$dir/podman.sock" >>"$dir/podman.log" 2>&1 </dev/null &
+    echo $! >"$dir/podman.pid"
+    for _ in $(seq 100); do
+        [ -S "$dir/podman.sock" ] && podman_remote "$dir" version >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    podman_remote "$dir" version >/dev/null || {
+        echo "runtimes: podman did not start:" >&2
+        tail -20 "$dir/podman.log" >&2
+        exit 1
+    }
+    if ! podman_remote "$dir" image exists vigil-busybox:test; then
+        busybox_rootfs "$dir"
+        podman_remote "$dir" import --change 'CMD ["/bin/sleep","3600"]' "$dir/rootfs.tar" vigil-busybox:test >/dev/null
+    fi
+    ;;
+stop-podman | kill-podman)
+    dir=${2:?usage: runtimes.sh stop-podman|kill-podman DIR}
+    if [ "$1" = stop-podman ]; then
+        podman_remote "$dir" rm -af -t 0 >/dev/null 2>&1 || true
+    fi
+    if [ -f "$dir/podman.pid" ]; then
+        pid=$(cat "$dir/podman.pid")
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 100); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    [ "$1" = kill-podman ] && exit 0
+    # What the service could not remove, then the storage's mounts.
+    podman_in "$dir" rm -af -t 0 >/dev/null 2>&1 || true
+    # conmon outlives an exec session by minutes (its --exit-delay): stop ours.
+    pgrep -f "^/usr/bin/conmon .* -b $dir/" | xargs -r kill -KILL 2>/dev/null || true
+    podman_in "$dir" system reset -f >/dev/null 2>&1 || true
+    grep -o " $dir/[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+    # Podman leaves its parent cgroups behind; remove them where empty.
+    for cg in /sys/fs/cgroup/*/libpod_parent /sys/fs/cgroup/libpod_parent; do
+        [ -d "$cg/conmon" ] && rmdir "$cg/conmon" 2>/dev/null || true
+        [ -d "$cg" ] && rmdir "$cg" 2>/dev/null || true
+    done
+    ;;
 *)
-    echo "usage: runtimes.sh install | start-docker DIR | stop-docker DIR | kill-docker DIR" >&2
+    echo "usage: runtimes.sh install | start-docker|stop-docker|kill-docker DIR | start-podman|stop-podman|kill-podman DIR" >&2
     exit 2
     ;;
 esac

@@ -13,6 +13,7 @@ use std::time::Instant;
 use vigil_engine::enrich::cgroup_path::container_of;
 use vigil_engine::enrich::cgroups::Cgroups;
 use vigil_engine::enrich::containers::ContainerCache;
+use vigil_engine::enrich::hold::{HoldLimits, HoldQueue};
 use vigil_engine::event::{Event, EventKind};
 
 #[global_allocator]
@@ -39,9 +40,16 @@ fn main() {
             full.name = format!("app-{i}");
             full.image = "registry.local/team/app:1.0".into();
             full.labels = vec![("app".into(), format!("app-{i}")), ("team".into(), "payments".into())];
-            cache.insert(full);
+            let pod = vigil_engine::event::Pod {
+                name: format!("app-{i}"),
+                namespace: "shop".into(),
+                uid: format!("6b1c7f0e-3a2d-4c5b-9e8f-{i:012x}"),
+                ..Default::default()
+            };
+            cache.insert(full, Some(pod));
         }
     }
+    let hold = HoldQueue::new(HoldLimits::default());
     let n = 10_000_000u64;
     let mut events: Vec<Event> = (0..1024).map(|_| Event::new(EventKind::ProcessExec)).collect();
     println!("# Enrichment on the hot path");
@@ -56,9 +64,14 @@ fn main() {
                 if let Some(ctx) = cgroups.get(id) {
                     ctx.apply(e);
                 }
-                // What the eBPF source adds when a runtime watcher runs.
-                if with_metadata && let Some(full) = e.container.as_ref().and_then(|c| cache.get(&c.id)) {
-                    e.container = Some(full);
+                // What the eBPF source adds when a runtime watcher runs: the
+                // hold queue's check (empty), then the cache's container and pod.
+                if with_metadata
+                    && let Some(c) = e.container.as_ref()
+                    && !hold.is_holding(&c.id)
+                    && let Some(known) = cache.get(&c.id)
+                {
+                    known.apply(e);
                 }
             }
             medians.push(start.elapsed().as_nanos() as f64 / n as f64);
@@ -66,7 +79,7 @@ fn main() {
         black_box(&events);
         medians.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let what = if with_metadata {
-            "+ the runtime's metadata (cache by id)"
+            "+ the runtime's metadata and pod (cache by id)"
         } else {
             "container id and pod from the cgroup"
         };

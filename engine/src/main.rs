@@ -24,7 +24,8 @@ use vigil_engine::sinks::stdout::StdoutSink;
 use vigil_engine::sinks::webhook::WebhookSink;
 use vigil_engine::sources::docker;
 use vigil_engine::sources::replay::ReplayWriter;
-use vigil_engine::sources::{Interest, Stop};
+use vigil_engine::sources::runtime::Lifecycle;
+use vigil_engine::sources::{EventSender, Interest, Stop};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -323,19 +324,29 @@ fn run_pipeline(cfg: Config, rules_dir: PathBuf, watch: bool, config_path: Optio
     let (reload, reloads) = reload_channel();
     handle_signals(stop.clone(), watch.then_some(reload))?;
     let containers = ContainerCache::new();
+    let (lifecycle_tx, lifecycle_rx) = pipeline::lifecycle_channel();
     // Runtime metadata is for live events (the eBPF source); a replay carries its own.
     let live = cfg.source.kind != SourceKind::Replay;
-    let docker = match cfg.containers.docker_socket().filter(|_| live) {
-        Some(socket) => Some(docker::spawn(socket, containers.clone(), stop.clone())?),
-        None if !live => None,
-        None => {
-            tracing::info!("no Docker socket found: events carry container ids from cgroups, without names or images");
-            None
+    let mut watchers = Vec::new();
+    if live {
+        let sockets = cfg.containers.sockets();
+        if sockets.is_empty() {
+            tracing::info!(
+                "no container runtime socket found: events carry container ids from cgroups, without names or images"
+            );
         }
-    };
-    let source = pipeline::open_source_with(&cfg.source, Some(containers))?;
+        for (socket, runtime) in sockets {
+            let events = EventSender::new(lifecycle_tx.clone(), runtime.name());
+            let (thread, status) =
+                docker::spawn(socket, runtime, containers.clone(), Lifecycle::new(Some(events)), stop.clone())?;
+            telemetry.add_runtime(status);
+            watchers.push(thread);
+        }
+    }
+    drop(lifecycle_tx);
+    let source = pipeline::open_source_with(&cfg.source, Some((containers, cfg.containers.hold_limits())))?;
     tracing::info!(source = source.name(), rules = %rules_dir.display(), "starting");
-    let watchers = stop.clone();
+    let stop_watchers = stop.clone();
     let p = Pipeline {
         config: cfg,
         rules_dir,
@@ -346,11 +357,11 @@ fn run_pipeline(cfg: Config, rules_dir: PathBuf, watch: bool, config_path: Optio
         reloads: watch.then_some(reloads),
         telemetry,
     };
-    let summary = p.run(source)?;
+    let summary = p.run_with(source, lifecycle_rx)?;
     summary.log();
-    watchers.stop();
-    if let Some(d) = docker {
-        let _ = d.join();
+    stop_watchers.stop();
+    for w in watchers {
+        let _ = w.join();
     }
     if let Some(rt) = runtime {
         rt.shutdown_timeout(Duration::from_secs(1));
@@ -364,34 +375,34 @@ fn run_pipeline(cfg: Config, rules_dir: PathBuf, watch: bool, config_path: Optio
     })
 }
 
-/// The pod (namespace, name) a container's Kubernetes labels name.
-fn pod_of(c: &vigil_engine::event::Container) -> (&str, &str) {
-    let label = |k: &str| c.labels.iter().find(|(n, _)| n == k).map_or("", |(_, v)| v.as_str());
-    (label("io.kubernetes.pod.namespace"), label("io.kubernetes.pod.name"))
-}
-
 fn list_containers(cfg: &Config, json: bool) -> Result<ExitCode> {
-    let Some(socket) = cfg.containers.docker_socket() else {
-        eprintln!("vigil: no container runtime socket found (set containers.docker_socket)");
+    let sockets = cfg.containers.sockets();
+    if sockets.is_empty() {
+        eprintln!(
+            "vigil: no container runtime socket found (set containers.docker_socket or containers.podman_socket)"
+        );
         return Ok(ExitCode::from(1));
-    };
+    }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let listed = rt
-        .block_on(async { docker::list(&docker::connect(&socket)?).await })
-        .with_context(|| format!("cannot list containers from {}", socket.display()));
-    let listed = match listed {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("vigil: {e:#}");
-            return Ok(ExitCode::from(1));
+    let mut listed = Vec::new();
+    let mut failed = 0;
+    for (socket, _) in &sockets {
+        match rt.block_on(docker::list_at(socket)) {
+            Ok(l) => listed.extend(l),
+            Err(e) => {
+                eprintln!("vigil: cannot list containers from {}: {e}", socket.display());
+                failed += 1;
+            }
         }
-    };
+    }
+    if failed == sockets.len() {
+        return Ok(ExitCode::from(1));
+    }
     if json {
-        for (c, state) in &listed {
-            let (ns, name) = pod_of(c);
+        for (c, pod, state) in &listed {
             let v = serde_json::json!({
                 "runtime": c.runtime.name(), "id": c.id, "name": c.name, "image": c.image,
-                "pod": if name.is_empty() { serde_json::Value::Null } else { format!("{ns}/{name}").into() },
+                "pod": pod.as_ref().map(|p| format!("{}/{}", p.namespace, p.name)),
                 "state": state, "pid": c.pid, "privileged": c.privileged, "labels": c.labels.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
             });
             println!("{v}");
@@ -401,9 +412,8 @@ fn list_containers(cfg: &Config, json: bool) -> Result<ExitCode> {
             "{:<10} {:<12} {:<24} {:<32} {:<24} {:<10} {:>7}",
             "RUNTIME", "ID", "NAME", "IMAGE", "POD", "STATE", "PID"
         );
-        for (c, state) in &listed {
-            let (ns, name) = pod_of(c);
-            let pod = if name.is_empty() { "-".to_string() } else { format!("{ns}/{name}") };
+        for (c, pod, state) in &listed {
+            let pod = pod.as_ref().map_or("-".to_string(), |p| format!("{}/{}", p.namespace, p.name));
             println!(
                 "{:<10} {:<12} {:<24} {:<32} {:<24} {:<10} {:>7}",
                 c.runtime.name(),

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! source thread ──(bounded: batches of events)──▶ dispatch thread ──(bounded: alerts)──▶ sink thread
-//!                                                    ▲
+//!                                                 ▲    ▲
+//! runtime watchers ──(bounded: lifecycle events)──┘    │
 //!                         reloader thread ──(rule swaps)┘
 //! ```
 //!
@@ -20,6 +21,7 @@ use vigil_event::Event;
 
 use crate::config::{Config, SourceConfig, SourceKind};
 use crate::enrich::containers::ContainerCache;
+use crate::enrich::hold::HoldLimits;
 use crate::metrics::Telemetry;
 use crate::plugin::PluginError;
 use crate::plugin::dispatch::{Control, DispatchStats, Dispatcher};
@@ -58,15 +60,15 @@ pub fn open_source(config: &SourceConfig) -> Result<Box<dyn Source>, PipelineErr
 }
 
 /// Chooses and opens the event source; the eBPF source attaches runtime
-/// metadata from `containers`.
+/// metadata from `containers`, holding events within the limits.
 pub fn open_source_with(
     config: &SourceConfig,
-    containers: Option<Arc<ContainerCache>>,
+    containers: Option<(Arc<ContainerCache>, HoldLimits)>,
 ) -> Result<Box<dyn Source>, PipelineError> {
     let ebpf = |c: &crate::config::EbpfConfig| {
         let s = EbpfSource::open(c)?;
         Ok::<_, SourceError>(match &containers {
-            Some(cache) => s.with_containers(cache.clone()),
+            Some((cache, hold)) => s.with_containers(cache.clone(), *hold),
             None => s,
         })
     };
@@ -94,6 +96,11 @@ pub fn open_source_with(
             }
         }
     }
+}
+
+/// The channel the runtime watchers send container lifecycle events on.
+pub fn lifecycle_channel() -> (Sender<Vec<Event>>, Receiver<Vec<Event>>) {
+    crossbeam_channel::bounded(1024)
 }
 
 /// A running source: join it for its outcome.
@@ -217,6 +224,16 @@ impl Pipeline {
 
     /// Runs until the source is exhausted or `stop` is set.
     pub fn run(self, source: Box<dyn Source>) -> Result<Summary, PipelineError> {
+        self.run_with(source, crossbeam_channel::never())
+    }
+
+    /// Runs like [`run`](Self::run), also dispatching the container
+    /// lifecycle events the runtime watchers send on `lifecycle`.
+    pub fn run_with(
+        self,
+        source: Box<dyn Source>,
+        mut lifecycle: Receiver<Vec<Event>>,
+    ) -> Result<Summary, PipelineError> {
         let started = Instant::now();
         let host = Arc::new(Self::build_host(&self.config)?);
         let policy = self.config.rule_policy();
@@ -299,6 +316,15 @@ impl Pipeline {
                         }
                     }
                     Err(_) => break,
+                },
+                recv(lifecycle) -> msg => match msg {
+                    Ok(mut batch) => {
+                        dispatcher.dispatch(&mut batch, &mut alerts);
+                        if !alerts.is_empty() && alert_tx.send(std::mem::take(&mut alerts)).is_err() {
+                            self.stop.stop();
+                        }
+                    }
+                    Err(_) => lifecycle = crossbeam_channel::never(),
                 },
                 recv(control_rx) -> msg => {
                     if let Ok(c) = msg {

@@ -13,5 +13,6 @@ mod ebpf_source;
 mod golden;
 mod hot_reload;
 mod proc_source;
+mod runtimes;
 mod sandbox;
 mod webhook;

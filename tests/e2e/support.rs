@@ -266,12 +266,22 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(source: &str) -> Daemon {
+        Self::start_with(source, "")
+    }
+
+    /// With the bundled rules and `config` (TOML) after the test's own settings.
+    pub fn start_with(source: &str, config: &str) -> Daemon {
+        Self::start_in(source, &bundled_rules_dir(), config)
+    }
+
+    /// With the rules in `rules` and `config` (TOML).
+    pub fn start_in(source: &str, rules: &Path, config: &str) -> Daemon {
         use std::io::{BufRead, BufReader};
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("vigil.toml");
-        std::fs::write(&cfg, format!("cache_dir = {:?}\n", dir.path().join("cache"))).unwrap();
+        std::fs::write(&cfg, format!("cache_dir = {:?}\n{config}", dir.path().join("cache"))).unwrap();
         let mut cmd = vigil();
-        cmd.args(["run", "--source", source, "--rules"]).arg(bundled_rules_dir()).arg("--config").arg(&cfg);
+        cmd.args(["run", "--source", source, "--rules"]).arg(rules).arg("--config").arg(&cfg);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = ChildGuard::spawn(cmd);
 
@@ -369,54 +379,90 @@ impl Drop for ContainerCgroup {
     }
 }
 
-/// A private dockerd (scripts/runtimes.sh), stopped by pid when dropped.
-pub struct Dockerd {
+/// A private container runtime (dockerd, or Podman's API service) started
+/// by scripts/runtimes.sh on its own socket and directories; stopped, with
+/// its containers, by pid when dropped.
+pub struct RuntimeDaemon {
+    runtime: vigil_engine::event::Runtime,
     dir: tempfile::TempDir,
 }
 
-impl Dockerd {
-    pub fn start() -> Dockerd {
-        let dir = tempfile::tempdir().unwrap();
-        let status =
-            Command::new(workspace().join("scripts/runtimes.sh")).arg("start-docker").arg(dir.path()).status().unwrap();
-        let d = Dockerd { dir };
-        assert!(status.success(), "dockerd did not start (scripts/runtimes.sh install first)");
+impl RuntimeDaemon {
+    pub fn docker() -> RuntimeDaemon {
+        Self::start(vigil_engine::event::Runtime::Docker)
+    }
+
+    pub fn podman() -> RuntimeDaemon {
+        Self::start(vigil_engine::event::Runtime::Podman)
+    }
+
+    fn start(runtime: vigil_engine::event::Runtime) -> RuntimeDaemon {
+        let d = RuntimeDaemon { runtime, dir: tempfile::tempdir().unwrap() };
+        assert!(d.script("start").success(), "{} did not start (scripts/runtimes.sh install first)", d.name());
         d
     }
 
-    /// Stops dockerd (by pid), keeping its containers.
+    fn script(&self, verb: &str) -> std::process::ExitStatus {
+        Command::new(workspace().join("scripts/runtimes.sh"))
+            .arg(format!("{verb}-{}", self.name()))
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .status()
+            .unwrap()
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.runtime.name()
+    }
+
+    pub fn runtime(&self) -> vigil_engine::event::Runtime {
+        self.runtime
+    }
+
+    /// The test image's name as the runtime reports it.
+    pub fn image(&self) -> &'static str {
+        match self.runtime {
+            vigil_engine::event::Runtime::Podman => "localhost/vigil-busybox:test",
+            _ => "vigil-busybox:test",
+        }
+    }
+
+    /// Stops the daemon (by pid), keeping its containers.
     pub fn kill(&self) {
-        let status =
-            Command::new(workspace().join("scripts/runtimes.sh")).arg("kill-docker").arg(self.dir.path()).status();
-        assert!(status.unwrap().success());
+        assert!(self.script("kill").success());
     }
 
     /// Starts it again on the same socket and directories.
     pub fn restart(&self) {
-        let status =
-            Command::new(workspace().join("scripts/runtimes.sh")).arg("start-docker").arg(self.dir.path()).status();
-        assert!(status.unwrap().success(), "dockerd did not restart");
+        assert!(self.script("start").success(), "{} did not restart", self.name());
     }
 
     pub fn socket(&self) -> std::path::PathBuf {
-        self.dir.path().join("docker.sock")
+        self.dir.path().join(format!("{}.sock", self.name()))
     }
 
-    /// Runs the docker client against this daemon; its trimmed stdout.
-    pub fn docker(&self, args: &[&str]) -> String {
-        let out = Command::new("docker")
-            .env("DOCKER_HOST", format!("unix://{}/docker.sock", self.dir.path().display()))
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    /// Runs the runtime's client against this daemon; its trimmed stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let mut cmd = match self.runtime {
+            vigil_engine::event::Runtime::Podman => {
+                let mut c = Command::new("podman");
+                c.arg("--remote").arg("--url").arg(format!("unix://{}", self.socket().display()));
+                c
+            }
+            _ => {
+                let mut c = Command::new("docker");
+                c.env("DOCKER_HOST", format!("unix://{}", self.socket().display()));
+                c
+            }
+        };
+        let out = cmd.args(args).stdin(Stdio::null()).output().unwrap();
+        assert!(out.status.success(), "{} {args:?}: {}", self.name(), String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 }
 
-impl Drop for Dockerd {
+impl Drop for RuntimeDaemon {
     fn drop(&mut self) {
-        let _ = Command::new(workspace().join("scripts/runtimes.sh")).arg("stop-docker").arg(self.dir.path()).status();
+        let _ = self.script("stop");
     }
 }

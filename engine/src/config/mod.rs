@@ -256,26 +256,61 @@ impl Default for DispatchConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ContainersConfig {
-    /// Docker's API socket (Podman's Docker-compatible socket works too):
-    /// a path, `auto` (the first of /host/run/docker.sock, /run/docker.sock,
-    /// /var/run/docker.sock that exists) or `""` (none).
+    /// Docker's API socket: a path, `auto` (the first of
+    /// /host/run/docker.sock, /run/docker.sock, /var/run/docker.sock that
+    /// exists) or `""` (none).
     pub docker_socket: String,
+    /// Podman's API socket (`podman system service`): a path, `auto` (the
+    /// first of /host/run/podman/podman.sock, /run/podman/podman.sock that
+    /// exists) or `""` (none).
+    pub podman_socket: String,
+    /// How long an event of a container no runtime has described yet may
+    /// wait for its description (`0s`: never wait). Past it, the event goes
+    /// out with its container's id only, labelled `vigil.unresolved`.
+    #[serde(with = "humantime_serde")]
+    pub hold_timeout: Duration,
+    /// Most events waiting so; past it the oldest go out unresolved.
+    pub hold_max_events: usize,
 }
 
 impl Default for ContainersConfig {
     fn default() -> Self {
-        ContainersConfig { docker_socket: "auto".into() }
+        let hold = crate::enrich::hold::HoldLimits::default();
+        ContainersConfig {
+            docker_socket: "auto".into(),
+            podman_socket: "auto".into(),
+            hold_timeout: hold.timeout,
+            hold_max_events: hold.max_events,
+        }
     }
 }
 
 impl ContainersConfig {
-    /// The Docker socket to watch, if any.
-    pub fn docker_socket(&self) -> Option<PathBuf> {
-        match self.docker_socket.as_str() {
+    /// The Docker-API sockets to watch, with the runtime each is expected
+    /// to be; one socket named twice (podman-docker's symlink) is watched once.
+    pub fn sockets(&self) -> Vec<(PathBuf, vigil_event::Runtime)> {
+        use crate::sources::{docker, podman};
+        let pick = |setting: &str, candidates: &[&str]| match setting {
             "" => None,
-            "auto" => crate::sources::docker::discover(),
+            "auto" => docker::discover(candidates),
             p => Some(PathBuf::from(p)),
+        };
+        let mut out: Vec<(PathBuf, vigil_event::Runtime)> = Vec::new();
+        for (socket, runtime) in [
+            (pick(&self.docker_socket, &docker::DOCKER_SOCKETS), vigil_event::Runtime::Docker),
+            (pick(&self.podman_socket, &podman::PODMAN_SOCKETS), vigil_event::Runtime::Podman),
+        ] {
+            let Some(socket) = socket else { continue };
+            let real = std::fs::canonicalize(&socket).unwrap_or_else(|_| socket.clone());
+            if !out.iter().any(|(s, _)| std::fs::canonicalize(s).unwrap_or_else(|_| s.clone()) == real) {
+                out.push((socket, runtime));
+            }
         }
+        out
+    }
+
+    pub fn hold_limits(&self) -> crate::enrich::hold::HoldLimits {
+        crate::enrich::hold::HoldLimits { timeout: self.hold_timeout, max_events: self.hold_max_events }
     }
 }
 

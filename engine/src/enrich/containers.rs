@@ -1,61 +1,189 @@
-//! Container metadata from the runtimes (name, image, labels, ...), by
-//! container id, shared between the runtime watchers that fill it and the
-//! source that attaches it to events.
+//! Container metadata from the runtimes (name, image, labels, ...) and the
+//! pod each belongs to, by container id, shared between the runtime
+//! watchers that fill it and the source that attaches it to events.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
-use vigil_event::Container;
+use tokio::sync::Notify;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
+use vigil_event::{Container, Labels, Pod, Runtime};
+
+/// What a runtime told of a container, shared by every event from it.
+#[derive(Debug, Clone)]
+pub struct Known {
+    pub container: Arc<Container>,
+    pub pod: Option<Arc<Pod>>,
+}
+
+impl Known {
+    /// Sets the event's container and, when known, its pod (an event may
+    /// already carry the pod uid its cgroup path names).
+    pub fn apply(&self, e: &mut vigil_event::Event) {
+        e.container = Some(self.container.clone());
+        if self.pod.is_some() {
+            e.pod = self.pod.clone();
+        }
+    }
+}
+
+/// The cache, and what links it to the watchers: which runtimes are
+/// watched and connected (events of their containers are worth holding
+/// until described), lookups of containers seen before any watcher told of
+/// them, and a wake-up for whoever holds events when something is added.
 #[derive(Default)]
 pub struct ContainerCache {
-    by_id: RwLock<HashMap<String, Arc<Container>>>,
+    by_id: RwLock<HashMap<String, Known>>,
+    /// Per runtime (by WIT index): its watcher is connected.
+    connected: [AtomicBool; RUNTIMES],
+    /// Per runtime: where to ask its watcher about a container.
+    lookups: Mutex<HashMap<Runtime, UnboundedSender<String>>>,
+    /// Containers asked about and not yet described (asked once each).
+    asked: Mutex<HashSet<String>>,
+    changed: Notify,
 }
+
+const RUNTIMES: usize = 5;
 
 impl ContainerCache {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
     }
 
-    pub fn get(&self, id: &str) -> Option<Arc<Container>> {
+    pub fn get(&self, id: &str) -> Option<Known> {
         self.by_id.read().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
     }
 
-    pub fn insert(&self, c: Container) {
-        self.by_id.write().unwrap_or_else(|e| e.into_inner()).insert(c.id.clone(), Arc::new(c));
+    pub fn insert(&self, c: Container, pod: Option<Pod>) -> Known {
+        let known = Known { container: Arc::new(c), pod: pod.map(Arc::new) };
+        self.by_id.write().unwrap_or_else(|e| e.into_inner()).insert(known.container.id.clone(), known.clone());
+        self.asked.lock().unwrap_or_else(|e| e.into_inner()).remove(&known.container.id);
+        self.changed.notify_one();
+        known
     }
 
-    pub fn remove(&self, id: &str) {
-        self.by_id.write().unwrap_or_else(|e| e.into_inner()).remove(id);
+    pub fn remove(&self, id: &str) -> Option<Known> {
+        self.by_id.write().unwrap_or_else(|e| e.into_inner()).remove(id)
     }
 
     /// Replaces what is known of `runtime`'s containers with `listed` (a
     /// full listing): containers removed while a watcher was disconnected go.
-    pub fn replace_all(&self, runtime: vigil_event::Runtime, listed: Vec<Container>) {
+    pub fn replace_all(&self, runtime: Runtime, listed: Vec<(Container, Option<Pod>)>) {
         let mut by_id = self.by_id.write().unwrap_or_else(|e| e.into_inner());
-        by_id.retain(|_, c| c.runtime != runtime);
-        by_id.extend(listed.into_iter().map(|c| (c.id.clone(), Arc::new(c))));
+        by_id.retain(|_, k| k.container.runtime != runtime);
+        by_id.extend(
+            listed.into_iter().map(|(c, pod)| (c.id.clone(), Known { container: Arc::new(c), pod: pod.map(Arc::new) })),
+        );
+        drop(by_id);
+        self.changed.notify_one();
     }
+
+    /// A watcher of `runtime` starts: returns where lookups for it arrive.
+    pub fn watch(&self, runtime: Runtime) -> UnboundedReceiver<String> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.lookups.lock().unwrap_or_else(|e| e.into_inner()).insert(runtime, tx);
+        rx
+    }
+
+    /// Marks `runtime`'s watcher connected (its containers' events are
+    /// held until described) or not (they go out with the cgroup's ids).
+    pub fn set_connected(&self, runtime: Runtime, up: bool) {
+        self.connected[runtime as usize % RUNTIMES].store(up, Ordering::Relaxed);
+        self.changed.notify_one();
+    }
+
+    /// Whether a connected watcher will describe `runtime`'s containers.
+    pub fn is_watched(&self, runtime: Runtime) -> bool {
+        self.connected[runtime as usize % RUNTIMES].load(Ordering::Relaxed)
+    }
+
+    /// Asks `runtime`'s watcher about container `id`, once (the first sight
+    /// of a container its events did not describe yet).
+    pub fn ask(&self, runtime: Runtime, id: &str) {
+        if !self.asked.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_string()) {
+            return;
+        }
+        if let Some(tx) = self.lookups.lock().unwrap_or_else(|e| e.into_inner()).get(&runtime) {
+            let _ = tx.send(id.to_string());
+        }
+    }
+
+    /// Completes when a container is added or a watcher connects or goes.
+    pub async fn changed(&self) {
+        self.changed.notified().await
+    }
+
+    /// How many containers are known.
+    pub fn len(&self) -> usize {
+        self.by_id.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The label a kubelet puts on every container of a pod.
+pub const POD_NAME: &str = "io.kubernetes.pod.name";
+pub const POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
+pub const POD_UID: &str = "io.kubernetes.pod.uid";
+
+/// The pod a container's Kubernetes labels name (as a kubelet sets them, on
+/// Docker or through CRI), with no pod labels: those are on the sandbox.
+pub fn pod_from_labels(labels: &Labels) -> Option<Pod> {
+    let label = |k: &str| labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let name = label(POD_NAME)?;
+    // containerd marks sandboxes itself; dockershim did with its own label.
+    let sandbox = label("io.cri-containerd.kind").as_deref() == Some("sandbox")
+        || label("io.kubernetes.docker.type").as_deref() == Some("podsandbox");
+    Some(Pod {
+        name,
+        namespace: label(POD_NAMESPACE).unwrap_or_default(),
+        uid: label(POD_UID).unwrap_or_default(),
+        sandbox,
+        labels: Vec::new(),
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use vigil_event::Runtime;
-
     use super::*;
 
-    fn container(id: &str, runtime: Runtime) -> Container {
-        Container { id: id.into(), runtime, ..Default::default() }
+    fn container(id: &str, runtime: Runtime) -> (Container, Option<Pod>) {
+        (Container { id: id.into(), runtime, ..Default::default() }, None)
     }
 
     #[test]
     fn a_relisting_forgets_what_is_gone_from_that_runtime_only() {
         let cache = ContainerCache::new();
-        cache.insert(container("a", Runtime::Docker));
-        cache.insert(container("p", Runtime::Podman));
+        let (a, _) = container("a", Runtime::Docker);
+        cache.insert(a, None);
+        let (p, _) = container("p", Runtime::Podman);
+        cache.insert(p, None);
         cache.replace_all(Runtime::Docker, vec![container("b", Runtime::Docker)]);
         assert!(cache.get("a").is_none());
         assert!(cache.get("b").is_some());
         assert!(cache.get("p").is_some());
+        assert_eq!(cache.len(), 2);
+    }
+
+    #[test]
+    fn kubelet_labels_name_the_pod() {
+        let labels: Labels = [
+            (POD_NAME, "web-1"),
+            (POD_NAMESPACE, "shop"),
+            (POD_UID, "0f6c5d62-8d4c-4a51-9d7c-2b1f0f0b9a11"),
+            ("io.cri-containerd.kind", "sandbox"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let pod = pod_from_labels(&labels).unwrap();
+        assert_eq!((pod.name.as_str(), pod.namespace.as_str()), ("web-1", "shop"));
+        assert_eq!(pod.uid, "0f6c5d62-8d4c-4a51-9d7c-2b1f0f0b9a11");
+        assert!(pod.sandbox);
+        assert!(pod_from_labels(&vec![("app".into(), "x".into())]).is_none());
     }
 }

@@ -21,6 +21,7 @@ use crate::sinks::SinkStats;
 use crate::sinks::shaping::ShapingStats;
 use crate::sinks::webhook::WebhookHandle;
 use crate::sources::ebpf::EbpfStatsHandle;
+use crate::sources::runtime::RuntimeStatus;
 
 /// Handles to every stage's figures, filled in as the stages start.
 #[derive(Default)]
@@ -38,6 +39,7 @@ struct Parts {
     webhooks: Vec<WebhookHandle>,
     shaping: Option<Arc<ShapingStats>>,
     kernel: Option<EbpfStatsHandle>,
+    runtimes: Vec<Arc<RuntimeStatus>>,
 }
 
 impl Telemetry {
@@ -76,6 +78,10 @@ impl Telemetry {
 
     pub fn set_kernel(&self, stats: EbpfStatsHandle) {
         self.parts().kernel = Some(stats);
+    }
+
+    pub fn add_runtime(&self, status: Arc<RuntimeStatus>) {
+        self.parts().runtimes.push(status);
     }
 
     pub fn add_webhook(&self, handle: WebhookHandle) {
@@ -169,6 +175,27 @@ impl Telemetry {
             let known = m.gauge("vigil_cgroups", "cgroups known, by whether a container owns them.", &["owner"]);
             known.with_label_values(&["container"]).set(k.cgroups.containers as i64);
             known.with_label_values(&["host"]).set((k.cgroups.cgroups - k.cgroups.containers) as i64);
+            let held = m.counter(
+                "vigil_container_events_held_total",
+                "Events held until a runtime described their container, by how they were let go.",
+                &["outcome"],
+            );
+            held.with_label_values(&["resolved"]).inc_by(k.hold.resolved);
+            held.with_label_values(&["timeout"]).inc_by(k.hold.timed_out);
+            held.with_label_values(&["overflow"]).inc_by(k.hold.overflowed);
+            m.gauge("vigil_container_events_holding", "Events waiting for their container's description.", &[])
+                .with_label_values::<&str>(&[])
+                .set(k.hold.holding as i64);
+        }
+        if !p.runtimes.is_empty() {
+            let up = m.gauge(
+                "vigil_runtime_up",
+                "1 while the container runtime's API answers (its watcher is connected).",
+                &["runtime", "endpoint"],
+            );
+            for r in &p.runtimes {
+                up.with_label_values(&[r.runtime.name(), &r.endpoint.to_string_lossy()]).set(i64::from(r.is_up()));
+            }
         }
         if let Some(rules) = &p.rules {
             let rules = rules.lock().unwrap_or_else(|e| e.into_inner());

@@ -1,127 +1,155 @@
-//! The Docker watcher: keeps the [`ContainerCache`] current from dockerd's
-//! API (bollard over its unix socket). At start and after every reconnect it
+//! The Docker API watcher, for Docker and for Podman's Docker-compatible
+//! API (bollard over a unix socket). At start and after every reconnect it
 //! lists every container (running and stopped) and inspects each, so the
-//! cache is complete; then it follows dockerd's container events, inspecting
-//! on create/start and forgetting on destroy. A daemon that goes away is
-//! retried with backoff, logged once per outage; Vigil keeps running.
-//!
-//! Not in this build: lifecycle events to rules, Podman's and containerd's
-//! watchers, and holding events of containers not yet known.
+//! [`ContainerCache`] is complete; then it follows the container events:
+//! inspecting on create and start, and sending each create, start, stop
+//! (with the exit code) and delete to rules as a lifecycle event. It also
+//! answers lookups of containers the kernel showed before any event did.
+//! Which runtime answers is read from its version, not assumed from the
+//! socket's name.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use bollard::Docker;
-use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
+use bollard::query_parameters::{EventsOptions, ListContainersOptionsBuilder};
 use futures_util::StreamExt;
-use vigil_event::{Container, Runtime};
+use vigil_event::{Container, EventKind, Pod, Runtime};
 
 use super::Stop;
-use crate::enrich::containers::ContainerCache;
+use super::runtime::{Lifecycle, RuntimeStatus, Watch, WatchError};
+use crate::enrich::containers::{ContainerCache, Known, pod_from_labels};
 
 /// The sockets tried when none is configured (the host's root first when
 /// running in a pod with it mounted at /host).
 pub const DOCKER_SOCKETS: [&str; 3] = ["/host/run/docker.sock", "/run/docker.sock", "/var/run/docker.sock"];
 
-/// The first of [`DOCKER_SOCKETS`] that exists.
-pub fn discover() -> Option<PathBuf> {
-    DOCKER_SOCKETS.iter().map(PathBuf::from).find(|p| p.exists())
+/// The first of `candidates` that exists.
+pub fn discover(candidates: &[&str]) -> Option<PathBuf> {
+    candidates.iter().map(PathBuf::from).find(|p| p.exists())
 }
 
-/// Starts watching `socket` on its own thread until `stop`.
-pub fn spawn(socket: PathBuf, cache: Arc<ContainerCache>, stop: Stop) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new().name("vigil-docker".into()).spawn(move || {
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start the Docker watcher");
-                return;
-            }
-        };
-        rt.block_on(watch(&socket, &cache, &stop));
+/// Starts watching the Docker-compatible API at `socket` on its own thread
+/// until `stop`; `expected` names the runtime in logs until it answers.
+pub fn spawn(
+    socket: PathBuf,
+    expected: Runtime,
+    cache: Arc<ContainerCache>,
+    lifecycle: Lifecycle,
+    stop: Stop,
+) -> std::io::Result<(std::thread::JoinHandle<()>, Arc<RuntimeStatus>)> {
+    let path = socket.clone();
+    super::runtime::spawn(expected, socket, cache, lifecycle, stop, async move |watch: &mut Watch| {
+        follow(&path, expected, watch).await
     })
 }
 
-async fn watch(socket: &Path, cache: &ContainerCache, stop: &Stop) {
-    let backoff_from_start = || {
-        ExponentialBuilder::new()
-            .with_min_delay(Duration::from_millis(200))
-            .with_max_delay(Duration::from_secs(2))
-            .with_jitter()
-            .without_max_times()
-            .build()
-    };
-    let mut backoff = backoff_from_start();
-    let mut down_since = None;
-    while !stop.is_stopped() {
-        match follow(socket, cache, stop, &mut down_since).await {
-            Ok(()) => return,
-            Err(e) => {
-                if down_since.is_none() {
-                    // A new outage: retry quickly again.
-                    backoff = backoff_from_start();
-                    tracing::warn!(socket = %socket.display(), error = %crate::error_chain(&e), "Docker unavailable; retrying in the background");
-                    down_since = Some(std::time::Instant::now());
-                }
-                let delay = backoff.next().unwrap_or(Duration::from_secs(5));
-                // Sleep in short steps so a stop is noticed.
-                let until = std::time::Instant::now() + delay;
-                while std::time::Instant::now() < until && !stop.is_stopped() {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
-}
-
-/// Connects, lists, then follows events until `stop` (Ok) or an error.
-async fn follow(
-    socket: &Path,
-    cache: &ContainerCache,
-    stop: &Stop,
-    down_since: &mut Option<std::time::Instant>,
-) -> Result<(), bollard::errors::Error> {
+/// Connects, lists, then follows events until the stop (Ok) or an error.
+async fn follow(socket: &Path, expected: Runtime, watch: &mut Watch) -> Result<(), WatchError> {
     let docker = connect(socket)?;
-    docker.ping().await?;
-    // Subscribe first, then list: nothing falls between the two.
-    let mut filters = HashMap::new();
-    filters.insert("type", vec!["container"]);
-    let mut events = Box::pin(docker.events(Some(EventsOptionsBuilder::new().filters(&filters).build())));
-    let listed: Vec<Container> = list(&docker).await?.into_iter().map(|(c, _state)| c).collect();
-    let known = listed.len();
-    cache.replace_all(Runtime::Docker, listed);
-    match down_since.take() {
-        Some(since) => {
-            tracing::info!(socket = %socket.display(), containers = known, down_s = since.elapsed().as_secs_f64(), "Docker reconnected; containers re-listed")
-        }
-        None => tracing::info!(socket = %socket.display(), containers = known, "watching Docker"),
+    let runtime = identify(&docker).await?;
+    if runtime != expected {
+        tracing::info!(socket = %socket.display(), runtime = runtime.name(), "this socket is served by another runtime");
     }
+    let mut lookups = watch.cache.watch(runtime);
+    // Subscribe first, then list: nothing falls between the two. After a
+    // reconnect, from where we were: what happened meanwhile reaches rules
+    // (as far as the runtime still has it: a restarted dockerd keeps only
+    // its own events since it started; Podman's event log keeps all).
+    let mut filters = HashMap::new();
+    filters.insert("type".to_string(), vec!["container".to_string()]);
+    let since = watch.resume_ns.map(|ns| format!("{}.{:09}", ns / 1_000_000_000, ns % 1_000_000_000));
+    let options = EventsOptions { since, until: None, filters: Some(filters) };
+    let subscribed_ns = crate::time::now_ns();
+    let mut events = Box::pin(docker.events(Some(options)));
+    let listed = list(&docker, runtime).await?;
+    let count = listed.len();
+    watch.cache.replace_all(runtime, listed.into_iter().map(|(c, pod, _state)| (c, pod)).collect());
+    watch.connected(count);
+    watch.resume_ns.get_or_insert(subscribed_ns);
     loop {
         let msg = tokio::select! {
             m = events.next() => m,
+            Some(id) = lookups.recv() => {
+                if let Ok((c, pod, _)) = inspect(&docker, &id, runtime).await {
+                    watch.cache.insert(c, pod);
+                }
+                continue;
+            }
             _ = tokio::time::sleep(Duration::from_millis(100)) => {
-                if stop.is_stopped() {
+                if watch.stop.is_stopped() {
                     return Ok(());
                 }
                 continue;
             }
         };
-        let Some(msg) = msg else {
-            return Err(bollard::errors::Error::IOError { err: std::io::Error::other("event stream ended") });
-        };
-        let msg = msg?;
-        let (Some(action), Some(id)) = (msg.action, msg.actor.and_then(|a| a.id)) else { continue };
+        let msg = msg.ok_or("event stream ended")??;
+        let (Some(action), Some(actor)) = (msg.action, msg.actor) else { continue };
+        let Some(id) = actor.id else { continue };
+        let attributes = actor.attributes.unwrap_or_default();
+        let time_ns = msg.time_nano.unwrap_or(0).max(0) as u64;
+        if time_ns <= watch.last_event_ns {
+            continue; // handled before the reconnect
+        }
+        watch.last_event_ns = time_ns;
+        watch.resume_ns = Some(time_ns.max(watch.resume_ns.unwrap_or(0)));
         match action.as_str() {
-            "create" | "start" | "die" | "rename" => {
-                inspect_into(&docker, &id, cache).await;
+            "create" | "start" | "die" => {
+                let (kind, exit_code) = match action.as_str() {
+                    "create" => (EventKind::ContainerCreate, None),
+                    "start" => (EventKind::ContainerStart, None),
+                    _ => (EventKind::ContainerStop, attributes.get("exitCode").and_then(|c| c.parse().ok())),
+                };
+                // Podman's events can come after the container is gone
+                // (its file event log is read late): then what we knew, or
+                // what the event says.
+                let known = match inspect_into(&docker, &id, runtime, &watch.cache).await {
+                    Some(k) => k,
+                    None => watch.cache.get(&id).unwrap_or_else(|| from_attributes(&id, runtime, &attributes)),
+                };
+                watch.lifecycle.send(kind, &known, exit_code, time_ns);
             }
-            "destroy" | "remove" => cache.remove(&id),
+            "rename" => {
+                inspect_into(&docker, &id, runtime, &watch.cache).await;
+            }
+            // Docker says destroy, Podman remove.
+            "destroy" | "remove" => {
+                let known = watch.cache.remove(&id).unwrap_or_else(|| from_attributes(&id, runtime, &attributes));
+                watch.lifecycle.send(EventKind::ContainerDelete, &known, None, time_ns);
+            }
             _ => {}
         }
     }
+}
+
+/// Docker or Podman, from what the API says it is.
+async fn identify(docker: &Docker) -> Result<Runtime, bollard::errors::Error> {
+    let version = docker.version().await?;
+    let podman = version.components.unwrap_or_default().iter().any(|c| c.name.to_lowercase().contains("podman"));
+    Ok(if podman { Runtime::Podman } else { Runtime::Docker })
+}
+
+/// A container known only from an event's attributes (removed before we
+/// could inspect it).
+fn from_attributes(id: &str, runtime: Runtime, attributes: &HashMap<String, String>) -> Known {
+    let mut labels: Vec<(String, String)> = attributes
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "name" | "image" | "exitCode" | "containerExitCode" | "podId"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    labels.sort();
+    let pod = pod_from_labels(&labels).map(Arc::new);
+    let container = Container {
+        id: id.to_string(),
+        name: attributes.get("name").cloned().unwrap_or_default(),
+        image: attributes.get("image").cloned().unwrap_or_default(),
+        runtime,
+        labels,
+        ..Default::default()
+    };
+    Known { container: Arc::new(container), pod }
 }
 
 /// Connects to the Docker API at `socket` (API 1.41, which dockerd 20.10
@@ -131,36 +159,47 @@ pub fn connect(socket: &Path) -> Result<Docker, bollard::errors::Error> {
     Docker::connect_with_unix(&socket.to_string_lossy(), 10, &version)
 }
 
-/// Every container (running and stopped), inspected, with its state.
-pub async fn list(docker: &Docker) -> Result<Vec<(Container, String)>, bollard::errors::Error> {
+/// Every container (running and stopped) of the runtime at `socket`,
+/// inspected, with its pod and state.
+pub async fn list_at(socket: &Path) -> Result<Vec<(Container, Option<Pod>, String)>, bollard::errors::Error> {
+    let docker = connect(socket)?;
+    let runtime = identify(&docker).await?;
+    list(&docker, runtime).await
+}
+
+async fn list(
+    docker: &Docker,
+    runtime: Runtime,
+) -> Result<Vec<(Container, Option<Pod>, String)>, bollard::errors::Error> {
     let listed = docker.list_containers(Some(ListContainersOptionsBuilder::new().all(true).build())).await?;
     let mut out = Vec::new();
     for c in listed {
         let Some(id) = c.id else { continue };
         // Gone between the list and the inspect: skip it.
-        if let Ok(found) = inspect(docker, &id).await {
+        if let Ok(found) = inspect(docker, &id, runtime).await {
             out.push(found);
         }
     }
     Ok(out)
 }
 
-/// Inspects `id` into the cache; false if it is gone.
-async fn inspect_into(docker: &Docker, id: &str, cache: &ContainerCache) -> bool {
-    match inspect(docker, id).await {
-        Ok((c, _)) => {
-            cache.insert(c);
-            true
-        }
+/// Inspects `id` into the cache; `None` if it is gone.
+async fn inspect_into(docker: &Docker, id: &str, runtime: Runtime, cache: &ContainerCache) -> Option<Known> {
+    match inspect(docker, id, runtime).await {
+        Ok((c, pod, _)) => Some(cache.insert(c, pod)),
         Err(e) => {
             tracing::debug!(container = id, error = %e, "cannot inspect container");
-            false
+            None
         }
     }
 }
 
-/// One container's metadata and state.
-async fn inspect(docker: &Docker, id: &str) -> Result<(Container, String), bollard::errors::Error> {
+/// One container's metadata, pod and state.
+async fn inspect(
+    docker: &Docker,
+    id: &str,
+    runtime: Runtime,
+) -> Result<(Container, Option<Pod>, String), bollard::errors::Error> {
     let info = docker.inspect_container(id, None).await?;
     let config = info.config.unwrap_or_default();
     let state = info.state.unwrap_or_default();
@@ -178,11 +217,12 @@ async fn inspect(docker: &Docker, id: &str) -> Result<(Container, String), bolla
         name: info.name.unwrap_or_default().trim_start_matches('/').to_string(),
         image: config.image.unwrap_or_default(),
         image_digest: info.image.unwrap_or_default(),
-        runtime: Runtime::Docker,
+        runtime,
         labels,
         pid: state.pid.unwrap_or(0).max(0) as u32,
         privileged: info.host_config.and_then(|h| h.privileged).unwrap_or(false),
         started_at_ns,
     };
-    Ok((container, status))
+    let pod = pod_from_labels(&container.labels);
+    Ok((container, pod, status))
 }

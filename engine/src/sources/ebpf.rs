@@ -39,6 +39,7 @@ use super::{Closed, EventSender, Interest, Source, SourceError, Stop};
 use crate::config::{EbpfConfig, KernelFilter};
 use crate::enrich::cgroups::{CgroupStats, Cgroups};
 use crate::enrich::containers::ContainerCache;
+use crate::enrich::hold::{HoldLimits, HoldQueue, HoldStats};
 use crate::enrich::process_tree::{ProcessTree, TreeStats};
 
 /// `events-lost` reason: the ring buffer was full.
@@ -94,6 +95,7 @@ pub struct EbpfSource {
     tree: ProcessTree,
     cgroups: Cgroups,
     containers: Option<Arc<ContainerCache>>,
+    hold: HoldLimits,
     mode: KernelFilter,
     wakeup_delay: Duration,
     /// How long loading, attaching and the /proc scan took.
@@ -117,6 +119,8 @@ pub struct EbpfStats {
     pub tree: TreeStats,
     /// Container resolution: cgroups known, and lookups that found one or not.
     pub cgroups: CgroupStats,
+    /// Events held until their container was described.
+    pub hold: HoldStats,
 }
 
 impl EbpfStats {
@@ -195,6 +199,7 @@ impl EbpfSource {
             tree,
             cgroups,
             containers: None,
+            hold: HoldLimits::default(),
             mode: config.filter,
             wakeup_delay: config.wakeup_delay,
             open_time,
@@ -202,9 +207,11 @@ impl EbpfSource {
         })
     }
 
-    /// Attaches runtime metadata from `cache` to events of known containers.
-    pub fn with_containers(mut self, cache: Arc<ContainerCache>) -> Self {
+    /// Attaches runtime metadata from `cache` to events of known containers,
+    /// holding (within `hold`) those of containers not described yet.
+    pub fn with_containers(mut self, cache: Arc<ContainerCache>, hold: HoldLimits) -> Self {
         self.containers = Some(cache);
+        self.hold = hold;
         self
     }
 
@@ -297,6 +304,7 @@ impl EbpfSource {
             tree,
             cgroups,
             containers,
+            hold,
             mode,
             wakeup_delay,
             stats: stats_out,
@@ -307,6 +315,8 @@ impl EbpfSource {
         let mut ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|e| SourceError::Io("watching the eBPF ring buffer", e.into()))?;
         let mut decoder = Decoder::new(tree, cgroups, interest.clone());
+        decoder.hold = HoldQueue::new(hold);
+        let watchers = containers.clone();
         decoder.containers = containers;
         let mut drops = Drops::default();
         let mut tick = tokio::time::interval(TICK);
@@ -336,6 +346,12 @@ impl EbpfSource {
                         // source's own thread; tokio's timers tick in ms).
                         std::thread::sleep(wakeup_delay);
                     }
+                }
+                // A watcher described a container: let its held events go.
+                _ = changed(watchers.as_deref()), if !decoder.hold.is_empty() => {
+                    let mut batch = Vec::new();
+                    decoder.release_held(&mut batch);
+                    closed |= !batch.is_empty() && out.send_or_drop(batch).is_err();
                 }
                 _ = tick.tick() => {
                     closed |= decoder.drain(ring.get_mut(), &mut out).is_err();
@@ -367,6 +383,13 @@ impl EbpfSource {
         // take everything they wrote and the last drops.
         drop(bpf);
         let _ = decoder.drain(ring.get_mut(), &mut out);
+        if let Some(cache) = &watchers {
+            let mut batch = Vec::new();
+            decoder.hold.release_all(cache, crate::time::boottime_ns(), &mut batch);
+            if !batch.is_empty() {
+                let _ = out.send(batch);
+            }
+        }
         drops.report(&counters, &mut out);
         let _ = out.flush_lost();
         let stats = snapshot(&decoder, &drops, &counters);
@@ -388,10 +411,21 @@ impl EbpfSource {
             tree_peak = stats.tree.peak,
             cgroup_hits = stats.cgroups.hits,
             cgroup_misses = stats.cgroups.misses,
+            held = stats.hold.held,
+            held_timed_out = stats.hold.timed_out,
+            held_overflowed = stats.hold.overflowed,
             "eBPF programs detached"
         );
         *stats_out.lock().unwrap_or_else(|e| e.into_inner()) = Some(stats);
         Ok(())
+    }
+}
+
+/// Completes when `cache` changes (never without one).
+async fn changed(cache: Option<&ContainerCache>) {
+    match cache {
+        Some(c) => c.changed().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -411,6 +445,7 @@ fn snapshot(decoder: &Decoder, drops: &Drops, counters: &PerCpuArray<MapData, u6
         lost_decode: decoder.malformed,
         tree: decoder.tree.stats(),
         cgroups: decoder.cgroups.stats(),
+        hold: decoder.hold.stats(),
     }
 }
 
@@ -479,6 +514,10 @@ pub struct Decoder {
     pub cgroups: Cgroups,
     /// Metadata from the runtime watchers, by container id.
     pub containers: Option<Arc<ContainerCache>>,
+    /// Events of containers the watchers have not described yet.
+    pub hold: HoldQueue,
+    /// Held events let go by [`HoldQueue::hold`] itself (a full queue).
+    released: Vec<Event>,
     interest: Interest,
     /// Wall clock minus boot clock, in ns.
     boot_to_wall: u64,
@@ -488,7 +527,17 @@ pub struct Decoder {
 
 impl Decoder {
     pub fn new(tree: ProcessTree, cgroups: Cgroups, interest: Interest) -> Self {
-        let mut d = Decoder { tree, cgroups, containers: None, interest, boot_to_wall: 0, decoded: 0, malformed: 0 };
+        let mut d = Decoder {
+            tree,
+            cgroups,
+            containers: None,
+            hold: HoldQueue::new(HoldLimits::default()),
+            released: Vec::new(),
+            interest,
+            boot_to_wall: 0,
+            decoded: 0,
+            malformed: 0,
+        };
         d.tick();
         d
     }
@@ -519,10 +568,21 @@ impl Decoder {
                 out.send_or_drop(std::mem::take(&mut batch))?;
             }
         }
+        self.release_held(&mut batch);
         if !batch.is_empty() {
             out.send_or_drop(batch)?;
         }
         Ok(())
+    }
+
+    /// Adds to `batch` the held events that can go now.
+    pub fn release_held(&mut self, batch: &mut Vec<Event>) {
+        if let Some(cache) = &self.containers
+            && !self.hold.is_empty()
+        {
+            self.hold.release(cache, crate::time::boottime_ns(), batch);
+        }
+        batch.append(&mut self.released);
     }
 
     /// One record: `Ok(None)` when it only updated the tree (no rule
@@ -598,11 +658,22 @@ impl Decoder {
             && let Some(ctx) = self.cgroups.get(cgroup_id)
         {
             ctx.apply(&mut event);
-            // The runtime's metadata (name, image, labels...) once its watcher knows the container.
-            if let (Some(cache), Some(c)) = (&self.containers, &event.container)
-                && let Some(full) = cache.get(&c.id)
-            {
-                event.container = Some(full);
+            // The runtime's metadata (name, image, labels, pod) once its watcher
+            // knows the container; until then (and while earlier events of it
+            // wait) the event is held, if a connected watcher will describe it.
+            if let (Some(cache), Some(c)) = (&self.containers, &event.container) {
+                let holding = self.hold.is_holding(&c.id);
+                let known = if holding { None } else { cache.get(&c.id) };
+                if let Some(k) = known {
+                    k.apply(&mut event);
+                } else if cache.is_watched(c.runtime) {
+                    if !holding {
+                        cache.ask(c.runtime, &c.id);
+                    }
+                    let id = c.id.clone();
+                    self.hold.hold(&id, event, crate::time::boottime_ns(), &mut self.released);
+                    return None;
+                }
             }
         }
         Some(event)

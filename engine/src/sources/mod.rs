@@ -10,12 +10,16 @@
 //! - [`ebpf`]: live process and cgroup events from Vigil's eBPF programs,
 //!   with the process tree; reports every drop, by reason.
 //!
-//! The container-runtime sources plug in here (same trait).
+//! Beside them, the container-runtime watchers ([`docker`] for Docker and
+//! [`podman`], sharing [`runtime`]) keep the container cache current and send
+//! container lifecycle events into the pipeline's second channel.
 
 pub mod docker;
 pub mod ebpf;
+pub mod podman;
 pub mod procfs;
 pub mod replay;
+pub mod runtime;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
