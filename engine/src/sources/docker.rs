@@ -54,6 +54,7 @@ async fn follow(socket: &Path, expected: Runtime, watch: &mut Watch) -> Result<(
         tracing::info!(socket = %socket.display(), runtime = runtime.name(), "this socket is served by another runtime");
     }
     let mut lookups = watch.cache.watch(runtime);
+    let mut lookups_in_flight = tokio::task::JoinSet::new();
     // Subscribe first, then list: nothing falls between the two. After a
     // reconnect, from where we were: what happened meanwhile reaches rules
     // (as far as the runtime still has it: a restarted dockerd keeps only
@@ -71,13 +72,18 @@ async fn follow(socket: &Path, expected: Runtime, watch: &mut Watch) -> Result<(
     watch.resume_ns.get_or_insert(subscribed_ns);
     loop {
         let msg = tokio::select! {
-            m = events.next() => m,
+            // Lookups first, and at once: events of the container wait on them.
+            biased;
             Some(id) = lookups.recv() => {
-                if let Ok((c, pod, _)) = inspect(&docker, &id, runtime).await {
-                    watch.cache.insert(c, pod);
-                }
+                let docker = docker.clone();
+                lookups_in_flight.spawn(async move { inspect(&docker, &id, runtime).await });
                 continue;
             }
+            Some(Ok(Ok((c, pod, _)))) = lookups_in_flight.join_next() => {
+                watch.cache.insert(c, pod);
+                continue;
+            }
+            m = events.next() => m,
             _ = tokio::time::sleep(Duration::from_millis(100)) => {
                 if watch.stop.is_stopped() {
                     return Ok(());
