@@ -14,6 +14,10 @@
 #   runtimes.sh start-podman DIR   start `podman system service` (Docker-
 #   runtimes.sh stop-podman DIR    compatible API) on DIR/podman.sock, same
 #   runtimes.sh kill-podman DIR    image, same verbs
+#   runtimes.sh start-containerd DIR  containerd with its CRI plugin on
+#   runtimes.sh stop-containerd DIR   DIR/containerd.sock, the test image
+#   runtimes.sh kill-containerd DIR   (also the pods' sandbox image) imported
+#                                     into its k8s.io namespace
 set -euo pipefail
 
 # A busybox root filesystem as a tar: the test image, without a registry.
@@ -141,8 +145,92 @@ stop-podman | kill-podman)
         [ -d "$cg" ] && rmdir "$cg" 2>/dev/null || true
     done
     ;;
+start-containerd)
+    dir=${2:?usage: runtimes.sh start-containerd DIR}
+    mkdir -p "$dir/cni-conf"
+    # This machine's root may not lower oom_score_adj (restrict it), has no
+    # systemd (cgroupfs), and pods use the host network (no CNI needed).
+    cat >"$dir/config.toml" <<CONF
+version = 2
+root = "$dir/root"
+state = "$dir/state"
+[grpc]
+  address = "$dir/containerd.sock"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "localhost/vigil-busybox:test"
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$dir/cni-conf"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+      SystemdCgroup = false
+      Root = "$dir/runc"
+CONF
+    rm -f "$dir/containerd.sock"
+    containerd --config "$dir/config.toml" >>"$dir/containerd.log" 2>&1 </dev/null &
+    echo $! >"$dir/containerd.pid"
+    for _ in $(seq 100); do
+        [ -S "$dir/containerd.sock" ] && ctr -a "$dir/containerd.sock" version >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    ctr -a "$dir/containerd.sock" version >/dev/null || {
+        echo "runtimes: containerd did not start:" >&2
+        tail -20 "$dir/containerd.log" >&2
+        exit 1
+    }
+    if ! ctr -a "$dir/containerd.sock" -n k8s.io images ls -q | grep -qx localhost/vigil-busybox:test; then
+        # The image as a docker archive, made by podman on throwaway storage.
+        busybox_rootfs "$dir"
+        mkdir -p "$dir/img/tmp"
+        printf '%s\n' '[engine]' 'cgroup_manager = "cgroupfs"' 'events_logger = "file"' \
+            "events_logfile_path = \"$dir/img/events.log\"" >"$dir/img/containers.conf"
+        podman_in "$dir/img" import --change 'CMD ["/bin/sleep","3600"]' "$dir/rootfs.tar" vigil-busybox:test >/dev/null 2>&1
+        podman_in "$dir/img" save --format docker-archive -o "$dir/busybox.tar" vigil-busybox:test 2>/dev/null
+        podman_in "$dir/img" system reset -f >/dev/null 2>&1 || true
+        ctr -a "$dir/containerd.sock" -n k8s.io images import "$dir/busybox.tar" >/dev/null
+    fi
+    ;;
+stop-containerd | kill-containerd)
+    dir=${2:?usage: runtimes.sh stop-containerd|kill-containerd DIR}
+    sock="$dir/containerd.sock"
+    if [ "$1" = stop-containerd ] && [ -S "$sock" ]; then
+        for task in $(ctr -a "$sock" -n k8s.io tasks ls -q 2>/dev/null); do
+            ctr -a "$sock" -n k8s.io tasks kill -s KILL "$task" >/dev/null 2>&1 || true
+        done
+        sleep 0.3
+        for task in $(ctr -a "$sock" -n k8s.io tasks ls -q 2>/dev/null); do
+            ctr -a "$sock" -n k8s.io tasks delete -f "$task" >/dev/null 2>&1 || true
+        done
+        for c in $(ctr -a "$sock" -n k8s.io containers ls -q 2>/dev/null); do
+            ctr -a "$sock" -n k8s.io containers delete "$c" >/dev/null 2>&1 || true
+        done
+    fi
+    if [ -f "$dir/containerd.pid" ]; then
+        pid=$(cat "$dir/containerd.pid")
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 100); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    [ "$1" = kill-containerd ] && exit 0
+    # Shims of ours still running, then the mounts under DIR.
+    pgrep -f "containerd-shim-runc-v2 .*-address $sock" | xargs -r kill -KILL 2>/dev/null || true
+    grep -o " $dir/[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+    # containerd never removes a pod's parent cgroup: remove ours where empty.
+    for cg in /sys/fs/cgroup/*/kubepods/besteffort/pod* /sys/fs/cgroup/kubepods/besteffort/pod*; do
+        [ -d "$cg" ] && rmdir "$cg" 2>/dev/null || true
+    done
+    for cg in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do
+        [ -d "$cg/besteffort" ] && rmdir "$cg/besteffort" 2>/dev/null || true
+        [ -d "$cg" ] && rmdir "$cg" 2>/dev/null || true
+    done
+    ;;
 *)
-    echo "usage: runtimes.sh install | start-docker|stop-docker|kill-docker DIR | start-podman|stop-podman|kill-podman DIR" >&2
+    echo "usage: runtimes.sh install | {start,stop,kill}-{docker,podman,containerd} DIR" >&2
     exit 2
     ;;
 esac

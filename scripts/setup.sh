@@ -12,6 +12,25 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2
 fi
 
+# protoc: the containerd and CRI clients are generated from their .proto
+# files at build time (tonic-prost-build).
+if ! command -v protoc >/dev/null; then
+    echo "setup: installing protobuf-compiler (protoc, for the CRI and containerd clients)"
+    as_root=""
+    if [ "$(id -u)" != 0 ]; then
+        sudo -n true 2>/dev/null || {
+            echo "setup: protoc is missing and this user cannot install it: run 'apt-get install protobuf-compiler' as root" >&2
+            exit 1
+        }
+        as_root="sudo -n"
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    $as_root apt-get install -y -qq --no-install-recommends protobuf-compiler >/dev/null 2>&1 || {
+        $as_root apt-get update -qq
+        $as_root apt-get install -y -qq --no-install-recommends protobuf-compiler >/dev/null
+    }
+fi
+
 # The eBPF programs build for the BPF target with stable rustc's own
 # `-Z build-std=core` (engine/build.rs sets RUSTC_BOOTSTRAP for that nested
 # build only), which needs the standard library's sources.

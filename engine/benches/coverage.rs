@@ -87,7 +87,9 @@ fn main() {
     let stop_watchers = Stop::new();
     let (lifecycle_tx, _lifecycle_rx) = lifecycle_channel();
     let mut watchers = Vec::new();
-    for (r, runtime) in runtimes.iter().zip([vigil_engine::event::Runtime::Docker, vigil_engine::event::Runtime::Podman]) {
+    for (r, runtime) in
+        runtimes.iter().zip([vigil_engine::event::Runtime::Docker, vigil_engine::event::Runtime::Podman])
+    {
         let events = vigil_engine::sources::EventSender::new(lifecycle_tx.clone(), r.name);
         let (thread, status) =
             docker::spawn(r.socket(), runtime, cache.clone(), Lifecycle::new(Some(events)), stop_watchers.clone())
@@ -98,7 +100,8 @@ fn main() {
         }
         watchers.push(thread);
     }
-    let source = EbpfSource::open(&EbpfConfig::default()).unwrap().with_containers(cache.clone(), HoldLimits::default());
+    let source =
+        EbpfSource::open(&EbpfConfig::default()).unwrap().with_containers(cache.clone(), HoldLimits::default());
     let stats = source.stats();
     let stop = Stop::new();
     let running = spawn_source(Box::new(source), 4096, stop.clone(), Interest::all()).unwrap();
@@ -112,7 +115,19 @@ fn main() {
             let m = mark(r.name, i);
             let script = format!("/bin/true {m}-child; sleep 2");
             let mut c = r.cli();
-            c.args(["run", "-d", "--name", &m, "--network", "none", "vigil-busybox:test", "/bin/sh", "-c", &script, &m]);
+            c.args([
+                "run",
+                "-d",
+                "--name",
+                &m,
+                "--network",
+                "none",
+                "vigil-busybox:test",
+                "/bin/sh",
+                "-c",
+                &script,
+                &m,
+            ]);
             clients.push(c.spawn().unwrap());
         }
     }
@@ -126,7 +141,8 @@ fn main() {
     let is_marked = |e: &Event| {
         e.kind == EventKind::ProcessExec
             && e.process.as_ref().is_some_and(|p| {
-                (p.argv.first().map(String::as_str) == Some("/bin/sh") || p.argv.first().map(String::as_str) == Some("/bin/true"))
+                (p.argv.first().map(String::as_str) == Some("/bin/sh")
+                    || p.argv.first().map(String::as_str) == Some("/bin/true"))
                     && p.argv.iter().any(|a| a.starts_with(&format!("vigil-cov-{run_id}-")))
             })
     };
@@ -160,7 +176,10 @@ fn main() {
     let mut delays: Vec<u64> = seen.iter().map(|(e, at)| at.saturating_sub(e.time_ns) / 1_000).collect();
     delays.sort_unstable();
 
-    println!("# Enrichment coverage: a burst of {} containers ({per_runtime} Docker + {per_runtime} Podman)", per_runtime * 2);
+    println!(
+        "# Enrichment coverage: a burst of {} containers ({per_runtime} Docker + {per_runtime} Podman)",
+        per_runtime * 2
+    );
     println!("- burst: started in {:.1} s ({failed} client(s) failed)", burst.as_secs_f64());
     println!(
         "- execs with full container context: {all_full}/{} ({:.1}%), of which entrypoints (first exec): {entry_full}/{}",

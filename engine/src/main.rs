@@ -22,10 +22,10 @@ use vigil_engine::sinks::fields::FieldSelection;
 use vigil_engine::sinks::file::FileSink;
 use vigil_engine::sinks::stdout::StdoutSink;
 use vigil_engine::sinks::webhook::WebhookSink;
-use vigil_engine::sources::docker;
 use vigil_engine::sources::replay::ReplayWriter;
 use vigil_engine::sources::runtime::Lifecycle;
 use vigil_engine::sources::{EventSender, Interest, Stop};
+use vigil_engine::sources::{cri, docker};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -123,8 +123,9 @@ enum Command {
     },
     /// List the host's containers as Vigil sees them (runtime, id, name, image, pod, state, pid).
     ///
-    /// Asks each runtime found (Docker, or Podman's Docker-compatible API, at
-    /// containers.docker_socket). Exits 1 if no runtime answers.
+    /// Asks each runtime found (Docker, Podman, containerd or CRI-O, at
+    /// containers.docker_socket, podman_socket, cri_socket). Exits 1 if no
+    /// runtime answers.
     Containers {
         /// Print JSON lines instead of a table.
         #[arg(long)]
@@ -330,7 +331,12 @@ fn run_pipeline(cfg: Config, rules_dir: PathBuf, watch: bool, config_path: Optio
     let mut watchers = Vec::new();
     if live {
         let sockets = cfg.containers.sockets();
-        if sockets.is_empty() {
+        if let Some(socket) = cfg.containers.cri_socket() {
+            let events = EventSender::new(lifecycle_tx.clone(), "cri");
+            let (thread, status) = cri::spawn(socket, containers.clone(), Lifecycle::new(Some(events)), stop.clone())?;
+            telemetry.add_runtime(status);
+            watchers.push(thread);
+        } else if sockets.is_empty() {
             tracing::info!(
                 "no container runtime socket found: events carry container ids from cgroups, without names or images"
             );
@@ -376,21 +382,33 @@ fn run_pipeline(cfg: Config, rules_dir: PathBuf, watch: bool, config_path: Optio
 }
 
 fn list_containers(cfg: &Config, json: bool) -> Result<ExitCode> {
-    let sockets = cfg.containers.sockets();
+    let mut sockets: Vec<_> = cfg.containers.sockets().into_iter().map(|(s, _)| (s, false)).collect();
+    sockets.extend(cfg.containers.cri_socket().map(|s| (s, true)));
     if sockets.is_empty() {
         eprintln!(
-            "vigil: no container runtime socket found (set containers.docker_socket or containers.podman_socket)"
+            "vigil: no container runtime socket found (set containers.docker_socket, podman_socket or cri_socket)"
         );
         return Ok(ExitCode::from(1));
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut listed = Vec::new();
     let mut failed = 0;
-    for (socket, _) in &sockets {
-        match rt.block_on(docker::list_at(socket)) {
+    for (socket, is_cri) in &sockets {
+        let got = rt.block_on(async {
+            if *is_cri {
+                cri::connect(socket).await?.0.list().await
+            } else {
+                docker::list_at(socket).await.map_err(Into::into)
+            }
+        });
+        match got {
             Ok(l) => listed.extend(l),
             Err(e) => {
-                eprintln!("vigil: cannot list containers from {}: {e}", socket.display());
+                eprintln!(
+                    "vigil: cannot list containers from {}: {}",
+                    socket.display(),
+                    vigil_engine::error_chain(&*e)
+                );
                 failed += 1;
             }
         }

@@ -396,6 +396,11 @@ impl RuntimeDaemon {
         Self::start(vigil_engine::event::Runtime::Podman)
     }
 
+    /// containerd with its CRI plugin (driven through CRI, see `CriClient`).
+    pub fn containerd() -> RuntimeDaemon {
+        Self::start(vigil_engine::event::Runtime::Containerd)
+    }
+
     fn start(runtime: vigil_engine::event::Runtime) -> RuntimeDaemon {
         let d = RuntimeDaemon { runtime, dir: tempfile::tempdir().unwrap() };
         assert!(d.script("start").success(), "{} did not start (scripts/runtimes.sh install first)", d.name());
@@ -422,7 +427,9 @@ impl RuntimeDaemon {
     /// The test image's name as the runtime reports it.
     pub fn image(&self) -> &'static str {
         match self.runtime {
-            vigil_engine::event::Runtime::Podman => "localhost/vigil-busybox:test",
+            vigil_engine::event::Runtime::Podman | vigil_engine::event::Runtime::Containerd => {
+                "localhost/vigil-busybox:test"
+            }
             _ => "vigil-busybox:test",
         }
     }

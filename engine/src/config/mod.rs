@@ -252,6 +252,16 @@ impl Default for DispatchConfig {
     }
 }
 
+/// A socket setting: a path, `auto` (the first of `candidates` that
+/// exists) or `""` (none).
+fn pick_socket(setting: &str, candidates: &[&str]) -> Option<PathBuf> {
+    match setting {
+        "" => None,
+        "auto" => crate::sources::docker::discover(candidates),
+        p => Some(PathBuf::from(p)),
+    }
+}
+
 /// `[containers]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -264,6 +274,10 @@ pub struct ContainersConfig {
     /// first of /host/run/podman/podman.sock, /run/podman/podman.sock that
     /// exists) or `""` (none).
     pub podman_socket: String,
+    /// The CRI socket of containerd or CRI-O: a path, `auto` (the first of
+    /// /host/run/containerd/containerd.sock, /run/containerd/containerd.sock,
+    /// /host/run/crio/crio.sock, /run/crio/crio.sock that exists) or `""`.
+    pub cri_socket: String,
     /// How long an event of a container no runtime has described yet may
     /// wait for its description (`0s`: never wait). Past it, the event goes
     /// out with its container's id only, labelled `vigil.unresolved`.
@@ -279,6 +293,7 @@ impl Default for ContainersConfig {
         ContainersConfig {
             docker_socket: "auto".into(),
             podman_socket: "auto".into(),
+            cri_socket: "auto".into(),
             hold_timeout: hold.timeout,
             hold_max_events: hold.max_events,
         }
@@ -290,15 +305,10 @@ impl ContainersConfig {
     /// to be; one socket named twice (podman-docker's symlink) is watched once.
     pub fn sockets(&self) -> Vec<(PathBuf, vigil_event::Runtime)> {
         use crate::sources::{docker, podman};
-        let pick = |setting: &str, candidates: &[&str]| match setting {
-            "" => None,
-            "auto" => docker::discover(candidates),
-            p => Some(PathBuf::from(p)),
-        };
         let mut out: Vec<(PathBuf, vigil_event::Runtime)> = Vec::new();
         for (socket, runtime) in [
-            (pick(&self.docker_socket, &docker::DOCKER_SOCKETS), vigil_event::Runtime::Docker),
-            (pick(&self.podman_socket, &podman::PODMAN_SOCKETS), vigil_event::Runtime::Podman),
+            (pick_socket(&self.docker_socket, &docker::DOCKER_SOCKETS), vigil_event::Runtime::Docker),
+            (pick_socket(&self.podman_socket, &podman::PODMAN_SOCKETS), vigil_event::Runtime::Podman),
         ] {
             let Some(socket) = socket else { continue };
             let real = std::fs::canonicalize(&socket).unwrap_or_else(|_| socket.clone());
@@ -307,6 +317,11 @@ impl ContainersConfig {
             }
         }
         out
+    }
+
+    /// The CRI socket to watch, if any.
+    pub fn cri_socket(&self) -> Option<PathBuf> {
+        pick_socket(&self.cri_socket, &crate::sources::cri::CRI_SOCKETS)
     }
 
     pub fn hold_limits(&self) -> crate::enrich::hold::HoldLimits {

@@ -11,9 +11,10 @@
 //!   with the process tree; reports every drop, by reason.
 //!
 //! Beside them, the container-runtime watchers ([`docker`] for Docker and
-//! [`podman`], sharing [`runtime`]) keep the container cache current and send
+//! [`podman`], [`cri`] for containerd and CRI-O, sharing [`runtime`]) keep the container cache current and send
 //! container lifecycle events into the pipeline's second channel.
 
+pub mod cri;
 pub mod docker;
 pub mod ebpf;
 pub mod podman;

@@ -1,0 +1,290 @@
+//! The CRI watcher: containerd (and CRI-O) through the Kubernetes Container
+//! Runtime Interface v1 (tonic, the `k8s-cri` crate) for listing and
+//! status, with pods from their sandboxes: name, namespace, uid, labels.
+//! CRI's own event stream is not implemented by containerd 1.6, so
+//! lifecycle comes from containerd's event service (`/containers/create`,
+//! `/tasks/start`, `/tasks/exit`, `/containers/delete` in the `k8s.io`
+//! namespace). CRI-O has no such service: its containers are re-listed
+//! every few seconds instead, without lifecycle events.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use containerd_client::services::v1::SubscribeRequest;
+use containerd_client::services::v1::events_client::EventsClient;
+use containerd_client::types::Envelope;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::{
+    ContainerStatusRequest, ListContainersRequest, ListPodSandboxRequest, PodSandboxStatusRequest, VersionRequest,
+};
+use prost::Message;
+use tonic::transport::Channel;
+use vigil_event::{Container, EventKind, Pod, Runtime};
+
+use super::Stop;
+use super::runtime::{Lifecycle, RuntimeStatus, Watch, WatchError};
+use crate::enrich::containers::{ContainerCache, Known};
+
+/// The sockets tried when none is configured (the host's root first when
+/// running in a pod with it mounted at /host).
+pub const CRI_SOCKETS: [&str; 4] = [
+    "/host/run/containerd/containerd.sock",
+    "/run/containerd/containerd.sock",
+    "/host/run/crio/crio.sock",
+    "/run/crio/crio.sock",
+];
+
+/// The containerd namespace CRI's containers live in.
+const K8S_NAMESPACE: &str = "k8s.io";
+
+/// How often CRI-O's containers are re-listed (it has no event service).
+const RELIST_EVERY: Duration = Duration::from_secs(2);
+
+/// Starts watching the CRI socket `socket` on its own thread until `stop`.
+pub fn spawn(
+    socket: PathBuf,
+    cache: Arc<ContainerCache>,
+    lifecycle: Lifecycle,
+    stop: Stop,
+) -> std::io::Result<(std::thread::JoinHandle<()>, Arc<RuntimeStatus>)> {
+    let path = socket.clone();
+    super::runtime::spawn(Runtime::Containerd, socket, cache, lifecycle, stop, async move |watch: &mut Watch| {
+        follow(&path, watch).await
+    })
+}
+
+/// A CRI client on `socket`, and the runtime behind it.
+pub async fn connect(socket: &Path) -> Result<(Cri, Runtime), WatchError> {
+    let channel = containerd_client::connect(socket).await?;
+    let mut client = RuntimeServiceClient::new(channel.clone());
+    let version = client.version(VersionRequest { version: "v1".into() }).await?.into_inner();
+    let runtime = if version.runtime_name.contains("cri-o") { Runtime::CriO } else { Runtime::Containerd };
+    Ok((Cri { client, channel, runtime, pods: HashMap::new() }, runtime))
+}
+
+/// Connects, lists, then follows events until the stop (Ok) or an error.
+async fn follow(socket: &Path, watch: &mut Watch) -> Result<(), WatchError> {
+    let (mut cri, runtime) = connect(socket).await?;
+    let mut lookups = watch.cache.watch(runtime);
+    // Subscribe first, then list: nothing falls between the two. (containerd
+    // answers a subscription only with its first event: it runs apart.)
+    let mut events = match runtime {
+        Runtime::Containerd => Some(subscribe(cri.channel.clone())),
+        _ => None,
+    };
+    let listed = cri.list().await?;
+    let count = listed.len();
+    watch.cache.replace_all(runtime, listed.into_iter().map(|(c, pod, _)| (c, pod)).collect());
+    watch.connected(count);
+    let mut relist = tokio::time::interval(RELIST_EVERY);
+    let polling = events.is_none();
+    loop {
+        let next = async {
+            match &mut events {
+                Some(subscription) => subscription.events.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let envelope = tokio::select! {
+            biased;
+            Some(id) = lookups.recv() => {
+                if let Some((c, pod)) = cri.describe(&id).await {
+                    watch.cache.insert(c, pod);
+                }
+                continue;
+            }
+            e = next => e.ok_or("containerd's event stream ended")??,
+            _ = relist.tick(), if polling => {
+                let listed = cri.list().await?;
+                watch.cache.replace_all(runtime, listed.into_iter().map(|(c, pod, _)| (c, pod)).collect());
+                continue;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                if watch.stop.is_stopped() {
+                    return Ok(());
+                }
+                continue;
+            }
+        };
+        let Some(any) = envelope.event else { continue };
+        let time_ns =
+            envelope.timestamp.map_or(0, |t| (t.seconds.max(0) as u64) * 1_000_000_000 + t.nanos.max(0) as u64);
+        use containerd_client::events as ev;
+        let (id, kind, exit_code) = match envelope.topic.as_str() {
+            "/containers/create" => (ev::ContainerCreate::decode(&*any.value)?.id, EventKind::ContainerCreate, None),
+            "/tasks/start" => (ev::TaskStart::decode(&*any.value)?.container_id, EventKind::ContainerStart, None),
+            "/tasks/exit" => {
+                let exit = ev::TaskExit::decode(&*any.value)?;
+                // An exec's exit is not the container's.
+                if exit.id != exit.container_id {
+                    continue;
+                }
+                (exit.container_id, EventKind::ContainerStop, Some(exit.exit_status as i32))
+            }
+            "/containers/delete" => {
+                let id = ev::ContainerDelete::decode(&*any.value)?.id;
+                if let Some(known) = watch.cache.remove(&id) {
+                    watch.lifecycle.send(EventKind::ContainerDelete, &known, None, time_ns);
+                }
+                cri.pods.remove(&id);
+                continue;
+            }
+            _ => continue,
+        };
+        // containerd announces a CRI container before the CRI plugin has
+        // recorded it: give the plugin a moment.
+        let tries = if kind == EventKind::ContainerCreate { 10 } else { 1 };
+        let mut described = None;
+        for attempt in 0..tries {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            described = cri.describe(&id).await;
+            if described.is_some() {
+                break;
+            }
+        }
+        let known = match described {
+            Some((c, pod)) => watch.cache.insert(c, pod),
+            None => match watch.cache.get(&id) {
+                Some(k) => k,
+                None => {
+                    let c = Container { id: id.clone(), runtime, ..Default::default() };
+                    Known { container: Arc::new(c), pod: None }
+                }
+            },
+        };
+        watch.lifecycle.send(kind, &known, exit_code, time_ns);
+    }
+}
+
+/// containerd's events, received by a task of their own; it ends with the
+/// subscription.
+struct Subscription {
+    events: tokio::sync::mpsc::UnboundedReceiver<Result<Envelope, tonic::Status>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn subscribe(channel: Channel) -> Subscription {
+    let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        let filters = vec![format!("namespace=={K8S_NAMESPACE}")];
+        let mut stream = match EventsClient::new(channel).subscribe(SubscribeRequest { filters }).await {
+            Ok(r) => r.into_inner(),
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        loop {
+            let next = stream.message().await.transpose();
+            let end = !matches!(next, Some(Ok(_)));
+            if next.is_some_and(|e| tx.send(e).is_err()) || end {
+                return;
+            }
+        }
+    });
+    Subscription { events, task }
+}
+
+/// A CRI client with the pods it has seen, by sandbox id.
+pub struct Cri {
+    client: RuntimeServiceClient<Channel>,
+    channel: Channel,
+    runtime: Runtime,
+    pods: HashMap<String, Pod>,
+}
+
+impl Cri {
+    /// Every container and sandbox (running or not), described, with its
+    /// pod and state.
+    pub async fn list(&mut self) -> Result<Vec<(Container, Option<Pod>, String)>, WatchError> {
+        let sandboxes = self.client.list_pod_sandbox(ListPodSandboxRequest { filter: None }).await?.into_inner().items;
+        let mut out = Vec::new();
+        for s in sandboxes {
+            if let Some((c, pod)) = self.describe_sandbox(&s.id).await {
+                let state = if s.state == 0 { "ready" } else { "notready" };
+                out.push((c, pod, state.to_string()));
+            }
+        }
+        let containers = self.client.list_containers(ListContainersRequest { filter: None }).await?.into_inner();
+        for c in containers.containers {
+            if let Some((container, pod)) = self.describe(&c.id).await {
+                let state = ["created", "running", "exited", "unknown"].get(c.state as usize).unwrap_or(&"unknown");
+                out.push((container, pod, state.to_string()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A container (or a pod's sandbox) and its pod; `None` if it is gone.
+    pub async fn describe(&mut self, id: &str) -> Option<(Container, Option<Pod>)> {
+        let request = ContainerStatusRequest { container_id: id.to_string(), verbose: true };
+        let response = match self.client.container_status(request).await {
+            Ok(r) => r.into_inner(),
+            // Not a container: a sandbox, perhaps.
+            Err(_) => return self.describe_sandbox(id).await,
+        };
+        let status = response.status?;
+        // containerd's verbose info: {"sandboxID": ..., "pid": ..., "privileged": ...}.
+        let info: serde_json::Value =
+            response.info.get("info").and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default();
+        let sandbox_id = info["sandboxID"].as_str().unwrap_or_default().to_string();
+        let pod = match self.pods.get(&sandbox_id) {
+            Some(p) => Some(p.clone()),
+            None => self.describe_sandbox(&sandbox_id).await.and_then(|(_, p)| p),
+        }
+        .map(|p| Pod { sandbox: false, ..p });
+        let mut labels: Vec<(String, String)> = status.labels.into_iter().collect();
+        labels.sort();
+        let container = Container {
+            id: status.id,
+            name: status.metadata.map(|m| m.name).unwrap_or_default(),
+            image: status.image.map(|i| i.image).unwrap_or_default(),
+            image_digest: status.image_ref,
+            runtime: self.runtime,
+            labels,
+            pid: info["pid"].as_u64().unwrap_or(0) as u32,
+            privileged: info["privileged"].as_bool().unwrap_or(false),
+            started_at_ns: status.started_at.max(0) as u64,
+        };
+        Some((container, pod))
+    }
+
+    /// A pod's sandbox as a container of its own (its pause process runs in
+    /// a cgroup of its own), with the pod marked as the sandbox.
+    async fn describe_sandbox(&mut self, id: &str) -> Option<(Container, Option<Pod>)> {
+        if id.is_empty() {
+            return None;
+        }
+        let request = PodSandboxStatusRequest { pod_sandbox_id: id.to_string(), verbose: true };
+        let response = self.client.pod_sandbox_status(request).await.ok()?.into_inner();
+        let status = response.status?;
+        let info: serde_json::Value =
+            response.info.get("info").and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default();
+        let meta = status.metadata.unwrap_or_default();
+        let mut labels: Vec<(String, String)> = status.labels.into_iter().collect();
+        labels.sort();
+        let pod = Pod { name: meta.name.clone(), namespace: meta.namespace, uid: meta.uid, sandbox: true, labels };
+        self.pods.insert(id.to_string(), pod.clone());
+        let image = info["image"].as_str().unwrap_or_default().to_string();
+        let container = Container {
+            id: status.id,
+            name: meta.name,
+            image,
+            runtime: self.runtime,
+            pid: info["pid"].as_u64().unwrap_or(0) as u32,
+            started_at_ns: status.created_at.max(0) as u64,
+            ..Default::default()
+        };
+        Some((container, Some(pod)))
+    }
+}
