@@ -246,13 +246,16 @@ fn the_podman_watcher_survives_a_restart_and_catches_up() {
 
 /// The daemon with the `lifecycle` test rule and the bundled
 /// privileged-container-started, watching `rt`.
-fn daemon_watching(rt: &RuntimeDaemon) -> (Daemon, tempfile::TempDir) {
+fn daemon_watching(rt: &RuntimeDaemon, metrics_port: u16) -> (Daemon, tempfile::TempDir) {
     let rules = rule_dir(&["lifecycle", "privileged-container-started"]);
     let (docker, podman) = match rt.runtime() {
         vigil_engine::event::Runtime::Podman => (String::new(), rt.socket().display().to_string()),
         _ => (rt.socket().display().to_string(), String::new()),
     };
-    let config = format!("[containers]\ndocker_socket = {docker:?}\npodman_socket = {podman:?}\ncri_socket = \"\"\n");
+    let config = format!(
+        "[containers]\ndocker_socket = {docker:?}\npodman_socket = {podman:?}\ncri_socket = \"\"\n\
+         [metrics]\nenabled = true\nlisten = \"127.0.0.1:{metrics_port}\"\n"
+    );
     (Daemon::start_in("ebpf", rules.path(), &config), rules)
 }
 
@@ -260,7 +263,13 @@ fn daemon_watching(rt: &RuntimeDaemon) -> (Daemon, tempfile::TempDir) {
 fn lifecycle_events_reach_rules_and_the_daemon_outlives_its_runtime() {
     require_root!();
     let rt = RuntimeDaemon::docker();
-    let (mut daemon, _rules) = daemon_watching(&rt);
+    let port = free_port();
+    let (mut daemon, _rules) = daemon_watching(&rt, port);
+    let runtime_up = || {
+        let (_, text) = http_get(&format!("http://127.0.0.1:{port}/metrics"));
+        text.lines().find(|l| l.starts_with("vigil_runtime_up{")).map(|l| l.ends_with(" 1"))
+    };
+    let up_at_start = runtime_up();
     let name = format!("vigil-life-{}", std::process::id());
     let short_lived = |name: &str, code: u8| {
         let id = rt.cli(&[
@@ -288,6 +297,7 @@ fn lifecycle_events_reach_rules_and_the_daemon_outlives_its_runtime() {
     rt.kill();
     std::thread::sleep(Duration::from_millis(1500));
     let alive = daemon.child.child().try_wait().unwrap().is_none();
+    let up_while_gone = runtime_up();
     // It comes back: the daemon reconnects and sees what happens next.
     rt.restart();
     let second = short_lived(&format!("{name}-2"), 4);
@@ -304,6 +314,7 @@ fn lifecycle_events_reach_rules_and_the_daemon_outlives_its_runtime() {
         }
     }
     assert!(alive, "the daemon outlived its runtime\n{log}");
+    assert_eq!((up_at_start, up_while_gone), (Some(true), Some(false)), "vigil_runtime_up reports it");
     assert!(after.is_some(), "no lifecycle alert after the runtime came back\n{log}");
     assert!(status.success(), "{status:?}\n{log}");
     assert_eq!(log.matches("container runtime unavailable").count(), 1, "logged once per outage\n{log}");

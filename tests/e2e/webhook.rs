@@ -344,16 +344,6 @@ fn sorted(ids: Vec<String>) -> Vec<String> {
     set.into_iter().collect()
 }
 
-/// GET `url` (plain HTTP): status and body.
-fn http_get(url: &str) -> (u16, String) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let r = reqwest::get(url).await.unwrap();
-        (r.status().as_u16(), r.text().await.unwrap())
-    })
-}
-
 #[test]
 fn every_alert_arrives_batched_gzipped_and_signed() {
     let rx = Receiver::start(None);

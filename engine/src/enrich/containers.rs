@@ -2,9 +2,10 @@
 //! pod each belongs to, by container id, shared between the runtime
 //! watchers that fill it and the source that attaches it to events.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
@@ -42,8 +43,14 @@ pub struct ContainerCache {
     lookups: Mutex<HashMap<Runtime, UnboundedSender<String>>>,
     /// Containers asked about and not yet described (asked once each).
     asked: Mutex<HashSet<String>>,
+    /// Removed containers, oldest first: described a while longer for the
+    /// events the kernel sent before (and the runtime reported after).
+    removed: Mutex<VecDeque<(Instant, String)>>,
     changed: Notify,
 }
+
+/// How long a removed container stays described.
+pub const REMOVED_LINGER: Duration = Duration::from_secs(5);
 
 const RUNTIMES: usize = 5;
 
@@ -64,8 +71,22 @@ impl ContainerCache {
         known
     }
 
+    /// Marks `id` removed: it stays described for [`REMOVED_LINGER`], then
+    /// [`sweep`](Self::sweep) forgets it. Returns what was known.
     pub fn remove(&self, id: &str) -> Option<Known> {
-        self.by_id.write().unwrap_or_else(|e| e.into_inner()).remove(id)
+        let known = self.get(id)?;
+        self.removed.lock().unwrap_or_else(|e| e.into_inner()).push_back((Instant::now(), id.to_string()));
+        Some(known)
+    }
+
+    /// Forgets removed containers past their linger.
+    pub fn sweep(&self) {
+        let mut removed = self.removed.lock().unwrap_or_else(|e| e.into_inner());
+        while removed.front().is_some_and(|(at, _)| at.elapsed() >= REMOVED_LINGER) {
+            if let Some((_, id)) = removed.pop_front() {
+                self.by_id.write().unwrap_or_else(|e| e.into_inner()).remove(&id);
+            }
+        }
     }
 
     /// Replaces what is known of `runtime`'s containers with `listed` (a
@@ -167,6 +188,20 @@ mod tests {
         assert!(cache.get("b").is_some());
         assert!(cache.get("p").is_some());
         assert_eq!(cache.len(), 2);
+    }
+
+    #[test]
+    fn a_removed_container_stays_described_until_swept_past_its_linger() {
+        let cache = ContainerCache::new();
+        let (a, _) = container("a", Runtime::Docker);
+        cache.insert(a, None);
+        assert!(cache.remove("a").is_some());
+        cache.sweep();
+        assert!(cache.get("a").is_some(), "late events still resolve");
+        cache.removed.lock().unwrap()[0].0 -= REMOVED_LINGER;
+        cache.sweep();
+        assert!(cache.get("a").is_none());
+        assert!(cache.remove("a").is_none());
     }
 
     #[test]

@@ -17,7 +17,8 @@ use containerd_client::services::v1::events_client::EventsClient;
 use containerd_client::types::Envelope;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
-    ContainerStatusRequest, ListContainersRequest, ListPodSandboxRequest, PodSandboxStatusRequest, VersionRequest,
+    ContainerStatusRequest, ContainerStatusResponse, ListContainersRequest, ListPodSandboxRequest,
+    PodSandboxStatusRequest, PodSandboxStatusResponse, VersionRequest, VersionResponse,
 };
 use prost::Message;
 use tonic::transport::Channel;
@@ -25,7 +26,7 @@ use vigil_event::{Container, EventKind, Pod, Runtime};
 
 use super::Stop;
 use super::runtime::{Lifecycle, RuntimeStatus, Watch, WatchError};
-use crate::enrich::containers::{ContainerCache, Known};
+use crate::enrich::containers::{ContainerCache, Known, pod_from_labels};
 
 /// The sockets tried when none is configured (the host's root first when
 /// running in a pod with it mounted at /host).
@@ -38,6 +39,9 @@ pub const CRI_SOCKETS: [&str; 4] = [
 
 /// The containerd namespace CRI's containers live in.
 const K8S_NAMESPACE: &str = "k8s.io";
+
+/// The longest a CRI status call may take (the watcher waits on it).
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often CRI-O's containers are re-listed (it has no event service).
 const RELIST_EVERY: Duration = Duration::from_secs(2);
@@ -60,7 +64,7 @@ pub async fn connect(socket: &Path) -> Result<(Cri, Runtime), WatchError> {
     let channel = containerd_client::connect(socket).await?;
     let mut client = RuntimeServiceClient::new(channel.clone());
     let version = client.version(VersionRequest { version: "v1".into() }).await?.into_inner();
-    let runtime = if version.runtime_name.contains("cri-o") { Runtime::CriO } else { Runtime::Containerd };
+    let runtime = runtime_of(&version);
     Ok((Cri { client, channel, runtime, pods: HashMap::new() }, runtime))
 }
 
@@ -81,6 +85,7 @@ async fn follow(socket: &Path, watch: &mut Watch) -> Result<(), WatchError> {
     let mut relist = tokio::time::interval(RELIST_EVERY);
     let polling = events.is_none();
     loop {
+        watch.cache.sweep();
         let next = async {
             match &mut events {
                 Some(subscription) => subscription.events.recv().await,
@@ -225,37 +230,26 @@ impl Cri {
         Ok(out)
     }
 
-    /// A container (or a pod's sandbox) and its pod; `None` if it is gone.
+    /// A container (or a pod's sandbox) and its pod; `None` if it is gone
+    /// or the runtime does not answer in time.
     pub async fn describe(&mut self, id: &str) -> Option<(Container, Option<Pod>)> {
         let request = ContainerStatusRequest { container_id: id.to_string(), verbose: true };
-        let response = match self.client.container_status(request).await {
-            Ok(r) => r.into_inner(),
+        let response = match tokio::time::timeout(CALL_TIMEOUT, self.client.container_status(request)).await {
+            Ok(Ok(r)) => r.into_inner(),
             // Not a container: a sandbox, perhaps.
-            Err(_) => return self.describe_sandbox(id).await,
+            Ok(Err(_)) => return self.describe_sandbox(id).await,
+            Err(_) => {
+                tracing::debug!(container = id, "CRI ContainerStatus timed out");
+                return None;
+            }
         };
-        let status = response.status?;
-        // containerd's verbose info: {"sandboxID": ..., "pid": ..., "privileged": ...}.
-        let info: serde_json::Value =
-            response.info.get("info").and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default();
-        let sandbox_id = info["sandboxID"].as_str().unwrap_or_default().to_string();
+        let (container, sandbox_id) = container_of_status(response, self.runtime)?;
         let pod = match self.pods.get(&sandbox_id) {
             Some(p) => Some(p.clone()),
             None => self.describe_sandbox(&sandbox_id).await.and_then(|(_, p)| p),
         }
+        .or_else(|| pod_from_labels(&container.labels))
         .map(|p| Pod { sandbox: false, ..p });
-        let mut labels: Vec<(String, String)> = status.labels.into_iter().collect();
-        labels.sort();
-        let container = Container {
-            id: status.id,
-            name: status.metadata.map(|m| m.name).unwrap_or_default(),
-            image: status.image.map(|i| i.image).unwrap_or_default(),
-            image_digest: status.image_ref,
-            runtime: self.runtime,
-            labels,
-            pid: info["pid"].as_u64().unwrap_or(0) as u32,
-            privileged: info["privileged"].as_bool().unwrap_or(false),
-            started_at_ns: status.started_at.max(0) as u64,
-        };
         Some((container, pod))
     }
 
@@ -266,25 +260,147 @@ impl Cri {
             return None;
         }
         let request = PodSandboxStatusRequest { pod_sandbox_id: id.to_string(), verbose: true };
-        let response = self.client.pod_sandbox_status(request).await.ok()?.into_inner();
-        let status = response.status?;
-        let info: serde_json::Value =
-            response.info.get("info").and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default();
-        let meta = status.metadata.unwrap_or_default();
-        let mut labels: Vec<(String, String)> = status.labels.into_iter().collect();
-        labels.sort();
-        let pod = Pod { name: meta.name.clone(), namespace: meta.namespace, uid: meta.uid, sandbox: true, labels };
+        let response = tokio::time::timeout(CALL_TIMEOUT, self.client.pod_sandbox_status(request)).await.ok()?.ok()?;
+        let (container, pod) = sandbox_of_status(response.into_inner(), self.runtime)?;
         self.pods.insert(id.to_string(), pod.clone());
-        let image = info["image"].as_str().unwrap_or_default().to_string();
-        let container = Container {
-            id: status.id,
-            name: meta.name,
-            image,
-            runtime: self.runtime,
-            pid: info["pid"].as_u64().unwrap_or(0) as u32,
-            started_at_ns: status.created_at.max(0) as u64,
+        Some((container, Some(pod)))
+    }
+}
+
+/// The runtime a CRI `Version` answer names.
+fn runtime_of(version: &VersionResponse) -> Runtime {
+    if version.runtime_name.to_lowercase().contains("cri-o") { Runtime::CriO } else { Runtime::Containerd }
+}
+
+/// What a verbose `ContainerStatus` says: the container, and its sandbox's
+/// id. containerd and CRI-O both put `{"sandboxID", "pid", "privileged",
+/// ...}` as JSON under the `info` key; without it, pid and privileged are
+/// unknown (0, false).
+fn container_of_status(response: ContainerStatusResponse, runtime: Runtime) -> Option<(Container, String)> {
+    let status = response.status?;
+    let info: serde_json::Value =
+        response.info.get("info").and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default();
+    let mut labels: Vec<(String, String)> = status.labels.into_iter().collect();
+    labels.sort();
+    let container = Container {
+        id: status.id,
+        name: status.metadata.map(|m| m.name).unwrap_or_default(),
+        image: status.image.map(|i| i.image).unwrap_or_default(),
+        image_digest: status.image_ref,
+        runtime,
+        labels,
+        pid: info["pid"].as_u64().unwrap_or(0) as u32,
+        privileged: info["privileged"].as_bool().unwrap_or(false),
+        started_at_ns: status.started_at.max(0) as u64,
+    };
+    Some((container, info["sandboxID"].as_str().unwrap_or_default().to_string()))
+}
+
+/// What a verbose `PodSandboxStatus` says: the sandbox as a container, and
+/// its pod (metadata and the pod's labels).
+fn sandbox_of_status(response: PodSandboxStatusResponse, runtime: Runtime) -> Option<(Container, Pod)> {
+    let status = response.status?;
+    let info: serde_json::Value =
+        response.info.get("info").and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default();
+    let meta = status.metadata.unwrap_or_default();
+    let mut labels: Vec<(String, String)> = status.labels.into_iter().collect();
+    labels.sort();
+    let pod = Pod { name: meta.name.clone(), namespace: meta.namespace, uid: meta.uid, sandbox: true, labels };
+    let container = Container {
+        id: status.id,
+        name: meta.name,
+        image: info["image"].as_str().unwrap_or_default().to_string(),
+        runtime,
+        pid: info["pid"].as_u64().unwrap_or(0) as u32,
+        started_at_ns: status.created_at.max(0) as u64,
+        ..Default::default()
+    };
+    Some((container, pod))
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_cri::v1::{ContainerMetadata, ContainerStatus, ImageSpec, PodSandboxMetadata, PodSandboxStatus};
+
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn status(info: Option<&str>) -> ContainerStatusResponse {
+        ContainerStatusResponse {
+            status: Some(ContainerStatus {
+                id: "c".repeat(64),
+                metadata: Some(ContainerMetadata { name: "app".into(), attempt: 0 }),
+                state: 1,
+                started_at: 1_763_000_000_000_000_000,
+                image: Some(ImageSpec { image: "quay.io/shop/web:1.4".into(), ..Default::default() }),
+                image_ref: "quay.io/shop/web@sha256:5d41402abc4b2a76b9719d911017c592".into(),
+                labels: labels(&[("io.kubernetes.pod.name", "web-1"), ("io.kubernetes.pod.namespace", "shop")]),
+                ..Default::default()
+            }),
+            info: info.map(|i| [("info".to_string(), i.to_string())].into_iter().collect()).unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn runtimes_are_told_apart_by_their_version() {
+        let v = |name: &str| VersionResponse { runtime_name: name.into(), ..Default::default() };
+        assert_eq!(runtime_of(&v("containerd")), Runtime::Containerd);
+        assert_eq!(runtime_of(&v("cri-o")), Runtime::CriO);
+    }
+
+    #[test]
+    fn containerd_and_cri_o_container_statuses_read_alike() {
+        // containerd 1.6's verbose info, and CRI-O's (same keys, other extras).
+        let containerd =
+            r#"{"sandboxID":"s1","pid":4242,"removing":false,"snapshotKey":"k","privileged":true,"runtimeSpec":{}}"#;
+        let crio = r#"{"sandboxID":"s1","pid":4242,"runtimeSpec":{"ociVersion":"1.0.2"},"privileged":true}"#;
+        for (runtime, info) in [(Runtime::Containerd, containerd), (Runtime::CriO, crio)] {
+            let (c, sandbox) = container_of_status(status(Some(info)), runtime).unwrap();
+            assert_eq!(sandbox, "s1");
+            assert_eq!((c.name.as_str(), c.image.as_str(), c.runtime), ("app", "quay.io/shop/web:1.4", runtime));
+            assert_eq!(c.image_digest, "quay.io/shop/web@sha256:5d41402abc4b2a76b9719d911017c592");
+            assert_eq!((c.pid, c.privileged, c.started_at_ns), (4242, true, 1_763_000_000_000_000_000));
+            assert_eq!(c.labels[0].0, "io.kubernetes.pod.name");
+        }
+    }
+
+    #[test]
+    fn a_status_without_verbose_info_still_describes_the_container() {
+        let (c, sandbox) = container_of_status(status(None), Runtime::CriO).unwrap();
+        assert_eq!((c.name.as_str(), c.pid, c.privileged, sandbox.as_str()), ("app", 0, false, ""));
+        // The pod then comes from the kubelet's labels.
+        assert_eq!(pod_from_labels(&c.labels).unwrap().name, "web-1");
+        assert!(container_of_status(ContainerStatusResponse::default(), Runtime::CriO).is_none());
+    }
+
+    #[test]
+    fn a_sandbox_status_is_its_pod() {
+        let response = PodSandboxStatusResponse {
+            status: Some(PodSandboxStatus {
+                id: "s".repeat(64),
+                metadata: Some(PodSandboxMetadata {
+                    name: "web-1".into(),
+                    uid: "0f6c5d62-8d4c-4a51-9d7c-2b1f0f0b9a11".into(),
+                    namespace: "shop".into(),
+                    attempt: 0,
+                }),
+                created_at: 5,
+                labels: labels(&[("app", "web")]),
+                ..Default::default()
+            }),
+            info: [("info".to_string(), r#"{"pid":77,"image":"registry.k8s.io/pause:3.9"}"#.to_string())]
+                .into_iter()
+                .collect(),
             ..Default::default()
         };
-        Some((container, Some(pod)))
+        let (c, pod) = sandbox_of_status(response, Runtime::CriO).unwrap();
+        assert_eq!((c.name.as_str(), c.image.as_str(), c.pid), ("web-1", "registry.k8s.io/pause:3.9", 77));
+        assert_eq!((pod.name.as_str(), pod.namespace.as_str()), ("web-1", "shop"));
+        assert_eq!(pod.uid, "0f6c5d62-8d4c-4a51-9d7c-2b1f0f0b9a11");
+        assert!(pod.sandbox);
+        assert_eq!(pod.labels, vec![("app".to_string(), "web".to_string())]);
     }
 }

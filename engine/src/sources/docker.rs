@@ -71,6 +71,7 @@ async fn follow(socket: &Path, expected: Runtime, watch: &mut Watch) -> Result<(
     watch.connected(count);
     watch.resume_ns.get_or_insert(subscribed_ns);
     loop {
+        watch.cache.sweep();
         let msg = tokio::select! {
             // Lookups first, and at once: events of the container wait on them.
             biased;
