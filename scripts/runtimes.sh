@@ -37,6 +37,22 @@ podman_in() {
     CONTAINERS_CONF="$dir/containers.conf" podman --root "$dir/root" --runroot "$dir/run" --tmpdir "$dir/tmp" "$@"
 }
 
+# Stops the process whose pid is in DIR/NAME.pid, if it is still ours (its
+# command line names DIR): SIGTERM, then SIGKILL after 10 s.
+stop_pid() {
+    local file="$1/$2.pid" pid
+    [ -f "$file" ] || return 0
+    pid=$(cat "$file")
+    rm -f "$file"
+    grep -qa -- "$1" "/proc/$pid/cmdline" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+}
+
 podman_remote() {
     local dir=$1
     shift
@@ -78,15 +94,7 @@ stop-docker | kill-docker)
     if [ "$1" = stop-docker ]; then
         docker ps -aq 2>/dev/null | xargs -r docker rm -f >/dev/null 2>&1 || true
     fi
-    if [ -f "$dir/docker.pid" ]; then
-        pid=$(cat "$dir/docker.pid")
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
+    stop_pid "$dir" docker
     [ "$1" = kill-docker ] && exit 0
     # dockerd leaves its parent cgroup behind; remove it where empty.
     for cg in /sys/fs/cgroup/*/docker /sys/fs/cgroup/docker; do
@@ -123,15 +131,7 @@ stop-podman | kill-podman)
     if [ "$1" = stop-podman ]; then
         podman_remote "$dir" rm -af -t 0 >/dev/null 2>&1 || true
     fi
-    if [ -f "$dir/podman.pid" ]; then
-        pid=$(cat "$dir/podman.pid")
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
+    stop_pid "$dir" podman
     [ "$1" = kill-podman ] && exit 0
     # What the service could not remove, then the storage's mounts.
     podman_in "$dir" rm -af -t 0 >/dev/null 2>&1 || true
@@ -207,17 +207,17 @@ stop-containerd | kill-containerd)
             ctr -a "$sock" -n k8s.io containers delete "$c" >/dev/null 2>&1 || true
         done
     fi
-    if [ -f "$dir/containerd.pid" ]; then
-        pid=$(cat "$dir/containerd.pid")
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
+    stop_pid "$dir" containerd
     [ "$1" = kill-containerd ] && exit 0
-    # Shims of ours still running, then the mounts under DIR.
+    # Containers left running (containerd was killed before this stop), then
+    # shims of ours, then the mounts under DIR.
+    for root in "$dir"/runc/*; do
+        [ -d "$root" ] || continue
+        for c in $(runc --root "$root" list -q 2>/dev/null); do
+            runc --root "$root" kill "$c" KILL >/dev/null 2>&1 || true
+            runc --root "$root" delete -f "$c" >/dev/null 2>&1 || true
+        done
+    done
     pgrep -f "containerd-shim-runc-v2 .*-address $sock" | xargs -r kill -KILL 2>/dev/null || true
     grep -o " $dir/[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
     # containerd never removes a pod's parent cgroup: remove ours where empty.

@@ -43,6 +43,9 @@ pub struct ContainerCache {
     lookups: Mutex<HashMap<Runtime, UnboundedSender<String>>>,
     /// Containers asked about and not yet described (asked once each).
     asked: Mutex<HashSet<String>>,
+    /// Containers no watcher could describe (not found, or the hold timed
+    /// out): their events are no longer held, until one is described.
+    given_up: Mutex<HashSet<String>>,
     /// Removed containers, oldest first: described a while longer for the
     /// events the kernel sent before (and the runtime reported after).
     removed: Mutex<VecDeque<(Instant, String)>>,
@@ -67,8 +70,30 @@ impl ContainerCache {
         let known = Known { container: Arc::new(c), pod: pod.map(Arc::new) };
         self.by_id.write().unwrap_or_else(|e| e.into_inner()).insert(known.container.id.clone(), known.clone());
         self.asked.lock().unwrap_or_else(|e| e.into_inner()).remove(&known.container.id);
+        self.given_up.lock().unwrap_or_else(|e| e.into_inner()).remove(&known.container.id);
         self.changed.notify_one();
         known
+    }
+
+    /// Inserts what a lookup found, unless the container is known already
+    /// (an event described it since, more recently) or was removed.
+    pub fn insert_looked_up(&self, c: Container, pod: Option<Pod>) {
+        let removed = self.removed.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|(_, id)| *id == c.id);
+        if !removed && self.get(&c.id).is_none() {
+            self.insert(c, pod);
+        }
+    }
+
+    /// No watcher can describe `id`: stop holding its events.
+    pub fn give_up(&self, id: &str) {
+        self.given_up.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_string());
+        self.changed.notify_one();
+    }
+
+    /// Whether [`give_up`](Self::give_up) was said of `id` since it was last described.
+    pub fn gave_up(&self, id: &str) -> bool {
+        let given_up = self.given_up.lock().unwrap_or_else(|e| e.into_inner());
+        !given_up.is_empty() && given_up.contains(id)
     }
 
     /// Marks `id` removed: it stays described for [`REMOVED_LINGER`], then
@@ -98,6 +123,9 @@ impl ContainerCache {
             listed.into_iter().map(|(c, pod)| (c.id.clone(), Known { container: Arc::new(c), pod: pod.map(Arc::new) })),
         );
         drop(by_id);
+        // A fresh listing: what was unknown may be asked about again.
+        self.asked.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.given_up.lock().unwrap_or_else(|e| e.into_inner()).clear();
         self.changed.notify_one();
     }
 

@@ -9,7 +9,7 @@
 //! Past either bound the oldest go out as they are, with the label
 //! `vigil.unresolved` on their container, and are counted.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,9 +41,14 @@ pub struct HoldStats {
     pub held: u64,
     /// Released with the runtime's description.
     pub resolved: u64,
-    /// Released without it: the hold timed out, or the queue was full.
+    /// Released without it: the hold timed out (or the watcher could not
+    /// find the container), or the queue was full.
     pub timed_out: u64,
     pub overflowed: u64,
+    /// Released as they were because the runtime's watcher disconnected,
+    /// or because the source stopped.
+    pub unwatched: u64,
+    pub at_shutdown: u64,
     /// Held now.
     pub holding: usize,
     /// Hold times of released events: counts per bucket, bucket `i` holding
@@ -133,7 +138,7 @@ impl HoldQueue {
         let timeout_ns = self.limits.timeout.as_nanos() as u64;
         let mut kept = VecDeque::with_capacity(self.held.len());
         // Containers with an event still held: their later events wait too.
-        let mut waiting: Vec<Arc<str>> = Vec::new();
+        let mut waiting: HashSet<Arc<str>> = HashSet::new();
         for h in std::mem::take(&mut self.held) {
             if waiting.contains(&h.id) {
                 kept.push_back(h);
@@ -141,14 +146,18 @@ impl HoldQueue {
             }
             let known = cache.get(&h.id);
             let runtime = h.event.container.as_ref().map(|c| c.runtime).unwrap_or_default();
-            if known.is_some() || !cache.is_watched(runtime) {
-                self.stats.resolved += u64::from(known.is_some());
+            if known.is_some() {
+                self.stats.resolved += 1;
                 self.finish(h, now_ns, None, known, out);
-            } else if now_ns.saturating_sub(h.since_ns) >= timeout_ns {
+            } else if !cache.is_watched(runtime) {
+                self.stats.unwatched += 1;
+                self.finish(h, now_ns, None, None, out);
+            } else if cache.gave_up(&h.id) || now_ns.saturating_sub(h.since_ns) >= timeout_ns {
                 self.stats.timed_out += 1;
+                cache.give_up(&h.id);
                 self.finish(h, now_ns, Some("timeout"), None, out);
             } else {
-                waiting.push(h.id.clone());
+                waiting.insert(h.id.clone());
                 kept.push_back(h);
             }
         }
@@ -160,6 +169,7 @@ impl HoldQueue {
         for h in std::mem::take(&mut self.held) {
             let known = cache.get(&h.id);
             self.stats.resolved += u64::from(known.is_some());
+            self.stats.at_shutdown += u64::from(known.is_none());
             let why = if known.is_some() { None } else { Some("shutdown") };
             self.finish(h, now_ns, why, known, out);
         }
@@ -286,6 +296,23 @@ mod tests {
         q.release(&cache, 1, &mut out);
         assert_eq!(out.len(), 1);
         assert!(out[0].container.as_ref().unwrap().labels.is_empty());
+    }
+
+    #[test]
+    fn a_container_no_watcher_can_find_goes_out_at_once_labelled() {
+        let cache = watched_cache();
+        let mut q = HoldQueue::new(HoldLimits::default());
+        let mut out = Vec::new();
+        q.hold("a", exec_in("a", 1), 0, &mut out);
+        q.hold("a", exec_in("a", 2), 0, &mut out);
+        cache.give_up("a");
+        q.release(&cache, 1, &mut out);
+        assert_eq!(out.iter().map(|e| e.id).collect::<Vec<_>>(), [1, 2]);
+        assert!(out.iter().all(|e| e.container.as_ref().unwrap().labels[0].0 == UNRESOLVED_LABEL));
+        assert_eq!(q.stats().timed_out, 2);
+        // Described after all: held again next time.
+        cache.insert(described("a"), None);
+        assert!(!cache.gave_up("a"));
     }
 
     #[test]

@@ -183,6 +183,8 @@ impl Telemetry {
             held.with_label_values(&["resolved"]).inc_by(k.hold.resolved);
             held.with_label_values(&["timeout"]).inc_by(k.hold.timed_out);
             held.with_label_values(&["overflow"]).inc_by(k.hold.overflowed);
+            held.with_label_values(&["unwatched"]).inc_by(k.hold.unwatched);
+            held.with_label_values(&["shutdown"]).inc_by(k.hold.at_shutdown);
             m.gauge("vigil_container_events_holding", "Events waiting for their container's description.", &[])
                 .with_label_values::<&str>(&[])
                 .set(k.hold.holding as i64);
@@ -194,7 +196,7 @@ impl Telemetry {
                 &["runtime", "endpoint"],
             );
             for r in &p.runtimes {
-                up.with_label_values(&[r.runtime.name(), &r.endpoint.to_string_lossy()]).set(i64::from(r.is_up()));
+                up.with_label_values(&[r.runtime().name(), &r.endpoint.to_string_lossy()]).set(i64::from(r.is_up()));
             }
         }
         if let Some(rules) = &p.rules {

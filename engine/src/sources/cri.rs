@@ -63,7 +63,7 @@ pub fn spawn(
 pub async fn connect(socket: &Path) -> Result<(Cri, Runtime), WatchError> {
     let channel = containerd_client::connect(socket).await?;
     let mut client = RuntimeServiceClient::new(channel.clone());
-    let version = client.version(VersionRequest { version: "v1".into() }).await?.into_inner();
+    let version = within(client.version(VersionRequest { version: "v1".into() })).await?.into_inner();
     let runtime = runtime_of(&version);
     Ok((Cri { client, channel, runtime, pods: HashMap::new() }, runtime))
 }
@@ -81,10 +81,13 @@ async fn follow(socket: &Path, watch: &mut Watch) -> Result<(), WatchError> {
     let listed = cri.list().await?;
     let count = listed.len();
     watch.cache.replace_all(runtime, listed.into_iter().map(|(c, pod, _)| (c, pod)).collect());
-    watch.connected(count);
+    watch.connected(runtime, count);
     let mut relist = tokio::time::interval(RELIST_EVERY);
     let polling = events.is_none();
     loop {
+        if watch.stop.is_stopped() {
+            return Ok(());
+        }
         watch.cache.sweep();
         let next = async {
             match &mut events {
@@ -95,8 +98,9 @@ async fn follow(socket: &Path, watch: &mut Watch) -> Result<(), WatchError> {
         let envelope = tokio::select! {
             biased;
             Some(id) = lookups.recv() => {
-                if let Some((c, pod)) = cri.describe(&id).await {
-                    watch.cache.insert(c, pod);
+                match cri.describe(&id).await {
+                    Some((c, pod)) => watch.cache.insert_looked_up(c, pod),
+                    None => watch.cache.give_up(&id),
                 }
                 continue;
             }
@@ -130,9 +134,8 @@ async fn follow(socket: &Path, watch: &mut Watch) -> Result<(), WatchError> {
             }
             "/containers/delete" => {
                 let id = ev::ContainerDelete::decode(&*any.value)?.id;
-                if let Some(known) = watch.cache.remove(&id) {
-                    watch.lifecycle.send(EventKind::ContainerDelete, &known, None, time_ns);
-                }
+                let known = watch.cache.remove(&id).unwrap_or_else(|| bare(&id, runtime));
+                watch.lifecycle.send(EventKind::ContainerDelete, &known, None, time_ns);
                 cri.pods.remove(&id);
                 continue;
             }
@@ -143,6 +146,9 @@ async fn follow(socket: &Path, watch: &mut Watch) -> Result<(), WatchError> {
         let tries = if kind == EventKind::ContainerCreate { 10 } else { 1 };
         let mut described = None;
         for attempt in 0..tries {
+            if watch.stop.is_stopped() {
+                return Ok(());
+            }
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -153,15 +159,22 @@ async fn follow(socket: &Path, watch: &mut Watch) -> Result<(), WatchError> {
         }
         let known = match described {
             Some((c, pod)) => watch.cache.insert(c, pod),
-            None => match watch.cache.get(&id) {
-                Some(k) => k,
-                None => {
-                    let c = Container { id: id.clone(), runtime, ..Default::default() };
-                    Known { container: Arc::new(c), pod: None }
-                }
-            },
+            None => watch.cache.get(&id).unwrap_or_else(|| bare(&id, runtime)),
         };
         watch.lifecycle.send(kind, &known, exit_code, time_ns);
+    }
+}
+
+/// A container known by its id only (gone before it could be described).
+fn bare(id: &str, runtime: Runtime) -> Known {
+    Known { container: Arc::new(Container { id: id.to_string(), runtime, ..Default::default() }), pod: None }
+}
+
+/// `call`, or an error past [`CALL_TIMEOUT`].
+async fn within<T>(call: impl std::future::Future<Output = Result<T, tonic::Status>>) -> Result<T, WatchError> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err("the CRI runtime did not answer in time".into()),
     }
 }
 
@@ -212,7 +225,8 @@ impl Cri {
     /// Every container and sandbox (running or not), described, with its
     /// pod and state.
     pub async fn list(&mut self) -> Result<Vec<(Container, Option<Pod>, String)>, WatchError> {
-        let sandboxes = self.client.list_pod_sandbox(ListPodSandboxRequest { filter: None }).await?.into_inner().items;
+        let sandboxes =
+            within(self.client.list_pod_sandbox(ListPodSandboxRequest { filter: None })).await?.into_inner().items;
         let mut out = Vec::new();
         for s in sandboxes {
             if let Some((c, pod)) = self.describe_sandbox(&s.id).await {
@@ -220,7 +234,8 @@ impl Cri {
                 out.push((c, pod, state.to_string()));
             }
         }
-        let containers = self.client.list_containers(ListContainersRequest { filter: None }).await?.into_inner();
+        let containers =
+            within(self.client.list_containers(ListContainersRequest { filter: None })).await?.into_inner();
         for c in containers.containers {
             if let Some((container, pod)) = self.describe(&c.id).await {
                 let state = ["created", "running", "exited", "unknown"].get(c.state as usize).unwrap_or(&"unknown");

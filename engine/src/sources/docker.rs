@@ -68,20 +68,31 @@ async fn follow(socket: &Path, expected: Runtime, watch: &mut Watch) -> Result<(
     let listed = list(&docker, runtime).await?;
     let count = listed.len();
     watch.cache.replace_all(runtime, listed.into_iter().map(|(c, pod, _state)| (c, pod)).collect());
-    watch.connected(count);
+    watch.connected(runtime, count);
+    // Events replayed since the last one handled before the reconnect.
+    let replay_until = watch.last_event_ns;
     watch.resume_ns.get_or_insert(subscribed_ns);
     loop {
+        if watch.stop.is_stopped() {
+            return Ok(());
+        }
         watch.cache.sweep();
         let msg = tokio::select! {
             // Lookups first, and at once: events of the container wait on them.
             biased;
             Some(id) = lookups.recv() => {
                 let docker = docker.clone();
-                lookups_in_flight.spawn(async move { inspect(&docker, &id, runtime).await });
+                lookups_in_flight.spawn(async move {
+                    let found = inspect(&docker, &id, runtime).await;
+                    (id, found)
+                });
                 continue;
             }
-            Some(Ok(Ok((c, pod, _)))) = lookups_in_flight.join_next() => {
-                watch.cache.insert(c, pod);
+            Some(Ok((id, found))) = lookups_in_flight.join_next() => {
+                match found {
+                    Ok((c, pod, _)) => watch.cache.insert_looked_up(c, pod),
+                    Err(_) => watch.cache.give_up(&id),
+                }
                 continue;
             }
             m = events.next() => m,
@@ -97,10 +108,10 @@ async fn follow(socket: &Path, expected: Runtime, watch: &mut Watch) -> Result<(
         let Some(id) = actor.id else { continue };
         let attributes = actor.attributes.unwrap_or_default();
         let time_ns = msg.time_nano.unwrap_or(0).max(0) as u64;
-        if time_ns <= watch.last_event_ns {
+        if time_ns <= replay_until {
             continue; // handled before the reconnect
         }
-        watch.last_event_ns = time_ns;
+        watch.last_event_ns = watch.last_event_ns.max(time_ns);
         watch.resume_ns = Some(time_ns.max(watch.resume_ns.unwrap_or(0)));
         match action.as_str() {
             "create" | "start" | "die" => {

@@ -555,7 +555,10 @@ impl Decoder {
     fn drain(&mut self, ring: &mut RingBuf<MapData>, out: &mut EventSender) -> Result<(), Closed> {
         let mut batch = Vec::new();
         while let Some(record) = ring.next() {
-            match self.decode(&record) {
+            let decoded = self.decode(&record);
+            // What a full hold queue let go came before this record.
+            batch.append(&mut self.released);
+            match decoded {
                 Ok(Some(event)) => batch.push(event),
                 Ok(None) => {}
                 Err(Malformed) => {
@@ -577,12 +580,12 @@ impl Decoder {
 
     /// Adds to `batch` the held events that can go now.
     pub fn release_held(&mut self, batch: &mut Vec<Event>) {
+        batch.append(&mut self.released);
         if let Some(cache) = &self.containers
             && !self.hold.is_empty()
         {
             self.hold.release(cache, crate::time::boottime_ns(), batch);
         }
-        batch.append(&mut self.released);
     }
 
     /// One record: `Ok(None)` when it only updated the tree (no rule
@@ -666,7 +669,7 @@ impl Decoder {
                 let known = if holding { None } else { cache.get(&c.id) };
                 if let Some(k) = known {
                     k.apply(&mut event);
-                } else if cache.is_watched(c.runtime) {
+                } else if holding || (cache.is_watched(c.runtime) && !cache.gave_up(&c.id)) {
                     if !holding {
                         cache.ask(c.runtime, &c.id);
                     }

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -20,14 +20,19 @@ pub type WatchError = Box<dyn std::error::Error + Send + Sync>;
 /// A watcher's view of its runtime, shared with metrics.
 #[derive(Debug)]
 pub struct RuntimeStatus {
-    pub runtime: Runtime,
     pub endpoint: PathBuf,
+    /// The runtime that answered last (the expected one until then).
+    runtime: AtomicU8,
     up: AtomicBool,
 }
 
 impl RuntimeStatus {
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
+    }
+
+    pub fn runtime(&self) -> Runtime {
+        Runtime::from_index(self.runtime.load(Ordering::Relaxed))
     }
 }
 
@@ -69,18 +74,23 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// The connection is up and the cache holds `containers` of this runtime.
-    pub fn connected(&mut self, containers: usize) {
+    /// The connection is up, to `runtime`, and the cache holds `containers` of it.
+    pub fn connected(&mut self, runtime: Runtime, containers: usize) {
         let s = &self.status;
+        let before = s.runtime();
+        if before != runtime {
+            self.cache.set_connected(before, false);
+            s.runtime.store(runtime as u8, Ordering::Relaxed);
+        }
         s.up.store(true, Ordering::Relaxed);
-        self.cache.set_connected(s.runtime, true);
+        self.cache.set_connected(runtime, true);
         match self.down_since.take() {
             Some(since) => tracing::info!(
-                runtime = s.runtime.name(), endpoint = %s.endpoint.display(), containers,
+                runtime = runtime.name(), endpoint = %s.endpoint.display(), containers,
                 down_s = since.elapsed().as_secs_f64(), "runtime reconnected; containers re-listed"
             ),
             None => {
-                tracing::info!(runtime = s.runtime.name(), endpoint = %s.endpoint.display(), containers, "watching runtime")
+                tracing::info!(runtime = runtime.name(), endpoint = %s.endpoint.display(), containers, "watching runtime")
             }
         }
     }
@@ -89,12 +99,12 @@ impl Watch {
     fn failed(&mut self, e: &WatchError) -> bool {
         let s = &self.status;
         s.up.store(false, Ordering::Relaxed);
-        self.cache.set_connected(s.runtime, false);
+        self.cache.set_connected(s.runtime(), false);
         if self.down_since.is_some() {
             return false;
         }
         tracing::warn!(
-            runtime = s.runtime.name(), endpoint = %s.endpoint.display(), error = %crate::error_chain(&**e),
+            runtime = s.runtime().name(), endpoint = %s.endpoint.display(), error = %crate::error_chain(&**e),
             "container runtime unavailable; retrying in the background"
         );
         self.down_since = Some(Instant::now());
@@ -124,7 +134,8 @@ pub fn spawn<F>(
 where
     F: AsyncFnMut(&mut Watch) -> Result<(), WatchError> + Send + 'static,
 {
-    let status = Arc::new(RuntimeStatus { runtime, endpoint, up: AtomicBool::new(false) });
+    let status =
+        Arc::new(RuntimeStatus { endpoint, runtime: AtomicU8::new(runtime as u8), up: AtomicBool::new(false) });
     let mut watch =
         Watch { cache, lifecycle, stop, status: status.clone(), resume_ns: None, last_event_ns: 0, down_since: None };
     let thread = std::thread::Builder::new().name(format!("vigil-{}", runtime.name())).spawn(move || {
@@ -136,7 +147,7 @@ where
             }
         };
         rt.block_on(reconnecting(&mut watch, follow));
-        watch.cache.set_connected(runtime, false);
+        watch.cache.set_connected(watch.status.runtime(), false);
     })?;
     Ok((thread, status))
 }
