@@ -86,7 +86,7 @@ impl ContainerCache {
 
     /// No watcher can describe `id`: stop holding its events.
     pub fn give_up(&self, id: &str) {
-        self.given_up.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_string());
+        remember(&self.given_up, id);
         self.changed.notify_one();
     }
 
@@ -151,7 +151,7 @@ impl ContainerCache {
     /// Asks `runtime`'s watcher about container `id`, once (the first sight
     /// of a container its events did not describe yet).
     pub fn ask(&self, runtime: Runtime, id: &str) {
-        if !self.asked.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_string()) {
+        if !remember(&self.asked, id) {
             return;
         }
         if let Some(tx) = self.lookups.lock().unwrap_or_else(|e| e.into_inner()).get(&runtime) {
@@ -172,6 +172,24 @@ impl ContainerCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Most ids kept in the sets of containers asked about or given up: ids of
+/// containers never described would otherwise pile up on a host running for
+/// weeks. Past it the set starts again (each such container is asked about,
+/// or held, once more).
+const MAX_REMEMBERED: usize = 16_384;
+
+/// Adds `id` to `set` (emptied first when full); false if it was there.
+fn remember(set: &Mutex<HashSet<String>>, id: &str) -> bool {
+    let mut set = set.lock().unwrap_or_else(|e| e.into_inner());
+    if set.contains(id) {
+        return false;
+    }
+    if set.len() >= MAX_REMEMBERED {
+        set.clear();
+    }
+    set.insert(id.to_string())
 }
 
 /// The label a kubelet puts on every container of a pod.
@@ -230,6 +248,16 @@ mod tests {
         cache.sweep();
         assert!(cache.get("a").is_none());
         assert!(cache.remove("a").is_none());
+    }
+
+    #[test]
+    fn the_sets_of_undescribed_ids_stay_bounded() {
+        let cache = ContainerCache::new();
+        for i in 0..MAX_REMEMBERED + 10 {
+            cache.give_up(&format!("{i:064x}"));
+        }
+        assert!(cache.given_up.lock().unwrap().len() <= MAX_REMEMBERED);
+        assert!(cache.gave_up(&format!("{:064x}", MAX_REMEMBERED + 9)));
     }
 
     #[test]
