@@ -248,12 +248,15 @@ fn the_podman_watcher_survives_a_restart_and_catches_up() {
 /// privileged-container-started, watching `rt`.
 fn daemon_watching(rt: &RuntimeDaemon, metrics_port: u16) -> (Daemon, tempfile::TempDir) {
     let rules = rule_dir(&["lifecycle", "privileged-container-started"]);
-    let (docker, podman) = match rt.runtime() {
-        vigil_engine::event::Runtime::Podman => (String::new(), rt.socket().display().to_string()),
-        _ => (rt.socket().display().to_string(), String::new()),
-    };
+    let socket = rt.socket().display().to_string();
+    let (mut docker, mut podman, mut cri) = (String::new(), String::new(), String::new());
+    match rt.runtime() {
+        vigil_engine::event::Runtime::Podman => podman = socket,
+        vigil_engine::event::Runtime::Containerd => cri = socket,
+        _ => docker = socket,
+    }
     let config = format!(
-        "[containers]\ndocker_socket = {docker:?}\npodman_socket = {podman:?}\ncri_socket = \"\"\n\
+        "[containers]\ndocker_socket = {docker:?}\npodman_socket = {podman:?}\ncri_socket = {cri:?}\n\
          [metrics]\nenabled = true\nlisten = \"127.0.0.1:{metrics_port}\"\n"
     );
     (Daemon::start_in("ebpf", rules.path(), &config), rules)
@@ -574,4 +577,54 @@ fn the_cri_watcher_survives_a_containerd_restart_and_catches_up() {
     let pod = pod.expect("the sandbox carries its pod");
     assert!(pod.sandbox && pod.name == "after", "{pod:?}");
     eprintln!("containerd: cache current {took:?} after it restarted (issue goal: 5 s)");
+}
+
+#[test]
+fn cri_lifecycle_reaches_rules_and_the_daemon_outlives_containerd() {
+    require_root!();
+    let rt = RuntimeDaemon::containerd();
+    let port = free_port();
+    let (daemon, _rules) = daemon_watching(&rt, port);
+    let runtime_up = || {
+        let (_, text) = http_get(&format!("http://127.0.0.1:{port}/metrics"));
+        text.lines().find(|l| l.starts_with("vigil_runtime_up{")).map(|l| l.ends_with(" 1"))
+    };
+    let mut kubelet = Kubelet::connect(&rt.socket());
+    let pod = kubelet.run_pod("jobs-1", "batch", &[]);
+    let first = kubelet.run_container(&pod, "task", &["/bin/sh", "-c", "exit 3"]);
+    let stop = daemon.line_with(&format!("container-stop task {} exit=3", &first[..12]), Duration::from_secs(10));
+    let up_at_start = runtime_up();
+    // containerd goes away (its containers keep running); the daemon stays.
+    rt.kill();
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut daemon = daemon;
+    let alive = daemon.child.child().try_wait().unwrap().is_none();
+    let up_while_gone = runtime_up();
+    rt.restart();
+    // containerd's event service has no replay: what happens before the
+    // watcher is back is only in the re-list. Wait for it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while runtime_up() != Some(true) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The pod is removed by a kubelet connected to the new containerd.
+    kubelet.pods.clear();
+    drop(kubelet);
+    let mut kubelet = Kubelet::connect(&rt.socket());
+    kubelet.pods.push(pod.sandbox_id.clone());
+    let second = kubelet.run_container(&pod, "task-2", &["/bin/sh", "-c", "exit 4"]);
+    let after = daemon.line_with(&format!("container-stop task-2 {} exit=4", &second[..12]), Duration::from_secs(15));
+    drop(kubelet);
+    let (status, log) = daemon.stop();
+
+    let stop = stop.unwrap_or_else(|| panic!("no container-stop alert\n{log}"));
+    let v: serde_json::Value = serde_json::from_str(&stop).unwrap();
+    assert_eq!(v["output_fields"]["k8s.pod.name"], "jobs-1", "{stop}");
+    assert_eq!(v["output_fields"]["k8s.ns.name"], "batch", "{stop}");
+    assert_eq!(v["output_fields"]["container.type"], "containerd", "{stop}");
+    assert!(alive, "the daemon outlived containerd\n{log}");
+    assert_eq!((up_at_start, up_while_gone), (Some(true), Some(false)), "vigil_runtime_up reports it");
+    assert!(after.is_some(), "no lifecycle alert after containerd came back\n{log}");
+    assert!(status.success(), "{status:?}\n{log}");
+    assert_eq!(log.matches("container runtime unavailable").count(), 1, "logged once per outage\n{log}");
 }
