@@ -180,13 +180,15 @@ CONF
         tail -20 "$dir/containerd.log" >&2
         exit 1
     }
-    if ! ctr -a "$dir/containerd.sock" -n k8s.io images ls -q | grep -qx localhost/vigil-busybox:test; then
+    # (grep without -q: it must read all, or pipefail sees ctr's SIGPIPE.)
+    if ! ctr -a "$dir/containerd.sock" -n k8s.io images ls -q | grep -x localhost/vigil-busybox:test >/dev/null; then
         # The image as a docker archive, made by podman on throwaway storage.
         busybox_rootfs "$dir"
         mkdir -p "$dir/img/tmp"
         printf '%s\n' '[engine]' 'cgroup_manager = "cgroupfs"' 'events_logger = "file"' \
             "events_logfile_path = \"$dir/img/events.log\"" >"$dir/img/containers.conf"
         podman_in "$dir/img" import --change 'CMD ["/bin/sleep","3600"]' "$dir/rootfs.tar" vigil-busybox:test >/dev/null 2>&1
+        rm -f "$dir/busybox.tar"
         podman_in "$dir/img" save --format docker-archive -o "$dir/busybox.tar" vigil-busybox:test 2>/dev/null
         podman_in "$dir/img" system reset -f >/dev/null 2>&1 || true
         ctr -a "$dir/containerd.sock" -n k8s.io images import "$dir/busybox.tar" >/dev/null

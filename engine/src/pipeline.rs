@@ -282,6 +282,13 @@ impl Pipeline {
         let config_path = self.config_path.clone();
         let dispatch_stats = dispatcher.stats.clone();
         let mut alerts = Vec::new();
+        // Hands the dispatched alerts to the sinks; without them, stops.
+        let forward = |alerts: &mut Vec<Alert>| {
+            if !alerts.is_empty() && alert_tx.send(std::mem::take(alerts)).is_err() {
+                tracing::error!("sink thread is gone; stopping");
+                self.stop.stop();
+            }
+        };
         let batch_size = self.config.dispatch.batch_size;
         let stats_interval = self.config.log.stats_interval;
         let stats_tick =
@@ -310,19 +317,14 @@ impl Pipeline {
                         dispatcher.dispatch(&mut batch, &mut alerts);
                         // Freed by the source's thread if it can take it back.
                         let _ = spent.try_send(batch);
-                        if !alerts.is_empty() && alert_tx.send(std::mem::take(&mut alerts)).is_err() {
-                            tracing::error!("sink thread is gone; stopping");
-                            self.stop.stop();
-                        }
+                        forward(&mut alerts);
                     }
                     Err(_) => break,
                 },
                 recv(lifecycle) -> msg => match msg {
                     Ok(mut batch) => {
                         dispatcher.dispatch(&mut batch, &mut alerts);
-                        if !alerts.is_empty() && alert_tx.send(std::mem::take(&mut alerts)).is_err() {
-                            self.stop.stop();
-                        }
+                        forward(&mut alerts);
                     }
                     Err(_) => lifecycle = crossbeam_channel::never(),
                 },

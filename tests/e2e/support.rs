@@ -474,6 +474,15 @@ impl Drop for RuntimeDaemon {
     }
 }
 
+/// Polls `done` every 20 ms until it holds or `timeout` passes; whether it held.
+pub fn wait_until(timeout: Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !done() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    done()
+}
+
 /// GET `url` (plain HTTP): status and body.
 pub fn http_get(url: &str) -> (u16, String) {
     let _ = rustls::crypto::ring::default_provider().install_default();

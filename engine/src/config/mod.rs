@@ -257,7 +257,7 @@ impl Default for DispatchConfig {
 fn pick_socket(setting: &str, candidates: &[&str]) -> Option<PathBuf> {
     match setting {
         "" => None,
-        "auto" => crate::sources::docker::discover(candidates),
+        "auto" => crate::sources::runtime::discover(candidates),
         p => Some(PathBuf::from(p)),
     }
 }

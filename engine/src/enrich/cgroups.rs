@@ -7,8 +7,9 @@
 //! that exec already carries the container. Removed cgroups stay for a
 //! grace period for late events. What the path says (id, runtime, pod uid:
 //! [`cgroup_path`](super::cgroup_path)) is resolved once per cgroup and
-//! shared (`Arc`) by every event from it. Metadata from the runtimes (name,
-//! image, labels, pod name) is not in this build.
+//! shared (`Arc`) by every event from it. What the runtimes say of the
+//! container (name, image, labels, pod name) comes on top, from
+//! [`containers`](super::containers).
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;

@@ -26,11 +26,6 @@ use crate::enrich::containers::{ContainerCache, Known, pod_from_labels};
 /// running in a pod with it mounted at /host).
 pub const DOCKER_SOCKETS: [&str; 3] = ["/host/run/docker.sock", "/run/docker.sock", "/var/run/docker.sock"];
 
-/// The first of `candidates` that exists.
-pub fn discover(candidates: &[&str]) -> Option<PathBuf> {
-    candidates.iter().map(PathBuf::from).find(|p| p.exists())
-}
-
 /// Starts watching the Docker-compatible API at `socket` on its own thread
 /// until `stop`; `expected` names the runtime in logs until it answers.
 pub fn spawn(

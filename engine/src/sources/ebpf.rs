@@ -657,26 +657,31 @@ impl Decoder {
         }
         let mut event = Event { time_ns, ..Event::new(kind) };
         fill(&mut event);
-        if cgroup_id != 0
-            && let Some(ctx) = self.cgroups.get(cgroup_id)
-        {
-            ctx.apply(&mut event);
-            // The runtime's metadata (name, image, labels, pod) once its watcher
-            // knows the container; until then (and while earlier events of it
-            // wait) the event is held, if a connected watcher will describe it.
-            if let (Some(cache), Some(c)) = (&self.containers, &event.container) {
-                let holding = self.hold.is_holding(&c.id);
-                let known = if holding { None } else { cache.get(&c.id) };
-                if let Some(k) = known {
-                    k.apply(&mut event);
-                } else if holding || (cache.is_watched(c.runtime) && !cache.gave_up(&c.id)) {
-                    if !holding {
-                        cache.ask(c.runtime, &c.id);
-                    }
-                    let id = c.id.clone();
-                    self.hold.hold(&id, event, crate::time::boottime_ns(), &mut self.released);
-                    return None;
+        self.contextualize(cgroup_id, event)
+    }
+
+    /// Attaches to `event` the container and pod of the cgroup `cgroup_id`,
+    /// and the runtime's description of the container once its watcher has
+    /// one. Until then (and while earlier events of it wait) the event is
+    /// held, if a connected watcher will describe it: `None`.
+    pub fn contextualize(&mut self, cgroup_id: u64, mut event: Event) -> Option<Event> {
+        if cgroup_id == 0 {
+            return Some(event);
+        }
+        let Some(ctx) = self.cgroups.get(cgroup_id) else { return Some(event) };
+        ctx.apply(&mut event);
+        if let (Some(cache), Some(c)) = (&self.containers, &event.container) {
+            let holding = self.hold.is_holding(&c.id);
+            let known = if holding { None } else { cache.get(&c.id) };
+            if let Some(k) = known {
+                k.apply(&mut event);
+            } else if holding || (cache.is_watched(c.runtime) && !cache.gave_up(&c.id)) {
+                if !holding {
+                    cache.ask(c.runtime, &c.id);
                 }
+                let id = c.id.clone();
+                self.hold.hold(&id, event, crate::time::boottime_ns(), &mut self.released);
+                return None;
             }
         }
         Some(event)

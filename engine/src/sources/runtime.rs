@@ -14,6 +14,11 @@ use vigil_event::{Event, EventKind, Runtime};
 use super::{EventSender, Stop};
 use crate::enrich::containers::{ContainerCache, Known};
 
+/// The first of the socket paths `candidates` that exists.
+pub fn discover(candidates: &[&str]) -> Option<PathBuf> {
+    candidates.iter().map(PathBuf::from).find(|p| p.exists())
+}
+
 /// A boxed error from a runtime's client.
 pub type WatchError = Box<dyn std::error::Error + Send + Sync>;
 
