@@ -41,10 +41,13 @@ pub struct HoldStats {
     pub held: u64,
     /// Released with the runtime's description.
     pub resolved: u64,
-    /// Released without it: the hold timed out (or the watcher could not
-    /// find the container), or the queue was full.
+    /// Released without it: the hold timed out, or the queue was full.
     pub timed_out: u64,
     pub overflowed: u64,
+    /// Released without it because the watcher could not find the
+    /// container (another instance's, e.g. another dockerd or rootless
+    /// Podman).
+    pub not_found: u64,
     /// Released as they were because the runtime's watcher disconnected,
     /// or because the source stopped.
     pub unwatched: u64,
@@ -152,7 +155,10 @@ impl HoldQueue {
             } else if !cache.is_watched(runtime) {
                 self.stats.unwatched += 1;
                 self.finish(h, now_ns, None, None, out);
-            } else if cache.gave_up(&h.id) || now_ns.saturating_sub(h.since_ns) >= timeout_ns {
+            } else if cache.gave_up(&h.id) {
+                self.stats.not_found += 1;
+                self.finish(h, now_ns, Some("not-found"), None, out);
+            } else if now_ns.saturating_sub(h.since_ns) >= timeout_ns {
                 self.stats.timed_out += 1;
                 cache.give_up(&h.id);
                 self.finish(h, now_ns, Some("timeout"), None, out);
@@ -309,7 +315,8 @@ mod tests {
         q.release(&cache, 1, &mut out);
         assert_eq!(out.iter().map(|e| e.id).collect::<Vec<_>>(), [1, 2]);
         assert!(out.iter().all(|e| e.container.as_ref().unwrap().labels[0].0 == UNRESOLVED_LABEL));
-        assert_eq!(q.stats().timed_out, 2);
+        assert_eq!(out[0].container.as_ref().unwrap().labels[0].1, "not-found");
+        assert_eq!((q.stats().not_found, q.stats().timed_out), (2, 0));
         // Described after all: held again next time.
         cache.insert(described("a"), None);
         assert!(!cache.gave_up("a"));

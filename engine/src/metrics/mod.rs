@@ -183,6 +183,7 @@ impl Telemetry {
             held.with_label_values(&["resolved"]).inc_by(k.hold.resolved);
             held.with_label_values(&["timeout"]).inc_by(k.hold.timed_out);
             held.with_label_values(&["overflow"]).inc_by(k.hold.overflowed);
+            held.with_label_values(&["not_found"]).inc_by(k.hold.not_found);
             held.with_label_values(&["unwatched"]).inc_by(k.hold.unwatched);
             held.with_label_values(&["shutdown"]).inc_by(k.hold.at_shutdown);
             m.gauge("vigil_container_events_holding", "Events waiting for their container's description.", &[])
