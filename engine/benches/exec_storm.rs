@@ -2,10 +2,15 @@
 //! Needs root, gcc (for the tiny static program the storm executes) and
 //! bpftrace; `scripts/bench-ebpf.sh` installs what is missing and runs it:
 //!
-//!     cargo bench -p vigil-engine --bench exec_storm [-- --quick]
+//!     cargo bench -p vigil-engine --bench exec_storm [-- --quick] [--rounds N]
+//!         [--only table,h2h,pairs,latency,load,tree] [--pair-rounds N] [--shapes spawn,fork]
 //!
 //! The storm: 4 workers fork+exec a tiny static binary, each exec with a
-//! unique argv marker, as fast as they can. Phases on the same storm:
+//! unique argv marker, as fast as they can. It comes in two shapes: `spawn`,
+//! 4 threads of this process running `std::process::Command` (posix_spawn,
+//! a vfork), and `fork`, 4 processes of a small C program that fork() and
+//! execve() (the classic shape of a shell or a build). Phases (`table`,
+//! on the spawn storm):
 //! no tracer (the baseline rate); bpftrace printing one line per exec
 //! (`tracepoint:sched:sched_process_exec`); then for each
 //! `source.ebpf.wakeup_delay`: `vigil events --source ebpf --kind
@@ -13,10 +18,15 @@
 //! `vigil run --source ebpf` with the bundled rules (the daemon's real job:
 //! slowdown, CPU per 10,000 execs/s), and in this process the
 //! kernel→user-space latency of exec events at a paced 10,000 execs/s.
-//! Then 3 alternating rounds of bpftrace against `vigil run` (defaults, and
-//! with the kernel filter in `rules` mode).
-//! Then load + attach time, and the process tree's size around a long
-//! fork/exit storm.
+//! Then (`h2h`) for each storm shape, `--rounds` (3) alternating rounds of
+//! bpftrace against `vigil run` (defaults, with the kernel filter in
+//! `rules` mode, and without the dispatch thread's short time slice), each
+//! against its own baseline. Then (`pairs`, `--pair-rounds`, 30) many short
+//! rounds of bpftrace against `vigil run` with and without that slice, read
+//! as paired differences. Then (`latency`) the latency at 10,000 execs/s
+//! with and without the consumer's short time slice, alternating. Then the
+//! time to load and attach (`load`), and the process tree's size around a
+//! long fork/exit storm (`tree`).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -32,6 +42,8 @@ use vigil_engine::sources::ebpf::EbpfSource;
 use vigil_engine::sources::{Interest, Stop};
 
 const WORKERS: usize = 4;
+/// The default `dispatch.thread_slice`.
+const SLICE: Duration = Duration::from_micros(100);
 
 fn main() {
     // SAFETY: no preconditions.
@@ -39,15 +51,57 @@ fn main() {
         eprintln!("exec_storm: needs root (eBPF, bpftrace); skipped");
         return;
     }
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
+    let quick = args.iter().any(|a| a == "--quick");
+    let rounds: usize = value("--rounds").map_or(3, |r| r.parse().expect("--rounds N"));
+    let only = value("--only");
+    let shapes = value("--shapes").unwrap_or_else(|| "spawn,fork".into());
+    let wants = |phase: &str| only.as_deref().is_none_or(|o| o.split(',').any(|p| p == phase));
     let total: usize = if quick { 4_000 } else { 20_000 };
     let latency_rate = if quick { 3_000 } else { 10_000 };
     let dir = tempfile::tempdir().unwrap();
     let noop = build_noop(dir.path());
+    let fork_storm = build_fork_storm(dir.path());
+    let spawn = Shape::Spawn;
     println!("exec storm: {total} execs of {} by {WORKERS} workers per phase", noop.display());
 
-    let base = storm(&noop, "base", total, None);
-    let bpftrace = traced(&noop, total, base.rate(), Tracer::Bpftrace, None);
+    if wants("table") {
+        table(&noop, total, latency_rate, dir.path());
+    }
+    if wants("h2h") {
+        if shapes.contains("spawn") {
+            head_to_head(&noop, spawn, total, rounds, dir.path());
+        }
+        if shapes.contains("fork") {
+            head_to_head(&noop, Shape::Fork(&fork_storm), total, rounds, dir.path());
+        }
+    }
+    if wants("pairs") {
+        let pair_rounds = value("--pair-rounds").map_or(30, |r| r.parse().expect("--pair-rounds N"));
+        if shapes.contains("spawn") {
+            pairs(&noop, spawn, total, pair_rounds, dir.path());
+        }
+        if shapes.contains("fork") {
+            pairs(&noop, Shape::Fork(&fork_storm), total, pair_rounds, dir.path());
+        }
+    }
+    if wants("latency") {
+        latency_slices(&noop, latency_rate, rounds);
+    }
+    if wants("load") {
+        load_attach_times();
+    }
+    if wants("tree") {
+        tree_under_fork_storm(if quick { 10_000 } else { 50_000 });
+    }
+}
+
+/// No tracer, bpftrace, then each `wakeup_delay` (spawn storm).
+fn table(noop: &Path, total: usize, latency_rate: usize, dir: &Path) {
+    let spawn = Shape::Spawn;
+    let base = storm(noop, spawn, "base", total, None);
+    let bpftrace = traced(noop, spawn, total, base.rate(), Tracer::Bpftrace, None);
     println!("no tracer: {:.0} execs/s", base.rate());
     println!(
         "bpftrace (one line per exec): {:.0} execs/s, slowdown {:.1}%, captured {}/{total}, CPU {:.2} s",
@@ -63,12 +117,13 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|---|");
     for delay in ["0s", "250us", "500us", "1ms"] {
-        let config = dir.path().join(format!("vigil-{delay}.toml"));
+        let config = dir.join(format!("vigil-{delay}.toml"));
         std::fs::write(&config, format!("[source.ebpf]\nwakeup_delay = \"{delay}\"\n")).unwrap();
-        let events = traced(&noop, total, base.rate(), Tracer::VigilEvents, Some(&config));
-        let run = traced(&noop, total, base.rate(), Tracer::VigilRun, Some(&config));
+        let events = traced(noop, spawn, total, base.rate(), Tracer::VigilEvents, Some(&config));
+        let run = traced(noop, spawn, total, base.rate(), Tracer::VigilRun, Some(&config));
         let per_10k = run.cpu_s / run.wall_s * 100.0 * 10_000.0 / run.rate;
-        let lat = latency(&noop, latency_rate, humantime::parse_duration(delay).unwrap());
+        let wakeup_delay = humantime::parse_duration(delay).unwrap();
+        let lat = latency(noop, latency_rate, EbpfConfig { wakeup_delay, ..Default::default() }, SLICE).summary();
         println!(
             "| {delay} | {:.1}% | {}/{total} | {:.2} | {:.1}% | {per_10k:.1}% of a core | {lat} |",
             events.slowdown * 100.0,
@@ -78,29 +133,32 @@ fn main() {
         );
     }
     println!();
-    head_to_head(&noop, total, dir.path());
-    load_attach_times();
-    tree_under_fork_storm(if quick { 10_000 } else { 50_000 });
 }
 
 /// bpftrace against the daemon with its defaults and with the kernel
 /// filter in `rules` mode (fork/exit skipped in the kernel), alternating,
 /// each round against its own no-tracer baseline: on a noisy machine one
 /// round of each says little.
-fn head_to_head(noop: &Path, total: usize, dir: &Path) {
+fn head_to_head(noop: &Path, shape: Shape, total: usize, n: usize, dir: &Path) {
     let rules_mode = dir.join("vigil-filter-rules.toml");
     std::fs::write(&rules_mode, "[source.ebpf]\nfilter = \"rules\"\n").unwrap();
+    let no_slices = dir.join("vigil-no-slices.toml");
+    std::fs::write(&no_slices, "[dispatch]\nthread_slice = \"0s\"\n").unwrap();
     let mut rounds = Vec::new();
-    for _ in 0..3 {
-        let base = storm(noop, "h2h", total, None).rate();
-        let bpftrace = traced(noop, total, base, Tracer::Bpftrace, None);
-        let vigil = traced(noop, total, base, Tracer::VigilRun, None);
-        let lean = traced(noop, total, base, Tracer::VigilRun, Some(&rules_mode));
+    let mut bases = Vec::new();
+    for _ in 0..n {
+        let base = storm(noop, shape, "h2h", total, None).rate();
+        bases.push(base);
+        let bpftrace = traced(noop, shape, total, base, Tracer::Bpftrace, None);
+        let vigil = traced(noop, shape, total, base, Tracer::VigilRun, None);
+        let lean = traced(noop, shape, total, base, Tracer::VigilRun, Some(&rules_mode));
+        let unsliced = traced(noop, shape, total, base, Tracer::VigilRun, Some(&no_slices));
         let cpu = |t: &Traced| t.cpu_s / t.wall_s * 1e6 / t.rate;
         rounds.push([
             bpftrace.slowdown * 100.0,
             vigil.slowdown * 100.0,
             lean.slowdown * 100.0,
+            unsliced.slowdown * 100.0,
             cpu(&vigil),
             cpu(&lean),
         ]);
@@ -110,20 +168,137 @@ fn head_to_head(noop: &Path, total: usize, dir: &Path) {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let each: Vec<String> = rounds.iter().map(|r| format!("{:.1}% / {:.1}% / {:.1}%", r[0], r[1], r[2])).collect();
+    let each: Vec<String> =
+        rounds.iter().map(|r| format!("{:.1}% / {:.1}% / {:.1}% / {:.1}%", r[0], r[1], r[2], r[3])).collect();
+    let at_or_below = rounds.iter().filter(|r| r[1] <= r[0]).count();
+    bases.sort_by(f64::total_cmp);
     println!(
-        "head to head, 3 alternating rounds (bpftrace / vigil run / vigil run with filter = \"rules\"): {}",
+        "head to head, {} storm (no tracer: median {:.0} execs/s), {n} alternating rounds \
+         (bpftrace / vigil run / vigil run with filter = \"rules\" / vigil run with dispatch.thread_slice = 0): {}",
+        shape.name(),
+        bases[bases.len() / 2],
         each.join(", ")
     );
     println!(
-        "median slowdown: bpftrace {:.1}%, vigil run {:.1}%, vigil run with filter = \"rules\" {:.1}%; \
-         vigil run CPU per 10,000 execs/s: {:.1}% of a core, {:.1}% with filter = \"rules\"",
+        "median slowdown: bpftrace {:.1}%, vigil run {:.1}%, with filter = \"rules\" {:.1}%, with dispatch.thread_slice = 0 \
+         {:.1}%; vigil run at or below bpftrace in {at_or_below} of {n} rounds; vigil run CPU per 10,000 execs/s: \
+         {:.1}% of a core, {:.1}% with filter = \"rules\"",
         median(0),
         median(1),
         median(2),
         median(3),
-        median(4)
+        median(4),
+        median(5)
     );
+}
+
+/// Many short rounds of bpftrace against `vigil run` (defaults, and with
+/// `dispatch.thread_slice = 0`), each round against its own baseline, the order of
+/// the tracers rotating from round to round: single phases on this shared
+/// machine swing by 10 points and more, so the verdict is read from the
+/// paired differences (vigil minus bpftrace in the same round).
+fn pairs(noop: &Path, shape: Shape, total: usize, n: usize, dir: &Path) {
+    let no_slices = dir.join("vigil-no-slices.toml");
+    std::fs::write(&no_slices, "[dispatch]\nthread_slice = \"0s\"\n").unwrap();
+    let tracers: [(Tracer, Option<&Path>); 3] =
+        [(Tracer::Bpftrace, None), (Tracer::VigilRun, None), (Tracer::VigilRun, Some(&no_slices))];
+    let mut slowdowns: Vec<[f64; 3]> = Vec::new();
+    for round in 0..n {
+        let base = storm(noop, shape, "pairs", total, None).rate();
+        let mut r = [0.0; 3];
+        for k in 0..3 {
+            let i = (round + k) % 3;
+            let (tracer, config) = tracers[i];
+            r[i] = traced(noop, shape, total, base, tracer, config).slowdown * 100.0;
+        }
+        slowdowns.push(r);
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 4], v[v.len() / 2], v[v.len() * 3 / 4])
+    };
+    let column = |i: usize| median(slowdowns.iter().map(|r| r[i]).collect());
+    let diff = |i: usize| median(slowdowns.iter().map(|r| r[i] - r[0]).collect());
+    let below = |i: usize| slowdowns.iter().filter(|r| r[i] <= r[0]).count();
+    let labels = ["vigil run", "vigil run with dispatch.thread_slice = 0"];
+    let b = column(0);
+    let mut line = format!(
+        "pairs, {} storm, {n} rounds: median slowdown (quartiles) bpftrace {:.1}% ({:.1}-{:.1})",
+        shape.name(),
+        b.1,
+        b.0,
+        b.2
+    );
+    for (i, label) in labels.iter().enumerate() {
+        let (c, d) = (column(i + 1), diff(i + 1));
+        line.push_str(&format!(
+            "; {label} {:.1}% ({:.1}-{:.1}), minus bpftrace in the same round: median {:+.1} points \
+             ({:+.1} to {:+.1}), at or below in {} of {n}",
+            c.1,
+            c.0,
+            c.2,
+            d.1,
+            d.0,
+            d.2,
+            below(i + 1)
+        ));
+    }
+    println!("{line}");
+}
+
+/// Where a storm's execs come from.
+#[derive(Clone, Copy)]
+enum Shape<'a> {
+    /// Threads of this process running `Command` (posix_spawn: a vfork).
+    Spawn,
+    /// Processes of this C program, each looping fork() + execve().
+    Fork(&'a Path),
+}
+
+impl Shape<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Shape::Spawn => "spawn",
+            Shape::Fork(_) => "fork",
+        }
+    }
+}
+
+/// `storm-fork WORKERS PER NOOP TAG`: WORKERS processes, each doing PER
+/// fork() + execve(NOOP, "storm-TAG-w-i") + waitpid().
+fn build_fork_storm(dir: &Path) -> PathBuf {
+    let src = dir.join("storm-fork.c");
+    let out = dir.join("vigil-storm-fork");
+    std::fs::write(
+        &src,
+        r#"#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <sys/wait.h>
+int main(int argc, char **argv) {
+    int workers = atoi(argv[1]), per = atoi(argv[2]);
+    for (int w = 0; w < workers; w++) {
+        if (fork() == 0) {
+            char marker[128];
+            for (int i = 0; i < per; i++) {
+                snprintf(marker, sizeof marker, "storm-%s-%d-%d", argv[4], w, i);
+                pid_t pid = fork();
+                if (pid == 0) { execl(argv[3], argv[3], marker, (char *)0); _exit(127); }
+                if (pid < 0 || waitpid(pid, 0, 0) < 0) _exit(1);
+            }
+            _exit(0);
+        }
+    }
+    int status, failed = 0;
+    while (wait(&status) > 0) failed |= !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+    return failed;
+}
+"#,
+    )
+    .unwrap();
+    let status = Command::new("gcc").args(["-O2", "-o"]).arg(&out).arg(&src).status();
+    assert!(status.is_ok_and(|s| s.success()), "gcc could not build the fork storm");
+    out
 }
 
 /// A static program that exits at once: the cheapest exec there is.
@@ -150,9 +325,20 @@ impl Storm {
 
 /// `total` execs of `noop` by [`WORKERS`] threads, each with a unique
 /// marker argument; paced to `rate` execs/s overall when given.
-fn storm(noop: &Path, tag: &str, total: usize, rate: Option<f64>) -> Storm {
+fn storm(noop: &Path, shape: Shape, tag: &str, total: usize, rate: Option<f64>) -> Storm {
     let started = Instant::now();
     let per = total / WORKERS;
+    if let Shape::Fork(program) = shape {
+        assert!(rate.is_none(), "the fork storm is not paced");
+        let status = Command::new(program)
+            .args([WORKERS.to_string(), per.to_string()])
+            .arg(noop)
+            .arg(tag)
+            .status()
+            .expect("run the fork storm");
+        assert!(status.success(), "the fork storm failed: {status}");
+        return Storm { execs: per * WORKERS, elapsed: started.elapsed() };
+    }
     let workers: Vec<_> = (0..WORKERS)
         .map(|w| {
             let noop = noop.to_path_buf();
@@ -220,7 +406,7 @@ impl Drop for Killed {
 }
 
 /// A storm while `tracer` runs; counts the storm's execs it reports.
-fn traced(noop: &Path, total: usize, base_rate: f64, tracer: Tracer, config: Option<&Path>) -> Traced {
+fn traced(noop: &Path, shape: Shape, total: usize, base_rate: f64, tracer: Tracer, config: Option<&Path>) -> Traced {
     let tag = match tracer {
         Tracer::Bpftrace => "bpftrace",
         Tracer::VigilEvents => "events",
@@ -281,7 +467,7 @@ fn traced(noop: &Path, total: usize, base_rate: f64, tracer: Tracer, config: Opt
     std::thread::sleep(Duration::from_millis(300));
 
     let cpu0 = cpu_seconds(pid);
-    let s = storm(noop, tag, total, None);
+    let s = storm(noop, shape, tag, total, None);
     // Let the tracer catch up: until its count stops moving.
     let mut last = u64::MAX;
     let settle = Instant::now();
@@ -297,6 +483,7 @@ fn traced(noop: &Path, total: usize, base_rate: f64, tracer: Tracer, config: Opt
     let cpu_s = cpu_seconds(pid) - cpu0;
     if matches!(tracer, Tracer::VigilRun)
         && config.is_none()
+        && matches!(shape, Shape::Spawn)
         && let Some(costs) = program_costs(pid)
     {
         println!("kernel time per program run (bpf_stats; exec, fork, exit), vigil run: {costs}");
@@ -347,16 +534,54 @@ fn load_attach_times() {
     );
 }
 
+/// Latency with the consumer's short time slice (the default of the
+/// dispatch thread it stands for) and with the kernel's default, alternating.
+fn latency_slices(noop: &Path, rate: usize, n: usize) {
+    let variants =
+        [("a 100 µs slice for the consumer (the default)", SLICE), ("the kernel's default slice", Duration::ZERO)];
+    let mut runs: Vec<Vec<Latency>> = variants.iter().map(|_| Vec::new()).collect();
+    for _ in 0..n {
+        for (i, (_, consumer)) in variants.iter().enumerate() {
+            runs[i].push(latency(noop, rate, EbpfConfig::default(), *consumer));
+        }
+    }
+    for ((label, _), runs) in variants.iter().zip(&mut runs) {
+        let each: Vec<String> = runs.iter().map(Latency::summary).collect();
+        runs.sort_by_key(|l| l.p99_us);
+        println!(
+            "latency at {rate} execs/s, wakeup_delay 500 µs, {label}: median p99 {} µs; runs: {}",
+            runs[runs.len() / 2].p99_us,
+            each.join("; ")
+        );
+    }
+}
+
+struct Latency {
+    p50_us: u64,
+    p99_us: u64,
+    max_us: u64,
+    n: usize,
+    rate: f64,
+}
+
+impl Latency {
+    fn summary(&self) -> String {
+        format!("{} / {} / {} µs ({} execs at {:.0}/s)", self.p50_us, self.p99_us, self.max_us, self.n, self.rate)
+    }
+}
+
 /// Kernel timestamp of an exec → the event in this process's hands, at a
-/// paced storm of `rate` execs/s.
-fn latency(noop: &Path, rate: usize, wakeup_delay: Duration) -> String {
-    let config = EbpfConfig { wakeup_delay, ..Default::default() };
+/// paced storm of `rate` execs/s. The consumer stands for the daemon's
+/// dispatch thread and asks for `consumer_slice` (`dispatch.thread_slice`).
+fn latency(noop: &Path, rate: usize, config: EbpfConfig, consumer_slice: Duration) -> Latency {
+    let slice = consumer_slice;
     let source = EbpfSource::open(&config).expect("eBPF source opens");
     let stop = Stop::new();
     let running = spawn_source(Box::new(source), 4096, stop.clone(), Interest::all()).unwrap();
     let needle = noop.to_string_lossy().into_owned();
     let events = running.events;
     let collector = std::thread::spawn(move || {
+        vigil_engine::sched::use_slice("latency collector", slice);
         let mut lat = Vec::new();
         while let Ok(batch) = events.recv() {
             let now = vigil_engine::time::now_ns();
@@ -368,14 +593,14 @@ fn latency(noop: &Path, rate: usize, wakeup_delay: Duration) -> String {
         }
         lat
     });
-    let s = storm(noop, "latency", rate * 2, Some(rate as f64));
+    let s = storm(noop, Shape::Spawn, "latency", rate * 2, Some(rate as f64));
     std::thread::sleep(Duration::from_millis(300));
     stop.stop();
     running.thread.join().unwrap().unwrap();
     let mut lat = collector.join().unwrap();
     lat.sort_unstable();
-    let pct = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0) as f64 / 1e3;
-    format!("{:.0} / {:.0} / {:.0} µs ({} execs at {:.0}/s)", pct(0.5), pct(0.99), pct(1.0), lat.len(), s.rate())
+    let pct = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0) / 1_000;
+    Latency { p50_us: pct(0.5), p99_us: pct(0.99), max_us: pct(1.0), n: lat.len(), rate: s.rate() }
 }
 
 /// The tree's size before and after `n` fork+exit pairs (no exec).

@@ -4,8 +4,8 @@
 //! Layout, in pipeline order:
 //! - [`sources`]: where events come from (eBPF, the proc connector, replay
 //!   files; container runtimes plug in here) and the [`sources::Source`] seam;
-//! - [`enrich`]: the process tree (ancestry); container and pod context is
-//!   not in this build yet: events carry what their source knows;
+//! - [`enrich`]: the process tree (ancestry), and the container and pod of
+//!   each event (from cgroups and the runtimes' watchers);
 //! - [`plugin`]: the WebAssembly rule host: loading, sandboxing, dispatch,
 //!   hot reload;
 //! - [`sinks`]: where alerts go (shaping, then stdout, file, webhooks through
@@ -22,6 +22,7 @@ pub mod enrich;
 pub mod metrics;
 pub mod pipeline;
 pub mod plugin;
+pub mod sched;
 pub mod sinks;
 pub mod sources;
 pub mod time;

@@ -293,6 +293,8 @@ impl Pipeline {
         let stats_interval = self.config.log.stats_interval;
         let stats_tick =
             if stats_interval.is_zero() { crossbeam_channel::never() } else { crossbeam_channel::tick(stats_interval) };
+        // Only now, once the other threads are started: they would inherit it.
+        crate::sched::use_slice("dispatch", self.config.dispatch.thread_slice);
         loop {
             let mut reloads_closed = false;
             select! {

@@ -326,6 +326,39 @@ fn loaded_program_ids() -> HashSet<u32> {
     aya::programs::loaded_programs().filter_map(Result::ok).map(|p| p.id()).collect()
 }
 
+/// The kernel's time slice (`se.slice`, ns) of each thread of `pid`, with
+/// its id and name.
+fn thread_slices(pid: u32) -> Vec<(u32, String, u64)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let sched = std::fs::read_to_string(task.path().join("sched")).unwrap_or_default();
+        let slice = sched
+            .lines()
+            .find_map(|l| l.strip_prefix("se.slice"))
+            .and_then(|v| v.trim_start_matches([' ', ':']).trim().parse().ok());
+        let tid = task.file_name().to_string_lossy().parse().unwrap_or(0);
+        if let Some(slice) = slice {
+            out.push((tid, comm.trim().to_string(), slice));
+        }
+    }
+    out
+}
+
+/// The dispatch thread (the main thread) runs with the 100 µs slice it asks
+/// for, on kernels that have custom slices (6.12+).
+fn assert_short_slices(pid: u32) {
+    let slices = thread_slices(pid);
+    if slices.is_empty() {
+        eprintln!("SKIP slice check: this kernel shows no se.slice (before 6.12: no custom slices)");
+        return;
+    }
+    let main = slices.iter().find(|(tid, _, _)| *tid == pid).map(|t| t.2);
+    assert_eq!(main, Some(100_000), "dispatch (main) thread: {slices:?}");
+    let reader = slices.iter().find(|(_, comm, _)| comm == "vigil-src-ebpf").map(|t| t.2);
+    assert_ne!(reader, Some(100_000), "the reader keeps the kernel's default: {slices:?}");
+}
+
 #[test]
 fn daemon_alerts_through_ebpf_and_detaches_on_sigterm() {
     require_root!();
@@ -334,6 +367,7 @@ fn daemon_alerts_through_ebpf_and_detaches_on_sigterm() {
     assert_eq!(ours.len(), 5, "five programs attached: {ours:?}");
     let loaded = loaded_program_ids();
     assert!(ours.iter().all(|id| loaded.contains(id)));
+    assert_short_slices(daemon.child.pid());
 
     let mark = marker();
     let mut miner = Command::new("/bin/sh");

@@ -235,6 +235,13 @@ pub struct DispatchConfig {
     /// Granularity of call deadlines.
     #[serde(with = "humantime_serde")]
     pub epoch_tick: Duration,
+    /// The time slice the dispatch thread asks the kernel for (Linux 6.12+,
+    /// EEVDF): a short one lets it preempt, on a saturated host, as soon as
+    /// a batch wakes it, instead of waiting out a busy task's slice; it gets
+    /// no more CPU share. 0 keeps the kernel's default (figures in
+    /// BENCHMARKS.md).
+    #[serde(with = "humantime_serde")]
+    pub thread_slice: Duration,
 }
 
 impl Default for DispatchConfig {
@@ -248,6 +255,7 @@ impl Default for DispatchConfig {
             quarantine_initial: Duration::from_secs(10),
             quarantine_max: Duration::from_secs(600),
             epoch_tick: Duration::from_millis(1),
+            thread_slice: Duration::from_micros(100),
         }
     }
 }
@@ -394,6 +402,12 @@ impl Config {
         }
         if self.source.ebpf.wakeup_delay > Duration::from_millis(100) {
             return Err(invalid("source.ebpf.wakeup_delay", "must be at most 100ms"));
+        }
+        if !d.thread_slice.is_zero() && !(crate::sched::MIN_SLICE..=crate::sched::MAX_SLICE).contains(&d.thread_slice) {
+            return Err(invalid(
+                "dispatch.thread_slice",
+                "must be 0 (the kernel's default) or between 100us and 100ms",
+            ));
         }
         if self.source.ebpf.max_exited == 0 {
             return Err(invalid("source.ebpf.max_exited", "must be at least 1"));
@@ -622,6 +636,12 @@ mod tests {
         assert!(e.contains("batch_sise"), "{e}");
         let e = parse("[dispatch]\nbatch_size = 0").unwrap_err();
         assert!(e.contains("dispatch.batch_size"), "{e}");
+        let e = parse("[dispatch]\nthread_slice = \"1s\"").unwrap_err();
+        assert!(e.contains("dispatch.thread_slice"), "{e}");
+        let e = parse("[dispatch]\nthread_slice = \"50us\"").unwrap_err();
+        assert!(e.contains("dispatch.thread_slice"), "{e}");
+        assert!(parse("[dispatch]\nthread_slice = \"0s\"").is_ok());
+        assert!(parse("[dispatch]\nthread_slice = \"2ms\"").is_ok());
         let e = parse("[dispatch]\ncall_timeout = \"soon\"").unwrap_err();
         assert!(e.contains("call_timeout"), "{e}");
         let e = parse("[rules.settings.x]\nmemory_limit = \"1KiB\"").unwrap_err();

@@ -596,7 +596,7 @@ impl Decoder {
         let time_ns = header.boot_ns.saturating_add(self.boot_to_wall);
         match header.kind {
             rec::EXEC => {
-                let ev: ExecEvent = read(bytes)?;
+                let ev = ExecRecord::parse(bytes)?;
                 let process = self.exec(&ev);
                 Ok(self.event(EventKind::ProcessExec, time_ns, ev.task.cgroup_id, |e| e.process = Some(process)))
             }
@@ -617,6 +617,10 @@ impl Decoder {
             }
             rec::EXIT => {
                 let ev: ExitEvent = read(bytes)?;
+                if !self.interest.wants(EventKind::ProcessExit) {
+                    self.tree.exit(ev.tgid, header.boot_ns);
+                    return Ok(None);
+                }
                 let mut process = Process { pid: ev.pid, tgid: ev.tgid, ..Default::default() };
                 if let Some(node) = self.tree.get(ev.tgid) {
                     process.ppid = node.ppid;
@@ -688,10 +692,10 @@ impl Decoder {
     }
 
     /// The process of an exec record; updates the tree.
-    fn exec(&mut self, ev: &ExecEvent) -> Process {
+    fn exec(&mut self, ev: &ExecRecord) -> Process {
         let t = &ev.task;
         let mut process = task_process(t);
-        let mut exe = lossy(&ev.filename, ev.filename_len as usize);
+        let mut exe = lossy(ev.filename, ev.filename_len as usize);
         if !exe.starts_with('/') {
             // A relative path as given to execve: the kernel's view is in /proc.
             let resolved = read_link(std::path::Path::new(&format!("/proc/{}/exe", t.tgid)));
@@ -709,6 +713,35 @@ impl Decoder {
         self.tree.exec(&process);
         process.ancestry = self.tree.ancestry(t.ppid, MAX_ANCESTRY);
         process
+    }
+}
+
+/// An exec record read in place: its fixed fields copied, its filename
+/// and argv buffers (1.5 KiB) borrowed from the ring.
+struct ExecRecord<'a> {
+    task: Task,
+    filename_len: u32,
+    args_len: u32,
+    flags: u32,
+    filename: &'a [u8],
+    args: &'a [u8],
+}
+
+impl<'a> ExecRecord<'a> {
+    fn parse(bytes: &'a [u8]) -> Result<Self, Malformed> {
+        use std::mem::offset_of;
+        if bytes.len() < size_of::<ExecEvent>() {
+            return Err(Malformed);
+        }
+        let at = |offset: usize| &bytes[offset..];
+        Ok(ExecRecord {
+            task: read(at(offset_of!(ExecEvent, task)))?,
+            filename_len: read(at(offset_of!(ExecEvent, filename_len)))?,
+            args_len: read(at(offset_of!(ExecEvent, args_len)))?,
+            flags: read(at(offset_of!(ExecEvent, flags)))?,
+            filename: &at(offset_of!(ExecEvent, filename))[..vigil_ebpf_common::FILENAME_LEN],
+            args: &at(offset_of!(ExecEvent, args))[..vigil_ebpf_common::ARGS_LEN],
+        })
     }
 }
 

@@ -1,0 +1,125 @@
+//! How the kernel schedules the daemon's latency-bound threads.
+//!
+//! On a host whose CPUs are saturated (an exec storm is the case that
+//! matters), a thread woken by the ring buffer or by a batch waits for the
+//! running task's time slice to end: up to a few milliseconds with EEVDF's
+//! default slice. Linux 6.12 and later let a normal (`SCHED_OTHER`) thread ask
+//! for a shorter slice through `sched_setattr`'s `sched_runtime`: it then gets
+//! an earlier deadline and preempts on wake-up, without more CPU share (its
+//! weight, its nice value, is unchanged) and without privileges. Older
+//! kernels ignore the request; the thread keeps the default.
+
+use std::io;
+use std::time::Duration;
+
+/// The kernel accepts slices from 100 µs to 100 ms.
+pub const MIN_SLICE: Duration = Duration::from_micros(100);
+pub const MAX_SLICE: Duration = Duration::from_millis(100);
+
+/// `struct sched_attr` (SCHED_ATTR_SIZE_VER1).
+#[repr(C)]
+#[derive(Default)]
+struct SchedAttr {
+    size: u32,
+    sched_policy: u32,
+    sched_flags: u64,
+    sched_nice: i32,
+    sched_priority: u32,
+    sched_runtime: u64,
+    sched_deadline: u64,
+    sched_period: u64,
+    sched_util_min: u32,
+    sched_util_max: u32,
+}
+
+/// Asks for a time slice of `slice` (clamped to what the kernel accepts)
+/// for the calling thread, keeping its policy (`SCHED_OTHER`) and nice
+/// value. Threads it starts afterwards inherit the slice. A zero `slice`
+/// does nothing.
+pub fn request_slice(slice: Duration) -> io::Result<()> {
+    if slice.is_zero() {
+        return Ok(());
+    }
+    let slice = slice.clamp(MIN_SLICE, MAX_SLICE);
+    // SAFETY: getpriority has no memory arguments; errno is reset first
+    // because -1 is also a valid nice value.
+    let nice = unsafe {
+        *libc::__errno_location() = 0;
+        libc::getpriority(libc::PRIO_PROCESS, 0)
+    };
+    if nice == -1 && io::Error::last_os_error().raw_os_error() != Some(0) {
+        return Err(io::Error::last_os_error());
+    }
+    let attr = SchedAttr {
+        size: size_of::<SchedAttr>() as u32,
+        sched_policy: libc::SCHED_OTHER as u32,
+        sched_nice: nice,
+        sched_runtime: slice.as_nanos() as u64,
+        ..Default::default()
+    };
+    // SAFETY: `attr` is a valid sched_attr of the size it declares; pid 0
+    // is the calling thread.
+    let rc = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// [`request_slice`] for the thread named `thread`: a kernel that refuses
+/// only costs latency, so that is logged, not an error.
+pub fn use_slice(thread: &str, slice: Duration) {
+    match request_slice(slice) {
+        Ok(()) => tracing::debug!(thread, ?slice, "time slice requested"),
+        Err(e) => tracing::warn!(
+            thread, ?slice, error = %e,
+            "the kernel refused a shorter time slice; latency under load may be higher"
+        ),
+    }
+}
+
+/// The calling thread's time slice as the kernel reports it (`sched_runtime`
+/// of `sched_getattr`), for logs and tests.
+pub fn current_slice() -> io::Result<Duration> {
+    let mut attr = SchedAttr::default();
+    // SAFETY: `attr` is writable and its size is passed.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_sched_getattr, 0, &mut attr as *mut SchedAttr, size_of::<SchedAttr>() as u32, 0)
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Duration::from_nanos(attr.sched_runtime))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kernel_at_least(major: u32, minor: u32) -> bool {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        let mut parts = release.trim().split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+        (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
+    }
+
+    #[test]
+    fn a_thread_gets_the_slice_it_asks_for_and_keeps_its_nice_value() {
+        std::thread::spawn(|| {
+            // SAFETY: no memory arguments.
+            let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+            let before = current_slice().unwrap();
+            request_slice(Duration::from_micros(200)).unwrap();
+            if kernel_at_least(6, 12) {
+                assert_eq!(current_slice().unwrap(), Duration::from_micros(200), "slice before: {before:?}");
+                request_slice(Duration::from_micros(10)).unwrap();
+                assert_eq!(current_slice().unwrap(), MIN_SLICE, "clamped to the kernel's minimum");
+            } else {
+                eprintln!("kernel before 6.12: no custom slices for SCHED_OTHER; only the call is checked");
+            }
+            // SAFETY: as above.
+            assert_eq!(unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }, nice);
+        })
+        .join()
+        .unwrap();
+    }
+}
