@@ -841,6 +841,17 @@ mod tests {
             unsafe { std::slice::from_raw_parts(&fork as *const ForkEvent as *const u8, size_of::<ForkEvent>()) };
         assert_eq!(d.decode(bytes), Ok(None));
         assert!(d.tree.get(4_000_100).is_some());
+        let exit = ExitEvent {
+            header: Header { kind: rec::EXIT, ..Default::default() },
+            pid: 4_000_100,
+            tgid: 4_000_100,
+            ..Default::default()
+        };
+        // SAFETY: a plain record viewed as its bytes.
+        let bytes =
+            unsafe { std::slice::from_raw_parts(&exit as *const ExitEvent as *const u8, size_of::<ExitEvent>()) };
+        assert_eq!(d.decode(bytes), Ok(None));
+        assert!(d.tree.get(4_000_100).is_some_and(|n| n.exited), "kept for its grace period, marked exited");
         let cgroups = 1 << rec::CGROUP_MKDIR | 1 << rec::CGROUP_RMDIR;
         assert_eq!(kernel_mask(&interest, KernelFilter::Rules), 1 << rec::EXEC | cgroups);
         assert_eq!(kernel_mask(&interest, KernelFilter::Tree), 0b111 | cgroups);
