@@ -276,6 +276,8 @@ impl Pipeline {
         }
         let RunningSource { events: events_rx, spent, thread: source_thread } =
             spawn_source(source, self.config.source.channel_batches, self.stop.clone(), interest)?;
+        // Only now, once the other threads are started: they would inherit it.
+        crate::sched::use_slice("dispatch", self.config.dispatch.thread_slice);
         tracing::info!(took_ms = started.elapsed().as_millis() as u64, "pipeline running");
         self.telemetry.set_ready(true);
 
@@ -293,8 +295,6 @@ impl Pipeline {
         let stats_interval = self.config.log.stats_interval;
         let stats_tick =
             if stats_interval.is_zero() { crossbeam_channel::never() } else { crossbeam_channel::tick(stats_interval) };
-        // Only now, once the other threads are started: they would inherit it.
-        crate::sched::use_slice("dispatch", self.config.dispatch.thread_slice);
         loop {
             let mut reloads_closed = false;
             select! {
