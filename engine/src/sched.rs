@@ -1,7 +1,7 @@
 //! How the kernel schedules the daemon's latency-bound threads.
 //!
 //! On a host whose CPUs are saturated (an exec storm is the case that
-//! matters), a thread woken by the ring buffer or by a batch waits for the
+//! matters), a thread woken by a batch of events waits for the
 //! running task's time slice to end: up to a few milliseconds with EEVDF's
 //! default slice. Linux 6.12 and later let a normal (`SCHED_OTHER`) thread ask
 //! for a shorter slice through `sched_setattr`'s `sched_runtime`: it then gets
@@ -78,23 +78,23 @@ pub fn use_slice(thread: &str, slice: Duration) {
     }
 }
 
-/// The calling thread's time slice as the kernel reports it (`sched_runtime`
-/// of `sched_getattr`), for logs and tests.
-pub fn current_slice() -> io::Result<Duration> {
-    let mut attr = SchedAttr::default();
-    // SAFETY: `attr` is writable and its size is passed.
-    let rc = unsafe {
-        libc::syscall(libc::SYS_sched_getattr, 0, &mut attr as *mut SchedAttr, size_of::<SchedAttr>() as u32, 0)
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(Duration::from_nanos(attr.sched_runtime))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The calling thread's time slice as the kernel reports it (`sched_runtime`
+    /// of `sched_getattr`), as the kernel reports it.
+    fn current_slice() -> io::Result<Duration> {
+        let mut attr = SchedAttr::default();
+        // SAFETY: `attr` is writable and its size is passed.
+        let rc = unsafe {
+            libc::syscall(libc::SYS_sched_getattr, 0, &mut attr as *mut SchedAttr, size_of::<SchedAttr>() as u32, 0)
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Duration::from_nanos(attr.sched_runtime))
+    }
 
     fn kernel_at_least(major: u32, minor: u32) -> bool {
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
