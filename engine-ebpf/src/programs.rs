@@ -14,7 +14,7 @@ use aya_ebpf::maps::{Array, PerCpuArray, RingBuf};
 use aya_ebpf::programs::BtfTracePointContext;
 use vigil_ebpf_common::{
     ARGS_LEN, CGROUP_PATH_LEN, CgroupEvent, EXEC_ARGS_TRUNCATED, EXEC_ARGS_UNREADABLE, EXEC_FILENAME_TRUNCATED,
-    ExecEvent, ExitEvent, FILENAME_LEN, ForkEvent, Header, Offsets, Task, counter, kind,
+    ExecEvent, ExitEvent, FILENAME_LEN, ForkEvent, Header, Offsets, Task, counter, filter, header, kind,
 };
 
 /// The ring buffer of records; its size is set by the daemon at load time.
@@ -97,16 +97,17 @@ pub fn cgroup_rmdir(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
-/// The offsets when set and `kind` is wanted; counts it as seen.
+/// The offsets and the filter mask when the offsets are set and `kind` is
+/// wanted; counts it as seen.
 #[inline(always)]
-fn start(kind: u32) -> Option<Offsets> {
+fn start(kind: u32) -> Option<(Offsets, u32)> {
     let offsets = OFFSETS.load();
     let mask = FILTER.get(0).copied().unwrap_or(kind::ALL_MASK);
     if offsets.ready == 0 || mask & (1 << kind) == 0 {
         return None;
     }
     count(counter::SEEN + kind);
-    Some(offsets)
+    Some((offsets, mask))
 }
 
 #[inline(always)]
@@ -135,33 +136,48 @@ fn field<T>(base: *const u8, offset: u32) -> Result<T, ()> {
     Ok(unsafe { core::ptr::read_volatile(base.wrapping_add(offset as usize) as *const T) })
 }
 
-fn header(kind: u32) -> Header {
+fn header(kind: u32, flags: u32) -> Header {
     // SAFETY: a helper with no preconditions.
-    Header { kind, _pad: 0, boot_ns: unsafe { bpf_ktime_get_boot_ns() } }
+    Header { kind, flags, boot_ns: unsafe { bpf_ktime_get_boot_ns() } }
 }
 
-/// Fills what is read from the task itself; uid, gid, comm and cgroup come
-/// from the current task (the task itself at exec, its parent at fork).
+/// Fills what the process tree keeps: pid, tgid, parent, start time and
+/// cgroup (the current task's: the task itself at exec, its parent at
+/// fork), and zeroes the rest.
 #[inline(always)]
-fn fill_task(out: *mut Task, task: *const u8, o: &Offsets) -> Result<(), ()> {
+fn fill_task_brief(out: *mut Task, task: *const u8, o: &Offsets) -> Result<(), ()> {
     let pid: i32 = field(task, o.task_struct_pid)?;
     let tgid: i32 = field(task, o.task_struct_tgid)?;
     let parent: *const u8 = field(task, o.task_struct_real_parent)?;
     let ppid: i32 = field(parent, o.task_struct_tgid).unwrap_or(0);
-    let ids = bpf_get_current_uid_gid();
     // SAFETY: `out` points into a reserved ring buffer entry.
     let out = unsafe { &mut *out };
     out.pid = pid as u32;
     out.tgid = tgid as u32;
     out.ppid = ppid as u32;
-    out.uid = ids as u32;
-    out.gid = (ids >> 32) as u32;
+    out.uid = 0;
+    out.gid = 0;
     out._pad = 0;
     // SAFETY: a helper with no preconditions.
     out.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     out.start_boot_ns = field(task, o.task_struct_start_boottime).unwrap_or(0);
-    out.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    out.ns = [0; 7];
     out._pad2 = 0;
+    out.comm = [0; 16];
+    Ok(())
+}
+
+/// Fills the whole task: [`fill_task_brief`], plus uid, gid and comm (of
+/// the current task) and the task's namespaces.
+#[inline(always)]
+fn fill_task(out: *mut Task, task: *const u8, o: &Offsets) -> Result<(), ()> {
+    fill_task_brief(out, task, o)?;
+    let ids = bpf_get_current_uid_gid();
+    // SAFETY: `out` points into a reserved ring buffer entry.
+    let out = unsafe { &mut *out };
+    out.uid = ids as u32;
+    out.gid = (ids >> 32) as u32;
+    out.comm = bpf_get_current_comm().unwrap_or([0; 16]);
 
     let nsproxy: *const u8 = field(task, o.task_struct_nsproxy).unwrap_or(core::ptr::null());
     let inum = |holder: *const u8, ptr_offset: u32, ns_offset: u32| -> u32 {
@@ -183,7 +199,7 @@ fn fill_task(out: *mut Task, task: *const u8, o: &Offsets) -> Result<(), ()> {
 }
 
 fn try_exec(ctx: &BtfTracePointContext) -> Result<(), ()> {
-    let o = start(kind::EXEC).ok_or(())?;
+    let (o, _) = start(kind::EXEC).ok_or(())?;
     let task: *const u8 = ctx.arg(0);
     let bprm: *const u8 = ctx.arg(2);
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
@@ -215,7 +231,7 @@ fn fill_exec(ev: *mut ExecEvent, task: *const u8, bprm: *const u8, o: &Offsets) 
     // SAFETY: `ev` is a reserved ring buffer entry of the right size; every
     // field is written before it is submitted.
     let ev = unsafe { &mut *ev };
-    ev.header = header(kind::EXEC);
+    ev.header = header(kind::EXEC, 0);
     fill_task(&mut ev.task, task, o)?;
     ev.flags = 0;
     ev._pad = 0;
@@ -270,7 +286,7 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), ()> {
     if pid != tgid {
         return Ok(());
     }
-    let o = start(kind::FORK).ok_or(())?;
+    let (o, mask) = start(kind::FORK).ok_or(())?;
     let Some(mut entry) = EVENTS.reserve::<ForkEvent>(0) else {
         count(counter::LOST_RING_FULL);
         return Err(());
@@ -278,8 +294,13 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let ev = entry.as_mut_ptr();
     // SAFETY: a reserved entry of the right size, fully written below.
     let filled = unsafe {
-        (*ev).header = header(kind::FORK);
-        fill_task(&mut (*ev).task, child, &o)
+        if mask & filter::FORK_BRIEF != 0 {
+            (*ev).header = header(kind::FORK, header::BRIEF);
+            fill_task_brief(&mut (*ev).task, child, &o)
+        } else {
+            (*ev).header = header(kind::FORK, 0);
+            fill_task(&mut (*ev).task, child, &o)
+        }
     };
     submit_or_count(entry, filled)
 }
@@ -291,10 +312,10 @@ fn try_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
     if pid != tgid {
         return Ok(());
     }
-    let o = start(kind::EXIT).ok_or(())?;
+    let (o, _) = start(kind::EXIT).ok_or(())?;
     let task: *const u8 = ctx.arg(0);
     let exit_code: i32 = field(task, o.task_struct_exit_code).unwrap_or(0);
-    let ev = ExitEvent { header: header(kind::EXIT), pid, tgid, exit_code: exit_code as u32, _pad: 0 };
+    let ev = ExitEvent { header: header(kind::EXIT, 0), pid, tgid, exit_code: exit_code as u32, _pad: 0 };
     EVENTS.output::<ExitEvent>(&ev, 0).map_err(|_| count(counter::LOST_RING_FULL))
 }
 
@@ -309,14 +330,14 @@ fn try_cgroup(ctx: &BtfTracePointContext, kind: u32) -> Result<(), ()> {
     if hierarchy_id != 0 {
         return Ok(());
     }
-    let o = start(kind).ok_or(())?;
+    let (o, _) = start(kind).ok_or(())?;
     let Some(mut entry) = EVENTS.reserve::<CgroupEvent>(0) else {
         count(counter::LOST_RING_FULL);
         return Err(());
     };
     // SAFETY: a reserved entry of the right size, fully written below.
     let ev = unsafe { &mut *entry.as_mut_ptr() };
-    ev.header = header(kind);
+    ev.header = header(kind, 0);
     ev.hierarchy_id = hierarchy_id as u32;
     ev._pad = 0;
     let kn: *const u8 = field(cgrp, o.cgroup_kn).unwrap_or(core::ptr::null());

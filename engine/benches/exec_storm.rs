@@ -20,11 +20,12 @@
 //! kernel→user-space latency of exec events at a paced 10,000 execs/s.
 //! Then (`h2h`) for each storm shape, `--rounds` (3) alternating rounds of
 //! bpftrace against `vigil run` (defaults, with the kernel filter in
-//! `rules` mode, and without the dispatch thread's short time slice), each
-//! against its own baseline. Then (`pairs`, `--pair-rounds`, 30) many short
-//! rounds of bpftrace against `vigil run` with and without that slice, read
-//! as paired differences. Then (`latency`) the latency at 10,000 execs/s
-//! with and without the consumer's short time slice, alternating. Then the
+//! `rules` mode, and with a dispatch thread of its own instead of inline
+//! dispatch), each against its own baseline. Then (`pairs`,
+//! `--pair-rounds`, 30) many short rounds of bpftrace against `vigil run`
+//! inline and with a dispatch thread, read as paired differences. Then
+//! (`latency`) the latency at 10,000 execs/s consumed inline, on a thread
+//! with the short slice, and on one without it, alternating. Then the
 //! time to load and attach (`load`), and the process tree's size around a
 //! long fork/exit storm (`tree`).
 
@@ -37,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use vigil_engine::config::EbpfConfig;
 use vigil_engine::event::EventKind;
-use vigil_engine::pipeline::spawn_source;
+use vigil_engine::pipeline::{spawn_source, spawn_source_inline};
 use vigil_engine::sources::ebpf::EbpfSource;
 use vigil_engine::sources::{Interest, Stop};
 
@@ -123,7 +124,8 @@ fn table(noop: &Path, total: usize, latency_rate: usize, dir: &Path) {
         let run = traced(noop, spawn, total, base.rate(), Tracer::VigilRun, Some(&config));
         let per_10k = run.cpu_s / run.wall_s * 100.0 * 10_000.0 / run.rate;
         let wakeup_delay = humantime::parse_duration(delay).unwrap();
-        let lat = latency(noop, latency_rate, EbpfConfig { wakeup_delay, ..Default::default() }, SLICE).summary();
+        let config = EbpfConfig { wakeup_delay, ..Default::default() };
+        let lat = latency(noop, latency_rate, config, Consumed::Inline(SLICE)).summary();
         println!(
             "| {delay} | {:.1}% | {}/{total} | {:.2} | {:.1}% | {per_10k:.1}% of a core | {lat} |",
             events.slowdown * 100.0,
@@ -135,15 +137,15 @@ fn table(noop: &Path, total: usize, latency_rate: usize, dir: &Path) {
     println!();
 }
 
-/// bpftrace against the daemon with its defaults and with the kernel
-/// filter in `rules` mode (fork/exit skipped in the kernel), alternating,
+/// bpftrace against the daemon with its defaults, with the kernel filter
+/// in `rules` mode (fork/exit skipped in the kernel) and with a dispatch
+/// thread of its own, alternating,
 /// each round against its own no-tracer baseline: on a noisy machine one
 /// round of each says little.
 fn head_to_head(noop: &Path, shape: Shape, total: usize, n: usize, dir: &Path) {
     let rules_mode = dir.join("vigil-filter-rules.toml");
     std::fs::write(&rules_mode, "[source.ebpf]\nfilter = \"rules\"\n").unwrap();
-    let no_slices = dir.join("vigil-no-slices.toml");
-    std::fs::write(&no_slices, "[dispatch]\nthread_slice = \"0s\"\n").unwrap();
+    let threaded = dispatch_thread_config(dir);
     let mut rounds = Vec::new();
     let mut bases = Vec::new();
     for _ in 0..n {
@@ -152,13 +154,13 @@ fn head_to_head(noop: &Path, shape: Shape, total: usize, n: usize, dir: &Path) {
         let bpftrace = traced(noop, shape, total, base, Tracer::Bpftrace, None);
         let vigil = traced(noop, shape, total, base, Tracer::VigilRun, None);
         let lean = traced(noop, shape, total, base, Tracer::VigilRun, Some(&rules_mode));
-        let unsliced = traced(noop, shape, total, base, Tracer::VigilRun, Some(&no_slices));
+        let thread_run = traced(noop, shape, total, base, Tracer::VigilRun, Some(&threaded));
         let cpu = |t: &Traced| t.cpu_s / t.wall_s * 1e6 / t.rate;
         rounds.push([
             bpftrace.slowdown * 100.0,
             vigil.slowdown * 100.0,
             lean.slowdown * 100.0,
-            unsliced.slowdown * 100.0,
+            thread_run.slowdown * 100.0,
             cpu(&vigil),
             cpu(&lean),
         ]);
@@ -174,13 +176,13 @@ fn head_to_head(noop: &Path, shape: Shape, total: usize, n: usize, dir: &Path) {
     bases.sort_by(f64::total_cmp);
     println!(
         "head to head, {} storm (no tracer: median {:.0} execs/s), {n} alternating rounds \
-         (bpftrace / vigil run / vigil run with filter = \"rules\" / vigil run with dispatch.thread_slice = 0): {}",
+         (bpftrace / vigil run / vigil run with filter = \"rules\" / vigil run with inline_dispatch = false): {}",
         shape.name(),
         bases[bases.len() / 2],
         each.join(", ")
     );
     println!(
-        "median slowdown: bpftrace {:.1}%, vigil run {:.1}%, with filter = \"rules\" {:.1}%, with dispatch.thread_slice = 0 \
+        "median slowdown: bpftrace {:.1}%, vigil run {:.1}%, with filter = \"rules\" {:.1}%, with inline_dispatch = false \
          {:.1}%; vigil run at or below bpftrace in {at_or_below} of {n} rounds; vigil run CPU per 10,000 execs/s: \
          {:.1}% of a core, {:.1}% with filter = \"rules\"",
         median(0),
@@ -192,16 +194,23 @@ fn head_to_head(noop: &Path, shape: Shape, total: usize, n: usize, dir: &Path) {
     );
 }
 
+/// The config of `vigil run` with a dispatch thread of its own
+/// (`source.ebpf.inline_dispatch = false`, the layout before inline dispatch).
+fn dispatch_thread_config(dir: &Path) -> PathBuf {
+    let path = dir.join("vigil-dispatch-thread.toml");
+    std::fs::write(&path, "[source.ebpf]\ninline_dispatch = false\n").unwrap();
+    path
+}
+
 /// Many short rounds of bpftrace against `vigil run` (defaults, and with
-/// `dispatch.thread_slice = 0`), each round against its own baseline, the order of
+/// `source.ebpf.inline_dispatch = false`), each round against its own baseline, the order of
 /// the tracers rotating from round to round: single phases on this shared
 /// machine swing by 10 points and more, so the verdict is read from the
 /// paired differences (vigil minus bpftrace in the same round).
 fn pairs(noop: &Path, shape: Shape, total: usize, n: usize, dir: &Path) {
-    let no_slices = dir.join("vigil-no-slices.toml");
-    std::fs::write(&no_slices, "[dispatch]\nthread_slice = \"0s\"\n").unwrap();
+    let threaded = dispatch_thread_config(dir);
     let tracers: [(Tracer, Option<&Path>); 3] =
-        [(Tracer::Bpftrace, None), (Tracer::VigilRun, None), (Tracer::VigilRun, Some(&no_slices))];
+        [(Tracer::Bpftrace, None), (Tracer::VigilRun, None), (Tracer::VigilRun, Some(&threaded))];
     let mut slowdowns: Vec<[f64; 3]> = Vec::new();
     for round in 0..n {
         let base = storm(noop, shape, "pairs", total, None).rate();
@@ -220,7 +229,7 @@ fn pairs(noop: &Path, shape: Shape, total: usize, n: usize, dir: &Path) {
     let column = |i: usize| median(slowdowns.iter().map(|r| r[i]).collect());
     let diff = |i: usize| median(slowdowns.iter().map(|r| r[i] - r[0]).collect());
     let below = |i: usize| slowdowns.iter().filter(|r| r[i] <= r[0]).count();
-    let labels = ["vigil run", "vigil run with dispatch.thread_slice = 0"];
+    let labels = ["vigil run", "vigil run with source.ebpf.inline_dispatch = false"];
     let b = column(0);
     let mut line = format!(
         "pairs, {} storm, {n} rounds: median slowdown (quartiles) bpftrace {:.1}% ({:.1}-{:.1})",
@@ -534,15 +543,20 @@ fn load_attach_times() {
     );
 }
 
-/// Latency with the consumer's short time slice (the default of the
-/// dispatch thread it stands for) and with the kernel's default, alternating.
+/// Latency with events consumed on the reader's thread (inline dispatch,
+/// the default, the reader taking the short slice), on a consumer thread
+/// with the short slice (`inline_dispatch = false`), and on a consumer
+/// thread with the kernel's default slice, alternating.
 fn latency_slices(noop: &Path, rate: usize, n: usize) {
-    let variants =
-        [("a 100 µs slice for the consumer (the default)", SLICE), ("the kernel's default slice", Duration::ZERO)];
+    let variants = [
+        ("inline on the reader's thread with a 100 µs slice (the default)", Consumed::Inline(SLICE)),
+        ("a consumer thread with a 100 µs slice", Consumed::Thread(SLICE)),
+        ("a consumer thread with the kernel's default slice", Consumed::Thread(Duration::ZERO)),
+    ];
     let mut runs: Vec<Vec<Latency>> = variants.iter().map(|_| Vec::new()).collect();
     for _ in 0..n {
-        for (i, (_, consumer)) in variants.iter().enumerate() {
-            runs[i].push(latency(noop, rate, EbpfConfig::default(), *consumer));
+        for (i, (_, consumed)) in variants.iter().enumerate() {
+            runs[i].push(latency(noop, rate, EbpfConfig::default(), *consumed));
         }
     }
     for ((label, _), runs) in variants.iter().zip(&mut runs) {
@@ -570,34 +584,63 @@ impl Latency {
     }
 }
 
-/// Kernel timestamp of an exec → the event in this process's hands, at a
-/// paced storm of `rate` execs/s. The consumer stands for the daemon's
-/// dispatch thread and asks for `consumer_slice` (`dispatch.thread_slice`).
-fn latency(noop: &Path, rate: usize, config: EbpfConfig, consumer_slice: Duration) -> Latency {
-    let slice = consumer_slice;
+/// Where the latency is read, standing for the daemon's dispatch.
+#[derive(Clone, Copy)]
+enum Consumed {
+    /// On the source's own thread, which asks for this slice (inline dispatch).
+    Inline(Duration),
+    /// On a thread of its own that asks for this slice.
+    Thread(Duration),
+}
+
+/// The storm's exec latencies in `batch`, in ns, as of now.
+fn exec_latencies(batch: &[vigil_engine::event::Event], needle: &str, into: &mut Vec<u64>) {
+    let now = vigil_engine::time::now_ns();
+    for e in batch {
+        if e.kind == EventKind::ProcessExec && e.process.as_ref().is_some_and(|p| p.exe == needle) {
+            into.push(now.saturating_sub(e.time_ns));
+        }
+    }
+}
+
+/// Kernel timestamp of an exec → the event in the consumer's hands, at a
+/// paced storm of `rate` execs/s.
+fn latency(noop: &Path, rate: usize, config: EbpfConfig, consumed: Consumed) -> Latency {
     let source = EbpfSource::open(&config).expect("eBPF source opens");
     let stop = Stop::new();
-    let running = spawn_source(Box::new(source), 4096, stop.clone(), Interest::all()).unwrap();
     let needle = noop.to_string_lossy().into_owned();
-    let events = running.events;
-    let collector = std::thread::spawn(move || {
-        vigil_engine::sched::use_slice("latency collector", slice);
-        let mut lat = Vec::new();
-        while let Ok(batch) = events.recv() {
-            let now = vigil_engine::time::now_ns();
-            for e in batch {
-                if e.kind == EventKind::ProcessExec && e.process.as_ref().is_some_and(|p| p.exe == needle) {
-                    lat.push(now.saturating_sub(e.time_ns));
-                }
-            }
+    let lat = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (running, collector) = match consumed {
+        Consumed::Inline(slice) => {
+            let into = lat.clone();
+            let consumer: vigil_engine::sources::Consumer = Box::new(move |batch| {
+                exec_latencies(&batch, &needle, &mut into.lock().unwrap());
+                Ok(())
+            });
+            (spawn_source_inline(Box::new(source), consumer, slice, stop.clone(), Interest::all()).unwrap(), None)
         }
-        lat
-    });
+        Consumed::Thread(slice) => {
+            let running = spawn_source(Box::new(source), 4096, stop.clone(), Interest::all()).unwrap();
+            let (events, into) = (running.events.clone(), lat.clone());
+            let collector = std::thread::spawn(move || {
+                vigil_engine::sched::use_slice("latency collector", slice);
+                while let Ok(batch) = events.recv() {
+                    exec_latencies(&batch, &needle, &mut into.lock().unwrap());
+                }
+            });
+            (running, Some(collector))
+        }
+    };
     let s = storm(noop, Shape::Spawn, "latency", rate * 2, Some(rate as f64));
     std::thread::sleep(Duration::from_millis(300));
     stop.stop();
+    let events = running.events;
     running.thread.join().unwrap().unwrap();
-    let mut lat = collector.join().unwrap();
+    drop(events);
+    if let Some(c) = collector {
+        c.join().unwrap();
+    }
+    let mut lat = std::mem::take(&mut *lat.lock().unwrap());
     lat.sort_unstable();
     let pct = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0) / 1_000;
     Latency { p50_us: pct(0.5), p99_us: pct(0.99), max_us: pct(1.0), n: lat.len(), rate: s.rate() }

@@ -7,14 +7,20 @@
 //!                         reloader thread ──(rule swaps)┘
 //! ```
 //!
+//! A source that says so ([`Source::dispatches_inline`]: the eBPF source)
+//! runs the rules on its own thread instead: each batch is dispatched where
+//! it was decoded, with no hand-over and no second wake-up. The dispatcher
+//! then sits behind a mutex that the pipeline's thread also takes for rule
+//! swaps and lifecycle events (rare; the lock is otherwise uncontended).
+//!
 //! Shutdown is a drain: the source stops, the dispatcher handles what is
 //! queued, the sinks write and flush what they got, then figures are logged.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, select};
 use vigil_event::Event;
@@ -35,7 +41,7 @@ use crate::sinks::{self, Outputs, Sink, SinkStats};
 use crate::sources::ebpf::EbpfSource;
 use crate::sources::procfs::ProcSource;
 use crate::sources::replay::ReplaySource;
-use crate::sources::{EventSender, Interest, Source, SourceError, Stop};
+use crate::sources::{Closed, Consumer, EventSender, Interest, Source, SourceError, Stop};
 
 /// Errors that stop the pipeline from starting or finishing cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -123,20 +129,88 @@ pub fn spawn_source(
     stop: Stop,
     interest: Interest,
 ) -> Result<RunningSource, PipelineError> {
+    start_source(source, capacity, None, stop, interest)
+}
+
+/// Starts `source` on its own thread, which hands each batch to `consumer`
+/// itself and asks the kernel for the time slice `slice` (see
+/// [`crate::sched`]; zero keeps the default). Returns once the slice is
+/// set. `events` carries no batch: it closes when the source has finished.
+pub fn spawn_source_inline(
+    source: Box<dyn Source>,
+    consumer: Consumer,
+    slice: Duration,
+    stop: Stop,
+    interest: Interest,
+) -> Result<RunningSource, PipelineError> {
+    start_source(source, 1, Some((consumer, slice)), stop, interest)
+}
+
+fn start_source(
+    source: Box<dyn Source>,
+    capacity: usize,
+    inline: Option<(Consumer, Duration)>,
+    stop: Stop,
+    interest: Interest,
+) -> Result<RunningSource, PipelineError> {
     let (tx, events) = crossbeam_channel::bounded(capacity);
     let (spent, spent_rx) = crossbeam_channel::bounded(capacity);
+    let (started_tx, started) = crossbeam_channel::bounded::<()>(1);
     let name = source.name();
     let thread = std::thread::Builder::new()
         .name(format!("vigil-src-{name}"))
         .spawn(move || {
-            let r = source.run(EventSender::new(tx, name).with_spent(spent_rx), stop, interest);
+            // Inline, `tx` only says, by closing, that the source is done.
+            let (out, _open) = match inline {
+                Some((consumer, slice)) => {
+                    crate::sched::use_slice("dispatch", slice);
+                    (EventSender::direct(consumer, name), Some(tx))
+                }
+                None => (EventSender::new(tx, name).with_spent(spent_rx), None),
+            };
+            drop(started_tx);
+            let r = source.run(out, stop, interest);
             if let Err(e) = &r {
                 tracing::error!(source = name, error = %e, "source stopped with an error");
             }
             r
         })
         .map_err(PipelineError::Thread)?;
+    let _ = started.recv();
     Ok(RunningSource { events, spent, thread })
+}
+
+/// The dispatcher and the way to the sinks.
+struct Dispatching {
+    dispatcher: Dispatcher,
+    alerts: Vec<Alert>,
+    /// `None` once the pipeline is done: the sinks then finish.
+    to_sinks: Option<Sender<Vec<Alert>>>,
+    stop: Stop,
+}
+
+impl Dispatching {
+    /// Runs the rules over `batch` and hands their alerts to the sinks;
+    /// without sinks, stops the pipeline.
+    fn dispatch(&mut self, batch: &mut [Event]) -> Result<(), Closed> {
+        self.dispatcher.dispatch(batch, &mut self.alerts);
+        if self.alerts.is_empty() {
+            return Ok(());
+        }
+        let alerts = std::mem::take(&mut self.alerts);
+        if self.to_sinks.as_ref().is_some_and(|tx| tx.send(alerts).is_ok()) {
+            return Ok(());
+        }
+        tracing::error!("sink thread is gone; stopping");
+        self.stop.stop();
+        Err(Closed)
+    }
+}
+
+/// The dispatcher, whichever thread holds it last panicked or not (a
+/// panic there is already reported by that thread's join).
+fn lock(d: &Mutex<Dispatching>) -> MutexGuard<'_, Dispatching> {
+    d.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What a run did, for logs and tests.
@@ -274,34 +348,42 @@ impl Pipeline {
         if let Some(stats) = source.kernel_stats() {
             self.telemetry.set_kernel(stats);
         }
-        let RunningSource { events: events_rx, spent, thread: source_thread } =
-            spawn_source(source, self.config.source.channel_batches, self.stop.clone(), interest)?;
-        // Only now, once the other threads are started: they would inherit it.
-        crate::sched::use_slice("dispatch", self.config.dispatch.thread_slice);
-        tracing::info!(took_ms = started.elapsed().as_millis() as u64, "pipeline running");
+        let dispatch_stats = dispatcher.stats.clone();
+        let dispatching = Arc::new(Mutex::new(Dispatching {
+            dispatcher,
+            alerts: Vec::new(),
+            to_sinks: Some(alert_tx),
+            stop: self.stop.clone(),
+        }));
+        let slice = self.config.dispatch.thread_slice;
+        let inline = source.dispatches_inline();
+        let RunningSource { events: events_rx, spent, thread: source_thread } = if inline {
+            let shared = dispatching.clone();
+            let consumer: Consumer = Box::new(move |mut batch| lock(&shared).dispatch(&mut batch));
+            spawn_source_inline(source, consumer, slice, self.stop.clone(), interest)?
+        } else {
+            let running = spawn_source(source, self.config.source.channel_batches, self.stop.clone(), interest)?;
+            // Only now, once the other threads are started: they would inherit it.
+            crate::sched::use_slice("dispatch", slice);
+            running
+        };
+        tracing::info!(took_ms = started.elapsed().as_millis() as u64, inline, "pipeline running");
         self.telemetry.set_ready(true);
 
         let config_path = self.config_path.clone();
-        let dispatch_stats = dispatcher.stats.clone();
-        let mut alerts = Vec::new();
-        // Hands the dispatched alerts to the sinks; without them, stops.
-        let forward = |alerts: &mut Vec<Alert>| {
-            if !alerts.is_empty() && alert_tx.send(std::mem::take(alerts)).is_err() {
-                tracing::error!("sink thread is gone; stopping");
-                self.stop.stop();
-            }
-        };
         let batch_size = self.config.dispatch.batch_size;
         let stats_interval = self.config.log.stats_interval;
         let stats_tick =
             if stats_interval.is_zero() { crossbeam_channel::never() } else { crossbeam_channel::tick(stats_interval) };
+        // Inline, `events_rx` only closes when the source is done.
         loop {
             let mut reloads_closed = false;
             select! {
                 recv(stats_tick) -> _ => {
-                    let d = &dispatcher.stats;
-                    tracing::info!(events = d.events.load(Ordering::Relaxed), alerts = d.alerts.load(Ordering::Relaxed), "figures so far");
-                    log_rule_figures(dispatcher.rules().iter().map(|r| (r.meta.id.as_str(), &*r.stats)));
+                    let d = lock(&dispatching);
+                    let s = &d.dispatcher.stats;
+                    tracing::info!(events = s.events.load(Ordering::Relaxed), alerts = s.alerts.load(Ordering::Relaxed), "figures so far");
+                    log_rule_figures(d.dispatcher.rules().iter().map(|r| (r.meta.id.as_str(), &*r.stats)));
                 },
                 recv(events_rx) -> msg => match msg {
                     Ok(mut batch) => {
@@ -316,23 +398,21 @@ impl Pipeline {
                                 Err(_) => break,
                             }
                         }
-                        dispatcher.dispatch(&mut batch, &mut alerts);
+                        let _ = lock(&dispatching).dispatch(&mut batch);
                         // Freed by the source's thread if it can take it back.
                         let _ = spent.try_send(batch);
-                        forward(&mut alerts);
                     }
                     Err(_) => break,
                 },
                 recv(lifecycle) -> msg => match msg {
                     Ok(mut batch) => {
-                        dispatcher.dispatch(&mut batch, &mut alerts);
-                        forward(&mut alerts);
+                        let _ = lock(&dispatching).dispatch(&mut batch);
                     }
                     Err(_) => lifecycle = crossbeam_channel::never(),
                 },
                 recv(control_rx) -> msg => {
                     if let Ok(c) = msg {
-                        dispatcher.apply(c);
+                        lock(&dispatching).dispatcher.apply(c);
                     }
                 },
                 recv(reload_rx) -> msg => match (msg, &reloader) {
@@ -350,15 +430,19 @@ impl Pipeline {
         }
         self.telemetry.set_ready(false);
         drop(reloader);
-        // Apply swaps that raced with the end of the stream.
-        while let Ok(c) = control_rx.try_recv() {
-            dispatcher.apply(c);
-        }
-        drop(alert_tx);
         let source_result = source_thread.join().map_err(|_| PipelineError::Panicked("source"))?;
+        let rules = {
+            let mut d = lock(&dispatching);
+            // Apply swaps that raced with the end of the stream.
+            while let Ok(c) = control_rx.try_recv() {
+                d.dispatcher.apply(c);
+            }
+            // The sinks finish what they got.
+            d.to_sinks = None;
+            d.dispatcher.rules().iter().map(|r| (r.meta.id.clone(), r.stats.clone())).collect()
+        };
         let sinks = sink_thread.join().map_err(|_| PipelineError::Panicked("sink"))?;
         let source_error = source_result.err();
-        let rules = dispatcher.rules().iter().map(|r| (r.meta.id.clone(), r.stats.clone())).collect();
         Ok(Summary { dispatch: dispatch_stats, rules, sinks, source_error })
     }
 }

@@ -270,6 +270,37 @@ fn the_kernel_skips_kinds_no_rule_wants_in_rules_mode() {
     assert!(stats.seen[0] >= 200 && forks + exits < 100, "the kernel still sent fork/exit: {stats:?}");
 }
 
+#[test]
+fn forks_only_the_tree_wants_come_brief_and_keep_the_ancestry() {
+    require_root!();
+    let interest = Interest::all();
+    let exec_only = vigil_engine::event::KindSet::from_iter([EventKind::ProcessExec]);
+    interest.0.store(exec_only.0, std::sync::atomic::Ordering::Relaxed);
+    let running = start_wanting(EbpfConfig::default(), interest);
+    let mark = marker();
+    // The subshell is a fork that never execs: the tree knows it from its
+    // (brief) fork record, with its parent's program.
+    let script = format!("(/bin/true {mark}; /bin/true); true");
+    let mut shell = ChildGuard::spawn({
+        let mut c = Command::new("/bin/sh");
+        c.args(["-c", &script]);
+        c
+    });
+    let _ = shell.child().wait();
+    let events = running
+        .collect_until(Duration::from_secs(5), |evs| evs.iter().any(|e| has_arg(e, EventKind::ProcessExec, &mark)));
+    let (rest, stats) = running.finish();
+    let e = events.iter().chain(&rest).find(|e| has_arg(e, EventKind::ProcessExec, &mark)).expect("the marker exec");
+    let p = e.process.as_ref().unwrap();
+    let chain: Vec<u32> = p.ancestry.iter().map(|a| a.pid).collect();
+    assert_ne!(chain[0], shell.pid(), "the subshell is the parent: {:?}", p.ancestry);
+    assert_eq!(chain[1..3], [shell.pid(), std::process::id()], "{:?}", p.ancestry);
+    assert_eq!(p.ancestry[0].argv, p.ancestry[1].argv, "the subshell runs its parent's program");
+    assert_eq!(*p.ancestry[1].argv, ["/bin/sh".to_string(), "-c".to_string(), script]);
+    assert!(stats.seen[1] >= 3, "the kernel sent the forks: {stats:?}");
+    assert!(events.iter().chain(&rest).all(|e| matches!(e.kind, EventKind::ProcessExec | EventKind::EventsLost)));
+}
+
 /// Starts `vigil events` with `args` and the BTF field hidden; returns its
 /// exit status, stdout and stderr.
 fn events_with_hidden_field(args: &[&str]) -> (std::process::ExitStatus, String, String) {
@@ -345,21 +376,42 @@ fn thread_slices(pid: u32) -> Vec<(u32, String, u64)> {
     out
 }
 
-/// The dispatch thread (the main thread) runs with the 100 µs slice it asks
-/// for, and no other thread inherited it, on kernels that have custom
+/// The thread that dispatches (with inline dispatch, the default, the
+/// eBPF source's reader `vigil-src-ebpf`) runs with the 100 µs slice it
+/// asks for, and no other thread has it, on kernels that have custom
 /// slices (6.12+).
-fn assert_short_slices(pid: u32) {
+fn assert_short_slice_only_on(pid: u32, is_dispatcher: impl Fn(u32, &str) -> bool) {
     let slices = thread_slices(pid);
     if slices.is_empty() {
         eprintln!("SKIP slice check: this kernel shows no se.slice (before 6.12: no custom slices)");
         return;
     }
-    let main = slices.iter().find(|(tid, _, _)| *tid == pid).map(|t| t.2);
-    assert_eq!(main, Some(100_000), "dispatch (main) thread: {slices:?}");
-    assert!(
-        slices.iter().all(|(tid, _, slice)| *tid == pid || *slice != 100_000),
-        "the other threads (the reader among them) keep the kernel's default: {slices:?}"
-    );
+    let (dispatcher, others): (Vec<_>, Vec<_>) = slices.iter().partition(|(tid, name, _)| is_dispatcher(*tid, name));
+    assert_eq!(dispatcher.iter().map(|t| t.2).collect::<Vec<_>>(), [100_000], "the dispatching thread: {slices:?}");
+    assert!(others.iter().all(|t| t.2 != 100_000), "the other threads keep the kernel's default: {slices:?}");
+}
+
+/// The miner test rule's alert for a marker exec, through the running daemon.
+fn assert_daemon_alerts_on_a_miner(daemon: &Daemon) {
+    let mark = marker();
+    let mut miner = Command::new("/bin/sh");
+    miner.args(["-c", "true", &mark, "-o", "stratum+tcp://pool.invalid:3333"]);
+    let mut miner = ChildGuard::spawn(miner);
+    let _ = miner.child().wait();
+    assert_miner_alert(daemon.line_with(&mark, Duration::from_secs(10)), miner.pid());
+}
+
+#[test]
+fn daemon_with_a_dispatch_thread_of_its_own_alerts_and_gives_it_the_slice() {
+    require_root!();
+    let daemon = Daemon::start_with("ebpf", "[source.ebpf]\ninline_dispatch = false\n");
+    let pid = daemon.child.pid();
+    // Without inline dispatch the main thread dispatches.
+    assert_short_slice_only_on(pid, |tid, _| tid == pid);
+    assert_daemon_alerts_on_a_miner(&daemon);
+    let (status, log) = daemon.stop();
+    assert!(status.success(), "clean exit: {status:?}\n{log}");
+    assert!(log.contains("inline=false"), "{log}");
 }
 
 #[test]
@@ -370,18 +422,11 @@ fn daemon_alerts_through_ebpf_and_detaches_on_sigterm() {
     assert_eq!(ours.len(), 5, "five programs attached: {ours:?}");
     let loaded = loaded_program_ids();
     assert!(ours.iter().all(|id| loaded.contains(id)));
-    assert_short_slices(daemon.child.pid());
-
-    let mark = marker();
-    let mut miner = Command::new("/bin/sh");
-    miner.args(["-c", "true", &mark, "-o", "stratum+tcp://pool.invalid:3333"]);
-    let mut miner = ChildGuard::spawn(miner);
-    let _ = miner.child().wait();
-    let alert = daemon.line_with(&mark, Duration::from_secs(10));
+    assert_short_slice_only_on(daemon.child.pid(), |_, name| name == "vigil-src-ebpf");
+    assert_daemon_alerts_on_a_miner(&daemon);
     let (status, log) = daemon.stop();
-
-    assert_miner_alert(alert, miner.pid());
     assert!(status.success(), "clean exit: {status:?}\n{log}");
+    assert!(log.contains("inline=true"), "{log}");
     assert!(log.contains("eBPF programs detached"), "{log}");
     // The kernel frees a program asynchronously once its last fd and link
     // are closed: give it a moment.

@@ -23,6 +23,24 @@ pub mod kind {
     pub const ALL_MASK: u32 = (1 << COUNT) - 1;
 }
 
+/// Flags in the filter mask beside the kinds' bits.
+pub mod filter {
+    /// Fork records are wanted by the daemon's process tree alone (no rule
+    /// subscribes to forks): the fork program reads only what the tree
+    /// keeps (pid, tgid, parent, start time, cgroup) and skips the child's
+    /// uid, gid, comm and namespaces, whose structs are often cold in the
+    /// cache of a task just created. The record's header says so with
+    /// [`super::header::BRIEF`].
+    pub const FORK_BRIEF: u32 = 1 << 31;
+}
+
+/// Flags in a record's [`Header`].
+pub mod header {
+    /// The task's uid, gid, comm and namespaces were not read (zero): see
+    /// [`super::filter::FORK_BRIEF`].
+    pub const BRIEF: u32 = 1;
+}
+
 /// Indexes of the per-CPU counter map `COUNTERS`.
 pub mod counter {
     /// Events of each kind the programs emitted or tried to (after the
@@ -59,7 +77,8 @@ pub const EXEC_ARGS_UNREADABLE: u32 = 4;
 pub struct Header {
     /// One of [`kind`].
     pub kind: u32,
-    pub _pad: u32,
+    /// [`header`] flags.
+    pub flags: u32,
     /// `bpf_ktime_get_boot_ns()` when the event happened.
     pub boot_ns: u64,
 }

@@ -190,6 +190,12 @@ pub struct EbpfConfig {
     /// 0 reads every event as soon as it is written.
     #[serde(with = "humantime_serde")]
     pub wakeup_delay: Duration,
+    /// Run the rules on the thread that reads the ring buffer (true), or
+    /// hand batches to a dispatch thread of its own (false). Inline, each
+    /// batch costs one wake-up instead of two and the reader takes
+    /// `dispatch.thread_slice`; a thread of its own decodes and dispatches
+    /// in parallel (figures in BENCHMARKS.md).
+    pub inline_dispatch: bool,
 }
 
 impl Default for EbpfConfig {
@@ -201,6 +207,7 @@ impl Default for EbpfConfig {
             exited_grace: Duration::from_secs(5),
             max_exited: 65_536,
             wakeup_delay: Duration::from_micros(500),
+            inline_dispatch: true,
         }
     }
 }
@@ -235,9 +242,10 @@ pub struct DispatchConfig {
     /// Granularity of call deadlines.
     #[serde(with = "humantime_serde")]
     pub epoch_tick: Duration,
-    /// The time slice the dispatch thread asks the kernel for (Linux 6.12+,
-    /// EEVDF): a short one lets it preempt, on a saturated host, as soon as
-    /// a batch wakes it, instead of waiting out a busy task's slice; it gets
+    /// The time slice the thread that dispatches (the eBPF source's reader
+    /// with `inline_dispatch`, else the pipeline's) asks the kernel for
+    /// (Linux 6.12+, EEVDF): a short one lets it preempt, on a saturated
+    /// host, as soon as it is woken, instead of waiting out a busy task's slice; it gets
     /// no more CPU share. 0 keeps the kernel's default (figures in
     /// BENCHMARKS.md).
     #[serde(with = "humantime_serde")]

@@ -28,7 +28,8 @@ use aya::programs::BtfTracePoint;
 use aya::{Btf, Ebpf, EbpfLoader, Endianness};
 use tokio::io::unix::AsyncFd;
 use vigil_ebpf_common::{
-    CgroupEvent, EXEC_ARGS_TRUNCATED, ExecEvent, ExitEvent, ForkEvent, Header, Task, counter, kind as rec,
+    CgroupEvent, EXEC_ARGS_TRUNCATED, ExecEvent, ExitEvent, ForkEvent, Header, Task, counter, filter,
+    header as rec_header, kind as rec,
 };
 use vigil_event::{Cgroup, Event, EventKind, KindSet, Namespaces, Process};
 
@@ -98,6 +99,7 @@ pub struct EbpfSource {
     hold: HoldLimits,
     mode: KernelFilter,
     wakeup_delay: Duration,
+    inline_dispatch: bool,
     /// How long loading, attaching and the /proc scan took.
     pub open_time: Duration,
     stats: EbpfStatsHandle,
@@ -202,6 +204,7 @@ impl EbpfSource {
             hold: HoldLimits::default(),
             mode: config.filter,
             wakeup_delay: config.wakeup_delay,
+            inline_dispatch: config.inline_dispatch,
             open_time,
             stats: Default::default(),
         })
@@ -282,6 +285,10 @@ impl Source for EbpfSource {
 
     fn kernel_stats(&self) -> Option<EbpfStatsHandle> {
         Some(self.stats.clone())
+    }
+
+    fn dispatches_inline(&self) -> bool {
+        self.inline_dispatch
     }
 
     fn run(self: Box<Self>, out: EventSender, stop: Stop, interest: Interest) -> Result<(), SourceError> {
@@ -450,7 +457,8 @@ fn snapshot(decoder: &Decoder, drops: &Drops, counters: &PerCpuArray<MapData, u6
 }
 
 /// The kinds the kernel should send: what rules want, plus, in `tree`
-/// mode, exec/fork/exit for the process tree.
+/// mode, exec/fork/exit for the process tree (forks brief when no rule
+/// wants them: [`filter::FORK_BRIEF`]).
 fn kernel_mask(interest: &Interest, mode: KernelFilter) -> u32 {
     let wanted = KindSet(interest.0.load(std::sync::atomic::Ordering::Relaxed));
     if wanted == KindSet::EMPTY {
@@ -469,6 +477,9 @@ fn kernel_mask(interest: &Interest, mode: KernelFilter) -> u32 {
         }
     }
     if mode == KernelFilter::Tree {
+        if mask & 1 << rec::FORK == 0 {
+            mask |= filter::FORK_BRIEF;
+        }
         mask |= 1 << rec::EXEC | 1 << rec::FORK | 1 << rec::EXIT;
     }
     // cgroup changes are rare and keep container resolution current.
@@ -611,6 +622,12 @@ impl Decoder {
                 if let Some(node) = self.tree.get(t.tgid) {
                     process.exe = node.exe.to_string();
                     process.argv = node.argv.to_vec();
+                    if header.flags & rec_header::BRIEF != 0 {
+                        // Sent while only the tree wanted forks (a rule has
+                        // subscribed since): the comm is the parent's; uid,
+                        // gid and namespaces were not read.
+                        process.comm = node.comm.to_string();
+                    }
                 }
                 process.ancestry = self.tree.ancestry(t.ppid, MAX_ANCESTRY);
                 Ok(self.event(EventKind::ProcessFork, time_ns, t.cgroup_id, |e| e.process = Some(process)))
@@ -854,7 +871,26 @@ mod tests {
         assert!(d.tree.get(4_000_100).is_some_and(|n| n.exited), "kept for its grace period, marked exited");
         let cgroups = 1 << rec::CGROUP_MKDIR | 1 << rec::CGROUP_RMDIR;
         assert_eq!(kernel_mask(&interest, KernelFilter::Rules), 1 << rec::EXEC | cgroups);
-        assert_eq!(kernel_mask(&interest, KernelFilter::Tree), 0b111 | cgroups);
+        assert_eq!(kernel_mask(&interest, KernelFilter::Tree), 0b111 | cgroups | filter::FORK_BRIEF);
         assert_eq!(kernel_mask(&Interest::all(), KernelFilter::Rules), rec::ALL_MASK);
+        assert_eq!(kernel_mask(&Interest::all(), KernelFilter::Tree), rec::ALL_MASK, "forks in full when unknown");
+    }
+
+    #[test]
+    fn a_brief_fork_a_rule_now_wants_takes_the_parents_comm() {
+        let mut d = Decoder::new(ProcessTree::default(), Cgroups::new(1_000_000_000), Interest::all());
+        let bash = Process { tgid: 4_000_200, comm: "bash".into(), exe: "/bin/bash".into(), ..Default::default() };
+        d.tree.exec(&bash);
+        let fork = ForkEvent {
+            header: Header { kind: rec::FORK, flags: rec_header::BRIEF, boot_ns: 1 },
+            task: Task { pid: 4_000_201, tgid: 4_000_201, ppid: 4_000_200, ..Default::default() },
+        };
+        // SAFETY: a plain record viewed as its bytes.
+        let bytes =
+            unsafe { std::slice::from_raw_parts(&fork as *const ForkEvent as *const u8, size_of::<ForkEvent>()) };
+        let p = d.decode(bytes).unwrap().unwrap().process.unwrap();
+        assert_eq!((p.tgid, p.ppid), (4_000_201, 4_000_200));
+        assert_eq!((p.comm.as_str(), p.exe.as_str()), ("bash", "/bin/bash"));
+        assert_eq!(&*p.ancestry[0].exe, "/bin/bash");
     }
 }

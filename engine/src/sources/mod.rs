@@ -78,9 +78,22 @@ impl Interest {
     }
 }
 
+/// Takes a source's batches on the source's own thread (inline dispatch).
+pub type Consumer = Box<dyn FnMut(Vec<Event>) -> Result<(), Closed> + Send>;
+
+/// Where a source's batches go.
+enum Route {
+    /// Into the dispatcher's bounded channel, to another thread.
+    Channel(Sender<Vec<Event>>),
+    /// Straight into the consumer, on this thread: no hand-over, no wake-up
+    /// of another thread, and no drop (a live source's kernel buffer holds
+    /// what arrives meanwhile, and counts what it cannot).
+    Direct(Consumer),
+}
+
 /// Where a source sends events.
 pub struct EventSender {
-    tx: Sender<Vec<Event>>,
+    route: Route,
     /// Batches the dispatcher is done with, handed back so they are freed
     /// on the thread that allocated them: cross-thread frees cost the
     /// allocator far more (measured: ~40% of replay time).
@@ -96,7 +109,12 @@ pub struct Closed;
 
 impl EventSender {
     pub fn new(tx: Sender<Vec<Event>>, source: &'static str) -> Self {
-        EventSender { tx, spent: None, source, pending_lost: Vec::new() }
+        EventSender { route: Route::Channel(tx), spent: None, source, pending_lost: Vec::new() }
+    }
+
+    /// Hands every batch to `consumer` on the calling thread.
+    pub fn direct(consumer: Consumer, source: &'static str) -> Self {
+        EventSender { route: Route::Direct(consumer), spent: None, source, pending_lost: Vec::new() }
     }
 
     /// Also receives spent batches back, and frees them here.
@@ -117,7 +135,10 @@ impl EventSender {
     pub fn send(&mut self, batch: Vec<Event>) -> Result<(), Closed> {
         self.free_spent();
         let batch = self.with_lost(batch);
-        self.tx.send(batch).map_err(|_| Closed)
+        match &mut self.route {
+            Route::Channel(tx) => tx.send(batch).map_err(|_| Closed),
+            Route::Direct(consume) => consume(batch),
+        }
     }
 
     /// Sends without waiting (live sources): when the pipeline is full, the
@@ -127,7 +148,11 @@ impl EventSender {
         self.free_spent();
         let n = batch.len() as u64;
         let batch = self.with_lost(batch);
-        match self.tx.try_send(batch) {
+        let tx = match &mut self.route {
+            Route::Channel(tx) => tx,
+            Route::Direct(consume) => return consume(batch),
+        };
+        match tx.try_send(batch) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(b)) => {
                 // The lost-events we may have prepended are retried next time.
@@ -206,6 +231,11 @@ pub trait Source: Send {
     fn kernel_stats(&self) -> Option<ebpf::EbpfStatsHandle> {
         None
     }
+    /// True when the pipeline should dispatch on the source's own thread
+    /// ([`EventSender::direct`]) rather than on a thread of its own.
+    fn dispatches_inline(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]
@@ -227,6 +257,24 @@ mod tests {
         assert_eq!(got[0].kind, EventKind::EventsLost);
         assert_eq!(got[0].lost.as_ref().unwrap().count, 6);
         assert_eq!(got[0].lost.as_ref().unwrap().reason, "test");
+    }
+
+    #[test]
+    fn a_direct_route_hands_batches_over_with_the_losses_first() {
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let into = got.clone();
+        let consumer = move |b| {
+            into.lock().unwrap().push(b);
+            Ok(())
+        };
+        let mut s = EventSender::direct(Box::new(consumer), "test");
+        s.report_lost(2);
+        s.send_or_drop(vec![Event::new(EventKind::ProcessExec)]).unwrap();
+        s.send(vec![Event::new(EventKind::ProcessExit)]).unwrap();
+        let got = got.lock().unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0][0].lost.as_ref().unwrap().count, 2);
+        assert_eq!((got[0][1].kind, got[1][0].kind), (EventKind::ProcessExec, EventKind::ProcessExit));
     }
 
     #[test]
