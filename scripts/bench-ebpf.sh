@@ -20,8 +20,6 @@ fi
 export VIGIL_REQUIRE_EBPF=1
 ./scripts/setup.sh
 ./scripts/build-rules.sh >/dev/null
-# Per-program kernel run times (fdinfo run_time_ns/run_cnt), restored after.
-stats_before=$(sysctl -n kernel.bpf_stats_enabled)
-trap 'sysctl -qw kernel.bpf_stats_enabled="$stats_before"' EXIT
-sysctl -qw kernel.bpf_stats_enabled=1
+# The bench turns the kernel's per-program run-time statistics on for its
+# `costs` phase only (BPF_ENABLE_STATS): they slow every program run.
 cargo bench -p vigil-engine --bench exec_storm -- "$@"

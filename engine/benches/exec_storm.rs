@@ -3,7 +3,8 @@
 //! bpftrace; `scripts/bench-ebpf.sh` installs what is missing and runs it:
 //!
 //!     cargo bench -p vigil-engine --bench exec_storm [-- --quick] [--rounds N]
-//!         [--only table,h2h,pairs,latency,load,tree] [--pair-rounds N] [--shapes spawn,fork]
+//!         [--only table,h2h,pairs,latency,rules,costs,load,tree] [--pair-rounds N]
+//!         [--rule-rounds N] [--shapes spawn,fork]
 //!
 //! The storm: 4 workers fork+exec a tiny static binary, each exec with a
 //! unique argv marker, as fast as they can. It comes in two shapes: `spawn`,
@@ -25,7 +26,10 @@
 //! `--pair-rounds`, 30) many short rounds of bpftrace against `vigil run`
 //! inline and with a dispatch thread, read as paired differences. Then
 //! (`latency`) the latency at 10,000 execs/s consumed inline, on a thread
-//! with the short slice, and on one without it, alternating. Then the
+//! with the short slice, and on one without it, alternating. Then (`rules`,
+//! `--rule-rounds`, 15) paired rounds of bpftrace against `vigil run` with
+//! the bundled rules, one rule and none: the rules' share. Then (`costs`)
+//! the kernel time per program run of bpftrace's program and Vigil's. Then the
 //! time to load and attach (`load`), and the process tree's size around a
 //! long fork/exit storm (`tree`).
 
@@ -89,6 +93,13 @@ fn main() {
     }
     if wants("latency") {
         latency_slices(&noop, latency_rate, rounds);
+    }
+    if wants("rules") {
+        let rule_rounds = value("--rule-rounds").map_or(15, |r| r.parse().expect("--rule-rounds N"));
+        rules_share(&noop, total, rule_rounds, dir.path());
+    }
+    if wants("costs") {
+        program_costs_phase(&noop, total);
     }
     if wants("load") {
         load_attach_times();
@@ -209,36 +220,73 @@ fn dispatch_thread_config(dir: &Path) -> PathBuf {
 /// paired differences (vigil minus bpftrace in the same round).
 fn pairs(noop: &Path, shape: Shape, total: usize, n: usize, dir: &Path) {
     let threaded = dispatch_thread_config(dir);
-    let tracers: [(Tracer, Option<&Path>); 3] =
-        [(Tracer::Bpftrace, None), (Tracer::VigilRun, None), (Tracer::VigilRun, Some(&threaded))];
-    let mut slowdowns: Vec<[f64; 3]> = Vec::new();
+    let rivals = [
+        ("vigil run", Tracer::VigilRun, None),
+        ("vigil run with source.ebpf.inline_dispatch = false", Tracer::VigilRun, Some(threaded.as_path())),
+    ];
+    paired_against_bpftrace("pairs", noop, shape, total, n, &rivals);
+}
+
+/// How much of `vigil run`'s slowdown is its rules': paired rounds of
+/// bpftrace against the daemon with the bundled rules, with one of them
+/// (crypto-miner, which reads every exec's argv) and with none (the eBPF
+/// source, its process tree and decoding alone), on the spawn storm.
+fn rules_share(noop: &Path, total: usize, n: usize, dir: &Path) {
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/rules");
+    let (one, none) = (dir.join("rules-one"), dir.join("rules-none"));
+    for d in [&one, &none] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::copy(bundled.join("crypto-miner.wasm"), one.join("crypto-miner.wasm")).expect("target/rules built");
+    let rivals = [
+        ("vigil run (9 bundled rules, 8 on every exec)", Tracer::VigilRun, None),
+        ("vigil run with 1 rule", Tracer::VigilRunRules(&one), None),
+        ("vigil run with no rule", Tracer::VigilRunRules(&none), None),
+    ];
+    paired_against_bpftrace("rules", noop, Shape::Spawn, total, n, &rivals);
+}
+
+/// `n` rounds: a no-tracer baseline, then bpftrace and each rival in an
+/// order rotating from round to round; prints each one's median slowdown
+/// and its paired difference with bpftrace, with quartiles.
+fn paired_against_bpftrace(
+    phase: &str,
+    noop: &Path,
+    shape: Shape,
+    total: usize,
+    n: usize,
+    rivals: &[(&str, Tracer, Option<&Path>)],
+) {
+    let mut tracers = vec![(Tracer::Bpftrace, None)];
+    tracers.extend(rivals.iter().map(|(_, t, c)| (*t, *c)));
+    let k = tracers.len();
+    let mut slowdowns: Vec<Vec<f64>> = Vec::new();
     for round in 0..n {
-        let base = storm(noop, shape, "pairs", total, None).rate();
-        let mut r = [0.0; 3];
-        for k in 0..3 {
-            let i = (round + k) % 3;
+        let base = storm(noop, shape, phase, total, None).rate();
+        let mut r = vec![0.0; k];
+        for j in 0..k {
+            let i = (round + j) % k;
             let (tracer, config) = tracers[i];
             r[i] = traced(noop, shape, total, base, tracer, config).slowdown * 100.0;
         }
         slowdowns.push(r);
     }
-    let median = |mut v: Vec<f64>| {
+    let quartiles = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         (v[v.len() / 4], v[v.len() / 2], v[v.len() * 3 / 4])
     };
-    let column = |i: usize| median(slowdowns.iter().map(|r| r[i]).collect());
-    let diff = |i: usize| median(slowdowns.iter().map(|r| r[i] - r[0]).collect());
+    let column = |i: usize| quartiles(slowdowns.iter().map(|r| r[i]).collect());
+    let diff = |i: usize| quartiles(slowdowns.iter().map(|r| r[i] - r[0]).collect());
     let below = |i: usize| slowdowns.iter().filter(|r| r[i] <= r[0]).count();
-    let labels = ["vigil run", "vigil run with source.ebpf.inline_dispatch = false"];
     let b = column(0);
     let mut line = format!(
-        "pairs, {} storm, {n} rounds: median slowdown (quartiles) bpftrace {:.1}% ({:.1}-{:.1})",
+        "{phase}, {} storm, {n} rounds: median slowdown (quartiles) bpftrace {:.1}% ({:.1}-{:.1})",
         shape.name(),
         b.1,
         b.0,
         b.2
     );
-    for (i, label) in labels.iter().enumerate() {
+    for (i, (label, _, _)) in rivals.iter().enumerate() {
         let (c, d) = (column(i + 1), diff(i + 1));
         line.push_str(&format!(
             "; {label} {:.1}% ({:.1}-{:.1}), minus bpftrace in the same round: median {:+.1} points \
@@ -373,10 +421,13 @@ fn storm(noop: &Path, shape: Shape, tag: &str, total: usize, rate: Option<f64>) 
 }
 
 #[derive(Clone, Copy)]
-enum Tracer {
+enum Tracer<'a> {
     Bpftrace,
     VigilEvents,
+    /// `vigil run` with the bundled rules.
     VigilRun,
+    /// `vigil run` with the rules in this directory.
+    VigilRunRules(&'a Path),
 }
 
 struct Traced {
@@ -385,6 +436,8 @@ struct Traced {
     captured: u64,
     cpu_s: f64,
     wall_s: f64,
+    /// Mean run time of each of its BPF programs, when statistics are on.
+    program_costs: Option<String>,
 }
 
 fn cpu_seconds(pid: u32) -> f64 {
@@ -419,10 +472,13 @@ fn traced(noop: &Path, shape: Shape, total: usize, base_rate: f64, tracer: Trace
     let tag = match tracer {
         Tracer::Bpftrace => "bpftrace",
         Tracer::VigilEvents => "events",
-        Tracer::VigilRun => "run",
+        Tracer::VigilRun | Tracer::VigilRunRules(_) => "run",
     };
     let vigil = env!("CARGO_BIN_EXE_vigil");
-    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/rules");
+    let rules = match tracer {
+        Tracer::VigilRunRules(dir) => dir.to_path_buf(),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/rules"),
+    };
     let mut cmd = match tracer {
         Tracer::Bpftrace => {
             let mut c = Command::new("bpftrace");
@@ -434,7 +490,7 @@ fn traced(noop: &Path, shape: Shape, total: usize, base_rate: f64, tracer: Trace
             c.args(["events", "--source", "ebpf", "--kind", "process-exec"]);
             c
         }
-        Tracer::VigilRun => {
+        Tracer::VigilRun | Tracer::VigilRunRules(_) => {
             let mut c = Command::new(vigil);
             c.args(["run", "--source", "ebpf", "--rules"]).arg(&rules);
             c
@@ -490,13 +546,7 @@ fn traced(noop: &Path, shape: Shape, total: usize, base_rate: f64, tracer: Trace
     }
     let wall_s = s.elapsed.as_secs_f64();
     let cpu_s = cpu_seconds(pid) - cpu0;
-    if matches!(tracer, Tracer::VigilRun)
-        && config.is_none()
-        && matches!(shape, Shape::Spawn)
-        && let Some(costs) = program_costs(pid)
-    {
-        println!("kernel time per program run (bpf_stats; exec, fork, exit), vigil run: {costs}");
-    }
+    let program_costs = program_costs(pid);
     drop(child);
     Traced {
         rate: s.rate(),
@@ -504,11 +554,28 @@ fn traced(noop: &Path, shape: Shape, total: usize, base_rate: f64, tracer: Trace
         captured: captured.load(Ordering::Relaxed),
         cpu_s,
         wall_s,
+        program_costs,
     }
 }
 
-/// Mean run time of each BPF program `pid` holds, from fdinfo (needs
-/// `kernel.bpf_stats_enabled=1`, which scripts/bench-ebpf.sh sets).
+/// Kernel time per program run of bpftrace's one program and of Vigil's
+/// (exec, fork, exit; in `vigil run` with its defaults), each under a
+/// spawn storm. The kernel's run-time statistics are on only for this
+/// phase (`BPF_ENABLE_STATS`, held by an fd): they read the clock twice per
+/// program run, three runs per exec for Vigil, one for bpftrace, so the
+/// overhead phases run without them, as a host does.
+fn program_costs_phase(noop: &Path, total: usize) {
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("BPF_ENABLE_STATS");
+    let base = storm(noop, Shape::Spawn, "costs", total, None).rate();
+    for (label, tracer) in [("bpftrace", Tracer::Bpftrace), ("vigil run", Tracer::VigilRun)] {
+        let t = traced(noop, Shape::Spawn, total, base, tracer, None);
+        let costs = t.program_costs.unwrap_or_else(|| "no program ran (statistics off?)".into());
+        println!("kernel time per program run (bpf_stats), {label}, in program-id order: {costs}");
+    }
+}
+
+/// Mean run time of each BPF program `pid` holds, from fdinfo (needs the
+/// kernel's run-time statistics on: [`program_costs_phase`]).
 fn program_costs(pid: u32) -> Option<String> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).ok()?.flatten() {
