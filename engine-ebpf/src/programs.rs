@@ -14,7 +14,7 @@ use aya_ebpf::maps::{Array, PerCpuArray, RingBuf};
 use aya_ebpf::programs::BtfTracePointContext;
 use vigil_ebpf_common::{
     ARGS_LEN, CGROUP_PATH_LEN, CgroupEvent, EXEC_ARGS_TRUNCATED, EXEC_ARGS_UNREADABLE, EXEC_FILENAME_TRUNCATED,
-    ExecEvent, ExitEvent, FILENAME_LEN, ForkEvent, Header, Offsets, Task, counter, filter, header, kind,
+    ExecEvent, ExitEvent, FILENAME_LEN, ForkEvent, Header, Offsets, Task, counter, filter, kind,
 };
 
 /// The ring buffer of records; its size is set by the daemon at load time.
@@ -295,7 +295,7 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), ()> {
     // SAFETY: a reserved entry of the right size, fully written below.
     let filled = unsafe {
         if mask & filter::FORK_BRIEF != 0 {
-            (*ev).header = header(kind::FORK, header::BRIEF);
+            (*ev).header = header(kind::FORK, vigil_ebpf_common::header::BRIEF);
             fill_task_brief(&mut (*ev).task, child, &o)
         } else {
             (*ev).header = header(kind::FORK, 0);

@@ -157,8 +157,13 @@ fn start_source(
     let (spent, spent_rx) = crossbeam_channel::bounded(capacity);
     let (started_tx, started) = crossbeam_channel::bounded::<()>(1);
     let name = source.name();
-    let thread = std::thread::Builder::new()
-        .name(format!("vigil-src-{name}"))
+    let mut builder = std::thread::Builder::new().name(format!("vigil-src-{name}"));
+    if inline.is_some() {
+        // The rules run here: room for their Wasm stack (max_wasm_stack,
+        // 1 MiB) and the host's frames, like a main thread's.
+        builder = builder.stack_size(RULES_THREAD_STACK);
+    }
+    let thread = builder
         .spawn(move || {
             // Inline, `tx` only says, by closing, that the source is done.
             let (out, _open) = match inline {
@@ -179,6 +184,9 @@ fn start_source(
     let _ = started.recv();
     Ok(RunningSource { events, spent, thread })
 }
+
+/// Stack of a thread that runs rules other than the main thread.
+const RULES_THREAD_STACK: usize = 8 << 20;
 
 /// The dispatcher and the way to the sinks.
 struct Dispatching {
@@ -430,7 +438,9 @@ impl Pipeline {
         }
         self.telemetry.set_ready(false);
         drop(reloader);
-        let source_result = source_thread.join().map_err(|_| PipelineError::Panicked("source"))?;
+        // Inline, a panic there may be the dispatcher's: the sinks still
+        // get to finish what they have before it is reported.
+        let source_result = source_thread.join();
         let rules = {
             let mut d = lock(&dispatching);
             // Apply swaps that raced with the end of the stream.
@@ -442,7 +452,8 @@ impl Pipeline {
             d.dispatcher.rules().iter().map(|r| (r.meta.id.clone(), r.stats.clone())).collect()
         };
         let sinks = sink_thread.join().map_err(|_| PipelineError::Panicked("sink"))?;
-        let source_error = source_result.err();
+        let source_panicked = if inline { "source and dispatch" } else { "source" };
+        let source_error = source_result.map_err(|_| PipelineError::Panicked(source_panicked))?.err();
         Ok(Summary { dispatch: dispatch_stats, rules, sinks, source_error })
     }
 }

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use bytesize::ByteSize;
 use vigil_engine::config::{EbpfConfig, KernelFilter};
 use vigil_engine::event::{Event, EventKind};
-use vigil_engine::pipeline::{RunningSource, spawn_source};
+use vigil_engine::pipeline::{RunningSource, spawn_source, spawn_source_inline};
 use vigil_engine::sources::ebpf::{self, EbpfSource, EbpfStats, HIDE_FIELD_ENV};
-use vigil_engine::sources::{Interest, Stop};
+use vigil_engine::sources::{Closed, Consumer, Interest, Stop};
 
 use crate::require_root;
 use crate::support::*;
@@ -34,6 +34,27 @@ pub(crate) struct Running {
 
 fn start(config: EbpfConfig) -> Running {
     start_wanting(config, Interest::all())
+}
+
+/// The source with inline dispatch, as the daemon runs it: on its own
+/// thread it hands each batch to a consumer, which forwards it here.
+fn start_inline(config: EbpfConfig) -> Running {
+    let source = EbpfSource::open(&config).expect("eBPF source opens as root");
+    let stats = source.stats();
+    let stop = Stop::new();
+    let (tx, events) = crossbeam_channel::unbounded();
+    let consumer: Consumer = Box::new(move |batch| tx.send(batch).map_err(|_| Closed));
+    let slice = Duration::from_micros(100);
+    let running = spawn_source_inline(Box::new(source), consumer, slice, stop.clone(), Interest::all()).unwrap();
+    Running { source: RunningSource { events, spent: running.spent, thread: running.thread }, stop, stats }
+}
+
+/// The interest of rules that subscribe to exec events alone.
+fn exec_only() -> Interest {
+    let interest = Interest::all();
+    let kinds = vigil_engine::event::KindSet::from_iter([EventKind::ProcessExec]);
+    interest.0.store(kinds.0, std::sync::atomic::Ordering::Relaxed);
+    interest
 }
 
 fn start_wanting(config: EbpfConfig, interest: Interest) -> Running {
@@ -209,6 +230,18 @@ fn a_process_started_before_the_source_has_its_parent_chain() {
 #[test]
 fn a_tiny_ring_buffer_under_a_storm_reports_exactly_what_it_dropped() {
     require_root!();
+    tiny_ring_storm(start);
+}
+
+#[test]
+fn inline_a_tiny_ring_buffer_under_a_storm_reports_exactly_what_it_dropped() {
+    require_root!();
+    tiny_ring_storm(start_inline);
+}
+
+/// A storm of 600 execs into a ring of one page, through `start`: every
+/// event seen is delivered or reported lost, exactly.
+fn tiny_ring_storm(start: fn(EbpfConfig) -> Running) {
     // One page: room for two exec records.
     let running = start(EbpfConfig { ring_buffer: ByteSize::kib(4), ..Default::default() });
     let mark = marker();
@@ -249,10 +282,7 @@ fn a_tiny_ring_buffer_under_a_storm_reports_exactly_what_it_dropped() {
 #[test]
 fn the_kernel_skips_kinds_no_rule_wants_in_rules_mode() {
     require_root!();
-    let interest = Interest::all();
-    let exec_only = vigil_engine::event::KindSet::from_iter([EventKind::ProcessExec]);
-    interest.0.store(exec_only.0, std::sync::atomic::Ordering::Relaxed);
-    let running = start_wanting(EbpfConfig { filter: KernelFilter::Rules, ..Default::default() }, interest);
+    let running = start_wanting(EbpfConfig { filter: KernelFilter::Rules, ..Default::default() }, exec_only());
     let mark = marker();
     for _ in 0..200 {
         let _ = Command::new("/bin/true").arg(&mark).status();
@@ -273,10 +303,7 @@ fn the_kernel_skips_kinds_no_rule_wants_in_rules_mode() {
 #[test]
 fn forks_only_the_tree_wants_come_brief_and_keep_the_ancestry() {
     require_root!();
-    let interest = Interest::all();
-    let exec_only = vigil_engine::event::KindSet::from_iter([EventKind::ProcessExec]);
-    interest.0.store(exec_only.0, std::sync::atomic::Ordering::Relaxed);
-    let running = start_wanting(EbpfConfig::default(), interest);
+    let running = start_wanting(EbpfConfig::default(), exec_only());
     let mark = marker();
     // The subshell is a fork that never execs: the tree knows it from its
     // (brief) fork record, with its parent's program.
@@ -298,6 +325,7 @@ fn forks_only_the_tree_wants_come_brief_and_keep_the_ancestry() {
     assert_eq!(p.ancestry[0].argv, p.ancestry[1].argv, "the subshell runs its parent's program");
     assert_eq!(*p.ancestry[1].argv, ["/bin/sh".to_string(), "-c".to_string(), script]);
     assert!(stats.seen[1] >= 3, "the kernel sent the forks: {stats:?}");
+    assert!(stats.brief_forks >= 3, "brief, since no rule wants forks: {stats:?}");
     assert!(events.iter().chain(&rest).all(|e| matches!(e.kind, EventKind::ProcessExec | EventKind::EventsLost)));
 }
 

@@ -27,9 +27,10 @@ pub mod kind {
 pub mod filter {
     /// Fork records are wanted by the daemon's process tree alone (no rule
     /// subscribes to forks): the fork program reads only what the tree
-    /// keeps (pid, tgid, parent, start time, cgroup) and skips the child's
-    /// uid, gid, comm and namespaces, whose structs are often cold in the
-    /// cache of a task just created. The record's header says so with
+    /// keeps (pid, tgid, parent, start time, cgroup). It skips uid, gid and
+    /// comm (helpers on the current task, the parent) and the child's
+    /// namespaces, pointer chains through a task just created, often cold
+    /// in this CPU's cache. The record's header says so with
     /// [`super::header::BRIEF`].
     pub const FORK_BRIEF: u32 = 1 << 31;
 }

@@ -118,6 +118,8 @@ pub struct EbpfStats {
     pub lost_ring_full: u64,
     pub lost_read: u64,
     pub lost_decode: u64,
+    /// Fork records sent brief (only the process tree wanted them).
+    pub brief_forks: u64,
     pub tree: TreeStats,
     /// Container resolution: cgroups known, and lookups that found one or not.
     pub cgroups: CgroupStats,
@@ -327,12 +329,24 @@ impl EbpfSource {
         decoder.containers = containers;
         let mut drops = Drops::default();
         let mut tick = tokio::time::interval(TICK);
-        // What the kernel sends: set now, then kept equal to what rules want.
+        // What the kernel sends: set now, then kept equal to what rules want
+        // (checked at each wake-up: a rule that subscribes to forks should
+        // get them in full as soon as possible).
         let mut mask = rec::ALL_MASK;
-        let wanted = kernel_mask(&interest, mode);
-        if wanted != mask && filter.set(0, wanted, 0).is_ok() {
-            mask = wanted;
-        }
+        let mut follow_rules = |mask: &mut u32| {
+            let wanted = kernel_mask(&interest, mode);
+            if wanted == *mask {
+                return;
+            }
+            match filter.set(0, wanted, 0) {
+                Ok(()) => {
+                    tracing::debug!(mask = wanted, "eBPF kernel filter updated");
+                    *mask = wanted;
+                }
+                Err(e) => tracing::warn!(error = %chain(&e), "cannot update the eBPF kernel filter"),
+            }
+        };
+        follow_rules(&mut mask);
         let mut last_prune = Instant::now();
         let mut last_publish = Instant::now();
         let mut closed = false;
@@ -341,6 +355,7 @@ impl EbpfSource {
             tokio::select! {
                 guard = ring.readable_mut() => {
                     let mut guard = guard.map_err(|e| SourceError::Io("waiting on the eBPF ring buffer", e))?;
+                    follow_rules(&mut mask);
                     let before = decoder.decoded;
                     closed |= decoder.drain(guard.get_inner_mut(), &mut out).is_err();
                     guard.clear_ready();
@@ -362,16 +377,7 @@ impl EbpfSource {
                 }
                 _ = tick.tick() => {
                     closed |= decoder.drain(ring.get_mut(), &mut out).is_err();
-                    let wanted = kernel_mask(&interest, mode);
-                    if wanted != mask {
-                        match filter.set(0, wanted, 0) {
-                            Ok(()) => {
-                                tracing::debug!(mask = wanted, "eBPF kernel filter updated");
-                                mask = wanted;
-                            }
-                            Err(e) => tracing::warn!(error = %chain(&e), "cannot update the eBPF kernel filter"),
-                        }
-                    }
+                    follow_rules(&mut mask);
                     decoder.tick();
                     drops.report(&counters, &mut out);
                     if mask & (1 << rec::EXIT) == 0 && last_prune.elapsed() >= PRUNE_EVERY {
@@ -412,6 +418,7 @@ impl EbpfSource {
             lost_ring_full = stats.lost_ring_full,
             lost_read = stats.lost_read,
             lost_decode = stats.lost_decode,
+            brief_forks = stats.brief_forks,
             tree_nodes = stats.tree.nodes,
             tree_freed = stats.tree.freed,
             tree_evicted = stats.tree.evicted,
@@ -448,8 +455,9 @@ fn snapshot(decoder: &Decoder, drops: &Drops, counters: &PerCpuArray<MapData, u6
         seen,
         decoded: decoder.decoded,
         lost_ring_full: drops.ring_full,
-        lost_read: drops.read,
+        lost_read: drops.read + decoder.unreadable,
         lost_decode: decoder.malformed,
+        brief_forks: decoder.brief_forks,
         tree: decoder.tree.stats(),
         cgroups: decoder.cgroups.stats(),
         hold: decoder.hold.stats(),
@@ -534,6 +542,13 @@ pub struct Decoder {
     boot_to_wall: u64,
     pub decoded: u64,
     pub malformed: u64,
+    /// Brief fork records decoded (sent while only the tree wanted forks).
+    pub brief_forks: u64,
+    /// Brief fork records a rule wanted whose process could no longer be
+    /// read from /proc: reported as lost (`ebpf: task unreadable`).
+    pub unreadable: u64,
+    /// Of those, not reported yet.
+    unreadable_unreported: u64,
 }
 
 impl Decoder {
@@ -548,6 +563,9 @@ impl Decoder {
             boot_to_wall: 0,
             decoded: 0,
             malformed: 0,
+            brief_forks: 0,
+            unreadable: 0,
+            unreadable_unreported: 0,
         };
         d.tick();
         d
@@ -567,6 +585,7 @@ impl Decoder {
         let mut batch = Vec::new();
         while let Some(record) = ring.next() {
             let decoded = self.decode(&record);
+            out.report_lost_because(LOST_READ, std::mem::take(&mut self.unreadable_unreported));
             // What a full hold queue let go came before this record.
             batch.append(&mut self.released);
             match decoded {
@@ -614,6 +633,9 @@ impl Decoder {
             rec::FORK => {
                 let ev: ForkEvent = read(bytes)?;
                 let t = &ev.task;
+                if header.flags & rec_header::BRIEF != 0 {
+                    self.brief_forks += 1;
+                }
                 self.tree.fork(t.tgid, t.ppid, t.start_boot_ns, t.cgroup_id);
                 if !self.interest.wants(EventKind::ProcessFork) {
                     return Ok(None);
@@ -622,12 +644,14 @@ impl Decoder {
                 if let Some(node) = self.tree.get(t.tgid) {
                     process.exe = node.exe.to_string();
                     process.argv = node.argv.to_vec();
-                    if header.flags & rec_header::BRIEF != 0 {
-                        // Sent while only the tree wanted forks (a rule has
-                        // subscribed since): the comm is the parent's; uid,
-                        // gid and namespaces were not read.
-                        process.comm = node.comm.to_string();
-                    }
+                    process.comm = node.comm.to_string();
+                }
+                if header.flags & rec_header::BRIEF != 0 && !fill_from_proc(&mut process) {
+                    // Neither the child nor its parent can be read any more:
+                    // reported as lost, never sent as if it ran as root.
+                    self.unreadable += 1;
+                    self.unreadable_unreported += 1;
+                    return Ok(None);
                 }
                 process.ancestry = self.tree.ancestry(t.ppid, MAX_ANCESTRY);
                 Ok(self.event(EventKind::ProcessFork, time_ns, t.cgroup_id, |e| e.process = Some(process)))
@@ -778,6 +802,21 @@ fn task_process(t: &Task) -> Process {
     }
 }
 
+/// Fills what a brief fork record lacks (uid, gid, namespaces) from
+/// /proc: the child's, else its parent's, which a fork inherits. False when
+/// neither can be read any more.
+fn fill_from_proc(process: &mut Process) -> bool {
+    for pid in [process.tgid, process.ppid] {
+        let dir = std::path::PathBuf::from(format!("/proc/{pid}"));
+        if let Some((uid, gid)) = super::procfs::read_ids(&dir) {
+            (process.uid, process.gid) = (uid, gid);
+            process.namespaces = super::procfs::read_namespaces(&dir);
+            return true;
+        }
+    }
+    false
+}
+
 /// The text of a NUL-terminated (or `len`-long) byte field.
 fn lossy(bytes: &[u8], len: usize) -> String {
     let bytes = &bytes[..len.min(bytes.len())];
@@ -876,21 +915,41 @@ mod tests {
         assert_eq!(kernel_mask(&Interest::all(), KernelFilter::Tree), rec::ALL_MASK, "forks in full when unknown");
     }
 
-    #[test]
-    fn a_brief_fork_a_rule_now_wants_takes_the_parents_comm() {
-        let mut d = Decoder::new(ProcessTree::default(), Cgroups::new(1_000_000_000), Interest::all());
-        let bash = Process { tgid: 4_000_200, comm: "bash".into(), exe: "/bin/bash".into(), ..Default::default() };
-        d.tree.exec(&bash);
+    fn fork_record(tgid: u32, ppid: u32, flags: u32) -> Vec<u8> {
         let fork = ForkEvent {
-            header: Header { kind: rec::FORK, flags: rec_header::BRIEF, boot_ns: 1 },
-            task: Task { pid: 4_000_201, tgid: 4_000_201, ppid: 4_000_200, ..Default::default() },
+            header: Header { kind: rec::FORK, flags, boot_ns: 1 },
+            task: Task { pid: tgid, tgid, ppid, ..Default::default() },
         };
         // SAFETY: a plain record viewed as its bytes.
-        let bytes =
-            unsafe { std::slice::from_raw_parts(&fork as *const ForkEvent as *const u8, size_of::<ForkEvent>()) };
-        let p = d.decode(bytes).unwrap().unwrap().process.unwrap();
-        assert_eq!((p.tgid, p.ppid), (4_000_201, 4_000_200));
-        assert_eq!((p.comm.as_str(), p.exe.as_str()), ("bash", "/bin/bash"));
-        assert_eq!(&*p.ancestry[0].exe, "/bin/bash");
+        unsafe { std::slice::from_raw_parts(&fork as *const ForkEvent as *const u8, size_of::<ForkEvent>()) }.to_vec()
+    }
+
+    #[test]
+    fn a_brief_fork_a_rule_wants_gets_its_credentials_from_proc_or_counts_as_lost() {
+        let mut d = Decoder::new(ProcessTree::default(), Cgroups::new(1_000_000_000), Interest::all());
+        // This test's own process stands for a child whose record came brief.
+        let me = std::process::id();
+        let bash = Process { tgid: 4_000_200, comm: "bash".into(), exe: "/bin/bash".into(), ..Default::default() };
+        d.tree.exec(&bash);
+        let p = d.decode(&fork_record(me, 4_000_200, rec_header::BRIEF)).unwrap().unwrap().process.unwrap();
+        assert_eq!((p.tgid, p.ppid), (me, 4_000_200));
+        assert_eq!((p.comm.as_str(), p.exe.as_str()), ("bash", "/bin/bash"), "the parent's image");
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let uid: u32 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(p.uid, uid, "read from /proc, not left 0");
+        assert_ne!(p.namespaces.mnt, 0);
+        assert_eq!(d.brief_forks, 1);
+
+        // Gone, and its parent too: not sent as root, counted as unreadable.
+        assert_eq!(d.decode(&fork_record(4_000_201, 4_000_202, rec_header::BRIEF)), Ok(None));
+        assert_eq!((d.brief_forks, d.unreadable), (2, 1));
     }
 }

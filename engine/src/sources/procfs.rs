@@ -209,7 +209,7 @@ impl ProcReader {
         let dir = PathBuf::from(format!("/proc/{tgid}"));
         let cgroup = read_cgroup_path(&dir);
         let stat = read_stat(&dir);
-        let (uid, gid) = read_ids(&dir);
+        let (uid, gid) = read_ids(&dir).unwrap_or((0, 0));
         let (argv, argv_truncated) = read_argv(&dir);
         let mut p = Process {
             pid,
@@ -268,10 +268,10 @@ pub(crate) fn read_stat(dir: &Path) -> Option<Stat> {
     Some(Stat { comm, ppid: rest.get(1)?.parse().ok()?, start_ticks: rest.get(19)?.parse().ok()? })
 }
 
-fn read_ids(dir: &Path) -> (u32, u32) {
-    let Ok(text) = std::fs::read_to_string(dir.join("status")) else {
-        return (0, 0);
-    };
+/// The real uid and gid in `dir/status`; `None` when it cannot be read
+/// (the process is gone).
+pub(crate) fn read_ids(dir: &Path) -> Option<(u32, u32)> {
+    let text = std::fs::read_to_string(dir.join("status")).ok()?;
     let field = |name: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(name))
@@ -279,7 +279,7 @@ fn read_ids(dir: &Path) -> (u32, u32) {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
-    (field("Uid:"), field("Gid:"))
+    Some((field("Uid:"), field("Gid:")))
 }
 
 pub(crate) fn read_argv(dir: &Path) -> (Vec<String>, bool) {
@@ -299,7 +299,7 @@ pub(crate) fn read_link(path: &Path) -> String {
     std::fs::read_link(path).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
-fn read_namespaces(dir: &Path) -> Namespaces {
+pub(crate) fn read_namespaces(dir: &Path) -> Namespaces {
     use std::os::unix::fs::MetadataExt;
     let ino = |name: &str| std::fs::metadata(dir.join("ns").join(name)).map_or(0, |m| m.ino());
     Namespaces {
