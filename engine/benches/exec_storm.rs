@@ -4,7 +4,7 @@
 //!
 //!     cargo bench -p vigil-engine --bench exec_storm [-- --quick] [--rounds N]
 //!         [--only table,h2h,pairs,latency,rules,costs,load,tree] [--pair-rounds N]
-//!         [--rule-rounds N] [--shapes spawn,fork]
+//!         [--rule-rounds N] [--shapes spawn,fork] [--alt-slice DURATION]
 //!
 //! The storm: 4 workers fork+exec a tiny static binary, each exec with a
 //! unique argv marker, as fast as they can. It comes in two shapes: `spawn`,
@@ -62,6 +62,9 @@ fn main() {
     let rounds: usize = value("--rounds").map_or(3, |r| r.parse().expect("--rounds N"));
     let only = value("--only");
     let shapes = value("--shapes").unwrap_or_else(|| "spawn,fork".into());
+    // The other `dispatch.thread_slice` that `pairs` and `latency` try.
+    let alt_slice = value("--alt-slice").unwrap_or_else(|| "0s".into());
+    let alt = humantime::parse_duration(&alt_slice).expect("--alt-slice DURATION");
     let wants = |phase: &str| only.as_deref().is_none_or(|o| o.split(',').any(|p| p == phase));
     let total: usize = if quick { 4_000 } else { 20_000 };
     let latency_rate = if quick { 3_000 } else { 10_000 };
@@ -85,14 +88,14 @@ fn main() {
     if wants("pairs") {
         let pair_rounds = value("--pair-rounds").map_or(30, |r| r.parse().expect("--pair-rounds N"));
         if shapes.contains("spawn") {
-            pairs(&noop, spawn, total, pair_rounds, dir.path());
+            pairs(&noop, spawn, total, pair_rounds, dir.path(), &alt_slice);
         }
         if shapes.contains("fork") {
-            pairs(&noop, Shape::Fork(&fork_storm), total, pair_rounds, dir.path());
+            pairs(&noop, Shape::Fork(&fork_storm), total, pair_rounds, dir.path(), &alt_slice);
         }
     }
     if wants("latency") {
-        latency_slices(&noop, latency_rate, rounds);
+        latency_slices(&noop, latency_rate, rounds, alt);
     }
     if wants("rules") {
         let rule_rounds = value("--rule-rounds").map_or(15, |r| r.parse().expect("--rule-rounds N"));
@@ -213,16 +216,21 @@ fn dispatch_thread_config(dir: &Path) -> PathBuf {
     path
 }
 
-/// Many short rounds of bpftrace against `vigil run` (defaults, and with
-/// `source.ebpf.inline_dispatch = false`), each round against its own baseline, the order of
+/// Many short rounds of bpftrace against `vigil run` (defaults, with
+/// `source.ebpf.inline_dispatch = false`, and with `dispatch.thread_slice`
+/// = `--alt-slice`, 0s by default), each round against its own baseline, the order of
 /// the tracers rotating from round to round: single phases on this shared
 /// machine swing by 10 points and more, so the verdict is read from the
 /// paired differences (vigil minus bpftrace in the same round).
-fn pairs(noop: &Path, shape: Shape, total: usize, n: usize, dir: &Path) {
+fn pairs(noop: &Path, shape: Shape, total: usize, n: usize, dir: &Path, alt_slice: &str) {
     let threaded = dispatch_thread_config(dir);
+    let other_slice = dir.join("vigil-other-slice.toml");
+    std::fs::write(&other_slice, format!("[dispatch]\nthread_slice = \"{alt_slice}\"\n")).unwrap();
+    let other_label = format!("vigil run with dispatch.thread_slice = {alt_slice}");
     let rivals = [
         ("vigil run", Tracer::VigilRun, None),
         ("vigil run with source.ebpf.inline_dispatch = false", Tracer::VigilRun, Some(threaded.as_path())),
+        (other_label.as_str(), Tracer::VigilRun, Some(other_slice.as_path())),
     ];
     paired_against_bpftrace("pairs", noop, shape, total, n, &rivals);
 }
@@ -611,12 +619,18 @@ fn load_attach_times() {
 }
 
 /// Latency with events consumed on the reader's thread (inline dispatch,
-/// the default, the reader taking the short slice), on a consumer thread
+/// the default, the reader taking the short slice, or not), on a consumer thread
 /// with the short slice (`inline_dispatch = false`), and on a consumer
 /// thread with the kernel's default slice, alternating.
-fn latency_slices(noop: &Path, rate: usize, n: usize) {
+fn latency_slices(noop: &Path, rate: usize, n: usize, alt: Duration) {
+    let alt_label = if alt.is_zero() {
+        "inline with the kernel's default slice".to_string()
+    } else {
+        format!("inline with a {} µs slice", alt.as_micros())
+    };
     let variants = [
         ("inline on the reader's thread with a 100 µs slice (the default)", Consumed::Inline(SLICE)),
+        (alt_label.as_str(), Consumed::Inline(alt)),
         ("a consumer thread with a 100 µs slice", Consumed::Thread(SLICE)),
         ("a consumer thread with the kernel's default slice", Consumed::Thread(Duration::ZERO)),
     ];

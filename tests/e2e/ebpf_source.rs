@@ -44,7 +44,7 @@ fn start_inline(config: EbpfConfig) -> Running {
     let stop = Stop::new();
     let (tx, events) = crossbeam_channel::unbounded();
     let consumer: Consumer = Box::new(move |batch| tx.send(batch).map_err(|_| Closed));
-    let slice = Duration::from_micros(100);
+    let slice = vigil_engine::config::DispatchConfig::default().thread_slice;
     let running = spawn_source_inline(Box::new(source), consumer, slice, stop.clone(), Interest::all()).unwrap();
     Running { source: RunningSource { events, spent: running.spent, thread: running.thread }, stop, stats }
 }
@@ -405,7 +405,7 @@ fn thread_slices(pid: u32) -> Vec<(u32, String, u64)> {
 }
 
 /// The thread that dispatches (with inline dispatch, the default, the
-/// eBPF source's reader `vigil-src-ebpf`) runs with the 100 µs slice it
+/// eBPF source's reader `vigil-src-ebpf`) runs with the slice it
 /// asks for, and no other thread has it, on kernels that have custom
 /// slices (6.12+).
 fn assert_short_slice_only_on(pid: u32, is_dispatcher: impl Fn(u32, &str) -> bool) {
@@ -415,8 +415,9 @@ fn assert_short_slice_only_on(pid: u32, is_dispatcher: impl Fn(u32, &str) -> boo
         return;
     }
     let (dispatcher, others): (Vec<_>, Vec<_>) = slices.iter().partition(|(tid, name, _)| is_dispatcher(*tid, name));
-    assert_eq!(dispatcher.iter().map(|t| t.2).collect::<Vec<_>>(), [100_000], "the dispatching thread: {slices:?}");
-    assert!(others.iter().all(|t| t.2 != 100_000), "the other threads keep the kernel's default: {slices:?}");
+    let asked = vigil_engine::config::DispatchConfig::default().thread_slice.as_nanos() as u64;
+    assert_eq!(dispatcher.iter().map(|t| t.2).collect::<Vec<_>>(), [asked], "the dispatching thread: {slices:?}");
+    assert!(others.iter().all(|t| t.2 != asked), "the other threads keep the kernel's default: {slices:?}");
 }
 
 /// The miner test rule's alert for a marker exec, through the running daemon.
