@@ -585,7 +585,6 @@ impl Decoder {
         let mut batch = Vec::new();
         while let Some(record) = ring.next() {
             let decoded = self.decode(&record);
-            out.report_lost_because(LOST_READ, std::mem::take(&mut self.unreadable_unreported));
             // What a full hold queue let go came before this record.
             batch.append(&mut self.released);
             match decoded {
@@ -601,6 +600,7 @@ impl Decoder {
                 out.send_or_drop(std::mem::take(&mut batch))?;
             }
         }
+        out.report_lost_because(LOST_READ, std::mem::take(&mut self.unreadable_unreported));
         self.release_held(&mut batch);
         if !batch.is_empty() {
             out.send_or_drop(batch)?;
@@ -640,13 +640,17 @@ impl Decoder {
                 if !self.interest.wants(EventKind::ProcessFork) {
                     return Ok(None);
                 }
+                let brief = header.flags & rec_header::BRIEF != 0;
                 let mut process = task_process(t);
                 if let Some(node) = self.tree.get(t.tgid) {
                     process.exe = node.exe.to_string();
                     process.argv = node.argv.to_vec();
-                    process.comm = node.comm.to_string();
+                    if brief {
+                        // The kernel did not read it: the parent's, as the tree has it.
+                        process.comm = node.comm.to_string();
+                    }
                 }
-                if header.flags & rec_header::BRIEF != 0 && !fill_from_proc(&mut process) {
+                if brief && !fill_from_proc(&mut process) {
                     // Neither the child nor its parent can be read any more:
                     // reported as lost, never sent as if it ran as root.
                     self.unreadable += 1;
@@ -946,6 +950,13 @@ mod tests {
             .unwrap();
         assert_eq!(p.uid, uid, "read from /proc, not left 0");
         assert_ne!(p.namespaces.mnt, 0);
+        assert_eq!(d.brief_forks, 1);
+
+        // A full record keeps the comm the kernel read.
+        let mut full = fork_record(me, 4_000_200, 0);
+        let comm = std::mem::offset_of!(ForkEvent, task) + std::mem::offset_of!(Task, comm);
+        full[comm..comm + 6].copy_from_slice(b"worker");
+        assert_eq!(d.decode(&full).unwrap().unwrap().process.unwrap().comm, "worker");
         assert_eq!(d.brief_forks, 1);
 
         // Gone, and its parent too: not sent as root, counted as unreadable.
