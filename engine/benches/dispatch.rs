@@ -306,7 +306,7 @@ fn with_custom_section(wasm: &[u8], tag: &str) -> Vec<u8> {
     out
 }
 
-/// Swaps a rule (`shell-in-container`: rarely alerts, like a real rule) 5
+/// Swaps a rule (`crypto-miner`: gets every exec, rarely alerts, like a real rule) 5
 /// times under 100K events/s; returns each swap's rename → active latency,
 /// and the events its versions received in all against the events sent.
 /// (A rule's figures carry across versions, so `events_in == sent` means
@@ -315,7 +315,7 @@ fn with_custom_section(wasm: &[u8], tag: &str) -> Vec<u8> {
 fn hot_swap(cache: &Path, cached: bool) -> (Vec<f64>, u64, u64) {
     const TOTAL: usize = 600_000;
     const PER_SEC: u64 = 100_000;
-    const RULE: &str = "shell-in-container";
+    const RULE: &str = "crypto-miner";
     let rules = rule_dir(&[RULE]);
     let original = std::fs::read(wasm(RULE)).unwrap();
     let renamed_at: Arc<std::sync::Mutex<Vec<u64>>> = Default::default();

@@ -555,6 +555,7 @@ fn check_rules(cfg: &Config, paths: &[PathBuf], json: bool) -> Result<ExitCode> 
                 "version": meta.as_ref().map(|m| &m.version),
                 "description": meta.as_ref().map(|m| &m.description),
                 "subscriptions": meta.as_ref().map(|m| m.subscriptions.iter().map(|k| k.name()).collect::<Vec<_>>()),
+                "containers_only": meta.as_ref().map(|m| m.containers_only),
                 "tags": meta.as_ref().map(|m| &m.tags),
             });
             println!("{v}");
@@ -567,6 +568,8 @@ fn check_rules(cfg: &Config, paths: &[PathBuf], json: bool) -> Result<ExitCode> 
                     println!("  description:   {}", m.description);
                     let subs: Vec<_> = m.subscriptions.iter().map(|k| k.name()).collect();
                     println!("  subscriptions: {}", subs.join(", "));
+                    let scope = if m.containers_only { "processes in containers" } else { "every process" };
+                    println!("  scope:         {scope}");
                     println!("  tags:          {}", m.tags.join(", "));
                     println!("  imports:");
                     for (name, status) in &imports {

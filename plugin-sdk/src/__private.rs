@@ -32,6 +32,8 @@ pub trait Rule: 'static {
     const VERSION: &'static str;
     const DESCRIPTION: &'static str;
     const SUBSCRIPTIONS: &'static [EventKind];
+    /// Only events that carry a container (and `events-lost`).
+    const CONTAINERS_ONLY: bool = false;
     const TAGS: &'static [&'static str];
     fn handle(state: &mut Self::State, event: &crate::Event<'_>, out: &mut Vec<Alert>);
 }
@@ -55,6 +57,8 @@ struct MetadataJson<'a> {
     version: &'a str,
     description: &'a str,
     subscriptions: Vec<&'static str>,
+    #[serde(rename = "containers-only")]
+    containers_only: bool,
     tags: &'a [&'a str],
 }
 
@@ -82,6 +86,7 @@ pub fn metadata<R: Rule>() -> String {
         version: R::VERSION,
         description: R::DESCRIPTION,
         subscriptions: R::SUBSCRIPTIONS.iter().map(|k| k.name()).collect(),
+        containers_only: R::CONTAINERS_ONLY,
         tags: R::TAGS,
     })
     .expect("metadata serializes")
@@ -105,6 +110,10 @@ pub fn on_batch<R: Rule>(batch: Vec<u8>) -> String {
     let mut out = Vec::new();
     with_state::<R, _>(|state| {
         for (i, event) in view.iter().enumerate() {
+            // The host already does this; a host older than the field does not.
+            if R::CONTAINERS_ONLY && event.container().is_none() && event.kind() != Some(EventKind::EventsLost) {
+                continue;
+            }
             R::handle(state, &event, &mut out);
             alerts.extend(out.drain(..).map(|a| (i as u32, a)));
         }

@@ -21,7 +21,8 @@
 //!   zero-copy views over the packed batch the daemon sends (from
 //!   `vigil-event`); their accessors decode only what the rule reads;
 //! - [`Alert`] and [`IntoAlerts`]: what a rule returns;
-//! - [`rule`]: the attribute (id, version, description, subscriptions, tags);
+//! - [`rule`]: the attribute (id, version, description, subscriptions, tags,
+//!   `containers_only`: no calls for the host's own processes);
 //! - [`State`]: state kept across events (and across hot reloads);
 //!
 //! The daemon adds the rule's `tags` to every alert it raises, and the

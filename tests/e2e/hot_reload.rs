@@ -23,7 +23,7 @@ fn swap_config(cache: &std::path::Path) -> Config {
 #[test]
 fn swaps_under_load_lose_and_duplicate_nothing() {
     const N: usize = 300_000;
-    let rules = rule_dir(&["echo", "shell-in-container"]);
+    let rules = rule_dir(&["echo", "crypto-miner"]);
     let outside = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
     let original = std::fs::read(rule_wasm("echo")).unwrap();
@@ -72,7 +72,7 @@ fn swaps_under_load_lose_and_duplicate_nothing() {
 
     let swaps = summary.dispatch.swaps.load(Ordering::Relaxed);
     assert!(swaps >= 2 + 3, "initial loads plus three replacements, got {swaps}");
-    let other = &summary.rules.iter().find(|(id, _)| id == "shell-in-container").unwrap().1;
+    let other = &summary.rules.iter().find(|(id, _)| id == "crypto-miner").unwrap().1;
     assert_eq!(other.events_in.load(Ordering::Relaxed), N as u64, "the other rule saw every event");
     assert_eq!(other.faults(), 0);
     // The final file is the v4 component: it is what runs now.

@@ -603,6 +603,7 @@ mod tests {
             version: "1".into(),
             description: String::new(),
             subscriptions: Default::default(),
+            containers_only: false,
             tags: vec![],
         };
         let r = c.rule_policy().resolve(&meta);
@@ -629,6 +630,7 @@ mod tests {
             version: String::new(),
             description: String::new(),
             subscriptions: Default::default(),
+            containers_only: false,
             tags: tags.iter().map(|t| t.to_string()).collect(),
         };
         let p = c.rule_policy();

@@ -2,8 +2,10 @@
 //! kind, in order, and turns what they return into output alerts.
 //!
 //! Per chunk of events (at most `batch_size`): each event a rule wants is
-//! packed once; rules with the same subscriptions share one assembled batch;
-//! each rule gets one call per chunk. Rule swaps (hot reload) are applied
+//! packed once; rules with the same subscriptions and scope share one
+//! assembled batch; each rule gets one call per chunk it has events in. A
+//! rule scoped to containers is not called for the host's own processes:
+//! on a host whose load is its own processes, most calls are saved. Rule swaps (hot reload) are applied
 //! between chunks, so every event is seen by exactly one version of a rule.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -17,6 +19,7 @@ use vigil_event::{Event, EventKind, KindSet};
 
 use super::rule::{Fault, LoadedRule, RuleStats};
 use crate::sinks::alert::{Alert, AlertBuilder};
+use crate::sources::Interest;
 
 /// A change to the rule set, applied between batches.
 pub enum Control {
@@ -52,9 +55,18 @@ pub type RuleRegistry = Arc<Mutex<Vec<(String, Arc<RuleStats>)>>>;
 /// How many swap times [`DispatchStats::recent_swaps_ns`] keeps.
 pub const RECENT_SWAPS: usize = 32;
 
+/// Rules that get the same events.
 struct Group {
     kinds: KindSet,
+    containers_only: bool,
     members: Vec<usize>,
+}
+
+impl Group {
+    fn wants(&self, event: &Event) -> bool {
+        self.kinds.contains(event.kind)
+            && (!self.containers_only || event.container.is_some() || event.kind == EventKind::EventsLost)
+    }
 }
 
 pub struct Dispatcher {
@@ -67,9 +79,11 @@ pub struct Dispatcher {
     ranges: Vec<Range<usize>>,
     selected: Vec<usize>,
     batch: Vec<u8>,
-    /// Alerts of the current chunk with their event's index, put in event order.
-    pending: Vec<(usize, Alert)>,
-    /// The kinds any rule wants, for sources that can filter at the source.
+    /// Alerts of the current chunk with their event's index and their
+    /// rule's, put in event order, then rule order.
+    pending: Vec<(usize, usize, Alert)>,
+    /// The kinds any rule wants, for sources that can filter at the source
+    /// ([`Interest::NOTHING`] while no rule is loaded).
     interest: Arc<AtomicU16>,
     builder: AlertBuilder,
     pub stats: Arc<DispatchStats>,
@@ -89,7 +103,7 @@ impl Dispatcher {
             selected: Vec::new(),
             batch: Vec::with_capacity(64 << 10),
             pending: Vec::new(),
-            interest: Arc::new(AtomicU16::new(0)),
+            interest: Arc::new(AtomicU16::new(Interest::NOTHING)),
             builder,
             stats: Arc::new(DispatchStats::default()),
             registry: RuleRegistry::default(),
@@ -166,14 +180,15 @@ impl Dispatcher {
     fn regroup(&mut self) {
         self.groups.clear();
         for (i, rule) in self.rules.iter().enumerate() {
-            let kinds = rule.meta.subscriptions;
-            match self.groups.iter_mut().find(|g| g.kinds == kinds) {
+            let (kinds, containers_only) = (rule.meta.subscriptions, rule.meta.containers_only);
+            match self.groups.iter_mut().find(|g| g.kinds == kinds && g.containers_only == containers_only) {
                 Some(g) => g.members.push(i),
-                None => self.groups.push(Group { kinds, members: vec![i] }),
+                None => self.groups.push(Group { kinds, containers_only, members: vec![i] }),
             }
         }
         self.union = KindSet(self.groups.iter().fold(0, |m, g| m | g.kinds.0));
-        self.interest.store(self.union.0, Ordering::Relaxed);
+        let wanted = if self.union == KindSet::EMPTY { Interest::NOTHING } else { self.union.0 };
+        self.interest.store(wanted, Ordering::Relaxed);
         let ids = self.rules.iter().map(|r| (r.meta.id.clone(), r.stats.clone())).collect();
         *self.registry.lock().unwrap_or_else(|e| e.into_inner()) = ids;
     }
@@ -221,16 +236,17 @@ impl Dispatcher {
             self.stats.events_unrouted.fetch_add(unrouted, Ordering::Relaxed);
         }
         for g in 0..self.groups.len() {
-            let kinds = self.groups[g].kinds;
+            let group = &self.groups[g];
             self.selected.clear();
-            self.selected.extend(chunk.iter().enumerate().filter(|(_, e)| kinds.contains(e.kind)).map(|(i, _)| i));
+            self.selected.extend(chunk.iter().enumerate().filter(|(_, e)| group.wants(e)).map(|(i, _)| i));
             if self.selected.is_empty() {
                 continue;
             }
             let ranges = self.selected.iter().map(|&i| self.ranges[i].clone());
             assemble_batch(&self.records, ranges, &mut self.batch);
             for m in 0..self.groups[g].members.len() {
-                let rule = &mut self.rules[self.groups[g].members[m]];
+                let r = self.groups[g].members[m];
+                let rule = &mut self.rules[r];
                 match rule.on_batch(&self.batch, self.selected.len()) {
                     Ok(alerts) => {
                         for a in alerts {
@@ -238,7 +254,7 @@ impl Dispatcher {
                                 tracing::warn!(rule = %rule.meta.id, index = a.event_index, "alert names an event outside its batch; dropped");
                                 continue;
                             };
-                            self.pending.push((index, self.builder.build(&rule.meta, a, &chunk[index])));
+                            self.pending.push((index, r, self.builder.build(&rule.meta, a, &chunk[index])));
                         }
                     }
                     Err(Fault::Quarantined(_)) => {}
@@ -247,8 +263,32 @@ impl Dispatcher {
                 }
             }
         }
-        // Rules run group by group; output follows the events' order.
-        self.pending.sort_by_key(|(index, _)| *index);
-        out.extend(self.pending.drain(..).map(|(_, a)| a));
+        // Rules run group by group; output follows the events' order, and
+        // the rules' on one event.
+        self.pending.sort_by_key(|(index, rule, _)| (*index, *rule));
+        out.extend(self.pending.drain(..).map(|(_, _, a)| a));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vigil_event::Lost;
+
+    use super::*;
+
+    #[test]
+    fn a_group_scoped_to_containers_gets_container_events_and_losses_only() {
+        let exec = Event::new(EventKind::ProcessExec);
+        let in_container = Event { container: Some(Default::default()), ..Event::new(EventKind::ProcessExec) };
+        let lost = Event { lost: Some(Lost::default()), ..Event::new(EventKind::EventsLost) };
+        let kinds: KindSet = [EventKind::ProcessExec, EventKind::EventsLost].into_iter().collect();
+        let scoped = Group { kinds, containers_only: true, members: vec![] };
+        let every = Group { kinds, containers_only: false, members: vec![] };
+        assert!(!scoped.wants(&exec) && scoped.wants(&in_container) && scoped.wants(&lost));
+        assert!(every.wants(&exec) && every.wants(&in_container) && every.wants(&lost));
+        let exec_only =
+            Group { kinds: [EventKind::ProcessExec].into_iter().collect(), containers_only: true, members: vec![] };
+        assert!(!exec_only.wants(&lost), "subscriptions still decide first");
+        assert!(!exec_only.wants(&Event { container: Some(Default::default()), ..Event::new(EventKind::ProcessFork) }));
     }
 }

@@ -59,6 +59,9 @@ struct MetadataJson {
     #[serde(default)]
     description: String,
     subscriptions: Vec<String>,
+    /// Absent in rules built before it existed: they get every event.
+    #[serde(default, rename = "containers-only")]
+    containers_only: bool,
     #[serde(default)]
     tags: Vec<String>,
 }
@@ -116,6 +119,7 @@ pub fn parse_metadata(json: &str) -> Result<RuleMeta, String> {
         version: m.version,
         description: cut(m.description, MAX_VALUE),
         subscriptions,
+        containers_only: m.containers_only,
         tags: m.tags,
     })
 }
@@ -173,11 +177,15 @@ mod tests {
     fn metadata_is_validated() {
         let m = parse_metadata(r#"{"id":"a-b","version":"1","description":"d","subscriptions":["process-exec","events-lost"],"tags":["t"]}"#).unwrap();
         assert!(m.subscriptions.contains(EventKind::ProcessExec) && m.subscriptions.contains(EventKind::EventsLost));
+        assert!(!m.containers_only, "absent means every event");
+        let scoped = parse_metadata(r#"{"id":"a","subscriptions":["process-exec"],"containers-only":true}"#).unwrap();
+        assert!(scoped.containers_only);
         for bad in [
             r#"{"id":"A","subscriptions":["process-exec"]}"#,
             r#"{"id":"a","subscriptions":[]}"#,
             r#"{"id":"a","subscriptions":["syscall"]}"#,
             r#"{"id":"a"}"#,
+            r#"{"id":"a","subscriptions":["process-exec"],"containers-only":"yes"}"#,
             "not json",
         ] {
             assert!(parse_metadata(bad).is_err(), "{bad}");

@@ -27,6 +27,8 @@ pub struct RuleMeta {
     pub version: String,
     pub description: String,
     pub subscriptions: KindSet,
+    /// Only events that carry a container (and `events-lost`) are sent.
+    pub containers_only: bool,
     pub tags: Vec<String>,
 }
 

@@ -627,7 +627,10 @@ impl Decoder {
         match header.kind {
             rec::EXEC => {
                 let ev = ExecRecord::parse(bytes)?;
-                let process = self.exec(&ev);
+                let mut process = self.exec(&ev);
+                if self.interest.wants(EventKind::ProcessExec) {
+                    process.ancestry = self.tree.ancestry(ev.task.ppid, MAX_ANCESTRY);
+                }
                 Ok(self.event(EventKind::ProcessExec, time_ns, ev.task.cgroup_id, |e| e.process = Some(process)))
             }
             rec::FORK => {
@@ -736,7 +739,7 @@ impl Decoder {
         Some(event)
     }
 
-    /// The process of an exec record; updates the tree.
+    /// The process of an exec record (without its ancestry); updates the tree.
     fn exec(&mut self, ev: &ExecRecord) -> Process {
         let t = &ev.task;
         let mut process = task_process(t);
@@ -756,7 +759,6 @@ impl Decoder {
         }
         process.argv_truncated = ev.flags & EXEC_ARGS_TRUNCATED != 0;
         self.tree.exec(&process);
-        process.ancestry = self.tree.ancestry(t.ppid, MAX_ANCESTRY);
         process
     }
 }
@@ -917,6 +919,11 @@ mod tests {
         assert_eq!(kernel_mask(&interest, KernelFilter::Tree), 0b111 | cgroups | filter::FORK_BRIEF);
         assert_eq!(kernel_mask(&Interest::all(), KernelFilter::Rules), rec::ALL_MASK);
         assert_eq!(kernel_mask(&Interest::all(), KernelFilter::Tree), rec::ALL_MASK, "forks in full when unknown");
+        // No rule loaded: only what the tree and container resolution need.
+        let nothing = Interest(std::sync::Arc::new(std::sync::atomic::AtomicU16::new(Interest::NOTHING)));
+        assert_eq!(kernel_mask(&nothing, KernelFilter::Tree), 0b111 | cgroups | filter::FORK_BRIEF);
+        assert_eq!(kernel_mask(&nothing, KernelFilter::Rules), cgroups);
+        assert!(!nothing.wants(EventKind::ProcessExec) && !nothing.wants(EventKind::EventsLost));
     }
 
     fn fork_record(tgid: u32, ppid: u32, flags: u32) -> Vec<u8> {

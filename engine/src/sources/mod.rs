@@ -69,6 +69,10 @@ impl Stop {
 pub struct Interest(pub Arc<AtomicU16>);
 
 impl Interest {
+    /// No rule is loaded: nothing is wanted (a source still keeps its own
+    /// state, e.g. the process tree, current). Distinct from 0, "unknown".
+    pub const NOTHING: u16 = 1 << 15;
+
     pub fn all() -> Self {
         Interest(Arc::new(AtomicU16::new(0)))
     }

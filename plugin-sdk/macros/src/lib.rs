@@ -31,6 +31,7 @@ struct RuleArgs {
     description: Option<LitStr>,
     subscribe: Option<ExprArray>,
     tags: Option<ExprArray>,
+    containers_only: Option<syn::LitBool>,
 }
 
 impl RuleArgs {
@@ -42,10 +43,11 @@ impl RuleArgs {
             "description" => self.description = Some(meta.value()?.parse()?),
             "subscribe" => self.subscribe = Some(meta.value()?.parse()?),
             "tags" => self.tags = Some(meta.value()?.parse()?),
+            "containers_only" => self.containers_only = Some(meta.value()?.parse()?),
             _ => {
-                return Err(
-                    meta.error("unknown rule argument; expected one of: id, version, description, subscribe, tags")
-                );
+                return Err(meta.error(
+                    "unknown rule argument; expected one of: id, version, description, subscribe, tags, containers_only",
+                ));
             }
         }
         Ok(())
@@ -172,6 +174,7 @@ fn expand(args: RuleArgs, func: ItemFn) -> syn::Result<TokenStream2> {
     });
     let kinds: Vec<TokenStream2> = kinds.collect::<syn::Result<_>>()?;
     let tags: Vec<&Expr> = args.tags.as_ref().map(|t| t.elems.iter().collect()).unwrap_or_default();
+    let containers_only = args.containers_only.is_some_and(|b| b.value);
 
     // The user's function stays as written; a private alias is called so the
     // generated code does not depend on the function's visibility.
@@ -191,6 +194,7 @@ fn expand(args: RuleArgs, func: ItemFn) -> syn::Result<TokenStream2> {
                 const DESCRIPTION: &'static str = #description;
                 const SUBSCRIPTIONS: &'static [::vigil_sdk::EventKind] = &[#(#kinds),*];
                 const TAGS: &'static [&'static str] = &[#(#tags),*];
+                const CONTAINERS_ONLY: bool = #containers_only;
                 #[inline]
                 #[allow(unused_variables)]
                 fn handle(

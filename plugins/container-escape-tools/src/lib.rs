@@ -16,6 +16,7 @@ const HOST_DISKS: &[&str] = &["/dev/sd", "/dev/vd", "/dev/xvd", "/dev/nvme"];
 #[rule(
     id = "container-escape-tools",
     subscribe = [ProcessExec],
+    containers_only = true,
     tags = ["container", "mitre_privilege_escalation", "T1611"]
 )]
 pub fn detect(event: &Event) -> Option<Alert> {

@@ -100,6 +100,7 @@ impl Bursts {
 #[rule(
     id = "discovery-burst",
     subscribe = [ProcessExec, ContainerDelete],
+    containers_only = true,
     tags = ["container", "mitre_discovery", "T1082", "T1033", "T1016"]
 )]
 pub fn detect(state: &mut Bursts, event: &Event) -> Option<Alert> {

@@ -13,6 +13,7 @@ use vigil_sdk::strip_version;
 #[rule(
     id = "package-manager-in-container",
     subscribe = [ProcessExec],
+    containers_only = true,
     tags = ["container", "mitre_persistence", "T1505"]
 )]
 pub fn detect(event: &Event) -> Option<Alert> {

@@ -33,6 +33,7 @@ const SECRETS: &[&str] = &[
 #[rule(
     id = "sensitive-file-recon",
     subscribe = [ProcessExec],
+    containers_only = true,
     tags = ["container", "mitre_credential_access", "T1552.001"]
 )]
 pub fn detect(event: &Event) -> Option<Alert> {

@@ -13,6 +13,7 @@ const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ash", "ksh", "csh", "tcs
 #[rule(
     id = "shell-in-container",
     subscribe = [ProcessExec],
+    containers_only = true,
     tags = ["container", "shell", "mitre_execution", "T1059.004"]
 )]
 pub fn detect(event: &Event) -> Option<Alert> {
