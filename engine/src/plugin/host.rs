@@ -5,7 +5,7 @@
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -14,6 +14,7 @@ use wasmtime::{Config, Engine, OptLevel};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::PluginError;
+use super::epoch::EpochTicker;
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -170,7 +171,7 @@ pub struct PluginHost {
     linker_wasi: Linker<HostState>,
     cache_dir: Option<PathBuf>,
     epoch_tick: Duration,
-    ticker_stop: Arc<AtomicBool>,
+    ticker: Arc<EpochTicker>,
 }
 
 impl PluginHost {
@@ -205,27 +206,19 @@ impl PluginHost {
             None => None,
         };
 
-        let ticker_stop = Arc::new(AtomicBool::new(false));
         let tick = settings.epoch_tick.max(Duration::from_micros(100));
-        {
-            let engine = engine.clone();
-            let stop = ticker_stop.clone();
-            std::thread::Builder::new()
-                .name("vigil-epoch".into())
-                .spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(tick);
-                        engine.increment_epoch();
-                    }
-                })
-                .map_err(|e| PluginError::Engine(wasmtime::Error::from(e)))?;
-        }
-
-        Ok(PluginHost { engine, linker, linker_wasi, cache_dir, epoch_tick: tick, ticker_stop })
+        let ticker =
+            EpochTicker::start(engine.clone(), tick).map_err(|e| PluginError::Engine(wasmtime::Error::from(e)))?;
+        Ok(PluginHost { engine, linker, linker_wasi, cache_dir, epoch_tick: tick, ticker: Arc::new(ticker) })
     }
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The epoch ticker every call into a rule arms.
+    pub fn ticker(&self) -> &Arc<EpochTicker> {
+        &self.ticker
     }
 
     /// Epoch ticks that cover `d` (at least 1, plus one for the tick in progress).
@@ -307,12 +300,6 @@ impl PluginHost {
         }
         let pre = linker.instantiate_pre(component).map_err(PluginError::Link)?;
         RulePre::new(pre).map_err(PluginError::Link)
-    }
-}
-
-impl Drop for PluginHost {
-    fn drop(&mut self) {
-        self.ticker_stop.store(true, Ordering::Relaxed);
     }
 }
 

@@ -16,6 +16,7 @@ use wasmtime::Store;
 use wasmtime_wasi::WasiCtx;
 
 use super::PluginError;
+use super::epoch::EpochTicker;
 use super::host::{HostState, PluginHost, Rule, RulePre};
 use super::returned::{RuleAlert, parse_alerts, parse_metadata};
 use crate::config::{RuleSettings, WasiGrant};
@@ -111,6 +112,7 @@ pub struct LoadedRule {
     wasi: Option<WasiGrant>,
     pre: RulePre<HostState>,
     engine: wasmtime::Engine,
+    ticker: Arc<EpochTicker>,
     call_ticks: u64,
     init_ticks: u64,
     live: Option<Live>,
@@ -143,9 +145,12 @@ impl LoadedRule {
         // Ask the rule who it is, in a throwaway instance with default limits.
         let probe_id: Arc<str> = Arc::from(path.display().to_string());
         let mut store = new_store(host.engine(), probe_id, 64 << 20, WasiCtx::builder().build());
-        store.set_epoch_deadline(host.ticks_for(Duration::from_secs(1)));
-        let rule = pre.instantiate(&mut store).map_err(PluginError::Instantiate)?;
-        let json = rule.vigil_rules_detector().call_metadata(&mut store).map_err(PluginError::Instantiate)?;
+        let json = {
+            let _armed = host.ticker().arm();
+            store.set_epoch_deadline(host.ticks_for(Duration::from_secs(1)));
+            let rule = pre.instantiate(&mut store).map_err(PluginError::Instantiate)?;
+            rule.vigil_rules_detector().call_metadata(&mut store).map_err(PluginError::Instantiate)?
+        };
         let meta = parse_metadata(&json).map_err(PluginError::BadMetadata)?;
 
         let resolved = settings(&meta);
@@ -167,6 +172,7 @@ impl LoadedRule {
             wasi: resolved.settings.wasi.clone(),
             pre,
             engine: host.engine().clone(),
+            ticker: host.ticker().clone(),
             live: None,
             health: Health::default(),
         };
@@ -187,6 +193,7 @@ impl LoadedRule {
             None => WasiCtx::builder().build(),
         };
         let mut store = new_store(&self.engine, self.id.clone(), self.limits.memory, wasi);
+        let _armed = self.ticker.arm();
         store.set_epoch_deadline(self.init_ticks);
         let rule = match self.pre.instantiate(&mut store) {
             Ok(r) => r,
@@ -241,8 +248,10 @@ impl LoadedRule {
             return Err(fault);
         }
         let live = self.live.as_mut().expect("instantiated above");
+        let armed = self.ticker.arm();
         live.store.set_epoch_deadline(self.call_ticks);
         let result = live.rule.vigil_rules_detector().call_on_batch(&mut live.store, batch);
+        drop(armed);
         self.stats.time_ns.fetch_add(now.elapsed().as_nanos() as u64, Ordering::Relaxed);
         self.stats.events_in.fetch_add(events as u64, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
@@ -305,8 +314,11 @@ impl LoadedRule {
     /// The rule's state, for its successor. Errors are logged; `None` then.
     pub fn snapshot(&mut self) -> Option<Vec<u8>> {
         let live = self.live.as_mut()?;
+        let armed = self.ticker.arm();
         live.store.set_epoch_deadline(self.init_ticks);
-        match live.rule.vigil_rules_detector().call_snapshot(&mut live.store) {
+        let result = live.rule.vigil_rules_detector().call_snapshot(&mut live.store);
+        drop(armed);
+        match result {
             Ok(state) => state,
             Err(e) => {
                 tracing::warn!(rule = %self.id, error = %e, "snapshot failed; the new version starts fresh");
@@ -322,8 +334,11 @@ impl LoadedRule {
         let Some(live) = self.live.as_mut() else {
             return;
         };
+        let armed = self.ticker.arm();
         live.store.set_epoch_deadline(self.init_ticks);
-        match live.rule.vigil_rules_detector().call_restore(&mut live.store, state) {
+        let result = live.rule.vigil_rules_detector().call_restore(&mut live.store, state);
+        drop(armed);
+        match result {
             Ok(Ok(())) => tracing::debug!(rule = %self.id, bytes = state.len(), "state restored"),
             Ok(Err(msg)) => {
                 tracing::warn!(rule = %self.id, error = %msg, "new version refused the old state; starting fresh")
