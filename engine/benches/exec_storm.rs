@@ -247,7 +247,7 @@ fn rules_share(noop: &Path, total: usize, n: usize, dir: &Path) {
     }
     std::fs::copy(bundled.join("crypto-miner.wasm"), one.join("crypto-miner.wasm")).expect("target/rules built");
     let rivals = [
-        ("vigil run (9 bundled rules, 8 on every exec)", Tracer::VigilRun, None),
+        ("vigil run (9 bundled rules: 3 called for a host exec, 8 for a container's)", Tracer::VigilRun, None),
         ("vigil run with 1 rule", Tracer::VigilRunRules(&one), None),
         ("vigil run with no rule", Tracer::VigilRunRules(&none), None),
     ];

@@ -327,7 +327,7 @@ impl Pipeline {
             dispatcher.apply(c);
         }
         if dispatcher.rules().is_empty() {
-            tracing::warn!(dir = %self.rules_dir.display(), failed = report.failed.len(), "no rules loaded: events will be read but nothing can alert");
+            tracing::warn!(dir = %self.rules_dir.display(), failed = report.failed.len(), "no rules loaded: nothing can alert, and the sources build no process events until a rule is added");
         }
         tracing::info!(
             rules = dispatcher.rules().len(),

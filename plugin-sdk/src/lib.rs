@@ -6,7 +6,7 @@
 //! use vigil_sdk::prelude::*;
 //!
 //! /// A shell started inside a container.
-//! #[rule(subscribe = [ProcessExec], tags = ["container", "shell", "T1059"])]
+//! #[rule(subscribe = [ProcessExec], containers_only = true, tags = ["container", "shell", "T1059"])]
 //! fn shell_in_container(event: &Event) -> Option<Alert> {
 //!     let process = event.process()?;
 //!     let container = event.container()?;

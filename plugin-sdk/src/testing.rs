@@ -1,7 +1,9 @@
 //! Test a rule in its own `cargo test`: build events (or load a replay file
-//! of JSON lines), run the rule function over them exactly as the daemon
-//! would (the events are packed into a batch and read through the same
-//! views), and look at the alerts.
+//! of JSON lines), run the rule function over them as the daemon would (the
+//! events are packed into a batch and read through the same views), and
+//! look at the alerts. Every event given is passed to the function: a rule
+//! declared `containers_only` is never called by the daemon for an event
+//! without a container, so test those cases only if the function checks.
 //!
 //! ```ignore
 //! use vigil_sdk::testing::{exec, run};

@@ -1,6 +1,8 @@
 //! A rule scoped to containers (`containers_only = true`) is called only for
-//! events that carry a container (and `events-lost`); a rule without the
-//! scope, in the same run, gets every event of its kinds.
+//! events that carry a container; a rule without the scope, in the same run,
+//! gets every event of its kinds. (That `events-lost` still reaches a scoped
+//! rule is the dispatcher's unit test: no bundled rule is scoped and
+//! subscribes to it.)
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

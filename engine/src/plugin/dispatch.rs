@@ -1,5 +1,6 @@
 //! The dispatcher: hands every event to the rules that subscribe to its
-//! kind, in order, and turns what they return into output alerts.
+//! kind (and, for rules scoped to containers, carry a container), in order,
+//! and turns what they return into output alerts.
 //!
 //! Per chunk of events (at most `batch_size`): each event a rule wants is
 //! packed once; rules with the same subscriptions and scope share one
@@ -225,7 +226,7 @@ impl Dispatcher {
         let mut unrouted = 0;
         for e in chunk {
             let start = self.records.len();
-            if self.union.contains(e.kind) {
+            if self.union.contains(e.kind) && self.groups.iter().any(|g| g.wants(e)) {
                 encode_event(e, &mut self.records);
             } else {
                 unrouted += 1;

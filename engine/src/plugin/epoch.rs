@@ -37,6 +37,7 @@ pub struct EpochTicker {
 }
 
 /// Keeps the ticker running while a rule's code runs.
+#[must_use = "the ticker may park while the call runs: hold the guard until the call returns"]
 pub struct Armed<'a>(&'a Shared);
 
 impl Drop for Armed<'_> {
@@ -63,7 +64,7 @@ impl EpochTicker {
                     // this store is seen here; one after it sees `parked`
                     // and unparks (a token that makes park return at once).
                     s.parked.store(true, SeqCst);
-                    if s.active.load(SeqCst) == 0 && !s.entered.load(SeqCst) && !s.stop.load(SeqCst) {
+                    if s.active.load(SeqCst) == 0 && !s.stop.load(SeqCst) {
                         tracing::trace!("epoch ticker parked: no rule call for a while");
                         std::thread::park();
                     }
@@ -76,6 +77,7 @@ impl EpochTicker {
     }
 
     /// Marks a call into a rule as in progress until the guard drops.
+    #[must_use = "the ticker may park while the call runs: hold the guard until the call returns"]
     pub fn arm(&self) -> Armed<'_> {
         let s = &*self.shared;
         s.active.fetch_add(1, SeqCst);

@@ -628,10 +628,16 @@ impl Decoder {
             rec::EXEC => {
                 let ev = ExecRecord::parse(bytes)?;
                 let mut process = self.exec(&ev);
-                if self.interest.wants(EventKind::ProcessExec) {
-                    process.ancestry = self.tree.ancestry(ev.task.ppid, MAX_ANCESTRY);
+                // Read once: a rule loaded between two reads must not get
+                // an exec without its ancestry.
+                if !self.interest.wants(EventKind::ProcessExec) {
+                    return Ok(None);
                 }
-                Ok(self.event(EventKind::ProcessExec, time_ns, ev.task.cgroup_id, |e| e.process = Some(process)))
+                process.ancestry = self.tree.ancestry(ev.task.ppid, MAX_ANCESTRY);
+                Ok(self.contextualize(
+                    ev.task.cgroup_id,
+                    Event { time_ns, process: Some(process), ..Event::new(EventKind::ProcessExec) },
+                ))
             }
             rec::FORK => {
                 let ev: ForkEvent = read(bytes)?;

@@ -68,6 +68,9 @@ impl Stop {
 #[derive(Clone, Default)]
 pub struct Interest(pub Arc<AtomicU16>);
 
+// Interest::NOTHING's bit is no kind's.
+const _: () = assert!(EventKind::ALL.len() < 15);
+
 impl Interest {
     /// No rule is loaded: nothing is wanted (a source still keeps its own
     /// state, e.g. the process tree, current). Distinct from 0, "unknown".
