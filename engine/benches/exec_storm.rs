@@ -3,7 +3,7 @@
 //! bpftrace; `scripts/bench-ebpf.sh` installs what is missing and runs it:
 //!
 //!     cargo bench -p vigil-engine --bench exec_storm [-- --quick] [--rounds N]
-//!         [--only table,h2h,pairs,latency,rules,costs,load,tree] [--pair-rounds N]
+//!         [--only table,h2h,pairs,latency,rules,costs,load,tree,idle] [--pair-rounds N]
 //!         [--rule-rounds N] [--shapes spawn,fork] [--alt-slice DURATION]
 //!
 //! The storm: 4 workers fork+exec a tiny static binary, each exec with a
@@ -30,8 +30,9 @@
 //! `--rule-rounds`, 15) paired rounds of bpftrace against `vigil run` with
 //! the bundled rules, one rule and none: the rules' share. Then (`costs`)
 //! the kernel time per program run of bpftrace's program and Vigil's. Then the
-//! time to load and attach (`load`), and the process tree's size around a
-//! long fork/exit storm (`tree`).
+//! time to load and attach (`load`), the process tree's size around a
+//! long fork/exit storm (`tree`), and what the daemon costs on an idle host
+//! (`idle`).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -110,6 +111,73 @@ fn main() {
     if wants("tree") {
         tree_under_fork_storm(if quick { 10_000 } else { 50_000 });
     }
+    if wants("idle") {
+        idle(if quick { 5 } else { 20 });
+    }
+}
+
+/// What `vigil run --source ebpf` with the bundled rules costs on a host
+/// doing (almost) nothing: CPU and wake-ups per thread over `secs` seconds,
+/// from /proc, once it has been running for 3 s.
+fn idle(secs: u64) {
+    let vigil = env!("CARGO_BIN_EXE_vigil");
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/rules");
+    let mut cmd = Command::new(vigil);
+    cmd.args(["run", "--source", "ebpf", "--rules"]).arg(&rules);
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped()).env("RUST_LOG", "info");
+    let mut child = Killed(cmd.spawn().expect("start vigil run"));
+    let pid = child.0.id();
+    let stderr = child.0.stderr.take().unwrap();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("pipeline running") {
+                let _ = ready_tx.send(());
+            }
+        }
+    });
+    ready_rx.recv_timeout(Duration::from_secs(30)).expect("vigil run ready");
+    std::thread::sleep(Duration::from_secs(3));
+    // (name, CPU ticks, context switches) per thread.
+    let threads = || -> Vec<(String, u64, u64)> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+            let dir = entry.path();
+            let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default().trim().to_string();
+            let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+            let f: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+            let ticks = f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+                + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+            let switches: u64 = status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum();
+            out.push((name, ticks, switches));
+        }
+        out.sort();
+        out
+    };
+    let before = threads();
+    std::thread::sleep(Duration::from_secs(secs));
+    let after = threads();
+    drop(child);
+    // SAFETY: no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let (mut cpu, mut wakeups) = (0.0, 0.0);
+    let mut each = Vec::new();
+    for (name, t1, c1) in &after {
+        let Some((_, t0, c0)) = before.iter().find(|(n, _, _)| n == name) else { continue };
+        let (c, w) = ((t1 - t0) as f64 / hz / secs as f64 * 100.0, (c1 - c0) as f64 / secs as f64);
+        cpu += c;
+        wakeups += w;
+        each.push(format!("{name} {c:.2}% {w:.0}/s"));
+    }
+    println!(
+        "idle, vigil run with the bundled rules, {secs} s: {cpu:.2}% of a core, {wakeups:.0} context switches/s ({})",
+        each.join(", ")
+    );
 }
 
 /// No tracer, bpftrace, then each `wakeup_delay` (spawn storm).

@@ -239,7 +239,8 @@ pub struct DispatchConfig {
     pub quarantine_initial: Duration,
     #[serde(with = "humantime_serde")]
     pub quarantine_max: Duration,
-    /// Granularity of call deadlines.
+    /// Granularity of call deadlines (the ticker runs while rules are being
+    /// called, and parks after 200 ms without a call).
     #[serde(with = "humantime_serde")]
     pub epoch_tick: Duration,
     /// The time slice the thread that dispatches (the eBPF source's reader
