@@ -44,12 +44,15 @@ use std::time::{Duration, Instant};
 use vigil_engine::config::EbpfConfig;
 use vigil_engine::event::EventKind;
 use vigil_engine::pipeline::{spawn_source, spawn_source_inline};
+use vigil_engine::sched::Priority;
 use vigil_engine::sources::ebpf::EbpfSource;
 use vigil_engine::sources::{Interest, Stop};
 
 const WORKERS: usize = 4;
-/// The default `dispatch.thread_slice`.
-const SLICE: Duration = Duration::from_micros(100);
+/// The default `dispatch.thread_slice` and `dispatch.thread_nice`.
+fn default_priority() -> Priority {
+    vigil_engine::config::DispatchConfig::default().priority()
+}
 
 fn main() {
     // SAFETY: no preconditions.
@@ -207,7 +210,7 @@ fn table(noop: &Path, total: usize, latency_rate: usize, dir: &Path) {
         let per_10k = run.cpu_s / run.wall_s * 100.0 * 10_000.0 / run.rate;
         let wakeup_delay = humantime::parse_duration(delay).unwrap();
         let config = EbpfConfig { wakeup_delay, ..Default::default() };
-        let lat = latency(noop, latency_rate, config, Consumed::Inline(SLICE)).summary();
+        let lat = latency(noop, latency_rate, config, Consumed::Inline(default_priority())).summary();
         println!(
             "| {delay} | {:.1}% | {}/{total} | {:.2} | {:.1}% | {per_10k:.1}% of a core | {lat} |",
             events.slowdown * 100.0,
@@ -285,8 +288,8 @@ fn dispatch_thread_config(dir: &Path) -> PathBuf {
 }
 
 /// Many short rounds of bpftrace against `vigil run` (defaults, with
-/// `source.ebpf.inline_dispatch = false`, and with `dispatch.thread_slice`
-/// = `--alt-slice`, 0s by default), each round against its own baseline, the order of
+/// `source.ebpf.inline_dispatch = false`, with `dispatch.thread_slice`
+/// = `--alt-slice`, 0s by default, and with `dispatch.thread_nice = 0`), each round against its own baseline, the order of
 /// the tracers rotating from round to round: single phases on this shared
 /// machine swing by 10 points and more, so the verdict is read from the
 /// paired differences (vigil minus bpftrace in the same round).
@@ -295,10 +298,13 @@ fn pairs(noop: &Path, shape: Shape, total: usize, n: usize, dir: &Path, alt_slic
     let other_slice = dir.join("vigil-other-slice.toml");
     std::fs::write(&other_slice, format!("[dispatch]\nthread_slice = \"{alt_slice}\"\n")).unwrap();
     let other_label = format!("vigil run with dispatch.thread_slice = {alt_slice}");
+    let nice0 = dir.join("vigil-nice0.toml");
+    std::fs::write(&nice0, "[dispatch]\nthread_nice = 0\n").unwrap();
     let rivals = [
         ("vigil run", Tracer::VigilRun, None),
         ("vigil run with source.ebpf.inline_dispatch = false", Tracer::VigilRun, Some(threaded.as_path())),
         (other_label.as_str(), Tracer::VigilRun, Some(other_slice.as_path())),
+        ("vigil run with dispatch.thread_nice = 0", Tracer::VigilRun, Some(nice0.as_path())),
     ];
     paired_against_bpftrace("pairs", noop, shape, total, n, &rivals);
 }
@@ -687,20 +693,26 @@ fn load_attach_times() {
 }
 
 /// Latency with events consumed on the reader's thread (inline dispatch,
-/// the default, the reader taking the short slice, or not), on a consumer thread
-/// with the short slice (`inline_dispatch = false`), and on a consumer
-/// thread with the kernel's default slice, alternating.
+/// the default: the reader at nice -5 taking the short slice; with the
+/// `--alt-slice`; at nice 0), on a consumer thread with the default priority
+/// (`inline_dispatch = false`), and on a consumer thread with the kernel's
+/// defaults, alternating.
 fn latency_slices(noop: &Path, rate: usize, n: usize, alt: Duration) {
+    let default = default_priority();
     let alt_label = if alt.is_zero() {
-        "inline with the kernel's default slice".to_string()
+        "inline with the kernel's default slice, nice -5".to_string()
     } else {
-        format!("inline with a {} µs slice", alt.as_micros())
+        format!("inline with a {} µs slice, nice -5", alt.as_micros())
     };
     let variants = [
-        ("inline on the reader's thread with a 100 µs slice (the default)", Consumed::Inline(SLICE)),
-        (alt_label.as_str(), Consumed::Inline(alt)),
-        ("a consumer thread with a 100 µs slice", Consumed::Thread(SLICE)),
-        ("a consumer thread with the kernel's default slice", Consumed::Thread(Duration::ZERO)),
+        ("inline on the reader's thread with a 100 µs slice at nice -5 (the default)", Consumed::Inline(default)),
+        (alt_label.as_str(), Consumed::Inline(Priority { slice: alt, ..default })),
+        ("inline, 100 µs slice, nice 0", Consumed::Inline(Priority { nice: 0, ..default })),
+        ("a consumer thread with a 100 µs slice at nice -5", Consumed::Thread(default)),
+        (
+            "a consumer thread with the kernel's default slice, nice 0",
+            Consumed::Thread(Priority { nice: 0, slice: Duration::ZERO }),
+        ),
     ];
     let mut runs: Vec<Vec<Latency>> = variants.iter().map(|_| Vec::new()).collect();
     for _ in 0..n {
@@ -736,10 +748,10 @@ impl Latency {
 /// Where the latency is read, standing for the daemon's dispatch.
 #[derive(Clone, Copy)]
 enum Consumed {
-    /// On the source's own thread, which asks for this slice (inline dispatch).
-    Inline(Duration),
-    /// On a thread of its own that asks for this slice.
-    Thread(Duration),
+    /// On the source's own thread, which asks for this priority (inline dispatch).
+    Inline(Priority),
+    /// On a thread of its own that asks for this priority.
+    Thread(Priority),
 }
 
 /// The storm's exec latencies in `batch`, in ns, as of now.
@@ -760,19 +772,19 @@ fn latency(noop: &Path, rate: usize, config: EbpfConfig, consumed: Consumed) -> 
     let needle = noop.to_string_lossy().into_owned();
     let lat = Arc::new(std::sync::Mutex::new(Vec::new()));
     let (running, collector) = match consumed {
-        Consumed::Inline(slice) => {
+        Consumed::Inline(priority) => {
             let into = lat.clone();
             let consumer: vigil_engine::sources::Consumer = Box::new(move |batch| {
                 exec_latencies(&batch, &needle, &mut into.lock().unwrap());
                 Ok(())
             });
-            (spawn_source_inline(Box::new(source), consumer, slice, stop.clone(), Interest::all()).unwrap(), None)
+            (spawn_source_inline(Box::new(source), consumer, priority, stop.clone(), Interest::all()).unwrap(), None)
         }
-        Consumed::Thread(slice) => {
+        Consumed::Thread(priority) => {
             let running = spawn_source(Box::new(source), 4096, stop.clone(), Interest::all()).unwrap();
             let (events, into) = (running.events.clone(), lat.clone());
             let collector = std::thread::spawn(move || {
-                vigil_engine::sched::use_slice("latency collector", slice);
+                vigil_engine::sched::use_priority("latency collector", priority);
                 while let Ok(batch) = events.recv() {
                     exec_latencies(&batch, &needle, &mut into.lock().unwrap());
                 }

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, select};
 use vigil_event::Event;
@@ -133,23 +133,22 @@ pub fn spawn_source(
 }
 
 /// Starts `source` on its own thread, which hands each batch to `consumer`
-/// itself and asks the kernel for the time slice `slice` (see
-/// [`crate::sched`]; zero keeps the default). Returns once the slice is
-/// set. `events` carries no batch: it closes when the source has finished.
+/// itself and asks the kernel for `priority` (nice value and time slice,
+/// see [`crate::sched`]). Returns once they are set. `events` carries no batch: it closes when the source has finished.
 pub fn spawn_source_inline(
     source: Box<dyn Source>,
     consumer: Consumer,
-    slice: Duration,
+    priority: crate::sched::Priority,
     stop: Stop,
     interest: Interest,
 ) -> Result<RunningSource, PipelineError> {
-    start_source(source, 1, Some((consumer, slice)), stop, interest)
+    start_source(source, 1, Some((consumer, priority)), stop, interest)
 }
 
 fn start_source(
     source: Box<dyn Source>,
     capacity: usize,
-    inline: Option<(Consumer, Duration)>,
+    inline: Option<(Consumer, crate::sched::Priority)>,
     stop: Stop,
     interest: Interest,
 ) -> Result<RunningSource, PipelineError> {
@@ -167,8 +166,8 @@ fn start_source(
         .spawn(move || {
             // Inline, `tx` only says, by closing, that the source is done.
             let (out, _open) = match inline {
-                Some((consumer, slice)) => {
-                    crate::sched::use_slice("dispatch", slice);
+                Some((consumer, priority)) => {
+                    crate::sched::use_priority("dispatch", priority);
                     (EventSender::direct(consumer, name), Some(tx))
                 }
                 None => (EventSender::new(tx, name).with_spent(spent_rx), None),
@@ -363,16 +362,16 @@ impl Pipeline {
             to_sinks: Some(alert_tx),
             stop: self.stop.clone(),
         }));
-        let slice = self.config.dispatch.thread_slice;
+        let priority = self.config.dispatch.priority();
         let inline = source.dispatches_inline();
         let RunningSource { events: events_rx, spent, thread: source_thread } = if inline {
             let shared = dispatching.clone();
             let consumer: Consumer = Box::new(move |mut batch| lock(&shared).dispatch(&mut batch));
-            spawn_source_inline(source, consumer, slice, self.stop.clone(), interest)?
+            spawn_source_inline(source, consumer, priority, self.stop.clone(), interest)?
         } else {
             let running = spawn_source(source, self.config.source.channel_batches, self.stop.clone(), interest)?;
             // Only now, once the other threads are started: they would inherit it.
-            crate::sched::use_slice("dispatch", slice);
+            crate::sched::use_priority("dispatch", priority);
             running
         };
         tracing::info!(took_ms = started.elapsed().as_millis() as u64, inline, "pipeline running");

@@ -66,6 +66,32 @@ pub fn request_slice(slice: Duration) -> io::Result<()> {
     Ok(())
 }
 
+/// How the thread that dispatches asks to be scheduled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Priority {
+    /// Its nice value (0: the default; lower runs sooner when woken).
+    pub nice: i32,
+    /// Its time slice ([`request_slice`]; zero keeps the kernel's).
+    pub slice: Duration,
+}
+
+/// Gives the calling thread `priority`: its nice value first, then the
+/// slice (which keeps the nice value). A refusal (no `CAP_SYS_NICE` for a
+/// negative nice, a kernel without custom slices) only costs latency: it is
+/// logged, not an error. Threads started afterwards inherit both.
+pub fn use_priority(thread: &str, priority: Priority) {
+    if priority.nice != 0 {
+        // SAFETY: no memory arguments; who 0 is the calling thread.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, priority.nice) } != 0 {
+            tracing::warn!(
+                thread, nice = priority.nice, error = %io::Error::last_os_error(),
+                "cannot set the thread's nice value (CAP_SYS_NICE?); latency under load may be higher"
+            );
+        }
+    }
+    use_slice(thread, priority.slice);
+}
+
 /// [`request_slice`] for the thread named `thread`: a kernel that refuses
 /// only costs latency, so that is logged, not an error.
 pub fn use_slice(thread: &str, slice: Duration) {
@@ -100,6 +126,24 @@ mod tests {
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
         let mut parts = release.trim().split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
         (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
+    }
+
+    #[test]
+    fn a_thread_gets_its_nice_value_and_keeps_it_with_a_slice() {
+        std::thread::spawn(|| {
+            // SAFETY: no memory arguments.
+            let before = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+            // Raising nice needs no privilege; lowering it does (root in CI).
+            let nice = before + 1;
+            use_priority("test", Priority { nice, slice: Duration::from_micros(200) });
+            // SAFETY: as above.
+            assert_eq!(unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }, nice);
+            if kernel_at_least(6, 12) {
+                assert_eq!(current_slice().unwrap(), Duration::from_micros(200));
+            }
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

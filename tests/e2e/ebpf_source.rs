@@ -44,8 +44,8 @@ fn start_inline(config: EbpfConfig) -> Running {
     let stop = Stop::new();
     let (tx, events) = crossbeam_channel::unbounded();
     let consumer: Consumer = Box::new(move |batch| tx.send(batch).map_err(|_| Closed));
-    let slice = vigil_engine::config::DispatchConfig::default().thread_slice;
-    let running = spawn_source_inline(Box::new(source), consumer, slice, stop.clone(), Interest::all()).unwrap();
+    let priority = vigil_engine::config::DispatchConfig::default().priority();
+    let running = spawn_source_inline(Box::new(source), consumer, priority, stop.clone(), Interest::all()).unwrap();
     Running { source: RunningSource { events, spent: running.spent, thread: running.thread }, stop, stats }
 }
 
@@ -405,10 +405,23 @@ fn thread_slices(pid: u32) -> Vec<(u32, String, u64)> {
 }
 
 /// The thread that dispatches (with inline dispatch, the default, the
-/// eBPF source's reader `vigil-src-ebpf`) runs with the slice it
-/// asks for, and no other thread has it, on kernels that have custom
-/// slices (6.12+).
-fn assert_short_slice_only_on(pid: u32, is_dispatcher: impl Fn(u32, &str) -> bool) {
+/// eBPF source's reader `vigil-src-ebpf`) runs at the nice value it asks
+/// for, and with its slice on kernels that have custom slices (6.12+); no
+/// other thread has either.
+fn assert_dispatch_priority_only_on(pid: u32, is_dispatcher: impl Fn(u32, &str) -> bool) {
+    // Its nice value too (every kernel): the dispatching thread's alone.
+    let nice = vigil_engine::config::DispatchConfig::default().thread_nice;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let tid: u32 = task.file_name().to_string_lossy().parse().unwrap();
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // Field 19, the 17th after the ")" that ends the name.
+        let Some(n) = stat.rsplit(')').next().and_then(|f| f.split_whitespace().nth(16)?.parse::<i32>().ok()) else {
+            continue; // the thread ended meanwhile
+        };
+        let want = if is_dispatcher(tid, comm.trim()) { nice } else { 0 };
+        assert_eq!(n, want, "nice of thread {tid} {}", comm.trim());
+    }
     let slices = thread_slices(pid);
     if slices.is_empty() {
         eprintln!("SKIP slice check: this kernel shows no se.slice (before 6.12: no custom slices)");
@@ -436,7 +449,7 @@ fn daemon_with_a_dispatch_thread_of_its_own_alerts_and_gives_it_the_slice() {
     let daemon = Daemon::start_with("ebpf", "[source.ebpf]\ninline_dispatch = false\n");
     let pid = daemon.child.pid();
     // Without inline dispatch the main thread dispatches.
-    assert_short_slice_only_on(pid, |tid, _| tid == pid);
+    assert_dispatch_priority_only_on(pid, |tid, _| tid == pid);
     assert_daemon_alerts_on_a_miner(&daemon);
     let (status, log) = daemon.stop();
     assert!(status.success(), "clean exit: {status:?}\n{log}");
@@ -451,7 +464,7 @@ fn daemon_alerts_through_ebpf_and_detaches_on_sigterm() {
     assert_eq!(ours.len(), 5, "five programs attached: {ours:?}");
     let loaded = loaded_program_ids();
     assert!(ours.iter().all(|id| loaded.contains(id)));
-    assert_short_slice_only_on(daemon.child.pid(), |_, name| name == "vigil-src-ebpf");
+    assert_dispatch_priority_only_on(daemon.child.pid(), |_, name| name == "vigil-src-ebpf");
     assert_daemon_alerts_on_a_miner(&daemon);
     let (status, log) = daemon.stop();
     assert!(status.success(), "clean exit: {status:?}\n{log}");
