@@ -158,14 +158,23 @@ impl WebhookSink {
         SinkError::Setup { sink: self.label.clone(), message: e.to_string() }
     }
 
-    /// Counts and reports alerts a full spool dropped, with an alert of its own.
+    /// Counts and reports alerts a full spool dropped, with an alert of its
+    /// own. Room for that alert is made first (for the largest count it
+    /// could carry), so the alerts it displaces are in its count too.
     fn report_dropped(&self, dropped: u64) -> Result<(), SinkError> {
+        let encode = |n: u64| {
+            payload::encode(&dropped_alert(&self.output, n, &self.hostname), self.format, &FieldSelection::default())
+        };
+        let room = self.spool.make_room(encode(u64::MAX).len() as u64).map_err(|e| self.spool_error(e))?;
+        let dropped = dropped + room;
         self.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
         tracing::error!(output = %self.label, dropped, spool_bytes = self.spool.bytes(), "webhook spool full: oldest alerts dropped (output.webhook.spool_max_bytes)");
-        let alert = dropped_alert(&self.output, dropped, &self.hostname);
-        let record = payload::encode(&alert, self.format, &FieldSelection::default());
-        let again = self.spool.append([record.as_slice()]).map_err(|e| self.spool_error(e))?;
-        self.stats.dropped.fetch_add(again, Ordering::Relaxed);
+        let again = self.spool.append([encode(dropped).as_slice()]).map_err(|e| self.spool_error(e))?;
+        if again > 0 {
+            // Only a bound smaller than a report gets here.
+            self.stats.dropped.fetch_add(again, Ordering::Relaxed);
+            tracing::error!(output = %self.label, dropped = again, "webhook spool too small for its own drop report: more alerts dropped, counted in metrics only");
+        }
         self.stats.spooled.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

@@ -150,6 +150,30 @@ impl Spool {
         Ok(dropped)
     }
 
+    /// Drops the oldest alerts until a record of `size` bytes fits within
+    /// the bound; returns how many were dropped.
+    pub fn make_room(&self, size: u64) -> Result<u64, SpoolError> {
+        let _next = self.lock();
+        let (mut len, mut bytes, mut dropped) = (self.len(), self.bytes(), 0u64);
+        if bytes + size + RECORD_OVERHEAD <= self.max_bytes {
+            return Ok(0);
+        }
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut table = tx.open_table(ALERTS).map_err(|e| self.err(e))?;
+            while bytes + size + RECORD_OVERHEAD > self.max_bytes && len > 0 {
+                let Some((_, v)) = table.pop_first().map_err(|e| self.err(e))? else { break };
+                bytes -= v.value().len() as u64 + RECORD_OVERHEAD;
+                len -= 1;
+                dropped += 1;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        self.len.store(len, Ordering::Relaxed);
+        self.bytes.store(bytes, Ordering::Relaxed);
+        Ok(dropped)
+    }
+
     /// The oldest alerts, at most `max_alerts` of them and `max_bytes` in
     /// all (at least one, whatever its size).
     pub fn peek(&self, max_alerts: usize, max_bytes: u64) -> Result<Vec<Record>, SpoolError> {
@@ -252,6 +276,26 @@ mod tests {
         let left = s.peek(100, u64::MAX).unwrap();
         assert_eq!(left.first().unwrap().bytes, rec(15));
         assert_eq!(left.last().unwrap().bytes, rec(24));
+    }
+
+    #[test]
+    fn make_room_drops_just_enough_of_the_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Spool::open(&dir.path().join("w.redb"), 10 * (100 + RECORD_OVERHEAD)).unwrap();
+        let rec = |i: usize| format!("{i:0100}").into_bytes();
+        for i in 0..10 {
+            assert_eq!(s.append([rec(i).as_slice()]).unwrap(), 0);
+        }
+        assert_eq!(s.make_room(250).unwrap(), 3, "three records of 100 free room for 250");
+        assert_eq!(s.append([vec![b'r'; 250].as_slice()]).unwrap(), 0, "the record then fits");
+        assert_eq!(s.peek(1, u64::MAX).unwrap()[0].bytes, rec(3));
+        assert_eq!(s.make_room(10).unwrap(), 0, "room left over");
+        assert_eq!(
+            s.make_room(10 * (100 + RECORD_OVERHEAD) - RECORD_OVERHEAD).unwrap(),
+            8,
+            "all of the bound: all of it"
+        );
+        assert!(s.is_empty());
     }
 
     #[test]
