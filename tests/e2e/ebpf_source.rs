@@ -5,7 +5,8 @@
 //! the daemon alerts through the eBPF source and leaves nothing attached;
 //! processes in containers (cgroups named like Docker's, and a real private
 //! dockerd) carry their container from the first exec, with Docker's
-//! metadata once its watcher knows it; `vigil containers` lists them.
+//! metadata once its watcher knows it; `vigil containers` lists them;
+//! where no tracefs is mounted the source mounts one (unless told not to).
 
 use std::collections::HashSet;
 use std::process::{Command, Stdio};
@@ -511,4 +512,44 @@ fn execs_in_a_container_cgroup_carry_the_container_from_the_first_one() {
     assert_eq!(mkdir.and_then(|e| e.container.as_ref()).map(|c| c.id.as_str()), Some(newer.id.as_str()));
     let e = events.iter().find(|e| has_arg(e, EventKind::ProcessExec, &host)).expect("the host exec was seen");
     assert!(e.container.is_none(), "a host process has no container");
+}
+
+/// Where no tracefs is mounted, the source mounts one at
+/// /sys/kernel/tracing; with `source.ebpf.mount_tracefs = false` it leaves
+/// it absent. Each case runs in a private mount namespace (`unshare`) from
+/// which every tracefs was unmounted first: the host's mounts are untouched.
+#[test]
+fn the_source_mounts_tracefs_where_none_is_unless_told_not_to() {
+    require_root!();
+    let dir = tempfile::tempdir().unwrap();
+    for (mount, expect) in [(true, "MOUNTED"), (false, "ABSENT")] {
+        let config = dir.path().join(format!("vigil-{mount}.toml"));
+        std::fs::write(&config, format!("[source.ebpf]\nmount_tracefs = {mount}\n")).unwrap();
+        let log = dir.path().join(format!("vigil-{mount}.log"));
+        let script = format!(
+            r#"umount -R /sys/kernel/debug 2>/dev/null; umount -R /sys/kernel/tracing 2>/dev/null
+if grep -q ' - tracefs ' /proc/self/mountinfo; then echo "STILL MOUNTED"; exit 3; fi
+timeout -s INT 20 "$0" events --source ebpf --kind process-exec --config {config} >/dev/null 2>{log} &
+pid=$!
+for _ in $(seq 200); do grep -q 'eBPF programs attached' {log} && break; sleep 0.05; done
+kill -INT $pid; wait $pid
+if grep -q ' /sys/kernel/tracing .* - tracefs ' /proc/self/mountinfo; then echo MOUNTED; else echo ABSENT; fi"#,
+            config = config.display(),
+            log = log.display(),
+        );
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .arg(env!("CARGO_BIN_EXE_vigil"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped());
+        let mut shell = ChildGuard::spawn(cmd);
+        let status = shell.wait_timeout(Duration::from_secs(60)).expect("the namespace's shell ends");
+        let mut out = String::new();
+        std::io::Read::read_to_string(shell.child().stdout.as_mut().unwrap(), &mut out).unwrap();
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(status.success(), "{status:?}: {out}\n{log}");
+        assert_eq!(out.trim(), expect, "mount_tracefs = {mount}\n{log}");
+        assert!(log.contains("eBPF programs attached"), "the source ran: {log}");
+        assert_eq!(log.contains("tracefs was not mounted; mounted it"), mount, "{log}");
+    }
 }

@@ -196,6 +196,10 @@ pub struct EbpfConfig {
     /// `dispatch.thread_slice`; a thread of its own decodes and dispatches
     /// in parallel (figures in BENCHMARKS.md).
     pub inline_dispatch: bool,
+    /// Mount tracefs at /sys/kernel/tracing when no tracefs is mounted, as
+    /// other eBPF agents do. Vigil's programs attach by BTF id and do not
+    /// need it; tools that inspect tracing (bpftool, perf, bpftrace) do.
+    pub mount_tracefs: bool,
 }
 
 impl Default for EbpfConfig {
@@ -208,6 +212,7 @@ impl Default for EbpfConfig {
             max_exited: 65_536,
             wakeup_delay: Duration::from_micros(500),
             inline_dispatch: true,
+            mount_tracefs: true,
         }
     }
 }

@@ -7,7 +7,9 @@
 //! `sched_process_{exec,fork,exit}` and `cgroup_{mkdir,rmdir}`, and only
 //! then scans /proc into the process tree, so that no process falls in
 //! between. BTF tracepoints attach by BTF id, not through tracefs, so
-//! tracefs need not be mounted.
+//! tracefs need not be mounted; it is mounted if absent all the same
+//! (`source.ebpf.mount_tracefs`), for the tools operators use beside an
+//! eBPF agent ([`tracefs`]).
 //!
 //! Running, it waits on the ring buffer with tokio (`AsyncFd`), decodes the
 //! records into events (exec events get their ancestry from the tree), and
@@ -19,6 +21,7 @@
 //! programs saw is either delivered or counted as lost.
 
 mod offsets;
+pub mod tracefs;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -144,6 +147,9 @@ impl EbpfSource {
                 "this vigil was built without its eBPF programs (bpf-linker was missing at build time; \
                  run ./scripts/setup.sh and rebuild)",
             ));
+        }
+        if config.mount_tracefs {
+            tracefs::ensure();
         }
         let offsets = read_offsets(&config.btf)?;
         let btf = Btf::parse_file(&config.btf, Endianness::default())
