@@ -147,10 +147,7 @@ fn idle(secs: u64) {
         for entry in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
             let dir = entry.path();
             let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default().trim().to_string();
-            let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
-            let f: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-            let ticks = f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-                + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            let ticks = cpu_ticks(&dir);
             let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
             let switches: u64 = status
                 .lines()
@@ -523,12 +520,17 @@ struct Traced {
 }
 
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
     // SAFETY: no preconditions.
-    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+    cpu_ticks(Path::new(&format!("/proc/{pid}"))) as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// User plus system CPU ticks of the process or thread whose /proc
+/// directory is `dir`.
+fn cpu_ticks(dir: &Path) -> u64 {
+    let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
 }
 
 struct Killed(Child);

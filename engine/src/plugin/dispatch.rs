@@ -73,7 +73,6 @@ impl Group {
 pub struct Dispatcher {
     rules: Vec<LoadedRule>,
     groups: Vec<Group>,
-    union: KindSet,
     batch_size: usize,
     next_id: u64,
     records: Vec<u8>,
@@ -96,7 +95,6 @@ impl Dispatcher {
         Dispatcher {
             rules: Vec::new(),
             groups: Vec::new(),
-            union: KindSet::EMPTY,
             batch_size: batch_size.max(1),
             next_id: 1,
             records: Vec::with_capacity(64 << 10),
@@ -187,8 +185,8 @@ impl Dispatcher {
                 None => self.groups.push(Group { kinds, containers_only, members: vec![i] }),
             }
         }
-        self.union = KindSet(self.groups.iter().fold(0, |m, g| m | g.kinds.0));
-        let wanted = if self.union == KindSet::EMPTY { Interest::NOTHING } else { self.union.0 };
+        let union = KindSet(self.groups.iter().fold(0, |m, g| m | g.kinds.0));
+        let wanted = if union == KindSet::EMPTY { Interest::NOTHING } else { union.0 };
         self.interest.store(wanted, Ordering::Relaxed);
         let ids = self.rules.iter().map(|r| (r.meta.id.clone(), r.stats.clone())).collect();
         *self.registry.lock().unwrap_or_else(|e| e.into_inner()) = ids;
@@ -226,7 +224,7 @@ impl Dispatcher {
         let mut unrouted = 0;
         for e in chunk {
             let start = self.records.len();
-            if self.union.contains(e.kind) && self.groups.iter().any(|g| g.wants(e)) {
+            if self.groups.iter().any(|g| g.wants(e)) {
                 encode_event(e, &mut self.records);
             } else {
                 unrouted += 1;

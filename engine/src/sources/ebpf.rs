@@ -648,14 +648,12 @@ impl Decoder {
             rec::FORK => {
                 let ev: ForkEvent = read(bytes)?;
                 let t = &ev.task;
-                if header.flags & rec_header::BRIEF != 0 {
-                    self.brief_forks += 1;
-                }
+                let brief = header.flags & rec_header::BRIEF != 0;
+                self.brief_forks += u64::from(brief);
                 self.tree.fork(t.tgid, t.ppid, t.start_boot_ns, t.cgroup_id);
                 if !self.interest.wants(EventKind::ProcessFork) {
                     return Ok(None);
                 }
-                let brief = header.flags & rec_header::BRIEF != 0;
                 let mut process = task_process(t);
                 if let Some(node) = self.tree.get(t.tgid) {
                     process.exe = node.exe.to_string();

@@ -126,7 +126,8 @@ impl Spool {
     /// dropped to stay within the bound.
     pub fn append<'a>(&self, records: impl IntoIterator<Item = &'a [u8]>) -> Result<u64, SpoolError> {
         let mut next = self.lock();
-        let (mut seq, mut len, mut bytes, mut dropped) = (*next, self.len(), self.bytes(), 0u64);
+        let (mut seq, mut len, mut bytes) = (*next, self.len(), self.bytes());
+        let dropped;
         let tx = self.db.begin_write().map_err(|e| self.err(e))?;
         {
             let mut table = tx.open_table(ALERTS).map_err(|e| self.err(e))?;
@@ -136,12 +137,8 @@ impl Spool {
                 len += 1;
                 bytes += r.len() as u64 + RECORD_OVERHEAD;
             }
-            while bytes > self.max_bytes && len > 1 {
-                let Some((_, v)) = table.pop_first().map_err(|e| self.err(e))? else { break };
-                bytes -= v.value().len() as u64 + RECORD_OVERHEAD;
-                len -= 1;
-                dropped += 1;
-            }
+            // Never the newest: an alert larger than the bound still goes.
+            dropped = self.drop_oldest(&mut table, &mut len, &mut bytes, self.max_bytes, 1)?;
         }
         tx.commit().map_err(|e| self.err(e))?;
         *next = seq;
@@ -154,23 +151,39 @@ impl Spool {
     /// the bound; returns how many were dropped.
     pub fn make_room(&self, size: u64) -> Result<u64, SpoolError> {
         let _next = self.lock();
-        let (mut len, mut bytes, mut dropped) = (self.len(), self.bytes(), 0u64);
-        if bytes + size + RECORD_OVERHEAD <= self.max_bytes {
+        let (mut len, mut bytes) = (self.len(), self.bytes());
+        let budget = self.max_bytes.saturating_sub(size + RECORD_OVERHEAD);
+        if bytes <= budget {
             return Ok(0);
         }
         let tx = self.db.begin_write().map_err(|e| self.err(e))?;
-        {
+        let dropped = {
             let mut table = tx.open_table(ALERTS).map_err(|e| self.err(e))?;
-            while bytes + size + RECORD_OVERHEAD > self.max_bytes && len > 0 {
-                let Some((_, v)) = table.pop_first().map_err(|e| self.err(e))? else { break };
-                bytes -= v.value().len() as u64 + RECORD_OVERHEAD;
-                len -= 1;
-                dropped += 1;
-            }
-        }
+            self.drop_oldest(&mut table, &mut len, &mut bytes, budget, 0)?
+        };
         tx.commit().map_err(|e| self.err(e))?;
         self.len.store(len, Ordering::Relaxed);
         self.bytes.store(bytes, Ordering::Relaxed);
+        Ok(dropped)
+    }
+
+    /// Pops the oldest alerts while more than `budget` bytes are stored and
+    /// more than `keep` alerts; returns how many it popped.
+    fn drop_oldest(
+        &self,
+        table: &mut redb::Table<u64, &[u8]>,
+        len: &mut u64,
+        bytes: &mut u64,
+        budget: u64,
+        keep: u64,
+    ) -> Result<u64, SpoolError> {
+        let mut dropped = 0;
+        while *bytes > budget && *len > keep {
+            let Some((_, v)) = table.pop_first().map_err(|e| self.err(e))? else { break };
+            *bytes -= v.value().len() as u64 + RECORD_OVERHEAD;
+            *len -= 1;
+            dropped += 1;
+        }
         Ok(dropped)
     }
 
