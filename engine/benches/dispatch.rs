@@ -339,11 +339,7 @@ fn hot_swap(cache: &Path, cached: bool) -> (Vec<f64>, u64, u64) {
         ));
     }
     if cached {
-        let host = PluginHost::new(&HostSettings {
-            cache_dir: Some(cache.to_path_buf()),
-            epoch_tick: Duration::from_millis(1),
-        })
-        .unwrap();
+        let host = PluginHost::new(&HostSettings { cache_dir: Some(cache.to_path_buf()) }).unwrap();
         for i in 0..5 {
             let bytes = with_custom_section(&original, &format!("v{i}c"));
             host.compile(&bytes, &vigil_engine::plugin::host::content_hash(&bytes)).unwrap();
@@ -451,11 +447,7 @@ fn main() {
     let daemon = daemon_figures();
     let runs = if quick { 3 } else { 5 };
     let cache = tempfile::tempdir().unwrap();
-    let host = PluginHost::new(&HostSettings {
-        cache_dir: Some(cache.path().to_path_buf()),
-        epoch_tick: Duration::from_millis(1),
-    })
-    .unwrap();
+    let host = PluginHost::new(&HostSettings { cache_dir: Some(cache.path().to_path_buf()) }).unwrap();
     let mut events = synthetic(n);
     println!("Vigil rule-engine figures ({n} synthetic exec events, median of {runs} runs, one thread unless said)");
     println!();

@@ -300,7 +300,7 @@ impl ReloadHandle {
 
 impl Pipeline {
     pub fn build_host(config: &Config) -> Result<PluginHost, PluginError> {
-        PluginHost::new(&HostSettings { cache_dir: config.cache_dir(), epoch_tick: config.dispatch.epoch_tick })
+        PluginHost::new(&HostSettings { cache_dir: config.cache_dir() })
     }
 
     /// Runs until the source is exhausted or `stop` is set.

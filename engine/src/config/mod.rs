@@ -244,10 +244,6 @@ pub struct DispatchConfig {
     pub quarantine_initial: Duration,
     #[serde(with = "humantime_serde")]
     pub quarantine_max: Duration,
-    /// Granularity of call deadlines (the ticker runs while rules are being
-    /// called, and parks after 200 ms without a call).
-    #[serde(with = "humantime_serde")]
-    pub epoch_tick: Duration,
     /// The time slice the thread that dispatches (the eBPF source's reader
     /// with `inline_dispatch`, else the pipeline's) asks the kernel for
     /// (Linux 6.12+, EEVDF): a short one lets it preempt, on a saturated
@@ -280,7 +276,6 @@ impl Default for DispatchConfig {
             fault_window: Duration::from_secs(60),
             quarantine_initial: Duration::from_secs(10),
             quarantine_max: Duration::from_secs(600),
-            epoch_tick: Duration::from_millis(1),
             thread_slice: Duration::from_micros(100),
             thread_nice: -5,
         }
@@ -406,10 +401,7 @@ impl Config {
         if !(1..=4096).contains(&d.batch_size) {
             return Err(invalid("dispatch.batch_size", "must be between 1 and 4096"));
         }
-        if d.epoch_tick < Duration::from_micros(100) || d.epoch_tick > Duration::from_secs(1) {
-            return Err(invalid("dispatch.epoch_tick", "must be between 100us and 1s"));
-        }
-        check_timeout("dispatch.call_timeout", d.call_timeout, d.epoch_tick)?;
+        check_timeout("dispatch.call_timeout", d.call_timeout)?;
         check_memory("dispatch.memory_limit", d.memory_limit)?;
         if d.max_faults == 0 {
             return Err(invalid("dispatch.max_faults", "must be at least 1"));
@@ -457,7 +449,7 @@ impl Config {
                 return Err(invalid(format!("rules.settings.{id}"), "rule ids are lowercase letters, digits and '-'"));
             }
             if let Some(t) = s.call_timeout {
-                check_timeout(&key("call_timeout"), t, d.epoch_tick)?;
+                check_timeout(&key("call_timeout"), t)?;
             }
             if let Some(m) = s.memory_limit {
                 check_memory(&key("memory_limit"), m)?;
@@ -496,9 +488,9 @@ impl Config {
     }
 }
 
-fn check_timeout(key: &str, t: Duration, tick: Duration) -> Result<(), ConfigError> {
-    if t < tick || t > Duration::from_secs(60) {
-        return Err(invalid(key, format!("must be between dispatch.epoch_tick ({tick:?}) and 60s")));
+fn check_timeout(key: &str, t: Duration) -> Result<(), ConfigError> {
+    if t < Duration::from_millis(1) || t > Duration::from_secs(60) {
+        return Err(invalid(key, "must be between 1ms and 60s"));
     }
     Ok(())
 }

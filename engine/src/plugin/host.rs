@@ -1,5 +1,5 @@
-//! The wasmtime side shared by every rule: one `Engine` (config, epoch
-//! ticker), the linkers rules are instantiated against, the on-disk cache of
+//! The wasmtime side shared by every rule: one `Engine` (config, deadline
+//! watchdog), the linkers rules are instantiated against, the on-disk cache of
 //! compiled components, and the host functions rules import.
 
 use std::hash::{Hash, Hasher};
@@ -13,7 +13,7 @@ use wasmtime::{Config, Engine, OptLevel};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::PluginError;
-use super::epoch::EpochTicker;
+use super::watchdog::Watchdog;
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -40,6 +40,8 @@ pub struct HostState {
     memory_used: usize,
     /// Set when the rule tried to grow memory past its limit.
     pub memory_exceeded: bool,
+    /// When the call in progress must have returned (see `watchdog`).
+    pub call_due: std::time::Instant,
     /// Guest log lines allowed before the next refill (per second).
     log_budget: u32,
     log_window_start: std::time::Instant,
@@ -60,6 +62,7 @@ impl HostState {
             memory_limit,
             memory_used: 0,
             memory_exceeded: false,
+            call_due: std::time::Instant::now(),
             log_budget: LOG_LINES_PER_SEC,
             log_window_start: std::time::Instant::now(),
             logs_dropped: 0,
@@ -157,8 +160,6 @@ impl vigil::rules::types::Host for HostState {}
 pub struct HostSettings {
     /// Where compiled components are cached; `None` disables the cache.
     pub cache_dir: Option<PathBuf>,
-    /// Epoch tick: the granularity of call deadlines.
-    pub epoch_tick: Duration,
 }
 
 /// The shared wasmtime engine and everything rules are built with.
@@ -169,8 +170,7 @@ pub struct PluginHost {
     /// Host interface plus WASI p2, for rules the operator granted WASI.
     linker_wasi: Linker<HostState>,
     cache_dir: Option<PathBuf>,
-    epoch_tick: Duration,
-    ticker: Arc<EpochTicker>,
+    watchdog: Arc<Watchdog>,
 }
 
 impl PluginHost {
@@ -205,24 +205,17 @@ impl PluginHost {
             None => None,
         };
 
-        let tick = settings.epoch_tick.max(Duration::from_micros(100));
-        let ticker =
-            EpochTicker::start(engine.clone(), tick).map_err(|e| PluginError::Engine(wasmtime::Error::from(e)))?;
-        Ok(PluginHost { engine, linker, linker_wasi, cache_dir, epoch_tick: tick, ticker: Arc::new(ticker) })
+        let watchdog = Watchdog::start(engine.clone()).map_err(|e| PluginError::Engine(wasmtime::Error::from(e)))?;
+        Ok(PluginHost { engine, linker, linker_wasi, cache_dir, watchdog: Arc::new(watchdog) })
     }
 
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
 
-    /// The epoch ticker every call into a rule arms.
-    pub fn ticker(&self) -> &Arc<EpochTicker> {
-        &self.ticker
-    }
-
-    /// Epoch ticks that cover `d` (at least 1, plus one for the tick in progress).
-    pub fn ticks_for(&self, d: Duration) -> u64 {
-        (d.as_nanos() / self.epoch_tick.as_nanos()).max(1) as u64 + 1
+    /// The watchdog every call into a rule arms.
+    pub fn watchdog(&self) -> &Arc<Watchdog> {
+        &self.watchdog
     }
 
     /// Compiles `bytes` (whose [`content_hash`] is `hash`), or loads the

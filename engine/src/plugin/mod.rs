@@ -2,7 +2,7 @@
 //! them events and hot-reloads them.
 //!
 //! - [`host`]: the wasmtime engine, linkers, compile cache, host functions;
-//! - [`epoch`]: the ticker behind call deadlines (parked while idle);
+//! - [`watchdog`]: call deadlines, watched by a thread that sleeps until one is due;
 //! - [`rule`]: one loaded rule (limits, faults, quarantine, figures);
 //! - [`returned`]: what rules return (JSON), parsed under hard limits;
 //! - [`ruledir`]: the rule directory and what changed in it;
@@ -10,12 +10,12 @@
 //! - [`watch`]: the directory watcher and reloader thread.
 
 pub mod dispatch;
-pub mod epoch;
 pub mod host;
 pub mod returned;
 pub mod rule;
 pub mod ruledir;
 pub mod watch;
+pub mod watchdog;
 
 use std::path::PathBuf;
 

@@ -1,7 +1,7 @@
 //! One loaded rule: its metadata, its pre-linked component, its live
 //! instance, its limits, its health (faults, quarantine) and its figures.
 //!
-//! A call runs under an epoch deadline and a memory cap. A trap, a timeout or
+//! A call runs under a deadline (see `watchdog`) and a memory cap. A trap, a timeout or
 //! a memory overrun poisons the instance: it is dropped and rebuilt from the
 //! pre-linked component on the next call. Repeated faults within a window
 //! quarantine the rule with exponential backoff; other rules never notice.
@@ -16,9 +16,9 @@ use wasmtime::Store;
 use wasmtime_wasi::WasiCtx;
 
 use super::PluginError;
-use super::epoch::EpochTicker;
 use super::host::{HostState, PluginHost, Rule, RulePre};
 use super::returned::{RuleAlert, parse_alerts, parse_metadata};
+use super::watchdog::{self, Watchdog};
 use crate::config::{RuleSettings, WasiGrant};
 
 /// What a rule says about itself, validated.
@@ -112,9 +112,7 @@ pub struct LoadedRule {
     wasi: Option<WasiGrant>,
     pre: RulePre<HostState>,
     engine: wasmtime::Engine,
-    ticker: Arc<EpochTicker>,
-    call_ticks: u64,
-    init_ticks: u64,
+    watchdog: Arc<Watchdog>,
     live: Option<Live>,
     health: Health,
     id: Arc<str>,
@@ -146,8 +144,7 @@ impl LoadedRule {
         let probe_id: Arc<str> = Arc::from(path.display().to_string());
         let mut store = new_store(host.engine(), probe_id, 64 << 20, WasiCtx::builder().build());
         let json = {
-            let _armed = host.ticker().arm();
-            store.set_epoch_deadline(host.ticks_for(Duration::from_secs(1)));
+            let _armed = host.watchdog().arm(&mut store, PROBE_TIMEOUT);
             let rule = pre.instantiate(&mut store).map_err(PluginError::Instantiate)?;
             rule.vigil_rules_detector().call_metadata(&mut store).map_err(PluginError::Instantiate)?
         };
@@ -165,14 +162,12 @@ impl LoadedRule {
             path: path.to_path_buf(),
             hash: hash.to_string(),
             stats: Arc::new(RuleStats::default()),
-            call_ticks: host.ticks_for(limits.call_timeout),
-            init_ticks: host.ticks_for(limits.call_timeout.max(Duration::from_millis(500))),
             limits,
             config_json: resolved.config_json,
             wasi: resolved.settings.wasi.clone(),
             pre,
             engine: host.engine().clone(),
-            ticker: host.ticker().clone(),
+            watchdog: host.watchdog().clone(),
             live: None,
             health: Health::default(),
         };
@@ -187,14 +182,19 @@ impl LoadedRule {
         &self.meta.id
     }
 
+    /// The deadline of instantiation, `init`, `snapshot` and `restore`:
+    /// one-off calls that may set up tables, so at least 500 ms.
+    fn init_timeout(&self) -> Duration {
+        self.limits.call_timeout.max(Duration::from_millis(500))
+    }
+
     fn instantiate(&mut self) -> Result<(), InstantiateError> {
         let wasi = match &self.wasi {
             Some(grant) => grant.build_ctx().map_err(|e| InstantiateError::Refused(e.to_string()))?,
             None => WasiCtx::builder().build(),
         };
         let mut store = new_store(&self.engine, self.id.clone(), self.limits.memory, wasi);
-        let _armed = self.ticker.arm();
-        store.set_epoch_deadline(self.init_ticks);
+        let _armed = self.watchdog.arm(&mut store, self.init_timeout());
         let rule = match self.pre.instantiate(&mut store) {
             Ok(r) => r,
             Err(e) => return Err(InstantiateError::Fault(self.classify(&store, e))),
@@ -248,8 +248,7 @@ impl LoadedRule {
             return Err(fault);
         }
         let live = self.live.as_mut().expect("instantiated above");
-        let armed = self.ticker.arm();
-        live.store.set_epoch_deadline(self.call_ticks);
+        let armed = self.watchdog.arm(&mut live.store, self.limits.call_timeout);
         let result = live.rule.vigil_rules_detector().call_on_batch(&mut live.store, batch);
         drop(armed);
         self.stats.time_ns.fetch_add(now.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -313,9 +312,9 @@ impl LoadedRule {
 
     /// The rule's state, for its successor. Errors are logged; `None` then.
     pub fn snapshot(&mut self) -> Option<Vec<u8>> {
+        let init_timeout = self.init_timeout();
         let live = self.live.as_mut()?;
-        let armed = self.ticker.arm();
-        live.store.set_epoch_deadline(self.init_ticks);
+        let armed = self.watchdog.arm(&mut live.store, init_timeout);
         let result = live.rule.vigil_rules_detector().call_snapshot(&mut live.store);
         drop(armed);
         match result {
@@ -331,11 +330,11 @@ impl LoadedRule {
     /// Hands `state` from the previous version to this one.
     #[allow(clippy::ptr_arg)] // the generated binding takes &Vec
     pub fn restore(&mut self, state: &Vec<u8>) {
+        let init_timeout = self.init_timeout();
         let Some(live) = self.live.as_mut() else {
             return;
         };
-        let armed = self.ticker.arm();
-        live.store.set_epoch_deadline(self.init_ticks);
+        let armed = self.watchdog.arm(&mut live.store, init_timeout);
         let result = live.rule.vigil_rules_detector().call_restore(&mut live.store, state);
         drop(armed);
         match result {
@@ -359,8 +358,12 @@ enum InstantiateError {
 fn new_store(engine: &wasmtime::Engine, id: Arc<str>, memory: usize, wasi: WasiCtx) -> Store<HostState> {
     let mut store = Store::new(engine, HostState::new(id, memory, wasi));
     store.limiter(|s| s);
+    watchdog::watch(&mut store);
     store
 }
+
+/// The deadline of the metadata probe (instantiate, then `metadata`).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Settings for one rule once its id is known.
 pub struct RuleSettingsResolved {

@@ -1,0 +1,268 @@
+//! Call deadlines, watched by a thread that sleeps until the next one is due.
+//!
+//! Every entry into a rule's code (instantiate, `metadata`, `init`,
+//! `on-batch`, `snapshot`, `restore`) goes through [`Watchdog::arm`], which
+//! writes the call's deadline into its store and registers it here; the
+//! returned [`Armed`] guard unregisters it when the call returns. The
+//! watchdog thread sleeps until the earliest registered deadline. If that
+//! call is still running then, it advances wasmtime's epoch: every store in
+//! a call checks the clock against its own deadline in its epoch callback,
+//! and only the overdue one is interrupted.
+//!
+//! A call that ends in time costs two lock round-trips and no wake-up: under
+//! a stream of short calls the watchdog wakes about once per deadline period
+//! (10 ms by default), not once per epoch tick. After [`PARK_AFTER`] without
+//! a call it parks, and the next call wakes it.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+use wasmtime::{Engine, Store, UpdateDeadline};
+
+use super::host::HostState;
+
+/// How long without any call before the watchdog parks.
+pub const PARK_AFTER: Duration = Duration::from_millis(200);
+/// While a call is overdue (it may be in host code, where wasm cannot be
+/// interrupted), the epoch is advanced again this often.
+const OVERDUE_RETRY: Duration = Duration::from_millis(1);
+
+#[derive(Default)]
+struct State {
+    /// Calls in progress: (id, deadline).
+    calls: Vec<(u64, Instant)>,
+    next_id: u64,
+    /// When the watchdog looks next; `None` while it is parked.
+    wakes_at: Option<Instant>,
+    /// A call was armed since the watchdog last looked.
+    entered: bool,
+    /// The timeout of the latest call: the watchdog's nap between calls, so
+    /// that a call armed during the nap is due after it ends (no wake-up).
+    nap: Duration,
+    stop: bool,
+}
+
+struct Shared {
+    engine: Engine,
+    state: Mutex<State>,
+    /// Epoch increments (each one interrupts whatever call is overdue).
+    interrupts: AtomicU64,
+    /// Times the watchdog looked at the calls (for tests and figures).
+    wakes: AtomicU64,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock leaves plain data behind: carry on.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Owns the watchdog thread; stops it when dropped.
+pub struct Watchdog {
+    shared: Arc<Shared>,
+    thread: Thread,
+}
+
+/// One call in progress; unregisters it when dropped.
+#[must_use = "the call is watched only while the guard lives: hold it until the call returns"]
+pub struct Armed<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for Armed<'_> {
+    fn drop(&mut self) {
+        let mut st = self.shared.state();
+        if let Some(i) = st.calls.iter().position(|c| c.0 == self.id) {
+            st.calls.swap_remove(i);
+        }
+    }
+}
+
+/// Makes `store` interruptible by the watchdog: when the epoch moves past
+/// its deadline, the call in progress traps if its own deadline has passed,
+/// and otherwise runs on until the next move. Call once per store.
+pub fn watch(store: &mut Store<HostState>) {
+    store.epoch_deadline_callback(|ctx| {
+        Ok(if Instant::now() >= ctx.data().call_due { UpdateDeadline::Interrupt } else { UpdateDeadline::Continue(1) })
+    });
+}
+
+impl Watchdog {
+    pub fn start(engine: Engine) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            engine,
+            // Awake until its first look, which finds nothing and parks.
+            state: Mutex::new(State {
+                wakes_at: Some(Instant::now()),
+                nap: Duration::from_millis(10),
+                ..State::default()
+            }),
+            interrupts: AtomicU64::new(0),
+            wakes: AtomicU64::new(0),
+        });
+        let s = shared.clone();
+        let handle = std::thread::Builder::new().name("vigil-watchdog".into()).spawn(move || s.run())?;
+        Ok(Watchdog { shared, thread: handle.thread().clone() })
+    }
+
+    /// Gives the next call into `store` `timeout` from now, and watches it
+    /// until the guard drops. The store must have been passed to [`watch`].
+    pub fn arm<'a>(&'a self, store: &mut Store<HostState>, timeout: Duration) -> Armed<'a> {
+        let due = Instant::now() + timeout;
+        store.data_mut().call_due = due;
+        store.set_epoch_deadline(1);
+        let mut st = self.shared.state();
+        let id = st.next_id;
+        st.next_id += 1;
+        st.calls.push((id, due));
+        st.entered = true;
+        st.nap = timeout;
+        let wake = st.wakes_at.is_none_or(|at| due < at);
+        if wake {
+            st.wakes_at = Some(due);
+        }
+        drop(st);
+        if wake {
+            self.thread.unpark();
+        }
+        Armed { shared: &self.shared, id }
+    }
+
+    /// Epoch increments so far: one per look that found a call overdue.
+    pub fn interrupts(&self) -> u64 {
+        self.shared.interrupts.load(Relaxed)
+    }
+
+    /// Times the watchdog has looked at the calls in progress.
+    pub fn wakes(&self) -> u64 {
+        self.shared.wakes.load(Relaxed)
+    }
+
+    /// True while the watchdog sleeps for want of calls.
+    pub fn is_parked(&self) -> bool {
+        self.shared.state().wakes_at.is_none()
+    }
+}
+
+impl Shared {
+    fn run(&self) {
+        let mut last_call: Option<Instant> = None;
+        loop {
+            let now = Instant::now();
+            let mut st = self.state();
+            if st.stop {
+                return;
+            }
+            self.wakes.fetch_add(1, Relaxed);
+            let next_due = st.calls.iter().map(|c| c.1).min();
+            let overdue = next_due.is_some_and(|due| due <= now);
+            if overdue {
+                self.engine.increment_epoch();
+                self.interrupts.fetch_add(1, Relaxed);
+            }
+            if std::mem::take(&mut st.entered) || next_due.is_some() {
+                last_call = Some(now);
+            }
+            let wake_at = match next_due {
+                Some(_) if overdue => Some(now + OVERDUE_RETRY),
+                Some(due) => Some(due),
+                None if last_call.is_some_and(|t| now.duration_since(t) < PARK_AFTER) => Some(now + st.nap),
+                None => None,
+            };
+            st.wakes_at = wake_at;
+            drop(st);
+            match wake_at {
+                Some(at) => std::thread::park_timeout(at.saturating_duration_since(now)),
+                None => {
+                    tracing::trace!("watchdog parked: no rule call for a while");
+                    std::thread::park();
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.shared.state().stop = true;
+        self.thread.unpark();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use wasmtime_wasi::WasiCtx;
+
+    use super::*;
+
+    fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn setup() -> (Watchdog, Store<HostState>) {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).unwrap();
+        let mut store = Store::new(&engine, HostState::new(Arc::from("t"), 1 << 20, WasiCtx::builder().build()));
+        watch(&mut store);
+        (Watchdog::start(engine).unwrap(), store)
+    }
+
+    #[test]
+    fn calls_that_end_in_time_are_never_interrupted_and_an_idle_watchdog_parks() {
+        let (dog, mut store) = setup();
+        wait_until("the idle watchdog parks", || dog.is_parked());
+        let wakes_before = dog.wakes();
+        std::thread::sleep(PARK_AFTER);
+        assert_eq!(dog.wakes(), wakes_before, "a parked watchdog does not wake");
+
+        let calls = 2_000;
+        for _ in 0..calls {
+            let _armed = dog.arm(&mut store, Duration::from_millis(500));
+            std::thread::sleep(Duration::from_micros(20));
+        }
+        assert_eq!(dog.interrupts(), 0, "no call was overdue");
+        // It looked when the first call woke it, and not once per call.
+        assert!(dog.wakes() - wakes_before < calls / 10, "{} wakes for {calls} calls", dog.wakes() - wakes_before);
+        wait_until("it parks again after the calls", || dog.is_parked());
+    }
+
+    #[test]
+    fn an_overdue_call_moves_the_epoch_after_its_deadline_until_it_returns() {
+        let (dog, mut store) = setup();
+        let armed_at = Instant::now();
+        let armed = dog.arm(&mut store, Duration::from_millis(30));
+        wait_until("the overdue call is interrupted", || dog.interrupts() > 0);
+        assert!(armed_at.elapsed() >= Duration::from_millis(30), "not before its deadline");
+        // The call has not returned (it may be in host code): keep at it.
+        let first = dog.interrupts();
+        wait_until("it interrupts again", || dog.interrupts() > first);
+        drop(armed);
+        std::thread::sleep(Duration::from_millis(20));
+        let after = dog.interrupts();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(dog.interrupts(), after, "nothing to interrupt once the call returned");
+    }
+
+    #[test]
+    fn a_shorter_deadline_armed_during_a_longer_one_wakes_the_watchdog() {
+        let (dog, mut store) = setup();
+        let mut other = Store::new(store.engine(), HostState::new(Arc::from("u"), 1 << 20, WasiCtx::builder().build()));
+        watch(&mut other);
+        let _long = dog.arm(&mut store, Duration::from_secs(60));
+        let short_at = Instant::now();
+        let _short = dog.arm(&mut other, Duration::from_millis(20));
+        wait_until("the short call is interrupted", || dog.interrupts() > 0);
+        assert!(short_at.elapsed() < Duration::from_secs(30), "it did not wait for the long deadline");
+    }
+}
