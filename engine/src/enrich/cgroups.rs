@@ -11,10 +11,11 @@
 //! container (name, image, labels, pod name) comes on top, from
 //! [`containers`](super::containers).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
 use vigil_event::{Container, Pod};
 
 use super::cgroup_path::container_of;
@@ -59,7 +60,7 @@ pub struct CgroupStats {
 }
 
 pub struct Cgroups {
-    by_id: HashMap<u64, Context>,
+    by_id: FxHashMap<u64, Context>,
     /// Removed cgroups with when they were removed (boot ns), oldest first.
     removed: VecDeque<(u64, u64)>,
     grace_ns: u64,
@@ -69,7 +70,7 @@ pub struct Cgroups {
 
 impl Cgroups {
     pub fn new(grace_ns: u64) -> Self {
-        Cgroups { by_id: HashMap::new(), removed: VecDeque::new(), grace_ns, hits: 0, misses: 0 }
+        Cgroups { by_id: FxHashMap::default(), removed: VecDeque::new(), grace_ns, hits: 0, misses: 0 }
     }
 
     /// Walks the cgroup2 tree mounted at `root`.

@@ -9,11 +9,12 @@
 //! first, so a fork/exit storm cannot grow the tree beyond the live
 //! processes (themselves bounded by the kernel's pid_max) plus that many.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustc_hash::FxHashMap;
 use vigil_event::{Ancestor, Process};
 
 use crate::sources::procfs::{read_argv, read_link, read_stat, ticks_to_ns};
@@ -48,7 +49,7 @@ pub struct TreeStats {
 }
 
 pub struct ProcessTree {
-    nodes: HashMap<u32, Node>,
+    nodes: FxHashMap<u32, Node>,
     /// Exited processes, oldest first: (exit time in boot ns, pid, start_ns).
     exited: VecDeque<(u64, u32, u64)>,
     grace_ns: u64,
@@ -66,7 +67,7 @@ impl Default for ProcessTree {
 impl ProcessTree {
     pub fn new(grace: Duration, max_exited: usize) -> Self {
         ProcessTree {
-            nodes: HashMap::new(),
+            nodes: FxHashMap::default(),
             exited: VecDeque::new(),
             grace_ns: grace.as_nanos() as u64,
             max_exited: max_exited.max(1),

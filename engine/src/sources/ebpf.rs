@@ -360,19 +360,31 @@ impl EbpfSource {
         while !closed && !stop.is_stopped() {
             tokio::select! {
                 guard = ring.readable_mut() => {
-                    let mut guard = guard.map_err(|e| SourceError::Io("waiting on the eBPF ring buffer", e))?;
-                    follow_rules(&mut mask);
-                    let before = decoder.decoded;
-                    closed |= decoder.drain(guard.get_inner_mut(), &mut out).is_err();
-                    guard.clear_ready();
-                    // A record that came after the drain but before
-                    // clear_ready woke nobody: take it now.
-                    closed |= decoder.drain(ring.get_mut(), &mut out).is_err();
-                    if decoder.decoded - before < MAX_BATCH as u64 && !wakeup_delay.is_zero() {
-                        // A busy host wakes us once per event: let a few
-                        // gather first (a precise, blocking sleep on this
-                        // source's own thread; tokio's timers tick in ms).
-                        std::thread::sleep(wakeup_delay);
+                    // Cleared first: a record committed from here on notifies again.
+                    guard.map_err(|e| SourceError::Io("waiting on the eBPF ring buffer", e))?.clear_ready();
+                    // While records keep coming, read them every
+                    // `wakeup_delay` (a precise, blocking sleep on this
+                    // source's own thread: a busy host would otherwise wake
+                    // us once per event), without a trip through the I/O
+                    // driver each time. Back to it when a read finds the
+                    // ring empty (the next record wakes us), after a TICK
+                    // so the tick gets its turn, or after each sleep while
+                    // events wait for their container.
+                    let busy_since = Instant::now();
+                    loop {
+                        follow_rules(&mut mask);
+                        let before = decoder.decoded;
+                        closed |= decoder.drain(ring.get_mut(), &mut out).is_err();
+                        let read = decoder.decoded - before;
+                        if read == 0 || closed || wakeup_delay.is_zero() || stop.is_stopped() {
+                            break;
+                        }
+                        if read < MAX_BATCH as u64 {
+                            std::thread::sleep(wakeup_delay);
+                        }
+                        if !decoder.hold.is_empty() || busy_since.elapsed() >= TICK {
+                            break;
+                        }
                     }
                 }
                 // A watcher described a container: let its held events go.
