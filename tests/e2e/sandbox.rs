@@ -121,3 +121,53 @@ fn a_rule_granted_wasi_cannot_block_the_daemon() {
     assert!(alerts.iter().any(|a| a.rule == "hog" && a.output == "hog rule alive"), "rebuilt and running: {alerts:?}");
     assert_eq!(alerts.iter().filter(|a| a.rule == "echo").count(), 2);
 }
+
+/// The watchdog interrupts a call by moving the engine's epoch, which every
+/// store sees: a call on another thread that is within its own deadline
+/// must run on through those moves, and only the overdue calls trap.
+#[test]
+fn an_overdue_rule_on_one_thread_does_not_cut_short_a_call_in_time_on_another() {
+    use vigil_engine::plugin::host::{HostSettings, PluginHost, content_hash};
+    use vigil_engine::plugin::rule::{Loaded, LoadedRule};
+
+    let host = PluginHost::new(&HostSettings { cache_dir: None }).unwrap();
+    let bytes = std::fs::read(rule_wasm("spin")).unwrap();
+    let hash = content_hash(&bytes);
+    let load = |timeout: Duration| {
+        let mut config = config(std::path::Path::new("/nonexistent"));
+        config.dispatch.call_timeout = timeout;
+        config.dispatch.max_faults = u32::MAX;
+        let policy = config.rule_policy();
+        match LoadedRule::load(&host, std::path::Path::new("spin.wasm"), &bytes, &hash, &|m| policy.resolve(m)) {
+            Ok(Loaded::Rule(rule)) => rule,
+            _ => panic!("spin loads"),
+        }
+    };
+    let mut overdue = load(Duration::from_millis(5));
+    let mut in_time = load(Duration::from_secs(30));
+    let batch = |argv: &[&str]| {
+        let mut out = Vec::new();
+        vigil_engine::event::packed::encode_batch([&exec("/bin/x", argv)], &mut out);
+        out
+    };
+    let (hang, busy) = (batch(&["x", "spin"]), batch(&["x", "busy", "500000000"]));
+
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (result, busy_for) = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                assert!(overdue.on_batch(&hang, 1).is_err(), "the hanging call faults");
+            }
+        });
+        let started = std::time::Instant::now();
+        let result = in_time.on_batch(&busy, 1);
+        done.store(true, Ordering::Relaxed);
+        (result, started.elapsed())
+    });
+    let timeouts = overdue.stats.timeouts.load(Ordering::Relaxed);
+    // The busy call spanned several deadlines of the other rule, each an epoch move.
+    assert!(timeouts >= 3, "the hanging rule timed out {timeouts} times during a {busy_for:?} call");
+    let alerts = result.unwrap_or_else(|f| panic!("the call in time ran to its end, not {f} ({timeouts} epoch moves)"));
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(in_time.stats.timeouts.load(Ordering::Relaxed), 0);
+}
