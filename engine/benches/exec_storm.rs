@@ -24,9 +24,10 @@
 //! `rules` mode, and with a dispatch thread of its own instead of inline
 //! dispatch), each against its own baseline. Then (`pairs`,
 //! `--pair-rounds`, 30) many short rounds of bpftrace against `vigil run`
-//! inline and with a dispatch thread, read as paired differences. Then
-//! (`latency`) the latency at 10,000 execs/s consumed inline, on a thread
-//! with the short slice, and on one without it, alternating. Then (`rules`,
+//! (defaults, a dispatch thread, the reader as SCHED_OTHER with and without
+//! the short slice), read as paired differences. Then (`latency`) the
+//! latency at 10,000 execs/s consumed inline with the same priorities, and
+//! on a consumer thread with and without them, alternating. Then (`rules`,
 //! `--rule-rounds`, 15) paired rounds of bpftrace against `vigil run` with
 //! the bundled rules, one rule and none: the rules' share. Then (`costs`)
 //! the kernel time per program run of bpftrace's program and Vigil's. Then the
@@ -44,12 +45,12 @@ use std::time::{Duration, Instant};
 use vigil_engine::config::EbpfConfig;
 use vigil_engine::event::EventKind;
 use vigil_engine::pipeline::{spawn_source, spawn_source_inline};
-use vigil_engine::sched::Priority;
+use vigil_engine::sched::{Policy, Priority};
 use vigil_engine::sources::ebpf::EbpfSource;
 use vigil_engine::sources::{Interest, Stop};
 
 const WORKERS: usize = 4;
-/// The default `dispatch.thread_slice` and `dispatch.thread_nice`.
+/// The default `dispatch.thread_policy`, `thread_slice` and `thread_nice`.
 fn default_priority() -> Priority {
     vigil_engine::config::DispatchConfig::default().priority()
 }
@@ -66,8 +67,9 @@ fn main() {
     let rounds: usize = value("--rounds").map_or(3, |r| r.parse().expect("--rounds N"));
     let only = value("--only");
     let shapes = value("--shapes").unwrap_or_else(|| "spawn,fork".into());
-    // The other `dispatch.thread_slice` that `pairs` and `latency` try.
-    let alt_slice = value("--alt-slice").unwrap_or_else(|| "0s".into());
+    // The slice that `pairs` and `latency` try with SCHED_OTHER (the
+    // default policy until 2026-12-06, with this slice).
+    let alt_slice = value("--alt-slice").unwrap_or_else(|| "100us".into());
     let alt = humantime::parse_duration(&alt_slice).expect("--alt-slice DURATION");
     let wants = |phase: &str| only.as_deref().is_none_or(|o| o.split(',').any(|p| p == phase));
     let total: usize = if quick { 4_000 } else { 20_000 };
@@ -284,24 +286,27 @@ fn dispatch_thread_config(dir: &Path) -> PathBuf {
     path
 }
 
-/// Many short rounds of bpftrace against `vigil run` (defaults, with
-/// `source.ebpf.inline_dispatch = false`, with `dispatch.thread_slice`
-/// = `--alt-slice`, 0s by default, and with `dispatch.thread_nice = 0`), each round against its own baseline, the order of
+/// Many short rounds of bpftrace against `vigil run` (defaults: SCHED_BATCH
+/// with the kernel's slice; with `source.ebpf.inline_dispatch = false`; with
+/// `dispatch.thread_policy = other` and `thread_slice` = `--alt-slice`,
+/// 100 µs by default, the default until 2026-12-06; with `other` and the
+/// kernel's slice), each round against its own baseline, the order of
 /// the tracers rotating from round to round: single phases on this shared
 /// machine swing by 10 points and more, so the verdict is read from the
 /// paired differences (vigil minus bpftrace in the same round).
 fn pairs(noop: &Path, shape: Shape, total: usize, n: usize, dir: &Path, alt_slice: &str) {
     let threaded = dispatch_thread_config(dir);
     let other_slice = dir.join("vigil-other-slice.toml");
-    std::fs::write(&other_slice, format!("[dispatch]\nthread_slice = \"{alt_slice}\"\n")).unwrap();
-    let other_label = format!("vigil run with dispatch.thread_slice = {alt_slice}");
-    let nice0 = dir.join("vigil-nice0.toml");
-    std::fs::write(&nice0, "[dispatch]\nthread_nice = 0\n").unwrap();
+    std::fs::write(&other_slice, format!("[dispatch]\nthread_policy = \"other\"\nthread_slice = \"{alt_slice}\"\n"))
+        .unwrap();
+    let other_label = format!("vigil run with dispatch.thread_policy = other, thread_slice = {alt_slice}");
+    let other = dir.join("vigil-other.toml");
+    std::fs::write(&other, "[dispatch]\nthread_policy = \"other\"\n").unwrap();
     let rivals = [
         ("vigil run", Tracer::VigilRun, None),
         ("vigil run with source.ebpf.inline_dispatch = false", Tracer::VigilRun, Some(threaded.as_path())),
         (other_label.as_str(), Tracer::VigilRun, Some(other_slice.as_path())),
-        ("vigil run with dispatch.thread_nice = 0", Tracer::VigilRun, Some(nice0.as_path())),
+        ("vigil run with dispatch.thread_policy = other (the kernel's slice)", Tracer::VigilRun, Some(other.as_path())),
     ];
     paired_against_bpftrace("pairs", noop, shape, total, n, &rivals);
 }
@@ -695,25 +700,26 @@ fn load_attach_times() {
 }
 
 /// Latency with events consumed on the reader's thread (inline dispatch,
-/// the default: the reader at nice -5 taking the short slice; with the
-/// `--alt-slice`; at nice 0), on a consumer thread with the default priority
-/// (`inline_dispatch = false`), and on a consumer thread with the kernel's
-/// defaults, alternating.
+/// the default: the reader as SCHED_BATCH at nice -5 with the kernel's
+/// slice; as SCHED_OTHER with the `--alt-slice` (the default until
+/// 2026-12-06) and with the kernel's slice), on a consumer thread with the
+/// default priority (`inline_dispatch = false`), and on a consumer thread
+/// with the kernel's defaults, alternating.
 fn latency_slices(noop: &Path, rate: usize, n: usize, alt: Duration) {
     let default = default_priority();
-    let alt_label = if alt.is_zero() {
-        "inline with the kernel's default slice, nice -5".to_string()
-    } else {
-        format!("inline with a {} µs slice, nice -5", alt.as_micros())
-    };
+    let other = Priority { policy: Policy::Other, slice: Duration::ZERO, ..default };
+    let alt_label = format!("inline, SCHED_OTHER with a {} µs slice, nice -5", alt.as_micros());
     let variants = [
-        ("inline on the reader's thread with a 100 µs slice at nice -5 (the default)", Consumed::Inline(default)),
-        (alt_label.as_str(), Consumed::Inline(Priority { slice: alt, ..default })),
-        ("inline, 100 µs slice, nice 0", Consumed::Inline(Priority { nice: 0, ..default })),
-        ("a consumer thread with a 100 µs slice at nice -5", Consumed::Thread(default)),
         (
-            "a consumer thread with the kernel's default slice, nice 0",
-            Consumed::Thread(Priority { nice: 0, slice: Duration::ZERO }),
+            "inline on the reader's thread, SCHED_BATCH, the kernel's slice, nice -5 (the default)",
+            Consumed::Inline(default),
+        ),
+        (alt_label.as_str(), Consumed::Inline(Priority { slice: alt, ..other })),
+        ("inline, SCHED_OTHER with the kernel's slice, nice -5", Consumed::Inline(other)),
+        ("a consumer thread with the default priority", Consumed::Thread(default)),
+        (
+            "a consumer thread with the kernel's defaults (nice 0)",
+            Consumed::Thread(Priority { nice: 0, slice: Duration::ZERO, policy: Policy::Other }),
         ),
     ];
     let mut runs: Vec<Vec<Latency>> = variants.iter().map(|_| Vec::new()).collect();

@@ -8,6 +8,12 @@
 //! an earlier deadline and preempts on wake-up, without more CPU share (its
 //! weight, its nice value, is unchanged) and without privileges. Older
 //! kernels ignore the request; the thread keeps the default.
+//!
+//! The opposite lever is `SCHED_BATCH`: the same fair class and weight, but a
+//! woken thread never preempts the running task; it runs when that task
+//! blocks or its slice ends. Every preemption costs the task it interrupts a
+//! context switch and its caches: on a host whose work blocks often (an exec
+//! storm blocks in every fork and wait), not preempting costs little latency.
 
 use std::io;
 use std::time::Duration;
@@ -33,14 +39,14 @@ struct SchedAttr {
 }
 
 /// Asks for a time slice of `slice` (clamped to what the kernel accepts)
-/// for the calling thread, keeping its policy (`SCHED_OTHER`) and nice
-/// value. Threads it starts afterwards inherit the slice. A zero `slice`
-/// does nothing.
-pub fn request_slice(slice: Duration) -> io::Result<()> {
-    if slice.is_zero() {
+/// for the calling thread, keeping its nice value, under `policy`. Threads it
+/// starts afterwards inherit both. `SCHED_OTHER` with a zero `slice` does
+/// nothing; a zero slice is the kernel's.
+pub fn request_slice(policy: Policy, slice: Duration) -> io::Result<()> {
+    if slice.is_zero() && policy == Policy::Other {
         return Ok(());
     }
-    let slice = slice.clamp(MIN_SLICE, MAX_SLICE);
+    let slice = if slice.is_zero() { slice } else { slice.clamp(MIN_SLICE, MAX_SLICE) };
     // SAFETY: getpriority has no memory arguments; errno is reset first
     // because -1 is also a valid nice value.
     let nice = unsafe {
@@ -52,7 +58,10 @@ pub fn request_slice(slice: Duration) -> io::Result<()> {
     }
     let attr = SchedAttr {
         size: size_of::<SchedAttr>() as u32,
-        sched_policy: libc::SCHED_OTHER as u32,
+        sched_policy: match policy {
+            Policy::Other => libc::SCHED_OTHER,
+            Policy::Batch => libc::SCHED_BATCH,
+        } as u32,
         sched_nice: nice,
         sched_runtime: slice.as_nanos() as u64,
         ..Default::default()
@@ -66,6 +75,17 @@ pub fn request_slice(slice: Duration) -> io::Result<()> {
     Ok(())
 }
 
+/// A scheduling policy of the fair class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    /// `SCHED_OTHER`: a woken thread may preempt the running task.
+    #[default]
+    Other,
+    /// `SCHED_BATCH`: it never preempts on wake-up.
+    Batch,
+}
+
 /// How the thread that dispatches asks to be scheduled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Priority {
@@ -73,6 +93,7 @@ pub struct Priority {
     pub nice: i32,
     /// Its time slice ([`request_slice`]; zero keeps the kernel's).
     pub slice: Duration,
+    pub policy: Policy,
 }
 
 /// Gives the calling thread `priority`: its nice value first, then the
@@ -89,17 +110,11 @@ pub fn use_priority(thread: &str, priority: Priority) {
             );
         }
     }
-    use_slice(thread, priority.slice);
-}
-
-/// [`request_slice`] for the thread named `thread`: a kernel that refuses
-/// only costs latency, so that is logged, not an error.
-pub fn use_slice(thread: &str, slice: Duration) {
-    match request_slice(slice) {
-        Ok(()) => tracing::debug!(thread, ?slice, "time slice requested"),
+    match request_slice(priority.policy, priority.slice) {
+        Ok(()) => tracing::debug!(thread, slice = ?priority.slice, policy = ?priority.policy, "scheduling requested"),
         Err(e) => tracing::warn!(
-            thread, ?slice, error = %e,
-            "the kernel refused a shorter time slice; latency under load may be higher"
+            thread, slice = ?priority.slice, policy = ?priority.policy, error = %e,
+            "the kernel refused the time slice or policy; latency under load may be higher"
         ),
     }
 }
@@ -135,7 +150,7 @@ mod tests {
             let before = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
             // Raising nice needs no privilege; lowering it does (root in CI).
             let nice = before + 1;
-            use_priority("test", Priority { nice, slice: Duration::from_micros(200) });
+            use_priority("test", Priority { nice, slice: Duration::from_micros(200), policy: Policy::Other });
             // SAFETY: as above.
             assert_eq!(unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }, nice);
             if kernel_at_least(6, 12) {
@@ -152,15 +167,29 @@ mod tests {
             // SAFETY: no memory arguments.
             let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
             let before = current_slice().unwrap();
-            request_slice(Duration::from_micros(200)).unwrap();
+            request_slice(Policy::Other, Duration::from_micros(200)).unwrap();
             if kernel_at_least(6, 12) {
                 assert_eq!(current_slice().unwrap(), Duration::from_micros(200), "slice before: {before:?}");
-                request_slice(Duration::from_micros(10)).unwrap();
+                request_slice(Policy::Other, Duration::from_micros(10)).unwrap();
                 assert_eq!(current_slice().unwrap(), MIN_SLICE, "clamped to the kernel's minimum");
             } else {
                 eprintln!("kernel before 6.12: no custom slices for SCHED_OTHER; only the call is checked");
             }
             // SAFETY: as above.
+            assert_eq!(unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }, nice);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_thread_can_give_up_wakeup_preemption_and_keep_its_nice_value() {
+        std::thread::spawn(|| {
+            // SAFETY: no memory arguments.
+            let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) } + 1;
+            use_priority("test", Priority { nice, slice: Duration::ZERO, policy: Policy::Batch });
+            // SAFETY: as above; 0 is the calling thread.
+            assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_BATCH);
             assert_eq!(unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }, nice);
         })
         .join()

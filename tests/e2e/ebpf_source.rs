@@ -410,18 +410,24 @@ fn thread_slices(pid: u32) -> Vec<(u32, String, u64)> {
 /// for, and with its slice on kernels that have custom slices (6.12+); no
 /// other thread has either.
 fn assert_dispatch_priority_only_on(pid: u32, is_dispatcher: impl Fn(u32, &str) -> bool) {
-    // Its nice value too (every kernel): the dispatching thread's alone.
-    let nice = vigil_engine::config::DispatchConfig::default().thread_nice;
+    // Its nice value and policy (every kernel): the dispatching thread's alone.
+    let config = vigil_engine::config::DispatchConfig::default();
+    let policy = match config.thread_policy {
+        vigil_engine::sched::Policy::Other => libc::SCHED_OTHER,
+        vigil_engine::sched::Policy::Batch => libc::SCHED_BATCH,
+    };
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
         let tid: u32 = task.file_name().to_string_lossy().parse().unwrap();
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
         let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        // Field 19, the 17th after the ")" that ends the name.
-        let Some(n) = stat.rsplit(')').next().and_then(|f| f.split_whitespace().nth(16)?.parse::<i32>().ok()) else {
+        // Fields 19 (nice) and 41 (policy): the 17th and 39th after the ")" that ends the name.
+        let fields: Vec<i32> =
+            stat.rsplit(')').next().unwrap_or_default().split_whitespace().map(|f| f.parse().unwrap_or(-1)).collect();
+        let (Some(&n), Some(&p)) = (fields.get(16), fields.get(38)) else {
             continue; // the thread ended meanwhile
         };
-        let want = if is_dispatcher(tid, comm.trim()) { nice } else { 0 };
-        assert_eq!(n, want, "nice of thread {tid} {}", comm.trim());
+        let want = if is_dispatcher(tid, comm.trim()) { (config.thread_nice, policy) } else { (0, libc::SCHED_OTHER) };
+        assert_eq!((n, p), want, "nice and policy of thread {tid} {}", comm.trim());
     }
     let slices = thread_slices(pid);
     if slices.is_empty() {
@@ -429,7 +435,13 @@ fn assert_dispatch_priority_only_on(pid: u32, is_dispatcher: impl Fn(u32, &str) 
         return;
     }
     let (dispatcher, others): (Vec<_>, Vec<_>) = slices.iter().partition(|(tid, name, _)| is_dispatcher(*tid, name));
-    let asked = vigil_engine::config::DispatchConfig::default().thread_slice.as_nanos() as u64;
+    let asked = config.thread_slice.as_nanos() as u64;
+    if asked == 0 {
+        // The kernel's default slice, the same for every thread.
+        let all: Vec<u64> = slices.iter().map(|t| t.2).collect();
+        assert!(all.windows(2).all(|w| w[0] == w[1]), "every thread keeps the kernel's slice: {slices:?}");
+        return;
+    }
     assert_eq!(dispatcher.iter().map(|t| t.2).collect::<Vec<_>>(), [asked], "the dispatching thread: {slices:?}");
     assert!(others.iter().all(|t| t.2 != asked), "the other threads keep the kernel's default: {slices:?}");
 }
@@ -445,7 +457,7 @@ fn assert_daemon_alerts_on_a_miner(daemon: &Daemon) {
 }
 
 #[test]
-fn daemon_with_a_dispatch_thread_of_its_own_alerts_and_gives_it_the_slice() {
+fn daemon_with_a_dispatch_thread_of_its_own_alerts_and_gives_it_the_priority() {
     require_root!();
     let daemon = Daemon::start_with("ebpf", "[source.ebpf]\ninline_dispatch = false\n");
     let pid = daemon.child.pid();
