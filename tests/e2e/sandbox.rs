@@ -92,8 +92,11 @@ fn a_wasi_grant_gives_exactly_the_granted_directory() {
     let rules = rule_dir(&["hog"]);
     let cache = tempfile::tempdir().unwrap();
     let mut config = config(cache.path());
+    // Its own settings replace config()'s: keep the generous deadline (a
+    // file read on a machine busy with other tests can take 20 ms of wall
+    // clock, and deadlines are wall-clock).
     let grant: vigil_engine::config::RuleSettings =
-        toml::from_str(&format!("wasi = {{ read_dirs = [{:?}] }}", "/etc")).unwrap();
+        toml::from_str(&format!("call_timeout = \"2s\"\nwasi = {{ read_dirs = [{:?}] }}", "/etc")).unwrap();
     config.rules.settings.insert("hog".into(), grant);
     let source =
         PacedSource { events: vec![exec("/bin/x", &["x", "read-host"])], per_sec: 1000, batch: 1, hooks: vec![] };
@@ -108,7 +111,8 @@ fn a_rule_granted_wasi_cannot_block_the_daemon() {
     let rules = rule_dir(&["hog", "echo"]);
     let cache = tempfile::tempdir().unwrap();
     let mut config = config(cache.path());
-    let grant: vigil_engine::config::RuleSettings = toml::from_str("wasi = { stdio = true }").unwrap();
+    let grant: vigil_engine::config::RuleSettings =
+        toml::from_str("call_timeout = \"2s\"\nwasi = { stdio = true }").unwrap();
     config.rules.settings.insert("hog".into(), grant);
     let events = vec![exec("/bin/x", &["x", "sleep"]), exec("/bin/hog-ok", &["ok"])];
     let source = PacedSource { events, per_sec: 10, batch: 1, hooks: vec![] };
