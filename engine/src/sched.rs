@@ -76,11 +76,10 @@ pub fn request_slice(policy: Policy, slice: Duration) -> io::Result<()> {
 }
 
 /// A scheduling policy of the fair class.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Policy {
     /// `SCHED_OTHER`: a woken thread may preempt the running task.
-    #[default]
     Other,
     /// `SCHED_BATCH`: it never preempts on wake-up.
     Batch,

@@ -264,6 +264,10 @@ pub struct DispatchConfig {
     /// On 2 cores under an exec storm "batch" cost ~90 µs of exec p99 (still
     /// under 1 ms) and 3-5 points less storm slowdown (BENCHMARKS.md).
     pub thread_policy: crate::sched::Policy,
+    /// Ignored, with a warning: call deadlines are no longer counted in
+    /// epoch ticks (until 2026-12-06 the granularity of deadlines).
+    #[serde(with = "humantime_serde")]
+    pub epoch_tick: Option<Duration>,
 }
 
 impl DispatchConfig {
@@ -286,6 +290,7 @@ impl Default for DispatchConfig {
             thread_slice: Duration::ZERO,
             thread_nice: -5,
             thread_policy: crate::sched::Policy::Batch,
+            epoch_tick: None,
         }
     }
 }
@@ -410,6 +415,12 @@ impl Config {
             return Err(invalid("dispatch.batch_size", "must be between 1 and 4096"));
         }
         check_timeout("dispatch.call_timeout", d.call_timeout)?;
+        if d.epoch_tick.is_some() {
+            tracing::warn!(
+                "dispatch.epoch_tick is ignored: call deadlines are watched to the clock, not counted in ticks; \
+                 remove it from the config"
+            );
+        }
         check_memory("dispatch.memory_limit", d.memory_limit)?;
         if d.max_faults == 0 {
             return Err(invalid("dispatch.max_faults", "must be at least 1"));
@@ -660,6 +671,13 @@ mod tests {
         assert!(!p.resolve(&meta("b", &["noisy"])).enabled);
         assert!(p.resolve(&meta("c", &["noisy"])).enabled);
         assert!(p.resolve(&meta("d", &["quiet"])).enabled);
+    }
+
+    #[test]
+    fn the_retired_epoch_tick_still_loads_and_is_ignored() {
+        let c = parse("[dispatch]\nepoch_tick = \"1ms\"").unwrap();
+        assert_eq!(c.dispatch.epoch_tick, Some(Duration::from_millis(1)));
+        assert_eq!(c.dispatch.call_timeout, DispatchConfig::default().call_timeout);
     }
 
     #[test]

@@ -174,13 +174,15 @@ impl Shared {
                 None => None,
             };
             st.wakes_at = wake_at;
+            if wake_at.is_none() {
+                // Logged under the lock: nothing between here and `park` may
+                // take the wake-up token an `arm` leaves.
+                tracing::trace!("watchdog parks: no rule call for a while");
+            }
             drop(st);
             match wake_at {
                 Some(at) => std::thread::park_timeout(at.saturating_duration_since(now)),
-                None => {
-                    tracing::trace!("watchdog parked: no rule call for a while");
-                    std::thread::park();
-                }
+                None => std::thread::park(),
             }
         }
     }

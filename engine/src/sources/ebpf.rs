@@ -335,6 +335,8 @@ impl EbpfSource {
         decoder.containers = containers;
         let mut drops = Drops::default();
         let mut tick = tokio::time::interval(TICK);
+        // After a long busy read, one tick, not a burst of the missed ones.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // What the kernel sends: set now, then kept equal to what rules want
         // (checked at each wake-up: a rule that subscribes to forks should
         // get them in full as soon as possible).
@@ -363,9 +365,10 @@ impl EbpfSource {
                     // Cleared first: a record committed from here on notifies again.
                     guard.map_err(|e| SourceError::Io("waiting on the eBPF ring buffer", e))?.clear_ready();
                     // While records keep coming, read them every
-                    // `wakeup_delay` (a precise, blocking sleep on this
-                    // source's own thread: a busy host would otherwise wake
-                    // us once per event), without a trip through the I/O
+                    // `wakeup_delay` (a blocking sleep on this source's own
+                    // thread, which on a busy host ends when the running task
+                    // lets it run: a busy host would otherwise wake us once
+                    // per event), without a trip through the I/O
                     // driver each time. Back to it when a read finds the
                     // ring empty (the next record wakes us), after a TICK
                     // so the tick gets its turn, or after each sleep while
