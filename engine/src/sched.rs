@@ -38,11 +38,11 @@ struct SchedAttr {
     sched_util_max: u32,
 }
 
-/// Asks for a time slice of `slice` (clamped to what the kernel accepts)
-/// for the calling thread, keeping its nice value, under `policy`. Threads it
-/// starts afterwards inherit both. `SCHED_OTHER` with a zero `slice` does
-/// nothing; a zero slice is the kernel's.
-pub fn request_slice(policy: Policy, slice: Duration) -> io::Result<()> {
+/// Puts the calling thread under `policy` with a time slice of `slice`
+/// (clamped to what the kernel accepts; zero is the kernel's), keeping its
+/// nice value. Threads it starts afterwards inherit both. `SCHED_OTHER` with
+/// a zero `slice` does nothing.
+pub fn request_policy(policy: Policy, slice: Duration) -> io::Result<()> {
     if slice.is_zero() && policy == Policy::Other {
         return Ok(());
     }
@@ -90,13 +90,13 @@ pub enum Policy {
 pub struct Priority {
     /// Its nice value (0: the default; lower runs sooner when woken).
     pub nice: i32,
-    /// Its time slice ([`request_slice`]; zero keeps the kernel's).
+    /// Its time slice ([`request_policy`]; zero keeps the kernel's).
     pub slice: Duration,
     pub policy: Policy,
 }
 
 /// Gives the calling thread `priority`: its nice value first, then the
-/// slice (which keeps the nice value). A refusal (no `CAP_SYS_NICE` for a
+/// policy and slice (which keep the nice value). A refusal (no `CAP_SYS_NICE` for a
 /// negative nice, a kernel without custom slices) only costs latency: it is
 /// logged, not an error. Threads started afterwards inherit both.
 pub fn use_priority(thread: &str, priority: Priority) {
@@ -109,7 +109,7 @@ pub fn use_priority(thread: &str, priority: Priority) {
             );
         }
     }
-    match request_slice(priority.policy, priority.slice) {
+    match request_policy(priority.policy, priority.slice) {
         Ok(()) => tracing::debug!(thread, slice = ?priority.slice, policy = ?priority.policy, "scheduling requested"),
         Err(e) => tracing::warn!(
             thread, slice = ?priority.slice, policy = ?priority.policy, error = %e,
@@ -166,10 +166,10 @@ mod tests {
             // SAFETY: no memory arguments.
             let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
             let before = current_slice().unwrap();
-            request_slice(Policy::Other, Duration::from_micros(200)).unwrap();
+            request_policy(Policy::Other, Duration::from_micros(200)).unwrap();
             if kernel_at_least(6, 12) {
                 assert_eq!(current_slice().unwrap(), Duration::from_micros(200), "slice before: {before:?}");
-                request_slice(Policy::Other, Duration::from_micros(10)).unwrap();
+                request_policy(Policy::Other, Duration::from_micros(10)).unwrap();
                 assert_eq!(current_slice().unwrap(), MIN_SLICE, "clamped to the kernel's minimum");
             } else {
                 eprintln!("kernel before 6.12: no custom slices for SCHED_OTHER; only the call is checked");

@@ -253,8 +253,9 @@ pub struct DispatchConfig {
     #[serde(with = "humantime_serde")]
     pub thread_slice: Duration,
     /// The nice value of that thread (-20..=19; needs CAP_SYS_NICE below
-    /// 0). It does little work but is latency-bound: at -5 it runs sooner
-    /// when woken on a saturated host, as auditd's `priority_boost` does.
+    /// 0). It does little work but is latency-bound: at -5 its larger share
+    /// gets it onto a saturated CPU sooner once it may run, as auditd's
+    /// `priority_boost` does.
     /// 0 keeps the default.
     pub thread_nice: i32,
     /// Its scheduling policy: "batch" (the default; SCHED_BATCH: its nice

@@ -49,7 +49,7 @@ struct Shared {
     state: Mutex<State>,
     /// Epoch increments (each one interrupts whatever call is overdue).
     interrupts: AtomicU64,
-    /// Times the watchdog looked at the calls (for tests and figures).
+    /// Times the watchdog looked at the calls (for tests).
     wakes: AtomicU64,
 }
 
