@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds every bundled rule (plugins/*) and test fixture rule (tests/rules/*)
 # to a WebAssembly component:
-#   target/rules/<id>.wasm       the bundled rules (what `vigil run` loads)
+#   target/rules/<id>.wasm       the bundled rules (what `vigil run` loads), with
+#                                the interpreter of rule files (declarative.wasm)
+#   target/rules/*.yaml          the bundled rule files (plugins/declarative/rules)
 #   target/test-rules/<id>.wasm  fixtures for the end-to-end tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +24,12 @@ copy() { # crate-file-prefix destination-dir
     done
 }
 copy vigil_rule_ "$target_dir/rules"
+# The bundled rule files (Falco dialect), run by declarative.wasm.
+for f in plugins/declarative/rules/*.yaml; do
+    [ -e "$f" ] || continue
+    name=$(basename "$f")
+    cp "$f" "$target_dir/rules/.$name.tmp" && mv -f "$target_dir/rules/.$name.tmp" "$target_dir/rules/$name"
+done
 copy vigil_test_rule_ "$target_dir/test-rules"
 echo "rules: $(ls "$target_dir/rules" | tr '\n' ' ')"
 echo "test rules: $(ls "$target_dir/test-rules" | tr '\n' ' ')"

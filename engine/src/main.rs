@@ -15,7 +15,7 @@ use vigil_engine::metrics::{self, Telemetry};
 use vigil_engine::pipeline::{self, Pipeline, ReloadHandle, reload_channel};
 use vigil_engine::plugin::host::content_hash;
 use vigil_engine::plugin::rule::{Loaded, LoadedRule};
-use vigil_engine::plugin::ruledir::list_rule_files;
+use vigil_engine::plugin::rulefiles;
 use vigil_engine::sinks::Sink;
 use vigil_engine::sinks::alert::AlertBuilder;
 use vigil_engine::sinks::fields::FieldSelection;
@@ -143,14 +143,21 @@ enum Command {
 
 #[derive(Subcommand)]
 enum RulesCommand {
-    /// Validate rule components (or every .wasm in a directory) and print their metadata.
+    /// Validate rule components and rule files (or every .wasm and .yaml in a directory).
     ///
-    /// Checks: a valid component, the interface version, metadata, and that `init` accepts
-    /// its config. Exits 1 if any fails.
+    /// Components: a valid component, the interface version, metadata, and that `init`
+    /// accepts its config. Rule files (Falco, Sigma: .yaml/.yml) are loaded together in the
+    /// interpreter component, as the daemon loads them, and every rule is listed: loaded,
+    /// unsupported (why), disabled or invalid, with its event kinds and priority.
+    /// Exits 1 if a component or a whole rule file fails.
     Check {
-        /// .wasm files or directories.
+        /// .wasm files, .yaml/.yml rule files, or directories.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// The interpreter component for rule files (default: declarative.wasm beside the
+        /// files, in the rule directory, in rules/ beside the binary, or in target/rules).
+        #[arg(long, value_name = "FILE")]
+        interpreter: Option<PathBuf>,
         /// Config file whose per-rule settings to check against.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
@@ -240,10 +247,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             init_logging(&cfg);
             list_containers(&cfg, json)
         }
-        Command::Rules { command: RulesCommand::Check { paths, config, json } } => {
+        Command::Rules { command: RulesCommand::Check { paths, config, json, interpreter } } => {
             let cfg = load_config(config.as_deref())?;
             init_logging(&cfg);
-            check_rules(&cfg, &paths, json)
+            let components = check_rules(&cfg, &paths, json)?;
+            let files = check_rule_files(&cfg, &paths, interpreter.as_deref(), json)?;
+            Ok(if components == ExitCode::SUCCESS { files } else { components })
         }
     }
 }
@@ -508,17 +517,31 @@ fn stream_events(
     }
 }
 
+/// `rules check` of the rule files among `paths` (nothing to do when there are none).
+fn check_rule_files(cfg: &Config, paths: &[PathBuf], interpreter: Option<&Path>, json: bool) -> Result<ExitCode> {
+    let files = rulefiles::rule_files_of(paths).context("cannot list rule files")?;
+    if files.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let host = Pipeline::build_host(cfg)?;
+    let candidates = rulefiles::interpreter_candidates(interpreter, paths, cfg.rules.dir.as_deref());
+    let Some(found) = rulefiles::find_interpreter(&host, &candidates) else {
+        let looked: Vec<String> = candidates.iter().map(|c| c.display().to_string()).collect();
+        bail!(
+            "no interpreter component for rule files (declarative.wasm, built by scripts/build-rules.sh); looked at: {}; say where with --interpreter",
+            looked.join(", ")
+        );
+    };
+    let policy = cfg.rule_policy();
+    let report = rulefiles::check(&host, &found, &files, &|m| policy.resolve(m))?;
+    let broken = rulefiles::print_report(&report, json);
+    Ok(if broken > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
 fn check_rules(cfg: &Config, paths: &[PathBuf], json: bool) -> Result<ExitCode> {
     let host = Pipeline::build_host(cfg)?;
     let policy = cfg.rule_policy();
-    let mut files = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            files.extend(list_rule_files(p).with_context(|| format!("cannot list {}", p.display()))?);
-        } else {
-            files.push(p.clone());
-        }
-    }
+    let files = rulefiles::wasm_files_of(paths).context("cannot list rule components")?;
     let mut failed = 0;
     for path in files {
         let bytes = std::fs::read(&path);
@@ -535,6 +558,7 @@ fn check_rules(cfg: &Config, paths: &[PathBuf], json: bool) -> Result<ExitCode> 
         let (meta, status) = match result {
             Ok(Loaded::Rule(r)) => (Some(r.meta.clone()), "ok".to_string()),
             Ok(Loaded::Disabled(m)) => (Some(m), "ok (disabled by config)".to_string()),
+            Ok(Loaded::Interpreter(m)) => (Some(m), "ok (the interpreter of rule files)".to_string()),
             Err(e) => {
                 failed += 1;
                 (None, format!("{e:#}"))

@@ -639,6 +639,7 @@ mod tests {
             subscriptions: Default::default(),
             containers_only: false,
             tags: vec![],
+            ..Default::default()
         };
         let r = c.rule_policy().resolve(&meta);
         assert!(r.enabled);
@@ -666,6 +667,7 @@ mod tests {
             subscriptions: Default::default(),
             containers_only: false,
             tags: tags.iter().map(|t| t.to_string()).collect(),
+            ..Default::default()
         };
         let p = c.rule_policy();
         assert!(!p.resolve(&meta("a", &[])).enabled);

@@ -267,6 +267,8 @@ impl PluginHost {
             .map(|(name, _)| {
                 let status = if name.starts_with("vigil:rules/") {
                     "provided"
+                } else if !wasi && name.starts_with(INSECURE_SEED) {
+                    "provided (a fixed seed)"
                 } else if wasi && name.starts_with("wasi:") {
                     if name.starts_with("wasi:io/poll") { "granted (blocking calls trap)" } else { "granted" }
                 } else {
@@ -288,11 +290,29 @@ impl PluginHost {
             // shadow the semver-compatible WASI functions (a rule importing
             // wasi:filesystem@0.2.6 links to wasmtime's 0.2.12); there an
             // import we lack is a load error instead.
+            provide_fixed_seed(&mut linker, component).map_err(PluginError::Link)?;
             linker.define_unknown_imports_as_traps(component).map_err(PluginError::Link)?;
         }
         let pre = linker.instantiate_pre(component).map_err(PluginError::Link)?;
         RulePre::new(pre).map_err(PluginError::Link)
     }
+}
+
+/// The interface Rust's `HashMap` seeds itself from on wasip2.
+const INSECURE_SEED: &str = "wasi:random/insecure-seed@";
+
+/// `insecure-seed` answers a constant: a rule's hash maps work (serde's YAML
+/// and JSON maps use them), and the rule learns nothing from the host.
+fn provide_fixed_seed(linker: &mut Linker<HostState>, component: &Component) -> wasmtime::Result<()> {
+    let engine = linker.engine().clone();
+    for (name, _) in component.component_type().imports(&engine) {
+        if name.starts_with(INSECURE_SEED) {
+            let mut instance = linker.instance(name)?;
+            instance
+                .func_wrap("insecure-seed", |_, (): ()| Ok(((0x5649_4749_4c00_0001u64, 0x7275_6c65_7300_0002u64),)))?;
+        }
+    }
+    Ok(())
 }
 
 /// WASI's `poll` and `pollable.block` wait inside host code, where epoch

@@ -14,6 +14,7 @@ pub mod host;
 pub mod returned;
 pub mod rule;
 pub mod ruledir;
+pub mod rulefiles;
 pub mod watch;
 pub mod watchdog;
 

@@ -23,6 +23,9 @@ pub const MAX_VALUE: usize = 4096;
 /// An alert as a rule returned it, within limits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuleAlert {
+    /// The rule name the alert gives (empty when none); honoured only for
+    /// rule files' instances, whose alerts carry their rules' own names.
+    pub rule: String,
     pub priority: Priority,
     pub message: String,
     pub tags: Vec<String>,
@@ -33,7 +36,6 @@ pub struct RuleAlert {
 #[derive(Deserialize)]
 #[serde(rename_all = "kebab-case")]
 struct AlertJson {
-    #[allow(dead_code)] // the host uses the metadata id: a rule cannot speak for another
     #[serde(default)]
     rule: String,
     priority: String,
@@ -64,6 +66,12 @@ struct MetadataJson {
     containers_only: bool,
     #[serde(default)]
     tags: Vec<String>,
+    /// Interpreters of rule files say which dialects they read.
+    #[serde(default)]
+    interprets: Vec<String>,
+    /// An interpreter instance's load report (after `init`).
+    #[serde(default)]
+    report: Option<vigil_rulelang::Report>,
 }
 
 /// Parses `on-batch`'s return. Errors describe what was wrong (a rule bug);
@@ -77,6 +85,7 @@ pub fn parse_alerts(json: &str) -> Result<(Vec<RuleAlert>, usize), String> {
     let mut alerts = Vec::with_capacity(raw.len().min(MAX_ALERTS_PER_CALL));
     for a in raw.into_iter().take(MAX_ALERTS_PER_CALL) {
         alerts.push(RuleAlert {
+            rule: cut(a.rule, MAX_VALUE),
             priority: Priority::from_name(&a.priority)
                 .ok_or_else(|| format!("unknown priority {:?}", cut(a.priority, 32)))?,
             message: cut(a.message, MAX_MESSAGE),
@@ -121,6 +130,17 @@ pub fn parse_metadata(json: &str) -> Result<RuleMeta, String> {
         subscriptions,
         containers_only: m.containers_only,
         tags: m.tags,
+        interprets: !m.interprets.is_empty(),
+        files: m.report.map(|report| {
+            let names = report
+                .files
+                .iter()
+                .flat_map(|f| &f.rules)
+                .filter(|r| r.status == vigil_rulelang::Status::Loaded)
+                .map(|r| r.name.clone())
+                .collect();
+            std::sync::Arc::new(super::rule::RuleFiles { report, names })
+        }),
     })
 }
 

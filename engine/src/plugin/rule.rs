@@ -16,13 +16,13 @@ use wasmtime::Store;
 use wasmtime_wasi::WasiCtx;
 
 use super::PluginError;
-use super::host::{HostState, PluginHost, Rule, RulePre};
+use super::host::{HostState, PluginHost, Rule, RulePre, content_hash};
 use super::returned::{RuleAlert, parse_alerts, parse_metadata};
 use super::watchdog::{self, Watchdog};
 use crate::config::{RuleSettings, WasiGrant};
 
 /// What a rule says about itself, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RuleMeta {
     pub id: String,
     pub version: String,
@@ -31,6 +31,20 @@ pub struct RuleMeta {
     /// Only events that carry a container (and `events-lost`) are sent.
     pub containers_only: bool,
     pub tags: Vec<String>,
+    /// The component interprets rule files (`declarative.wasm`): it is not
+    /// run as a rule itself, but instantiated with the directory's YAML files.
+    pub interprets: bool,
+    /// For an instance running rule files: what loaded, and the rule names
+    /// its alerts may carry.
+    pub files: Option<Arc<RuleFiles>>,
+}
+
+/// What an interpreter instance loaded from the rule files.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RuleFiles {
+    pub report: vigil_rulelang::Report,
+    /// Names of the loaded rules: an alert may name one of these as its rule.
+    pub names: std::collections::HashSet<String>,
 }
 
 /// Limits and fault policy for one rule.
@@ -123,7 +137,12 @@ pub enum Loaded {
     Rule(Box<LoadedRule>),
     /// Valid, but disabled by config.
     Disabled(RuleMeta),
+    /// An interpreter of rule files: not a rule by itself (see [`LoadedRule::load_files`]).
+    Interpreter(RuleMeta),
 }
+
+/// The id of the rule that runs the rule directory's rule files.
+pub const RULE_FILES_ID: &str = "rule-files";
 
 impl LoadedRule {
     /// Compiles (or loads from cache), validates and instantiates the rule in
@@ -148,7 +167,12 @@ impl LoadedRule {
             let rule = pre.instantiate(&mut store).map_err(PluginError::Instantiate)?;
             rule.vigil_rules_detector().call_metadata(&mut store).map_err(PluginError::Instantiate)?
         };
-        let meta = parse_metadata(&json).map_err(PluginError::BadMetadata)?;
+        let mut meta = parse_metadata(&json).map_err(PluginError::BadMetadata)?;
+        // Only instances the host made from rule files speak for named rules.
+        meta.files = None;
+        if meta.interprets {
+            return Ok(Loaded::Interpreter(meta));
+        }
 
         let resolved = settings(&meta);
         if !resolved.enabled {
@@ -175,6 +199,66 @@ impl LoadedRule {
             InstantiateError::Refused(msg) => PluginError::InitRefused(msg),
             InstantiateError::Fault(f) => PluginError::InitFault(f.to_string()),
         })?;
+        Ok(Loaded::Rule(Box::new(loaded)))
+    }
+
+    /// Instantiates the interpreter component in `bytes` with the rule
+    /// files `files` as its input, under the id [`RULE_FILES_ID`] and the
+    /// key `key` (the rule directory's rule files as one rule). `init`
+    /// compiles them; `metadata`, asked again, reports what loaded.
+    pub fn load_files(
+        host: &PluginHost,
+        key: &Path,
+        bytes: &[u8],
+        hash: &str,
+        files: &[vigil_rulelang::SourceFile],
+        settings: &dyn Fn(&RuleMeta) -> RuleSettingsResolved,
+    ) -> Result<Loaded, PluginError> {
+        let (component, _) = host.compile(bytes, hash)?;
+        let pre = host.prepare(&component, false)?;
+        let provisional = RuleMeta {
+            id: RULE_FILES_ID.into(),
+            subscriptions: [vigil_event::EventKind::ProcessExec].into_iter().collect(),
+            ..Default::default()
+        };
+        let resolved = settings(&provisional);
+        if !resolved.enabled {
+            return Ok(Loaded::Disabled(provisional));
+        }
+        let config_json = serde_json::json!({ "id": RULE_FILES_ID, "files": files }).to_string();
+        let mut loaded = LoadedRule {
+            id: Arc::from(RULE_FILES_ID),
+            meta: provisional,
+            path: key.to_path_buf(),
+            hash: content_hash(config_json.as_bytes()),
+            stats: Arc::new(RuleStats::default()),
+            limits: resolved.limits,
+            config_json,
+            wasi: None,
+            pre,
+            engine: host.engine().clone(),
+            watchdog: host.watchdog().clone(),
+            live: None,
+            health: Health::default(),
+        };
+        loaded.instantiate().map_err(|e| match e {
+            InstantiateError::Refused(msg) => PluginError::InitRefused(msg),
+            InstantiateError::Fault(f) => PluginError::InitFault(f.to_string()),
+        })?;
+        let timeout = loaded.init_timeout();
+        let live = loaded.live.as_mut().expect("instantiated above");
+        let json = {
+            let _armed = loaded.watchdog.arm(&mut live.store, timeout);
+            live.rule.vigil_rules_detector().call_metadata(&mut live.store).map_err(PluginError::Instantiate)?
+        };
+        let meta = parse_metadata(&json).map_err(PluginError::BadMetadata)?;
+        if meta.id != RULE_FILES_ID || meta.files.is_none() {
+            return Err(PluginError::BadMetadata(format!(
+                "{} is not an interpreter of rule files (it did not report on them)",
+                key.display()
+            )));
+        }
+        loaded.meta = meta;
         Ok(Loaded::Rule(Box::new(loaded)))
     }
 

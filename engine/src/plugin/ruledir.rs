@@ -1,5 +1,8 @@
-//! The rule directory: which `.wasm` files are in it, and what changed since
-//! the last look. Every change becomes a [`Control`] for the dispatcher only
+//! The rule directory: which `.wasm` files and rule files (`.yaml`, `.yml`:
+//! Falco and Sigma) are in it, and what changed since the last look. The
+//! rule files all run in one instance of the interpreter component found
+//! among the `.wasm` files (`declarative.wasm`), rebuilt when any of them
+//! changes; a file that no longer parses keeps its last good text. Every change becomes a [`Control`] for the dispatcher only
 //! after the new file compiled, validated and initialised; a bad file is
 //! logged and whatever was loaded before keeps running.
 //!
@@ -7,13 +10,13 @@
 //! of changing it is handled alike: a new file, an in-place write, `mv` over
 //! the old file, an editor's temp-file-then-rename, a deletion.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use super::PluginError;
 use super::dispatch::Control;
 use super::host::{PluginHost, content_hash};
-use super::rule::{Loaded, LoadedRule, RuleMeta, RuleSettingsResolved};
+use super::rule::{Loaded, LoadedRule, RULE_FILES_ID, RuleMeta, RuleSettingsResolved};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Seen {
@@ -38,16 +41,40 @@ pub struct ScanReport {
     pub removed: Vec<PathBuf>,
     pub failed: Vec<(PathBuf, String)>,
     pub disabled: Vec<String>,
+    /// What the rule files loaded, when they were (re)loaded.
+    pub rule_files: Option<vigil_rulelang::Report>,
+}
+
+/// The interpreter component of rule files, as found in the directory.
+struct Interpreter {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    hash: String,
 }
 
 pub struct RuleDir {
     dir: PathBuf,
     seen: HashMap<PathBuf, Seen>,
+    interpreter: Option<Interpreter>,
+    /// The last text of each rule file that parsed: kept running when an
+    /// edit does not parse.
+    good_text: BTreeMap<PathBuf, String>,
+    /// What the running rule-files instance was built from (interpreter and
+    /// file hashes), so an unchanged directory is not reloaded.
+    files_signature: String,
+    files_loaded: bool,
 }
 
 impl RuleDir {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        RuleDir { dir: dir.into(), seen: HashMap::new() }
+        RuleDir {
+            dir: dir.into(),
+            seen: HashMap::new(),
+            interpreter: None,
+            good_text: BTreeMap::new(),
+            files_signature: String::new(),
+            files_loaded: false,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -64,6 +91,12 @@ impl RuleDir {
                 Seen::Loaded { hash, .. } | Seen::Skipped { hash } => hash.clear(),
             }
         }
+        self.files_signature.clear();
+    }
+
+    /// The key under which the rule files' instance is loaded (not a file).
+    pub fn rule_files_key(&self) -> PathBuf {
+        self.dir.join("[rule files]")
     }
 
     /// Looks at the directory and returns the changes to apply, in the order
@@ -87,6 +120,9 @@ impl RuleDir {
                 controls.push(Control::Remove(path.clone()));
                 report.removed.push(path);
             }
+        }
+        if self.interpreter.as_ref().is_some_and(|i| !files.contains(&i.path)) {
+            self.interpreter = None;
         }
 
         for path in files {
@@ -123,6 +159,14 @@ impl RuleDir {
                     self.seen.insert(path, Seen::Loaded { hash, id });
                     controls.push(Control::Upsert(rule));
                 }
+                Ok(Loaded::Interpreter(meta)) => {
+                    tracing::info!(path = %path.display(), version = %meta.version, "interpreter of rule files found");
+                    if let Some(Seen::Loaded { .. }) = self.seen.get(&path) {
+                        controls.push(Control::Remove(path.clone()));
+                    }
+                    self.interpreter = Some(Interpreter { path: path.clone(), bytes, hash: hash.clone() });
+                    self.seen.insert(path, Seen::Skipped { hash });
+                }
                 Ok(Loaded::Disabled(meta)) => {
                     tracing::info!(rule = %meta.id, path = %path.display(), "rule disabled by config");
                     if let Some(Seen::Loaded { .. }) = self.seen.get(&path) {
@@ -147,19 +191,186 @@ impl RuleDir {
                 }
             }
         }
+        self.scan_rule_files(host, settings, &mut controls, &mut report)?;
         controls.sort_by_key(|c| matches!(c, Control::Remove(_)));
         Ok((controls, report))
     }
+
+    /// Reloads the rule files' instance when a rule file or the interpreter changed.
+    fn scan_rule_files(
+        &mut self,
+        host: &PluginHost,
+        settings: &dyn Fn(&RuleMeta) -> RuleSettingsResolved,
+        controls: &mut Vec<Control>,
+        report: &mut ScanReport,
+    ) -> Result<(), PluginError> {
+        let key = self.rule_files_key();
+        let paths =
+            list_files(&self.dir, RULE_FILE_EXTENSIONS).map_err(|e| PluginError::RuleDir(self.dir.clone(), e))?;
+        let mut current: Vec<(PathBuf, String)> = Vec::new();
+        let mut signature = self.interpreter.as_ref().map_or(String::new(), |i| i.hash.clone());
+        for path in paths {
+            match read_rule_file(&path) {
+                Ok(text) => {
+                    signature.push_str(&format!(" {}={}", path.display(), content_hash(text.as_bytes())));
+                    current.push((path, text));
+                }
+                Err(e) => {
+                    signature.push_str(&format!(" {}=unreadable", path.display()));
+                    report.failed.push((path, e));
+                }
+            }
+        }
+        if signature == self.files_signature {
+            return Ok(());
+        }
+        self.files_signature = signature;
+        self.good_text.retain(|p, _| current.iter().any(|(c, _)| c == p));
+        for (path, e) in &report.failed {
+            if path.extension().is_some_and(|x| RULE_FILE_EXTENSIONS.iter().any(|e| x == *e)) {
+                tracing::error!(path = %path.display(), error = %e, "cannot read rule file");
+            }
+        }
+        if current.is_empty() {
+            if self.files_loaded {
+                controls.push(Control::Remove(key.clone()));
+                report.removed.push(key);
+                self.files_loaded = false;
+            }
+            return Ok(());
+        }
+        let Some(interp) = &self.interpreter else {
+            let msg = format!(
+                "{} rule file(s) need the interpreter component (declarative.wasm, built by scripts/build-rules.sh) in {}",
+                current.len(),
+                self.dir.display()
+            );
+            tracing::error!("{msg}; they are not loaded");
+            for (path, _) in current {
+                report.failed.push((path, msg.clone()));
+            }
+            return Ok(());
+        };
+        let name = |p: &Path| p.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let mut files: Vec<vigil_rulelang::SourceFile> =
+            current.iter().map(|(p, text)| vigil_rulelang::SourceFile::new(name(p), text.clone())).collect();
+        let mut loaded = LoadedRule::load_files(host, &key, &interp.bytes, &interp.hash, &files, settings);
+        // A file that no longer parses runs its last good text.
+        if let Ok(Loaded::Rule(rule)) = &loaded
+            && let Some(rf) = &rule.meta.files
+        {
+            let mut substituted = false;
+            for (i, f) in rf.report.files.iter().enumerate() {
+                let Some(error) = &f.error else { continue };
+                let path = &current[i].0;
+                match self.good_text.get(path) {
+                    Some(good) => {
+                        tracing::error!(path = %path.display(), %error, "rule file no longer loads; its previous version keeps running");
+                        files[i].text = good.clone();
+                        substituted = true;
+                    }
+                    None => tracing::error!(path = %path.display(), %error, "cannot load rule file"),
+                }
+                report.failed.push((path.clone(), error.clone()));
+            }
+            if substituted {
+                loaded = LoadedRule::load_files(host, &key, &interp.bytes, &interp.hash, &files, settings);
+            }
+        }
+        match loaded {
+            Ok(Loaded::Rule(rule)) => {
+                let rf = rule.meta.files.clone().expect("load_files checked");
+                for (i, f) in rf.report.files.iter().enumerate() {
+                    if f.error.is_none() {
+                        self.good_text.insert(current[i].0.clone(), files[i].text.clone());
+                    }
+                    log_file_report(f);
+                }
+                report.rule_files = Some(rf.report.clone());
+                report.loaded.push(RULE_FILES_ID.to_string());
+                controls.push(Control::Upsert(rule));
+                self.files_loaded = true;
+            }
+            Ok(Loaded::Disabled(_)) => {
+                tracing::info!("rule files disabled by config (rule id {RULE_FILES_ID})");
+                if self.files_loaded {
+                    controls.push(Control::Remove(key));
+                    self.files_loaded = false;
+                }
+                report.disabled.push(RULE_FILES_ID.to_string());
+            }
+            Ok(Loaded::Interpreter(_)) => unreachable!("load_files never probes"),
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    kept_previous = self.files_loaded,
+                    "cannot load the rule files{}",
+                    if self.files_loaded { "; the previous version keeps running" } else { "" }
+                );
+                report.failed.push((key, e.to_string()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Logs what one rule file loaded, and each rule that does not run and why.
+fn log_file_report(f: &vigil_rulelang::FileReport) {
+    use vigil_rulelang::Status;
+    let count = |s: Status| f.rules.iter().filter(|r| r.status == s).count();
+    tracing::info!(
+        file = %f.name,
+        dialect = ?f.dialect,
+        loaded = count(Status::Loaded),
+        unsupported = count(Status::Unsupported),
+        disabled = count(Status::Disabled),
+        invalid = count(Status::Invalid),
+        "rule file loaded"
+    );
+    for w in &f.warnings {
+        tracing::warn!(file = %f.name, warning = %w, "rule file entry skipped");
+    }
+    for r in &f.rules {
+        match r.status {
+            Status::Unsupported => {
+                tracing::info!(file = %f.name, rule = %r.name, reason = r.reason.as_deref().unwrap_or(""), "rule not run: unsupported")
+            }
+            Status::Invalid => {
+                tracing::warn!(file = %f.name, rule = %r.name, reason = r.reason.as_deref().unwrap_or(""), "rule not run: invalid")
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Extensions of rule files.
+pub const RULE_FILE_EXTENSIONS: &[&str] = &["yaml", "yml"];
+
+/// Reads a rule file, refusing one larger than the interpreter reads.
+pub fn read_rule_file(path: &Path) -> Result<String, String> {
+    let len = std::fs::metadata(path).map_err(|e| format!("cannot read it: {e}"))?.len();
+    if len > vigil_rulelang::MAX_FILE as u64 {
+        return Err(format!("{len} bytes: larger than the {} bytes a rule file may have", vigil_rulelang::MAX_FILE));
+    }
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
+    String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())
 }
 
 /// The `.wasm` files of `dir`, sorted; hidden files (editor temp files) skipped.
 pub fn list_rule_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    list_files(dir, &["wasm"])
+}
+
+/// The files of `dir` with one of `extensions`, sorted by name; hidden
+/// files (editor temp files, a ConfigMap's `..data`) skipped.
+pub fn list_files(dir: &Path, extensions: &[&str]) -> std::io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with('.') || !name.ends_with(".wasm") {
+        let wanted = name.rsplit_once('.').is_some_and(|(_, ext)| extensions.contains(&ext));
+        if name.starts_with('.') || !wanted {
             continue;
         }
         // Follow symlinks (ConfigMap volumes are symlink farms).

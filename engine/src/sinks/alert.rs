@@ -73,7 +73,11 @@ impl AlertBuilder {
         Alert {
             id: uuid::Uuid::now_v7().to_string(),
             time: rfc3339_nanos(event.time_ns),
-            rule: meta.id.clone(),
+            // Rule files' alerts carry their rule's own name (Falco's `rule:`).
+            rule: match &meta.files {
+                Some(files) if files.names.contains(&a.rule) => a.rule,
+                _ => meta.id.clone(),
+            },
             rule_version: meta.version.clone(),
             priority: a.priority,
             output: a.message,

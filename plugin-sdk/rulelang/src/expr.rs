@@ -1,0 +1,396 @@
+//! The evaluation form both dialects compile to: a tree of checks over
+//! fields, built once per load. Lists are expanded and interned into sets,
+//! regular expressions and globs compiled, many needles of one field folded
+//! into one Aho-Corasick automaton, and constants pre-lowercased for the
+//! case-insensitive operators.
+
+use std::collections::HashSet as StdHashSet;
+use std::hash::{BuildHasherDefault, DefaultHasher};
+
+/// Sets with a fixed hasher: std's random one asks WASI for a seed, an
+/// import rules are not granted. The sets hold a rule file's values; events
+/// only look values up, so fixed keys give no one a way to slow them.
+type HashSet<T> = StdHashSet<T, BuildHasherDefault<DefaultHasher>>;
+
+use aho_corasick::AhoCorasick;
+use regex::Regex;
+use vigil_event::EventKind;
+
+use crate::fields::{EventCtx, Field, Value};
+
+/// A compiled condition.
+#[derive(Debug, Clone)]
+pub enum Node {
+    And(Vec<Node>),
+    Or(Vec<Node>),
+    Not(Box<Node>),
+    Check(Box<Check>),
+    Const(bool),
+}
+
+/// How a field's value is changed before it is compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transform {
+    Lower,
+    Upper,
+    Basename,
+    Len,
+    B64,
+}
+
+/// One comparison: `field op operand`.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub field: Field,
+    pub transforms: Vec<Transform>,
+    /// Compare the lowercased value (case-insensitive operators).
+    pub fold_case: bool,
+    pub op: Op,
+}
+
+/// The comparison, with its operand compiled.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Exists,
+    Eq(String),
+    Ne(String),
+    Num(NumOp, i64),
+    /// `in (...)`: one of the values.
+    In(Set),
+    /// `intersects (...)`: some value of a multi-valued field is in the set.
+    Intersects(Set),
+    Contains(Needles),
+    StartsWith(Vec<String>),
+    EndsWith(Vec<String>),
+    /// Path prefix: equal to, or under, one of the paths.
+    PMatch(Vec<String>),
+    /// Matches one of the patterns (globs are compiled to anchored regexes).
+    Regex(Vec<Regex>),
+    /// Compared with another field of the same event.
+    EqField(Field),
+    NeField(Field),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NumOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+/// Values of `in`: a hash set once the list is long enough to pay for it.
+#[derive(Debug, Clone)]
+pub enum Set {
+    Few(Vec<String>),
+    Many(HashSet<String>),
+}
+
+impl Set {
+    pub fn new(values: Vec<String>) -> Set {
+        if values.len() > 8 { Set::Many(values.into_iter().collect()) } else { Set::Few(values) }
+    }
+    fn contains(&self, v: &str) -> bool {
+        match self {
+            Set::Few(vs) => vs.iter().any(|x| x == v),
+            Set::Many(vs) => vs.contains(v),
+        }
+    }
+}
+
+/// Substrings to look for: one, a few, or an automaton for many.
+#[derive(Debug, Clone)]
+pub enum Needles {
+    Few(Vec<String>),
+    Many(AhoCorasick),
+}
+
+impl Needles {
+    pub fn new(needles: Vec<String>) -> Needles {
+        if needles.len() > 4
+            && let Ok(ac) = AhoCorasick::new(&needles)
+        {
+            return Needles::Many(ac);
+        }
+        Needles::Few(needles)
+    }
+    fn found_in(&self, hay: &str) -> bool {
+        match self {
+            Needles::Few(ns) => ns.iter().any(|n| hay.contains(n.as_str())),
+            Needles::Many(ac) => ac.is_match(hay),
+        }
+    }
+}
+
+/// Three-valued truth, for working out which event kinds a rule can match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tri {
+    False,
+    True,
+    Unknown,
+}
+
+impl Node {
+    /// Evaluates the condition over one event.
+    pub fn eval(&self, ctx: &EventCtx<'_>) -> bool {
+        match self {
+            Node::And(nodes) => nodes.iter().all(|n| n.eval(ctx)),
+            Node::Or(nodes) => nodes.iter().any(|n| n.eval(ctx)),
+            Node::Not(n) => !n.eval(ctx),
+            Node::Check(c) => c.eval(ctx),
+            Node::Const(b) => *b,
+        }
+    }
+
+    /// Whether the condition can hold for an event of `kind`, knowing only
+    /// the event type: `evt.type`/`evt.dir` checks are decided, every other
+    /// check is unknown.
+    pub fn possible(&self, kind: EventKind) -> Tri {
+        match self {
+            Node::And(nodes) => {
+                let mut out = Tri::True;
+                for n in nodes {
+                    match n.possible(kind) {
+                        Tri::False => return Tri::False,
+                        Tri::Unknown => out = Tri::Unknown,
+                        Tri::True => {}
+                    }
+                }
+                out
+            }
+            Node::Or(nodes) => {
+                let mut out = Tri::False;
+                for n in nodes {
+                    match n.possible(kind) {
+                        Tri::True => return Tri::True,
+                        Tri::Unknown => out = Tri::Unknown,
+                        Tri::False => {}
+                    }
+                }
+                out
+            }
+            Node::Not(n) => match n.possible(kind) {
+                Tri::True => Tri::False,
+                Tri::False => Tri::True,
+                Tri::Unknown => Tri::Unknown,
+            },
+            Node::Const(b) => {
+                if *b {
+                    Tri::True
+                } else {
+                    Tri::False
+                }
+            }
+            Node::Check(c) if matches!(c.field, Field::EvtType | Field::EvtDir) && c.transforms.is_empty() => {
+                if c.eval_value(crate::fields::kind_field(&c.field, Some(kind)), None) { Tri::True } else { Tri::False }
+            }
+            Node::Check(_) => Tri::Unknown,
+        }
+    }
+
+    /// Every field the condition reads.
+    pub fn fields<'n>(&'n self, out: &mut Vec<&'n Field>) {
+        match self {
+            Node::And(ns) | Node::Or(ns) => ns.iter().for_each(|n| n.fields(out)),
+            Node::Not(n) => n.fields(out),
+            Node::Check(c) => out.push(&c.field),
+            Node::Const(_) => {}
+        }
+    }
+}
+
+impl Check {
+    fn eval(&self, ctx: &EventCtx<'_>) -> bool {
+        let value = if self.fold_case && self.transforms.is_empty() {
+            ctx.get_lower(&self.field)
+        } else {
+            let mut v = ctx.get(&self.field);
+            for t in &self.transforms {
+                v = transform(v, *t);
+            }
+            if self.fold_case { lower(v) } else { v }
+        };
+        self.eval_value(value, Some(ctx))
+    }
+
+    fn eval_value(&self, value: Value<'_>, ctx: Option<&EventCtx<'_>>) -> bool {
+        match (&self.op, value) {
+            (Op::Exists, v) => !matches!(v, Value::Missing),
+            (_, Value::Missing) => false,
+            (Op::EqField(other), v) => {
+                let o = ctx.map_or(Value::Missing, |c| c.get(other));
+                !matches!(o, Value::Missing) && v.render() == o.render()
+            }
+            (Op::NeField(other), v) => {
+                let o = ctx.map_or(Value::Missing, |c| c.get(other));
+                !matches!(o, Value::Missing) && v.render() != o.render()
+            }
+            (Op::Ne(s), Value::Many(vs)) => !vs.iter().any(|v| v == s),
+            (Op::Intersects(set), Value::Many(vs)) => vs.iter().any(|v| set.contains(v)),
+            (op, Value::Many(vs)) => vs.iter().any(|v| self.compare_str(op, v)),
+            (Op::Num(op, n), Value::Num(v)) => compare_num(*op, v, *n),
+            (op, Value::Num(v)) => self.compare_str(op, &v.to_string()),
+            (op, Value::Bool(b)) => self.compare_str(op, if b { "true" } else { "false" }),
+            (op, Value::Str(s)) => self.compare_str(op, &s),
+        }
+    }
+
+    fn compare_str(&self, op: &Op, v: &str) -> bool {
+        match op {
+            Op::Exists => true,
+            Op::Eq(s) => v == s,
+            Op::Ne(s) => v != s,
+            Op::Num(op, n) => v.parse::<i64>().is_ok_and(|v| compare_num(*op, v, *n)),
+            Op::In(set) | Op::Intersects(set) => set.contains(v),
+            Op::Contains(needles) => needles.found_in(v),
+            Op::StartsWith(ps) => ps.iter().any(|p| v.starts_with(p.as_str())),
+            Op::EndsWith(ps) => ps.iter().any(|p| v.ends_with(p.as_str())),
+            Op::PMatch(paths) => paths.iter().any(|p| {
+                v.starts_with(p.as_str())
+                    && (v.len() == p.len() || p.ends_with('/') || v.as_bytes().get(p.len()) == Some(&b'/'))
+            }),
+            Op::Regex(res) => res.iter().any(|re| re.is_match(v)),
+            Op::EqField(_) | Op::NeField(_) => false,
+        }
+    }
+}
+
+fn compare_num(op: NumOp, v: i64, n: i64) -> bool {
+    match op {
+        NumOp::Eq => v == n,
+        NumOp::Ne => v != n,
+        NumOp::Lt => v < n,
+        NumOp::Le => v <= n,
+        NumOp::Gt => v > n,
+        NumOp::Ge => v >= n,
+    }
+}
+
+fn lower(v: Value<'_>) -> Value<'_> {
+    match v {
+        Value::Str(s) => Value::Str(s.to_lowercase().into()),
+        Value::Many(vs) => Value::Many(vs.into_iter().map(|s| s.to_lowercase().into()).collect()),
+        other => other,
+    }
+}
+
+fn transform(v: Value<'_>, t: Transform) -> Value<'_> {
+    let each = |s: &str| -> Value<'static> {
+        match t {
+            Transform::Lower => Value::Str(s.to_lowercase().into()),
+            Transform::Upper => Value::Str(s.to_uppercase().into()),
+            Transform::Basename => Value::Str(s.rsplit('/').next().unwrap_or(s).to_string().into()),
+            Transform::Len => Value::Num(s.len() as i64),
+            Transform::B64 => match b64_decode(s) {
+                Some(d) => Value::Str(d.into()),
+                None => Value::Missing,
+            },
+        }
+    };
+    match v {
+        Value::Str(s) => each(&s),
+        Value::Num(n) => each(&n.to_string()),
+        Value::Bool(b) => each(if b { "true" } else { "false" }),
+        Value::Many(vs) if t == Transform::Len => Value::Num(vs.len() as i64),
+        Value::Many(vs) => Value::Many(
+            vs.iter()
+                .filter_map(|s| match each(s) {
+                    Value::Str(s) => Some(s),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        Value::Missing => Value::Missing,
+    }
+}
+
+/// Standard base64 (with or without padding), as Falco's `b64()` reads it.
+fn b64_decode(s: &str) -> Option<String> {
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    for c in s.bytes().filter(|c| *c != b'=') {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        };
+        bits = (bits << 6) | v as u32;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A glob (`*`, `?`, `[...]`) as an anchored regex.
+pub fn glob_regex(glob: &str, case_insensitive: bool) -> Result<Regex, String> {
+    let mut re = String::from(if case_insensitive { "(?si)^" } else { "(?s)^" });
+    let mut chars = glob.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' => re.push_str(".*"),
+            '?' => re.push('.'),
+            '[' => {
+                let mut class = String::new();
+                let mut closed = false;
+                for c in chars.by_ref() {
+                    if c == ']' && !class.is_empty() {
+                        closed = true;
+                        break;
+                    }
+                    class.push(c);
+                }
+                if closed {
+                    let class = class.strip_prefix('!').map(|c| format!("^{c}")).unwrap_or(class);
+                    re.push('[');
+                    re.push_str(&class.replace('\\', "\\\\").replace('[', "\\["));
+                    re.push(']');
+                } else {
+                    re.push_str(&regex::escape(&format!("[{class}")));
+                }
+            }
+            '\\' if chars.peek().is_some() => re.push_str(&regex::escape(&chars.next().unwrap().to_string())),
+            c => re.push_str(&regex::escape(&c.to_string())),
+        }
+    }
+    re.push('$');
+    regex_limited(&re)
+}
+
+/// A regex compiled under size limits (a rule file cannot make one huge).
+pub fn regex_limited(pattern: &str) -> Result<Regex, String> {
+    regex::RegexBuilder::new(pattern)
+        .size_limit(1 << 20)
+        .dfa_size_limit(1 << 20)
+        .nest_limit(64)
+        .build()
+        .map_err(|e| format!("bad regular expression {pattern:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        let g = glob_regex("/tmp/*.sh", false).unwrap();
+        assert!(g.is_match("/tmp/x.sh") && g.is_match("/tmp/a/b.sh") && !g.is_match("/tmp/x.py"));
+        let g = glob_regex("[!a]?c", false).unwrap();
+        assert!(g.is_match("xbc") && !g.is_match("abc"));
+        assert!(glob_regex("*.SH", true).unwrap().is_match("run.sh"));
+    }
+
+    #[test]
+    fn base64() {
+        assert_eq!(b64_decode("aGVsbG8=").as_deref(), Some("hello"));
+        assert_eq!(b64_decode("!!"), None);
+    }
+}

@@ -1,0 +1,483 @@
+//! The fields rules can read, in Falco's and Sigma's names, and how each is
+//! read from a packed event. A name Vigil has no source for is refused with
+//! the reason, so the rule using it is reported unsupported, never run with
+//! a field that is always empty.
+
+use std::borrow::Cow;
+use std::cell::OnceCell;
+
+use vigil_event::EventKind;
+use vigil_event::packed::{AncestorView, EventView, ProcessView};
+
+/// Deepest ancestor the process tree gives (`proc.aname[N]`).
+pub const MAX_ANCESTOR: u8 = 8;
+
+/// A field a condition reads.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Field {
+    EvtType,
+    EvtDir,
+    EvtTime,
+    EvtNum,
+    ProcName,
+    ProcExe,
+    ProcExePath,
+    /// Falco's `proc.cmdline`: the name, then the arguments.
+    ProcCmdline,
+    ProcArgs,
+    ProcPid,
+    ProcTid,
+    ProcPpid,
+    ProcCwd,
+    /// Ancestor fields: `Some(n)` is ancestor n (0 the process, 1 its
+    /// parent); `None` is any ancestor (1 and up).
+    AName(Option<u8>),
+    APid(Option<u8>),
+    AExe(Option<u8>),
+    AExePath(Option<u8>),
+    ACmdline(Option<u8>),
+    UserUid,
+    GroupGid,
+    ContainerId,
+    ContainerFullId,
+    ContainerName,
+    ContainerImage,
+    ImageRepository,
+    ImageTag,
+    ImageDigest,
+    ContainerPrivileged,
+    ContainerType,
+    ContainerLabel(String),
+    ContainerLabels,
+    PodName,
+    PodNamespace,
+    PodUid,
+    PodLabel(String),
+    PodLabels,
+    /// Sigma's `CommandLine`: argv joined with spaces.
+    ArgvLine,
+    /// Sigma's `ParentCommandLine`.
+    ParentArgvLine,
+}
+
+/// Fields known to Falco that Vigil has no source for yet, with what is missing.
+const NOT_YET: &[(&str, &str)] = &[
+    ("proc.tty", "the controlling terminal is not collected yet"),
+    ("proc.sid", "the session id is not collected yet"),
+    ("proc.sname", "the session leader is not collected yet"),
+    ("proc.vpid", "the pid inside the container's pid namespace is not collected yet"),
+    ("proc.vpgid", "process groups are not collected yet"),
+    ("proc.pgid", "process groups are not collected yet"),
+    ("proc.is_exe_upper_layer", "the executable's overlay layer is not collected yet"),
+    ("proc.is_exe_from_memfd", "memfd execution is not collected yet"),
+    ("proc.is_exe_writable", "the executable's mode is not collected yet"),
+    ("proc.env", "the environment is not collected"),
+    ("proc.loginshellid", "login shells are not tracked"),
+    ("user.name", "user names are not resolved yet"),
+    ("user.loginuid", "the login uid is not collected yet"),
+    ("user.loginname", "the login uid is not collected yet"),
+    ("group.name", "group names are not resolved yet"),
+];
+
+impl Field {
+    /// The field named `name` (with its `[arg]`, if any), or why it cannot be read.
+    pub fn falco(name: &str, arg: Option<&str>) -> Result<Field, String> {
+        let index = |arg: Option<&str>| -> Result<Option<u8>, String> {
+            match arg {
+                None => Ok(None),
+                Some(a) => match a.trim().parse::<u8>() {
+                    Ok(n) if n <= MAX_ANCESTOR => Ok(Some(n)),
+                    _ => Err(format!("{name}[{a}]: Vigil keeps ancestors 0 to {MAX_ANCESTOR}")),
+                },
+            }
+        };
+        let no_arg = |f: Field| -> Result<Field, String> {
+            match arg {
+                None => Ok(f),
+                Some(a) => Err(format!("field {name} takes no argument (got [{a}])")),
+            }
+        };
+        let key = |f: fn(String) -> Field| -> Result<Field, String> {
+            match arg {
+                Some(a) if !a.is_empty() => Ok(f(a.trim_matches(|c| c == '"' || c == '\'').to_string())),
+                _ => Err(format!("field {name} needs a key, e.g. {name}[app]")),
+            }
+        };
+        Ok(match name {
+            "evt.type" => no_arg(Field::EvtType)?,
+            "evt.dir" => no_arg(Field::EvtDir)?,
+            "evt.time" | "evt.rawtime" | "evt.datetime" => no_arg(Field::EvtTime)?,
+            "evt.num" => no_arg(Field::EvtNum)?,
+            "proc.name" => no_arg(Field::ProcName)?,
+            "proc.exe" => no_arg(Field::ProcExe)?,
+            "proc.exepath" => no_arg(Field::ProcExePath)?,
+            "proc.cmdline" => no_arg(Field::ProcCmdline)?,
+            "proc.args" => no_arg(Field::ProcArgs)?,
+            "proc.pid" => no_arg(Field::ProcPid)?,
+            "proc.tid" | "thread.tid" => no_arg(Field::ProcTid)?,
+            "proc.ppid" => no_arg(Field::ProcPpid)?,
+            "proc.cwd" => no_arg(Field::ProcCwd)?,
+            "proc.pname" => no_arg(Field::AName(Some(1)))?,
+            "proc.pexe" => no_arg(Field::AExe(Some(1)))?,
+            "proc.pexepath" => no_arg(Field::AExePath(Some(1)))?,
+            "proc.pcmdline" => no_arg(Field::ACmdline(Some(1)))?,
+            "proc.aname" => Field::AName(index(arg)?),
+            "proc.apid" => Field::APid(index(arg)?),
+            "proc.aexe" => Field::AExe(index(arg)?),
+            "proc.aexepath" => Field::AExePath(index(arg)?),
+            "proc.acmdline" => Field::ACmdline(index(arg)?),
+            "user.uid" => no_arg(Field::UserUid)?,
+            "group.gid" => no_arg(Field::GroupGid)?,
+            "container.id" => no_arg(Field::ContainerId)?,
+            "container.full_id" => no_arg(Field::ContainerFullId)?,
+            "container.name" => no_arg(Field::ContainerName)?,
+            "container.image" => no_arg(Field::ContainerImage)?,
+            "container.image.repository" => no_arg(Field::ImageRepository)?,
+            "container.image.tag" => no_arg(Field::ImageTag)?,
+            "container.image.digest" => no_arg(Field::ImageDigest)?,
+            "container.privileged" => no_arg(Field::ContainerPrivileged)?,
+            "container.type" => no_arg(Field::ContainerType)?,
+            "container.label" => key(Field::ContainerLabel)?,
+            "container.labels" => no_arg(Field::ContainerLabels)?,
+            "k8s.pod.name" => no_arg(Field::PodName)?,
+            "k8s.ns.name" => no_arg(Field::PodNamespace)?,
+            "k8s.pod.uid" | "k8s.pod.id" => no_arg(Field::PodUid)?,
+            "k8s.pod.label" => key(Field::PodLabel)?,
+            "k8s.pod.labels" => no_arg(Field::PodLabels)?,
+            _ => {
+                if let Some((_, why)) = NOT_YET.iter().find(|(n, _)| *n == name) {
+                    return Err(format!("field {name}: {why}"));
+                }
+                let class = name.split('.').next().unwrap_or(name);
+                return Err(match class {
+                    "fd" | "fs" => format!("field {name}: file and socket events are not collected"),
+                    "evt" => format!("field {name}: syscall arguments are not collected"),
+                    "ka" | "jevt" | "ct" | "gcp" | "okta" | "github" | "k8saudit" => {
+                        format!("field {name} belongs to a plugin source Vigil does not have")
+                    }
+                    _ => format!("field {name} has no source in Vigil"),
+                });
+            }
+        })
+    }
+
+    /// Sigma's `process_creation` field `name`, or why it cannot be read.
+    pub fn sigma(name: &str) -> Result<Field, String> {
+        Ok(match name {
+            "Image" => Field::ProcExePath,
+            "CommandLine" => Field::ArgvLine,
+            "ParentImage" => Field::AExePath(Some(1)),
+            "ParentCommandLine" => Field::ParentArgvLine,
+            "CurrentDirectory" => Field::ProcCwd,
+            "ProcessId" => Field::ProcPid,
+            "ParentProcessId" => Field::ProcPpid,
+            "User" => return Err("field User: user names are not resolved yet".into()),
+            "LogonId" => return Err("field LogonId: the login uid is not collected yet".into()),
+            "OriginalFileName" => return Err("field OriginalFileName: Linux executables have no such name".into()),
+            _ => return Err(format!("field {name} has no source in Vigil's process events")),
+        })
+    }
+
+    /// True for fields whose values compare as numbers.
+    pub fn numeric(&self) -> bool {
+        matches!(
+            self,
+            Field::EvtTime
+                | Field::EvtNum
+                | Field::ProcPid
+                | Field::ProcTid
+                | Field::ProcPpid
+                | Field::APid(_)
+                | Field::UserUid
+                | Field::GroupGid
+        )
+    }
+
+    /// The slot of this field's cached value in [`EventCtx`], for the
+    /// fields worth caching (built strings).
+    fn cache_slot(&self) -> Option<usize> {
+        Some(match self {
+            Field::ProcCmdline => 0,
+            Field::ProcArgs => 1,
+            Field::ArgvLine => 2,
+            Field::ParentArgvLine => 3,
+            Field::ACmdline(Some(1)) => 4,
+            _ => return None,
+        })
+    }
+}
+
+const CACHED: usize = 5;
+
+/// A field's value in one event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value<'a> {
+    /// The event does not carry it (Falco: every comparison is false).
+    Missing,
+    Str(Cow<'a, str>),
+    Num(i64),
+    Bool(bool),
+    /// Several values (any ancestor, all labels): a comparison holds when
+    /// it holds for one of them.
+    Many(Vec<Cow<'a, str>>),
+}
+
+impl Value<'_> {
+    /// The value as text, as an alert's output shows it (`<NA>` when missing).
+    pub fn render(&self) -> String {
+        match self {
+            Value::Missing => "<NA>".into(),
+            Value::Str(s) => s.to_string(),
+            Value::Num(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            Value::Many(v) => v.join(","),
+        }
+    }
+}
+
+/// One event being evaluated, with the strings built from it cached so
+/// that a hundred rules reading `proc.cmdline` build it once.
+pub struct EventCtx<'a> {
+    pub view: EventView<'a>,
+    pub kind: Option<EventKind>,
+    process: Option<ProcessView<'a>>,
+    cache: [OnceCell<String>; CACHED],
+    /// Lowercased values, for the case-insensitive operators.
+    lower: [OnceCell<String>; CACHED],
+}
+
+impl<'a> EventCtx<'a> {
+    pub fn new(view: EventView<'a>) -> Self {
+        EventCtx {
+            kind: view.kind(),
+            process: view.process(),
+            view,
+            cache: Default::default(),
+            lower: Default::default(),
+        }
+    }
+
+    /// The value of `field` in this event.
+    pub fn get(&self, field: &Field) -> Value<'_> {
+        if let Some(slot) = field.cache_slot() {
+            return match self.cache[slot].get() {
+                Some(s) => Value::Str(Cow::Borrowed(s)),
+                None => match self.extract(field) {
+                    Value::Str(s) => Value::Str(Cow::Borrowed(self.cache[slot].get_or_init(|| s.into_owned()))),
+                    other => other,
+                },
+            };
+        }
+        self.extract(field)
+    }
+
+    /// The value of `field`, lowercased (cached for the built strings).
+    pub fn get_lower(&self, field: &Field) -> Value<'_> {
+        if let Some(slot) = field.cache_slot() {
+            if let Some(s) = self.lower[slot].get() {
+                return Value::Str(Cow::Borrowed(s));
+            }
+            return match self.get(field) {
+                Value::Str(s) => Value::Str(Cow::Borrowed(self.lower[slot].get_or_init(|| s.to_lowercase()))),
+                other => other,
+            };
+        }
+        lowercase(self.extract(field))
+    }
+
+    fn extract(&self, field: &Field) -> Value<'a> {
+        let kind = self.kind;
+        let p = self.process;
+        let c = self.view.container();
+        let pod = self.view.pod();
+        let s = |v: &'a str| Value::Str(Cow::Borrowed(v));
+        match field {
+            Field::EvtType | Field::EvtDir => kind_field(field, kind),
+            Field::EvtTime => Value::Num(self.view.time_ns() as i64),
+            Field::EvtNum => Value::Num(self.view.id() as i64),
+            Field::ContainerId => match c {
+                Some(c) => s(c.short_id()),
+                None if p.is_some() => s("host"),
+                None => Value::Missing,
+            },
+            Field::ContainerFullId => match c {
+                Some(c) => s(c.id()),
+                None if p.is_some() => s("host"),
+                None => Value::Missing,
+            },
+            Field::ContainerName => match c {
+                Some(c) => s(c.name()),
+                None if p.is_some() => s("host"),
+                None => Value::Missing,
+            },
+            Field::ContainerImage => c.map_or(Value::Missing, |c| non_empty(c.image())),
+            Field::ImageRepository => c.map_or(Value::Missing, |c| non_empty(image_parts(c.image()).0)),
+            Field::ImageTag => c.map_or(Value::Missing, |c| non_empty(image_parts(c.image()).1)),
+            Field::ImageDigest => c.map_or(Value::Missing, |c| {
+                if !c.image_digest().is_empty() { s(c.image_digest()) } else { non_empty(image_parts(c.image()).2) }
+            }),
+            Field::ContainerPrivileged => c.map_or(Value::Missing, |c| Value::Bool(c.privileged())),
+            Field::ContainerType => c.map_or(Value::Missing, |c| s(c.runtime().name())),
+            Field::ContainerLabel(k) => c.and_then(|c| c.label(k)).map_or(Value::Missing, s),
+            Field::ContainerLabels => c.map_or(Value::Missing, |c| {
+                Value::Many(c.labels().map(|(k, v)| Cow::Owned(format!("{k}:{v}"))).collect())
+            }),
+            Field::PodName => pod.map_or(Value::Missing, |p| s(p.name())),
+            Field::PodNamespace => pod.map_or(Value::Missing, |p| s(p.namespace())),
+            Field::PodUid => pod.map_or(Value::Missing, |p| s(p.uid())),
+            Field::PodLabel(k) => pod.and_then(|p| p.label(k)).map_or(Value::Missing, s),
+            Field::PodLabels => pod.map_or(Value::Missing, |p| {
+                Value::Many(p.labels().map(|(k, v)| Cow::Owned(format!("{k}:{v}"))).collect())
+            }),
+            _ => match p {
+                Some(p) => process_field(field, p),
+                None => Value::Missing,
+            },
+        }
+    }
+}
+
+/// `evt.type` and `evt.dir` of an event of `kind`.
+pub fn kind_field(field: &Field, kind: Option<EventKind>) -> Value<'static> {
+    let s = |v: &'static str| Value::Str(Cow::Borrowed(v));
+    match (field, kind) {
+        (_, None) => Value::Missing,
+        (Field::EvtType, Some(EventKind::ProcessExec)) => s("execve"),
+        (Field::EvtType, Some(EventKind::ProcessFork)) => s("clone"),
+        (Field::EvtType, Some(EventKind::ProcessExit)) => s("procexit"),
+        (Field::EvtType, Some(EventKind::ContainerStart)) => s("container"),
+        (Field::EvtType, Some(k)) => s(k.name()),
+        (Field::EvtDir, Some(EventKind::ProcessExit)) => s(">"),
+        (Field::EvtDir, Some(_)) => s("<"),
+        _ => Value::Missing,
+    }
+}
+
+fn process_field<'a>(field: &Field, p: ProcessView<'a>) -> Value<'a> {
+    let s = |v: &'a str| Value::Str(Cow::Borrowed(v));
+    match field {
+        Field::ProcName => s(p.comm()),
+        Field::ProcExe => p.arg(0).map_or(Value::Missing, s),
+        Field::ProcExePath => non_empty(p.exe()),
+        Field::ProcCmdline => Value::Str(Cow::Owned(falco_cmdline(p.comm(), p.argv().skip(1)))),
+        Field::ProcArgs => Value::Str(Cow::Owned(join(p.argv().skip(1)))),
+        Field::ArgvLine => Value::Str(Cow::Owned(join(p.argv()))),
+        Field::ParentArgvLine => p.parent().map_or(Value::Missing, |a| Value::Str(Cow::Owned(join(a.argv)))),
+        Field::ProcPid => Value::Num(p.tgid() as i64),
+        Field::ProcTid => Value::Num(p.pid() as i64),
+        Field::ProcPpid => Value::Num(p.ppid() as i64),
+        Field::ProcCwd => non_empty(p.cwd()),
+        Field::UserUid => Value::Num(p.uid() as i64),
+        Field::GroupGid => Value::Num(p.gid() as i64),
+        Field::AName(n) => ancestor_field(p, *n, |a| s(a.comm), || s(p.comm())),
+        Field::APid(n) => ancestor_field(p, *n, |a| Value::Num(a.pid as i64), || Value::Num(p.tgid() as i64)),
+        Field::AExe(n) => ancestor_field(
+            p,
+            *n,
+            |a| a.argv.clone().next().map_or(Value::Missing, s),
+            || p.arg(0).map_or(Value::Missing, s),
+        ),
+        Field::AExePath(n) => ancestor_field(p, *n, |a| non_empty(a.exe), || non_empty(p.exe())),
+        Field::ACmdline(n) => ancestor_field(
+            p,
+            *n,
+            |a| Value::Str(Cow::Owned(falco_cmdline(a.comm, a.argv.skip(1)))),
+            || Value::Str(Cow::Owned(falco_cmdline(p.comm(), p.argv().skip(1)))),
+        ),
+        _ => Value::Missing,
+    }
+}
+
+/// Ancestor `n` (0 the process itself) or, for `None`, every ancestor.
+fn ancestor_field<'a>(
+    p: ProcessView<'a>,
+    n: Option<u8>,
+    of: impl Fn(AncestorView<'a>) -> Value<'a>,
+    this: impl Fn() -> Value<'a>,
+) -> Value<'a> {
+    match n {
+        Some(0) => this(),
+        Some(n) => p.ancestors().nth(n as usize - 1).map_or(Value::Missing, of),
+        None => {
+            let mut all = Vec::new();
+            for a in p.ancestors() {
+                match of(a) {
+                    Value::Str(s) => all.push(s),
+                    Value::Num(n) => all.push(Cow::Owned(n.to_string())),
+                    _ => {}
+                }
+            }
+            if all.is_empty() { Value::Missing } else { Value::Many(all) }
+        }
+    }
+}
+
+fn non_empty(s: &str) -> Value<'_> {
+    if s.is_empty() { Value::Missing } else { Value::Str(Cow::Borrowed(s)) }
+}
+
+fn lowercase(v: Value<'_>) -> Value<'_> {
+    match v {
+        Value::Str(s) if s.bytes().any(|b| b.is_ascii_uppercase()) || !s.is_ascii() => {
+            Value::Str(Cow::Owned(s.to_lowercase()))
+        }
+        Value::Many(v) => Value::Many(v.into_iter().map(|s| Cow::Owned(s.to_lowercase())).collect()),
+        other => other,
+    }
+}
+
+fn join<'s>(parts: impl Iterator<Item = &'s str>) -> String {
+    let mut out = String::new();
+    for (i, part) in parts.enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(part);
+    }
+    out
+}
+
+fn falco_cmdline<'s>(name: &str, args: impl Iterator<Item = &'s str>) -> String {
+    let mut out = name.to_string();
+    for a in args {
+        out.push(' ');
+        out.push_str(a);
+    }
+    out
+}
+
+/// `registry:5000/team/app:1.2@sha256:ab` → (`registry:5000/team/app`, `1.2`, `sha256:ab`).
+pub fn image_parts(image: &str) -> (&str, &str, &str) {
+    let (rest, digest) = match image.split_once('@') {
+        Some((r, d)) => (r, d),
+        None => (image, ""),
+    };
+    let slash = rest.rfind('/').map_or(0, |i| i + 1);
+    match rest[slash..].rfind(':') {
+        Some(colon) => (&rest[..slash + colon], &rest[slash + colon + 1..], digest),
+        None => (rest, "", digest),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_references_split() {
+        assert_eq!(image_parts("nginx"), ("nginx", "", ""));
+        assert_eq!(image_parts("nginx:1.25"), ("nginx", "1.25", ""));
+        assert_eq!(image_parts("reg:5000/team/app:1.2@sha256:ab"), ("reg:5000/team/app", "1.2", "sha256:ab"));
+        assert_eq!(image_parts("reg:5000/team/app"), ("reg:5000/team/app", "", ""));
+    }
+
+    #[test]
+    fn unknown_and_not_yet_fields_say_why() {
+        assert!(Field::falco("proc.tty", None).unwrap_err().contains("terminal"));
+        assert!(Field::falco("fd.name", None).unwrap_err().contains("file and socket"));
+        assert!(Field::falco("proc.aname", Some("9")).is_err());
+        assert_eq!(Field::falco("proc.aname", Some("2")).unwrap(), Field::AName(Some(2)));
+        assert_eq!(Field::falco("container.label", Some("app")).unwrap(), Field::ContainerLabel("app".into()));
+        assert!(Field::sigma("User").unwrap_err().contains("user names"));
+    }
+}
