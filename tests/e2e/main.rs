@@ -13,6 +13,7 @@ mod ebpf_source;
 mod golden;
 mod hot_reload;
 mod proc_source;
+mod rule_files;
 mod rule_scope;
 mod runtimes;
 mod sandbox;

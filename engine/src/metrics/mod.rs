@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use prometheus::core::Collector;
 use prometheus::{CounterVec, Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 use vigil_event::EventKind;
+use vigil_rulelang::Status;
 
 use crate::plugin::dispatch::{DispatchStats, RuleRegistry};
 use crate::sinks::SinkStats;
@@ -198,6 +199,21 @@ impl Telemetry {
             );
             for r in &p.runtimes {
                 up.with_label_values(&[r.runtime().name(), &r.endpoint.to_string_lossy()]).set(i64::from(r.is_up()));
+            }
+        }
+        if let Some(d) = &p.dispatch
+            && let Some(files) = d.rule_files.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
+        {
+            let g = m.gauge(
+                "vigil_rule_file_rules",
+                "Rules of each rule file (Falco, Sigma) by state: loaded, unsupported, disabled, invalid.",
+                &["file", "state"],
+            );
+            for f in &files.report.files {
+                for state in [Status::Loaded, Status::Unsupported, Status::Disabled, Status::Invalid] {
+                    let n = f.rules.iter().filter(|r| r.status == state).count();
+                    g.with_label_values(&[f.name.as_str(), state.name()]).set(n as i64);
+                }
             }
         }
         if let Some(rules) = &p.rules {

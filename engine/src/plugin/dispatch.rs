@@ -48,6 +48,8 @@ pub struct DispatchStats {
     /// oldest first, at most [`RECENT_SWAPS`]): reload latency is measured
     /// from these.
     pub recent_swaps_ns: Mutex<VecDeque<u64>>,
+    /// What the running rule files loaded (for `vigil_rule_file_rules`).
+    pub rule_files: Mutex<Option<Arc<super::rule::RuleFiles>>>,
 }
 
 /// The loaded rules' ids and figures, kept current as rules change (for metrics).
@@ -190,6 +192,8 @@ impl Dispatcher {
         self.interest.store(wanted, Ordering::Relaxed);
         let ids = self.rules.iter().map(|r| (r.meta.id.clone(), r.stats.clone())).collect();
         *self.registry.lock().unwrap_or_else(|e| e.into_inner()) = ids;
+        *self.stats.rule_files.lock().unwrap_or_else(|e| e.into_inner()) =
+            self.rules.iter().find_map(|r| r.meta.files.clone());
     }
 
     /// Runs `events` through the rules; appends alerts to `out`.
