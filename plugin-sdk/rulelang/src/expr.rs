@@ -4,13 +4,11 @@
 //! into one Aho-Corasick automaton, and constants pre-lowercased for the
 //! case-insensitive operators.
 
-use std::collections::HashSet as StdHashSet;
-use std::hash::{BuildHasherDefault, DefaultHasher};
-
-/// Sets with a fixed hasher: std's random one asks WASI for a seed, an
-/// import rules are not granted. The sets hold a rule file's values; events
-/// only look values up, so fixed keys give no one a way to slow them.
-type HashSet<T> = StdHashSet<T, BuildHasherDefault<DefaultHasher>>;
+/// Fx-hashed sets: fast for short strings, and without std's random seed
+/// (which a rule would ask the host for). The sets hold a rule file's
+/// values; events only look values up, so a fixed hash gives no one a way
+/// to slow them.
+type HashSet<T> = rustc_hash::FxHashSet<T>;
 
 use aho_corasick::AhoCorasick;
 use regex::Regex;
@@ -26,6 +24,9 @@ pub enum Node {
     Not(Box<Node>),
     Check(Box<Check>),
     Const(bool),
+    /// A check shared by several rules (macros expand to the same checks):
+    /// its result is computed once per event, in slot `.0` of the event's memo.
+    Memo(u32, Box<Check>),
 }
 
 /// How a field's value is changed before it is compared.
@@ -103,8 +104,10 @@ impl Set {
 /// Substrings to look for: one, a few, or an automaton for many.
 #[derive(Debug, Clone)]
 pub enum Needles {
-    Few(Vec<String>),
-    Many(AhoCorasick),
+    /// The needles, and a searcher built once for each.
+    Few(Vec<String>, Vec<memchr::memmem::Finder<'static>>),
+    /// The automaton, and its needles (what the check is, for sharing it).
+    Many(AhoCorasick, Vec<String>),
 }
 
 impl Needles {
@@ -112,14 +115,22 @@ impl Needles {
         if needles.len() > 4
             && let Ok(ac) = AhoCorasick::new(&needles)
         {
-            return Needles::Many(ac);
+            return Needles::Many(ac, needles);
         }
-        Needles::Few(needles)
+        let finders = needles.iter().map(|n| memchr::memmem::Finder::new(n.as_bytes()).into_owned()).collect();
+        Needles::Few(needles, finders)
     }
+    /// The strings searched for.
+    pub fn needles(&self) -> &[String] {
+        match self {
+            Needles::Few(n, _) | Needles::Many(_, n) => n,
+        }
+    }
+
     fn found_in(&self, hay: &str) -> bool {
         match self {
-            Needles::Few(ns) => ns.iter().any(|n| hay.contains(n.as_str())),
-            Needles::Many(ac) => ac.is_match(hay),
+            Needles::Few(_, finders) => finders.iter().any(|f| f.find(hay.as_bytes()).is_some()),
+            Needles::Many(ac, _) => ac.is_match(hay),
         }
     }
 }
@@ -141,6 +152,7 @@ impl Node {
             Node::Not(n) => !n.eval(ctx),
             Node::Check(c) => c.eval(ctx),
             Node::Const(b) => *b,
+            Node::Memo(slot, c) => ctx.memo(*slot, || c.eval(ctx)),
         }
     }
 
@@ -186,7 +198,7 @@ impl Node {
             Node::Check(c) if matches!(c.field, Field::EvtType | Field::EvtDir) && c.transforms.is_empty() => {
                 if c.eval_value(crate::fields::kind_field(&c.field, Some(kind)), None) { Tri::True } else { Tri::False }
             }
-            Node::Check(_) => Tri::Unknown,
+            Node::Check(_) | Node::Memo(..) => Tri::Unknown,
         }
     }
 
@@ -195,13 +207,33 @@ impl Node {
         match self {
             Node::And(ns) | Node::Or(ns) => ns.iter().for_each(|n| n.fields(out)),
             Node::Not(n) => n.fields(out),
-            Node::Check(c) => out.push(&c.field),
+            Node::Check(c) | Node::Memo(_, c) => out.push(&c.field),
             Node::Const(_) => {}
         }
     }
 }
 
 impl Check {
+    /// What the check is, as text: equal keys are the same check.
+    pub fn key(&self) -> String {
+        let op = match &self.op {
+            Op::Exists => "exists".to_string(),
+            Op::Eq(s) => format!("= {s:?}"),
+            Op::Ne(s) => format!("!= {s:?}"),
+            Op::Num(op, n) => format!("{op:?} {n}"),
+            Op::In(set) => format!("in {:?}", sorted(set.values())),
+            Op::Intersects(set) => format!("intersects {:?}", sorted(set.values())),
+            Op::Contains(Needles::Few(n, _)) | Op::Contains(Needles::Many(_, n)) => format!("contains {n:?}"),
+            Op::StartsWith(v) => format!("startswith {v:?}"),
+            Op::EndsWith(v) => format!("endswith {v:?}"),
+            Op::PMatch(v) => format!("pmatch {v:?}"),
+            Op::Regex(res) => format!("regex {:?}", res.iter().map(|r| r.as_str()).collect::<Vec<_>>()),
+            Op::EqField(f) => format!("= val({f:?})"),
+            Op::NeField(f) => format!("!= val({f:?})"),
+        };
+        format!("{:?} {:?} {} {op}", self.field, self.transforms, self.fold_case)
+    }
+
     fn eval(&self, ctx: &EventCtx<'_>) -> bool {
         let value = if self.fold_case && self.transforms.is_empty() {
             ctx.get_lower(&self.field)
@@ -215,7 +247,7 @@ impl Check {
         self.eval_value(value, Some(ctx))
     }
 
-    fn eval_value(&self, value: Value<'_>, ctx: Option<&EventCtx<'_>>) -> bool {
+    pub(crate) fn eval_value(&self, value: Value<'_>, ctx: Option<&EventCtx<'_>>) -> bool {
         match (&self.op, value) {
             (Op::Exists, v) => !matches!(v, Value::Missing),
             (_, Value::Missing) => false,
@@ -255,6 +287,11 @@ impl Check {
             Op::EqField(_) | Op::NeField(_) => false,
         }
     }
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
 }
 
 fn compare_num(op: NumOp, v: i64, n: i64) -> bool {

@@ -193,21 +193,44 @@ impl Field {
         )
     }
 
-    /// The slot of this field's cached value in [`EventCtx`], for the
-    /// fields worth caching (built strings).
+    /// The slot of this field's cached value in [`EventCtx`]: every field
+    /// without a free-form key, read once per event however many rules read it.
     fn cache_slot(&self) -> Option<usize> {
+        let ancestor = |base: usize, n: &Option<u8>| match n {
+            Some(n) => base + *n as usize,
+            None => base + MAX_ANCESTOR as usize + 1,
+        };
         Some(match self {
             Field::ProcCmdline => 0,
             Field::ProcArgs => 1,
             Field::ArgvLine => 2,
             Field::ParentArgvLine => 3,
-            Field::ACmdline(Some(1)) => 4,
+            Field::ProcName => 4,
+            Field::ProcExe => 5,
+            Field::ProcExePath => 6,
+            Field::ProcCwd => 7,
+            Field::ContainerId => 8,
+            Field::ContainerFullId => 9,
+            Field::ContainerName => 10,
+            Field::ContainerImage => 11,
+            Field::ImageRepository => 12,
+            Field::ImageTag => 13,
+            Field::ImageDigest => 14,
+            Field::ContainerType => 15,
+            Field::PodName => 16,
+            Field::PodNamespace => 17,
+            Field::PodUid => 18,
+            Field::AName(n) => ancestor(19, n),
+            Field::AExe(n) => ancestor(29, n),
+            Field::AExePath(n) => ancestor(39, n),
+            Field::ACmdline(n) => ancestor(49, n),
+            Field::APid(None) => 59,
             _ => return None,
         })
     }
 }
 
-const CACHED: usize = 5;
+const CACHED: usize = 60;
 
 /// A field's value in one event.
 #[derive(Debug, Clone, PartialEq)]
@@ -241,9 +264,11 @@ pub struct EventCtx<'a> {
     pub view: EventView<'a>,
     pub kind: Option<EventKind>,
     process: Option<ProcessView<'a>>,
-    cache: [OnceCell<String>; CACHED],
-    /// Lowercased values, for the case-insensitive operators.
-    lower: [OnceCell<String>; CACHED],
+    cache: [OnceCell<Value<'a>>; CACHED],
+    /// Lowercased values, for the case-insensitive operators (made on first use).
+    lower: OnceCell<Box<[OnceCell<Value<'a>>; CACHED]>>,
+    /// Results of shared checks: 0 not computed, 1 false, 2 true.
+    memo: std::cell::RefCell<Vec<u8>>,
 }
 
 impl<'a> EventCtx<'a> {
@@ -252,37 +277,51 @@ impl<'a> EventCtx<'a> {
             kind: view.kind(),
             process: view.process(),
             view,
-            cache: Default::default(),
-            lower: Default::default(),
+            cache: [const { OnceCell::new() }; CACHED],
+            lower: OnceCell::new(),
+            memo: Default::default(),
         }
+    }
+
+    /// The result of shared check `slot`, computed by `eval` the first time.
+    pub fn memo(&self, slot: u32, eval: impl FnOnce() -> bool) -> bool {
+        let slot = slot as usize;
+        if let Some(&v) = self.memo.borrow().get(slot)
+            && v != 0
+        {
+            return v == 2;
+        }
+        let result = eval();
+        let mut memo = self.memo.borrow_mut();
+        if memo.len() <= slot {
+            memo.resize(slot + 1, 0);
+        }
+        memo[slot] = 1 + u8::from(result);
+        result
     }
 
     /// The value of `field` in this event.
     pub fn get(&self, field: &Field) -> Value<'_> {
-        if let Some(slot) = field.cache_slot() {
-            return match self.cache[slot].get() {
-                Some(s) => Value::Str(Cow::Borrowed(s)),
-                None => match self.extract(field) {
-                    Value::Str(s) => Value::Str(Cow::Borrowed(self.cache[slot].get_or_init(|| s.into_owned()))),
-                    other => other,
-                },
-            };
+        match field.cache_slot() {
+            Some(slot) => reborrow(self.cache[slot].get_or_init(|| self.extract(field))),
+            None => self.extract(field),
         }
-        self.extract(field)
     }
 
-    /// The value of `field`, lowercased (cached for the built strings).
+    /// The value of `field`, lowercased.
     pub fn get_lower(&self, field: &Field) -> Value<'_> {
-        if let Some(slot) = field.cache_slot() {
-            if let Some(s) = self.lower[slot].get() {
-                return Value::Str(Cow::Borrowed(s));
+        match field.cache_slot() {
+            Some(slot) => {
+                reborrow(self.lower.get_or_init(|| Box::new([const { OnceCell::new() }; CACHED]))[slot].get_or_init(
+                    || match self.get(field) {
+                        Value::Str(s) => Value::Str(Cow::Owned(s.to_lowercase())),
+                        Value::Many(v) => Value::Many(v.into_iter().map(|s| Cow::Owned(s.to_lowercase())).collect()),
+                        other => owned(other),
+                    },
+                ))
             }
-            return match self.get(field) {
-                Value::Str(s) => Value::Str(Cow::Borrowed(self.lower[slot].get_or_init(|| s.to_lowercase()))),
-                other => other,
-            };
+            None => lowercase(self.extract(field)),
         }
-        lowercase(self.extract(field))
     }
 
     fn extract(&self, field: &Field) -> Value<'a> {
@@ -409,6 +448,28 @@ fn ancestor_field<'a>(
             }
             if all.is_empty() { Value::Missing } else { Value::Many(all) }
         }
+    }
+}
+
+/// A cached value, lent out.
+fn reborrow<'s>(v: &'s Value<'_>) -> Value<'s> {
+    match v {
+        Value::Missing => Value::Missing,
+        Value::Str(s) => Value::Str(Cow::Borrowed(s.as_ref())),
+        Value::Num(n) => Value::Num(*n),
+        Value::Bool(b) => Value::Bool(*b),
+        Value::Many(v) => Value::Many(v.iter().map(|s| Cow::Borrowed(s.as_ref())).collect()),
+    }
+}
+
+/// `v` owning its strings (to be cached beside the event).
+fn owned(v: Value<'_>) -> Value<'static> {
+    match v {
+        Value::Missing => Value::Missing,
+        Value::Str(s) => Value::Str(Cow::Owned(s.into_owned())),
+        Value::Num(n) => Value::Num(n),
+        Value::Bool(b) => Value::Bool(b),
+        Value::Many(v) => Value::Many(v.into_iter().map(|s| Cow::Owned(s.into_owned())).collect()),
     }
 }
 

@@ -24,6 +24,7 @@
 pub mod expr;
 pub mod falco;
 pub mod fields;
+mod index;
 pub mod sigma;
 pub mod testing;
 
@@ -147,6 +148,7 @@ pub struct Rule {
     pub priority: Priority,
     pub tags: Vec<String>,
     pub kinds: KindSet,
+    /// The condition as compiled, before it was specialised and indexed.
     node: Node,
     output: Vec<Segment>,
     /// Fields the alert carries besides the output (Sigma's id).
@@ -197,7 +199,7 @@ const HOST_FIELDS: &[&str] = &[
 #[derive(Debug, Clone, Default)]
 pub struct RuleSet {
     rules: Vec<Rule>,
-    by_kind: [Vec<u32>; 3],
+    plans: [index::Plan; 3],
 }
 
 fn kind_slot(kind: EventKind) -> Option<usize> {
@@ -384,6 +386,9 @@ impl RuleSet {
             );
             report.files[fi].rules.push(entry);
         }
+        for plan in &mut set.plans {
+            plan.finish();
+        }
         (set, report)
     }
 
@@ -432,11 +437,28 @@ impl RuleSet {
         let index = self.rules.len() as u32;
         for k in kinds.iter() {
             if let Some(slot) = kind_slot(k) {
-                self.by_kind[slot].push(index);
+                self.plans[slot].add(index, &node, k);
             }
         }
         self.rules.push(Rule { name: name.to_string(), priority, tags, kinds, node, output, extra });
         entry
+    }
+
+    /// For exec events: how many rules there are, and how many are
+    /// evaluated for every event (the others only for their programs).
+    pub fn exec_plan_counts(&self) -> (usize, usize) {
+        self.plans[0].counts()
+    }
+
+    /// Names of the rules every exec event is evaluated against (no prefilter
+    /// applies to them), with their specialised conditions: what to rewrite
+    /// to make a rule set cheaper.
+    pub fn exec_unfiltered(&self) -> Vec<(&str, String)> {
+        self.plans[0]
+            .always()
+            .into_iter()
+            .map(|i| (self.rules[i as usize].name.as_str(), format!("{:?}", self.plans[0].node_of(i))))
+            .collect()
     }
 
     /// The loaded rules.
@@ -452,9 +474,18 @@ impl RuleSet {
     /// Indexes of the rules that match `event`, in load order.
     pub fn matching(&self, ctx: &EventCtx<'_>, out: &mut Vec<u32>) {
         let Some(slot) = ctx.kind.and_then(kind_slot) else { return };
-        for &i in &self.by_kind[slot] {
-            if self.rules[i as usize].node.eval(ctx) {
-                out.push(i);
+        self.plans[slot].matching(ctx, out);
+    }
+
+    /// [`matching`](Self::matching) without the plans (specialisation,
+    /// prefilters, shared checks): every rule of the kind, its condition as
+    /// compiled. The two must agree; tests check that they do.
+    #[doc(hidden)]
+    pub fn matching_unplanned(&self, ctx: &EventCtx<'_>, out: &mut Vec<u32>) {
+        let Some(kind) = ctx.kind else { return };
+        for (i, r) in self.rules.iter().enumerate() {
+            if r.kinds.contains(kind) && r.node.eval(ctx) {
+                out.push(i as u32);
             }
         }
     }

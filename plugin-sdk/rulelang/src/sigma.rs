@@ -226,7 +226,7 @@ fn fold_alternatives(alternatives: Vec<Node>) -> Node {
             Node::Check(c) if template.as_ref().is_none_or(|t| *t == (c.field.clone(), c.fold_case)) => {
                 let key = (c.field.clone(), c.fold_case);
                 match c.op {
-                    Op::Contains(Needles::Few(ns)) => contains.extend(ns),
+                    Op::Contains(Needles::Few(ns, _)) => contains.extend(ns),
                     Op::StartsWith(ps) => starts.extend(ps),
                     Op::EndsWith(ps) => ends.extend(ps),
                     Op::Eq(s) => eqs.push(s),
@@ -299,7 +299,7 @@ fn plain(v: &str, how: &str, cased: bool, check: &dyn Fn(Op, bool) -> Node) -> R
         return Ok(check(Op::Regex(vec![glob_regex(&pattern, fold).map_err(Unsupported::Invalid)?]), false));
     }
     Ok(match how {
-        "contains" => check(Op::Contains(Needles::Few(vec![lit])), fold),
+        "contains" => check(Op::Contains(Needles::new(vec![lit])), fold),
         "startswith" => check(Op::StartsWith(vec![lit]), fold),
         "endswith" => check(Op::EndsWith(vec![lit]), fold),
         _ => check(Op::Eq(lit), fold),

@@ -429,7 +429,8 @@ impl Definitions {
             }
             "glob" => Op::Regex(vec![glob_regex(&one()?, false).map_err(invalid)?]),
             "iglob" => Op::Regex(vec![glob_regex(&one()?, true).map_err(invalid)?]),
-            "regex" => Op::Regex(vec![regex_limited(&one()?).map_err(invalid)?]),
+            // Falco's regex must match the whole value (RE2 anchored at both ends).
+            "regex" => Op::Regex(vec![regex_limited(&format!("^(?:{})$", one()?)).map_err(invalid)?]),
             "pmatch" => Op::PMatch(list()?),
             "in" => Op::In(Set::new(list()?)),
             "intersects" => Op::Intersects(Set::new(list()?)),
