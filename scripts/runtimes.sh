@@ -25,7 +25,11 @@ busybox_rootfs() {
     local dir=$1 rootfs="$1/rootfs"
     mkdir -p "$rootfs/bin"
     cp "$(command -v busybox)" "$rootfs/bin/busybox"
-    for tool in sh sleep true cat ls id; do ln -sf busybox "$rootfs/bin/$tool"; done
+    # Every applet, as busybox images have them (the detection tests run
+    # attackers' and applications' commands in it).
+    for tool in $("$rootfs/bin/busybox" --list); do
+        [ "$tool" = busybox ] || ln -sf busybox "$rootfs/bin/$tool"
+    done
     tar -C "$rootfs" -cf "$dir/rootfs.tar" .
 }
 

@@ -58,7 +58,7 @@ const TEN_RULES: &[&str] = &[
 ];
 
 fn wasm(id: &str) -> PathBuf {
-    for d in ["rules", "test-rules"] {
+    for d in ["rules", "example-rules", "test-rules"] {
         let p = target_dir().join(d).join(format!("{id}.wasm"));
         if p.exists() {
             return p;
@@ -212,7 +212,7 @@ fn time_native(events: &[Event]) -> (f64, f64) {
         encode += t.elapsed();
         let t = Instant::now();
         for e in BatchView::new(&buf).unwrap().iter() {
-            alerts += vigil_rule_shell_in_container::detect(&e).is_some() as usize;
+            alerts += vigil_example_rule_shell_in_container::detect(&e).is_some() as usize;
         }
         detect += t.elapsed();
     }

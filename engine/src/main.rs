@@ -149,7 +149,8 @@ enum RulesCommand {
     /// accepts its config. Rule files (Falco, Sigma: .yaml/.yml) are loaded together in the
     /// interpreter component, as the daemon loads them, and every rule is listed: loaded,
     /// unsupported (why), disabled or invalid, with its event kinds and priority.
-    /// Exits 1 if a component or a whole rule file fails.
+    /// Exits 1 if a component, a whole rule file or a rule of one is invalid (a rule Vigil
+    /// cannot evaluate is reported as unsupported, not as an error).
     Check {
         /// .wasm files, .yaml/.yml rule files, or directories.
         #[arg(required = true)]

@@ -71,15 +71,17 @@ fn every_bundled_rule_fires_on_the_fixture() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     for entry in std::fs::read_dir(bundled_rules_dir()).unwrap() {
-        let name = entry.unwrap().file_name().to_string_lossy().trim_end_matches(".wasm").to_string();
+        let file = entry.unwrap().file_name().to_string_lossy().to_string();
+        // Rule files and their interpreter alert under their rules' own names.
+        let Some(name) = file.strip_suffix(".wasm").filter(|n| *n != "declarative") else { continue };
         assert!(text.contains(&format!("\"rule\":\"{name}\"")), "no alert from {name}");
     }
     // Alerts carry the context the issue asks for.
     let shell: serde_json::Value = text
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .find(|v| v["rule"] == "shell-in-container")
-        .unwrap();
+        .find(|v| v["rule"] == "Shell Started By Application In Container")
+        .expect("the rule files alerted on the fixture's shell in a container");
     let f = &shell["output_fields"];
     for key in
         ["proc.cmdline", "user.uid", "container.id", "container.name", "container.image", "k8s.pod.name", "k8s.ns.name"]

@@ -12,6 +12,7 @@ mod deploy;
 mod ebpf_source;
 mod golden;
 mod hot_reload;
+mod kubelet;
 mod proc_source;
 mod rule_files;
 mod rule_scope;

@@ -101,11 +101,13 @@ fn is_interpreter(host: &PluginHost, path: &Path) -> bool {
     matches!(LoadedRule::load(host, path, &bytes, &hash, &settings), Ok(Loaded::Interpreter(_)))
 }
 
-/// Prints `report` as `rules check` does; returns how many files could not be read.
+/// Prints `report` as `rules check` does; returns how many files could not
+/// be read and rules are invalid (unsupported rules are not errors).
 pub fn print_report(report: &vigil_rulelang::Report, json: bool) -> usize {
     let mut broken = 0;
     for f in &report.files {
         broken += usize::from(f.error.is_some());
+        broken += f.rules.iter().filter(|r| r.status == vigil_rulelang::Status::Invalid).count();
         if json {
             println!("{}", serde_json::to_string(f).expect("report serializes"));
             continue;

