@@ -145,8 +145,11 @@ impl Plan {
     }
 
     /// Indexes (into the rule set) of the rules matching the event in `ctx`, in load order.
+    /// The candidates are gathered in `out`'s tail (no allocation per event
+    /// once `out` has grown), then replaced by the rules that match.
     pub fn matching(&self, ctx: &EventCtx<'_>, out: &mut Vec<u32>) {
-        let mut candidates: Vec<u32> = Vec::with_capacity(self.always.len() + 16);
+        let start = out.len();
+        let candidates = out;
         candidates.extend_from_slice(&self.always);
         if !self.by_name.is_empty()
             && let Value::Str(name) = ctx.get(&Field::ProcName)
@@ -175,14 +178,21 @@ impl Plan {
                 candidates.extend(&l.rules[m.pattern().as_usize()]);
             }
         }
-        candidates.sort_unstable();
-        candidates.dedup();
-        for at in candidates {
+        candidates[start..].sort_unstable();
+        let (mut kept, mut previous) = (start, None);
+        for i in start..candidates.len() {
+            let at = candidates[i];
+            if previous == Some(at) {
+                continue;
+            }
+            previous = Some(at);
             let (rule, node) = &self.nodes[at as usize];
             if node.eval(ctx) {
-                out.push(*rule);
+                candidates[kept] = *rule;
+                kept += 1;
             }
         }
+        candidates.truncate(kept);
     }
 }
 

@@ -7,6 +7,10 @@
 //! `sh -c SCRIPT`, the programs the script runs (split on pipes, lists and
 //! substitutions, with redirections, assignments and builtins removed, and
 //! wrappers such as `timeout` and `env` run as their own processes). In a
+//! container the shell is busybox's: applets it runs without an exec
+//! (BUSYBOX_NO_EXEC) give no event, and the others, exec'd through
+//! /proc/self/exe, have the comm `exe` and the applet's name only in argv[0],
+//! as the kernel reports them (and /dev/shm is noexec there). In a
 //! container, only busybox applets (and files the script made) exist, so the
 //! children that could not be exec'd there are left out of what an attack is
 //! required to fire on; the same for the host with tools that a host may not
@@ -296,6 +300,121 @@ const BUSYBOX: &[&str] = &[
     "xzcat",
     "yes",
     "zcat",
+];
+
+/// Applets busybox's sh runs without an exec of their own (NOFORK: in the
+/// shell's process; NOEXEC: in a forked child that calls the applet
+/// directly), as the test image's busybox does: no exec event at all, so in
+/// a container only the shell's command string shows them. Every other
+/// applet a shell (or an applet: timeout, find -exec, xargs) runs by its bare
+/// name is exec'd through /proc/self/exe: the kernel names it `exe`
+/// (proc.name) and only argv[0] (proc.exe) names the applet.
+const BUSYBOX_NO_EXEC: &[&str] = &[
+    "[",
+    "[[",
+    "addgroup",
+    "adduser",
+    "arch",
+    "awk",
+    "base32",
+    "basename",
+    "blkid",
+    "cal",
+    "chgrp",
+    "chmod",
+    "chown",
+    "chrt",
+    "cksum",
+    "clear",
+    "cp",
+    "cut",
+    "date",
+    "dd",
+    "delgroup",
+    "deluser",
+    "df",
+    "dirname",
+    "dnsdomainname",
+    "dos2unix",
+    "dumpkmap",
+    "echo",
+    "expr",
+    "false",
+    "fold",
+    "free",
+    "fsck",
+    "fstrim",
+    "fsync",
+    "fuser",
+    "getopt",
+    "groups",
+    "hd",
+    "head",
+    "hexdump",
+    "hostid",
+    "hostname",
+    "id",
+    "insmod",
+    "install",
+    "ionice",
+    "iostat",
+    "ip",
+    "ipcalc",
+    "link",
+    "ln",
+    "logname",
+    "losetup",
+    "ls",
+    "lsmod",
+    "lsof",
+    "lsusb",
+    "md5sum",
+    "mkdir",
+    "mkfifo",
+    "mknod",
+    "mktemp",
+    "modinfo",
+    "modprobe",
+    "mv",
+    "nmeter",
+    "nproc",
+    "paste",
+    "pmap",
+    "printenv",
+    "printf",
+    "ps",
+    "pwd",
+    "readlink",
+    "realpath",
+    "renice",
+    "reset",
+    "rm",
+    "rmdir",
+    "rmmod",
+    "seq",
+    "sha1sum",
+    "sha256sum",
+    "sha512sum",
+    "shuf",
+    "sort",
+    "split",
+    "stat",
+    "stty",
+    "sum",
+    "sync",
+    "sysctl",
+    "tac",
+    "test",
+    "touch",
+    "true",
+    "truncate",
+    "tty",
+    "uname",
+    "unlink",
+    "usleep",
+    "which",
+    "whoami",
+    "yes",
 ];
 
 /// What every Linux host has (coreutils, findutils, grep, sed, tar, gzip,
@@ -723,9 +842,34 @@ impl Builder {
         if BUILTINS.contains(&argv[0].as_str()) && depth > 0 {
             return;
         }
+        if self.place == Place::Container && depth > 0 && BUSYBOX_NO_EXEC.contains(&argv[0].as_str()) {
+            // Runs inside the shell (or its fork) without an exec: no event,
+            // but what it makes is still there for later commands.
+            self.note_made(&argv);
+            return;
+        }
+        if self.place == Place::Container && argv[0].starts_with("/dev/shm/") {
+            // /dev/shm is mounted noexec in containers: the exec fails.
+            return;
+        }
         let (exe, ok) = resolve(self.place, &argv[0], &self.made);
         let program = argv[0].clone();
         self.push(&program, exe, argv, parents, exists && ok, depth);
+    }
+
+    /// Files a command makes become executable paths later in the script.
+    fn note_made(&mut self, argv: &[String]) {
+        let Some(first) = argv.first() else { return };
+        if matches!(basename(first), "cp" | "touch" | "wget" | "curl" | "mv" | "install") {
+            if let Some(last) = argv.last().filter(|a| a.starts_with('/')) {
+                self.made.insert(last.clone());
+            }
+            if let Some(i) = argv.iter().position(|a| a == "-O" || a == "-o")
+                && let Some(t) = argv.get(i + 1)
+            {
+                self.made.insert(t.clone());
+            }
+        }
     }
 
     fn push(
@@ -739,13 +883,20 @@ impl Builder {
     ) {
         self.next_pid += 1;
         let pid = self.next_pid;
+        // An applet run by its bare name from a shell or another applet is
+        // exec'd through /proc/self/exe (the first process, exec'd by the
+        // runtime, is not).
+        let applet_exec =
+            self.place == Place::Container && depth > 0 && exe == "/bin/busybox" && !program.contains('/');
+        let (comm, exe) =
+            if applet_exec { ("exe".to_string(), "/proc/self/exe".to_string()) } else { (comm_of(program), exe) };
         let process = Process {
             pid,
             tgid: pid,
             ppid: parents.first().map_or(0, |a| a.pid),
             uid: 0,
             gid: 0,
-            comm: comm_of(program),
+            comm: comm.clone(),
             exe: exe.clone(),
             argv: argv.clone(),
             cwd: "/".into(),
@@ -761,25 +912,11 @@ impl Builder {
         };
         self.events.push((event, exists));
 
-        // Files this command makes become executable paths later in the script.
+        self.note_made(&argv);
         let name = basename(program);
-        if matches!(name, "cp" | "touch" | "wget" | "curl" | "mv" | "install") {
-            if let Some(last) = argv.last().filter(|a| a.starts_with('/')) {
-                self.made.insert(last.clone());
-            }
-            if let Some(i) = argv.iter().position(|a| a == "-O" || a == "-o")
-                && let Some(t) = argv.get(i + 1)
-            {
-                self.made.insert(t.clone());
-            }
-        }
 
-        let me = Ancestor {
-            pid,
-            comm: Arc::from(comm_of(program).as_str()),
-            exe: Arc::from(exe.as_str()),
-            argv: argv.clone().into(),
-        };
+        let me =
+            Ancestor { pid, comm: Arc::from(comm.as_str()), exe: Arc::from(exe.as_str()), argv: argv.clone().into() };
         let mut below: Vec<Ancestor> = vec![me];
         below.extend(parents.into_iter().take(7));
 
