@@ -184,16 +184,32 @@ impl LoadedRule {
             return Ok(Loaded::Disabled(meta));
         }
         let pre = if resolved.settings.wasi.is_some() { host.prepare(&component, true)? } else { pre };
-        let limits = resolved.limits;
+        let wasi = resolved.settings.wasi.clone();
+        let loaded = Self::start(host, meta, path, hash.to_string(), resolved.limits, resolved.config_json, wasi, pre)?;
+        Ok(Loaded::Rule(Box::new(loaded)))
+    }
+
+    /// A rule from its parts, instantiated and `init`ed.
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        host: &PluginHost,
+        meta: RuleMeta,
+        path: &Path,
+        hash: String,
+        limits: Limits,
+        config_json: String,
+        wasi: Option<WasiGrant>,
+        pre: RulePre<HostState>,
+    ) -> Result<LoadedRule, PluginError> {
         let mut loaded = LoadedRule {
             id: Arc::from(meta.id.as_str()),
             meta,
             path: path.to_path_buf(),
-            hash: hash.to_string(),
+            hash,
             stats: Arc::new(RuleStats::default()),
             limits,
-            config_json: resolved.config_json,
-            wasi: resolved.settings.wasi.clone(),
+            config_json,
+            wasi,
             pre,
             engine: host.engine().clone(),
             watchdog: host.watchdog().clone(),
@@ -204,7 +220,7 @@ impl LoadedRule {
             InstantiateError::Refused(msg) => PluginError::InitRefused(msg),
             InstantiateError::Fault(f) => PluginError::InitFault(f.to_string()),
         })?;
-        Ok(Loaded::Rule(Box::new(loaded)))
+        Ok(loaded)
     }
 
     /// Instantiates the interpreter component in `bytes` with the rule
@@ -234,25 +250,8 @@ impl LoadedRule {
         // One instance runs every rule file: give a batch the time of many rules.
         let mut limits = resolved.limits;
         limits.call_timeout = limits.call_timeout.max(RULE_FILES_MIN_TIMEOUT);
-        let mut loaded = LoadedRule {
-            id: Arc::from(RULE_FILES_ID),
-            meta: provisional,
-            path: key.to_path_buf(),
-            hash: content_hash(config_json.as_bytes()),
-            stats: Arc::new(RuleStats::default()),
-            limits,
-            config_json,
-            wasi: None,
-            pre,
-            engine: host.engine().clone(),
-            watchdog: host.watchdog().clone(),
-            live: None,
-            health: Health::default(),
-        };
-        loaded.instantiate().map_err(|e| match e {
-            InstantiateError::Refused(msg) => PluginError::InitRefused(msg),
-            InstantiateError::Fault(f) => PluginError::InitFault(f.to_string()),
-        })?;
+        let hash = content_hash(config_json.as_bytes());
+        let mut loaded = Self::start(host, provisional, key, hash, limits, config_json, None, pre)?;
         let timeout = loaded.init_timeout();
         let live = loaded.live.as_mut().expect("instantiated above");
         let json = {

@@ -37,6 +37,16 @@ use crate::expr::{Node, Tri};
 use crate::falco::{Definitions, Unsupported};
 use crate::fields::{EventCtx, Field};
 
+/// A YAML scalar as text (numbers and booleans too, as rule files use them).
+pub(crate) fn yaml_text(v: &Yaml) -> Option<String> {
+    match v {
+        Yaml::String(s) => Some(s.clone()),
+        Yaml::Number(n) => Some(n.to_string()),
+        Yaml::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
 /// Largest rule file read (bytes).
 pub const MAX_FILE: usize = 8 << 20;
 /// Most YAML documents in one file.

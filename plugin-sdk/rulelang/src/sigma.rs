@@ -16,14 +16,7 @@ pub struct SigmaRule {
     pub node: Result<Node, Unsupported>,
 }
 
-fn text(v: &Yaml) -> Option<String> {
-    match v {
-        Yaml::String(s) => Some(s.clone()),
-        Yaml::Number(n) => Some(n.to_string()),
-        Yaml::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
+use crate::yaml_text as text;
 
 /// Merges `over` into `base`, mappings key by key (Sigma's `action: global`).
 fn merge(base: &Yaml, over: &Yaml) -> Yaml {

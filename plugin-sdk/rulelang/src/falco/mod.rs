@@ -50,14 +50,7 @@ pub struct Exception {
     pub values: Vec<Yaml>,
 }
 
-fn text(v: &Yaml) -> Option<String> {
-    match v {
-        Yaml::String(s) => Some(s.clone()),
-        Yaml::Number(n) => Some(n.to_string()),
-        Yaml::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
+use crate::yaml_text as text;
 
 fn get<'m>(m: &'m Mapping, key: &str) -> Option<&'m Yaml> {
     m.get(key)
