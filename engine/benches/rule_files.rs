@@ -158,12 +158,19 @@ fn native(set: &RuleSet, batches: &[Vec<u8>], rounds: usize) -> (f64, usize) {
         let mut hits = Vec::new();
         for b in batches {
             let view = BatchView::new(b).unwrap();
+            let mut ctx: Option<EventCtx> = None;
             for e in view.iter() {
-                let ctx = EventCtx::new(e);
+                let ctx = match &mut ctx {
+                    Some(c) => {
+                        c.reset(e);
+                        c
+                    }
+                    None => ctx.insert(EventCtx::new(e)),
+                };
                 hits.clear();
-                set.matching(&ctx, &mut hits);
+                set.matching(ctx, &mut hits);
                 for &h in &hits {
-                    std::hint::black_box(set.alert(h, &ctx));
+                    std::hint::black_box(set.alert(h, ctx));
                 }
                 matches += hits.len();
             }

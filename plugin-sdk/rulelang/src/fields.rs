@@ -269,6 +269,10 @@ pub struct EventCtx<'a> {
     lower: OnceCell<Box<[OnceCell<Value<'a>>; CACHED]>>,
     /// Results of shared checks: 0 not computed, 1 false, 2 true.
     memo: std::cell::RefCell<Vec<u8>>,
+    /// Which slots of `cache` and `lower` hold a value (bit per slot), so
+    /// [`reset`](Self::reset) clears only those.
+    filled: std::cell::Cell<u64>,
+    lower_filled: std::cell::Cell<u64>,
 }
 
 impl<'a> EventCtx<'a> {
@@ -280,7 +284,32 @@ impl<'a> EventCtx<'a> {
             cache: [const { OnceCell::new() }; CACHED],
             lower: OnceCell::new(),
             memo: Default::default(),
+            filled: Default::default(),
+            lower_filled: Default::default(),
         }
+    }
+
+    /// Makes this context the next event's, keeping its allocations (one
+    /// context per batch instead of one per event).
+    pub fn reset(&mut self, view: EventView<'a>) {
+        let mut bits = self.filled.replace(0);
+        while bits != 0 {
+            let slot = bits.trailing_zeros() as usize;
+            self.cache[slot].take();
+            bits &= bits - 1;
+        }
+        let mut bits = self.lower_filled.replace(0);
+        if let Some(lower) = self.lower.get_mut() {
+            while bits != 0 {
+                let slot = bits.trailing_zeros() as usize;
+                lower[slot].take();
+                bits &= bits - 1;
+            }
+        }
+        self.memo.get_mut().clear();
+        self.kind = view.kind();
+        self.process = view.process();
+        self.view = view;
     }
 
     /// The result of shared check `slot`, computed by `eval` the first time.
@@ -303,7 +332,10 @@ impl<'a> EventCtx<'a> {
     /// The value of `field` in this event.
     pub fn get(&self, field: &Field) -> Value<'_> {
         match field.cache_slot() {
-            Some(slot) => reborrow(self.cache[slot].get_or_init(|| self.extract(field))),
+            Some(slot) => reborrow(self.cache[slot].get_or_init(|| {
+                self.filled.set(self.filled.get() | 1 << slot);
+                self.extract(field)
+            })),
             None => self.extract(field),
         }
     }
@@ -311,15 +343,16 @@ impl<'a> EventCtx<'a> {
     /// The value of `field`, lowercased.
     pub fn get_lower(&self, field: &Field) -> Value<'_> {
         match field.cache_slot() {
-            Some(slot) => {
-                reborrow(self.lower.get_or_init(|| Box::new([const { OnceCell::new() }; CACHED]))[slot].get_or_init(
-                    || match self.get(field) {
+            Some(slot) => reborrow(
+                self.lower.get_or_init(|| Box::new([const { OnceCell::new() }; CACHED]))[slot].get_or_init(|| {
+                    self.lower_filled.set(self.lower_filled.get() | 1 << slot);
+                    match self.get(field) {
                         Value::Str(s) => Value::Str(Cow::Owned(s.to_lowercase())),
                         Value::Many(v) => Value::Many(v.into_iter().map(|s| Cow::Owned(s.to_lowercase())).collect()),
                         other => owned(other),
-                    },
-                ))
-            }
+                    }
+                }),
+            ),
             None => lowercase(self.extract(field)),
         }
     }

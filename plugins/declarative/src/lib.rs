@@ -113,12 +113,20 @@ pub fn on_batch(batch: Vec<u8>) -> String {
         let Some(l) = loaded else { return String::new() };
         let mut alerts = Vec::new();
         let mut hits = Vec::new();
+        // One context for the batch, reset per event: its allocations are kept.
+        let mut ctx: Option<EventCtx> = None;
         for (i, event) in view.iter().enumerate() {
-            let ctx = EventCtx::new(event);
+            let ctx = match &mut ctx {
+                Some(c) => {
+                    c.reset(event);
+                    c
+                }
+                None => ctx.insert(EventCtx::new(event)),
+            };
             hits.clear();
-            l.rules.matching(&ctx, &mut hits);
+            l.rules.matching(ctx, &mut hits);
             for &h in &hits {
-                let m = l.rules.alert(h, &ctx);
+                let m = l.rules.alert(h, ctx);
                 alerts.push(AlertJson {
                     rule: m.name,
                     priority: m.priority.name(),
