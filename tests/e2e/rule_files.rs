@@ -86,7 +86,7 @@ fn falco_and_sigma_files_alert_under_their_rules_names() {
 }
 
 #[test]
-fn edits_swap_under_load_lose_and_duplicate_nothing_and_a_broken_edit_keeps_the_old_version() {
+fn edits_swap_under_load_lose_and_duplicate_nothing_and_broken_edits_keep_the_old_version() {
     const N: usize = 200_000;
     let rule = |version: &str| {
         format!(
@@ -105,6 +105,11 @@ fn edits_swap_under_load_lose_and_duplicate_nothing_and_a_broken_edit_keeps_the_
         (90_000, {
             let d = d.clone();
             Box::new(move || std::fs::write(d.join("every.yaml"), "- rule: [unclosed\n").unwrap())
+        }),
+        (115_000, {
+            // Not even text: as unreadable as a file can be while it is there.
+            let d = d.clone();
+            Box::new(move || std::fs::write(d.join("every.yaml"), b"- rule: \xff\xfe\n").unwrap())
         }),
         (140_000, {
             let (d, out, text) = (d.clone(), outside.path().to_path_buf(), rule("v3"));

@@ -137,6 +137,8 @@ pub fn parse_metadata(json: &str) -> Result<RuleMeta, String> {
                 .iter()
                 .flat_map(|f| &f.rules)
                 .filter(|r| r.status == vigil_rulelang::Status::Loaded)
+                // Empty names and the daemon's own (vigil-alerts-dropped...) are not theirs to claim.
+                .filter(|r| !r.name.is_empty() && !r.name.starts_with("vigil-"))
                 .map(|r| r.name.clone())
                 .collect();
             std::sync::Arc::new(super::rule::RuleFiles { report, names })

@@ -259,9 +259,13 @@ impl LoadedRule {
             live.rule.vigil_rules_detector().call_metadata(&mut live.store).map_err(PluginError::Instantiate)?
         };
         let meta = parse_metadata(&json).map_err(PluginError::BadMetadata)?;
-        if meta.id != RULE_FILES_ID || meta.files.is_none() {
+        // The report must be about the files given, in their order.
+        let reported: Option<Vec<&str>> =
+            meta.files.as_ref().map(|f| f.report.files.iter().map(|f| f.name.as_str()).collect());
+        let given: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        if meta.id != RULE_FILES_ID || reported.as_ref() != Some(&given) {
             return Err(PluginError::BadMetadata(format!(
-                "{} is not an interpreter of rule files (it did not report on them)",
+                "{} is not an interpreter of rule files (it did not report on the files it was given)",
                 key.display()
             )));
         }

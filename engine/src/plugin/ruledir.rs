@@ -123,6 +123,12 @@ impl RuleDir {
         }
         if self.interpreter.as_ref().is_some_and(|i| !files.contains(&i.path)) {
             self.interpreter = None;
+            // Another interpreter file may be there, seen and skipped: look again.
+            for seen in self.seen.values_mut() {
+                if let Seen::Skipped { hash } = seen {
+                    hash.clear();
+                }
+            }
         }
 
         for path in files {
@@ -144,9 +150,11 @@ impl RuleDir {
                     let clash = self
                         .seen
                         .iter()
-                        .find(|(p, s)| **p != path && matches!(s, Seen::Loaded { id: other, .. } if *other == id));
-                    if let Some((other, _)) = clash {
-                        let msg = format!("rule id {id} is already loaded from {}", other.display());
+                        .find(|(p, s)| **p != path && matches!(s, Seen::Loaded { id: other, .. } if *other == id))
+                        .map(|(p, _)| p.display().to_string())
+                        .or_else(|| (id == RULE_FILES_ID).then(|| "the rule files (a reserved id)".to_string()));
+                    if let Some(other) = clash {
+                        let msg = format!("rule id {id} is already loaded from {other}");
                         tracing::error!(path = %path.display(), "{msg}; this file is ignored");
                         report.failed.push((path.clone(), msg));
                         // If this file's previous version is running, it stays.
@@ -217,6 +225,10 @@ impl RuleDir {
                 }
                 Err(e) => {
                     signature.push_str(&format!(" {}=unreadable", path.display()));
+                    // Like a file that no longer parses: its last good text runs on.
+                    if let Some(good) = self.good_text.get(&path) {
+                        current.push((path.clone(), good.clone()));
+                    }
                     report.failed.push((path, e));
                 }
             }

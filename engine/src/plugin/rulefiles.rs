@@ -102,11 +102,12 @@ fn is_interpreter(host: &PluginHost, path: &Path) -> bool {
 }
 
 /// Prints `report` as `rules check` does; returns how many files could not
-/// be read and rules are invalid (unsupported rules are not errors).
+/// be read, entries were refused and rules are invalid (unsupported rules
+/// are not errors: Falco would refuse the others).
 pub fn print_report(report: &vigil_rulelang::Report, json: bool) -> usize {
     let mut broken = 0;
     for f in &report.files {
-        broken += usize::from(f.error.is_some());
+        broken += usize::from(f.error.is_some()) + f.warnings.len();
         broken += f.rules.iter().filter(|r| r.status == vigil_rulelang::Status::Invalid).count();
         if json {
             println!("{}", serde_json::to_string(f).expect("report serializes"));

@@ -195,7 +195,11 @@ impl Node {
                     Tri::False
                 }
             }
-            Node::Check(c) if matches!(c.field, Field::EvtType | Field::EvtDir) && c.transforms.is_empty() => {
+            Node::Check(c)
+                if matches!(c.field, Field::EvtType | Field::EvtDir)
+                    && c.transforms.is_empty()
+                    && !matches!(c.op, Op::EqField(_) | Op::NeField(_)) =>
+            {
                 if c.eval_value(crate::fields::kind_field(&c.field, Some(kind)), None) { Tri::True } else { Tri::False }
             }
             Node::Check(_) | Node::Memo(..) => Tri::Unknown,
@@ -259,7 +263,6 @@ impl Check {
                 let o = ctx.map_or(Value::Missing, |c| c.get(other));
                 !matches!(o, Value::Missing) && v.render() != o.render()
             }
-            (Op::Ne(s), Value::Many(vs)) => !vs.iter().any(|v| v == s),
             (Op::Intersects(set), Value::Many(vs)) => vs.iter().any(|v| set.contains(v)),
             (op, Value::Many(vs)) => vs.iter().any(|v| self.compare_str(op, v)),
             (Op::Num(op, n), Value::Num(v)) => compare_num(*op, v, *n),

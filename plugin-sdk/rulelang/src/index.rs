@@ -252,7 +252,11 @@ pub fn specialize(node: &Node, kind: EventKind) -> Node {
             Node::Not(double) => *double,
             other => Node::Not(Box::new(other)),
         },
-        Node::Check(c) if matches!(c.field, Field::EvtType | Field::EvtDir) && c.transforms.is_empty() => {
+        Node::Check(c)
+            if matches!(c.field, Field::EvtType | Field::EvtDir)
+                && c.transforms.is_empty()
+                && !matches!(c.op, Op::EqField(_) | Op::NeField(_)) =>
+        {
             Node::Const(c.eval_value(kind_field(&c.field, Some(kind)), None))
         }
         other => other.clone(),

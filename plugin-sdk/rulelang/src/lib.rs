@@ -303,7 +303,8 @@ fn documents(text: &str) -> Result<Vec<Yaml>, String> {
 fn dialect(docs: &[Yaml]) -> Result<Option<Dialect>, String> {
     match docs {
         [] => Ok(None),
-        [Yaml::Sequence(_)] => Ok(Some(Dialect::Falco)),
+        // Falco reads every document of a file (most files have one).
+        docs if docs.iter().all(|d| matches!(d, Yaml::Sequence(_))) => Ok(Some(Dialect::Falco)),
         docs if docs.iter().all(|d| matches!(d, Yaml::Mapping(_)))
             && docs.iter().any(|d| {
                 let Yaml::Mapping(m) = d else { return false };
@@ -339,8 +340,11 @@ impl RuleSet {
                 Ok((_, None)) => {}
                 Ok((docs, Some(Dialect::Falco))) => {
                     fr.dialect = Some(Dialect::Falco);
-                    let Some(Yaml::Sequence(entries)) = docs.first() else { unreachable!("dialect checked") };
-                    for (ei, entry) in entries.iter().enumerate() {
+                    let entries = docs.iter().flat_map(|d| match d {
+                        Yaml::Sequence(entries) => entries.as_slice(),
+                        _ => &[],
+                    });
+                    for (ei, entry) in entries.enumerate() {
                         if let Err(e) = defs.apply(fi, entry) {
                             fr.warnings.push(format!("entry {}: {e}", ei + 1));
                         }

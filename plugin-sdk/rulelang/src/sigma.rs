@@ -196,6 +196,9 @@ fn field_match(key: &str, v: &Yaml) -> Result<Node, Unsupported> {
         }
         alternatives.push(if nodes.len() == 1 { nodes.pop().unwrap() } else { Node::Or(nodes) });
     }
+    if alternatives.is_empty() {
+        return Err(Unsupported::Invalid(format!("{key} has no value to match")));
+    }
     if all {
         return Ok(Node::And(alternatives));
     }
@@ -273,6 +276,11 @@ fn plain(v: &str, how: &str, cased: bool, check: &dyn Fn(Op, bool) -> Node) -> R
                 literal.push(c);
                 glob.push('\\');
                 glob.push(c);
+            }
+            '\\' => {
+                // A backslash before anything else is itself.
+                literal.push(c);
+                glob.push_str("\\\\");
             }
             c => {
                 literal.push(c);

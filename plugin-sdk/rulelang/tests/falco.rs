@@ -362,3 +362,72 @@ mod no_input_panics {
         }
     }
 }
+
+#[test]
+fn hostile_or_odd_rule_text_is_refused_per_rule_without_panicking() {
+    // Non-ASCII "hex", a macro that doubles at every level, val() with a
+    // transformer, an exception with no fields: each rule is invalid, alone.
+    let mut text = String::from("- macro: m0\n  condition: proc.name=a\n");
+    for i in 1..=40 {
+        text.push_str(&format!("- macro: m{i}\n  condition: m{} or m{}\n", i - 1, i - 1));
+    }
+    text.push_str(
+        r#"
+- rule: Bomb
+  desc: d
+  condition: evt.type=execve and m40
+  output: o
+  priority: info
+- rule: Bad hex
+  desc: d
+  condition: evt.type=execve and proc.cmdline bcontains "aéb"
+  output: o
+  priority: info
+- rule: Transformed val
+  desc: d
+  condition: evt.type=execve and tolower(proc.name) = val(tolower(proc.pname))
+  output: o
+  priority: info
+- rule: No fields
+  desc: d
+  condition: evt.type=execve
+  output: o
+  priority: info
+  exceptions:
+    - name: e
+      fields: []
+      values: [[]]
+- rule: Val on the event type
+  desc: d
+  condition: evt.type != val(proc.name) and proc.name = bash
+  output: o
+  priority: info
+"#,
+    );
+    let started = std::time::Instant::now();
+    let (set, report) = RuleSet::load(&[SourceFile::new("x.yaml", text)]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "bounded work");
+    let status = |n: &str| report.files[0].rules.iter().find(|r| r.name == n).unwrap().clone();
+    for n in ["Bomb", "Bad hex", "Transformed val", "No fields"] {
+        assert_eq!(status(n).status, Status::Invalid, "{n}: {:?}", status(n));
+    }
+    assert!(status("Bomb").reason.unwrap().contains("expands to more than"));
+    assert_eq!(status("Val on the event type").status, Status::Loaded);
+    assert_eq!(fired(&set, &exec("/bin/bash", &["bash"])), vec!["Val on the event type"]);
+}
+
+#[test]
+fn a_falco_file_of_several_documents_loads_them_in_order() {
+    let text = "- list: l\n  items: [nc]\n---\n- rule: R\n  desc: d\n  condition: evt.type=execve and proc.name in (l)\n  output: o\n  priority: info\n";
+    let set = load(&[("multi.yaml", text)]);
+    assert_eq!(fired(&set, &exec("/bin/nc", &["nc"])), vec!["R"]);
+}
+
+#[test]
+fn any_ancestor_fields_hold_when_one_ancestor_satisfies_the_operator() {
+    let e = exec("/bin/sh", &["sh"]); // ancestors: bash, init
+    assert!(fires("proc.aname != bash", &e), "init is not bash");
+    assert!(fires("proc.aname = init", &e));
+    assert!(!fires("proc.aname = sshd", &e));
+    assert!(fires("proc.apid != 1", &e));
+}

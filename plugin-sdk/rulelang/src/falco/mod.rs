@@ -14,6 +14,11 @@ use crate::fields::Field;
 
 /// Deepest macro-in-macro or list-in-list expansion.
 const MAX_EXPANSION: usize = 64;
+/// Most checks and list items one rule may expand to (macros used twice
+/// in each other double at every level).
+const MAX_EXPANDED: usize = 100_000;
+/// Deepest nesting of `and`/`or`/`not` once macros are expanded.
+const MAX_NESTING: usize = 500;
 
 /// Everything the Falco files of a load define, in order.
 #[derive(Default)]
@@ -22,6 +27,8 @@ pub struct Definitions {
     macros: HashMap<String, String>,
     pub rules: Vec<FalcoRule>,
     index: HashMap<String, usize>,
+    /// What is left of [`MAX_EXPANDED`] for the rule being compiled.
+    budget: std::cell::Cell<usize>,
 }
 
 /// A rule as defined, then appended to and overridden.
@@ -232,8 +239,9 @@ impl Definitions {
 
     /// Compiles `rule`'s condition with its exceptions.
     pub fn compile(&self, rule: &FalcoRule) -> Result<Node, Unsupported> {
+        self.budget.set(MAX_EXPANDED);
         let ast = condition::parse(&rule.condition).map_err(Unsupported::Invalid)?;
-        let mut node = self.resolve(&ast, 0)?;
+        let mut node = self.resolve(&ast, 0, 0)?;
         let mut excepted = Vec::new();
         for e in &rule.exceptions {
             for row in &e.values {
@@ -274,9 +282,10 @@ impl Definitions {
                 let one = value.into_iter().next().unwrap_or(Word { text: String::new(), quoted: true });
                 Rhs::One(one)
             };
-            self.resolve(&Ast::Check(CheckAst { lhs, op: comp.to_lowercase(), rhs }), 0)
+            self.resolve(&Ast::Check(CheckAst { lhs, op: comp.to_lowercase(), rhs }), 0, 0)
         };
         match (&e.fields, &e.single_field) {
+            (Some(fields), _) if fields.is_empty() => Err(Unsupported::Invalid("an exception with no fields".into())),
             (Some(fields), _) => {
                 let Yaml::Sequence(values) = row else {
                     return Err(Unsupported::Invalid("each exception value must be a list, one per field".into()));
@@ -303,19 +312,38 @@ impl Definitions {
         }
     }
 
-    fn resolve(&self, ast: &Ast, depth: usize) -> Result<Node, Unsupported> {
+    /// Takes `n` from the rule's expansion budget.
+    fn spend(&self, n: usize) -> Result<(), Unsupported> {
+        let left = self.budget.get();
+        if n > left {
+            return Err(Unsupported::Invalid(format!(
+                "the condition expands to more than {MAX_EXPANDED} checks and list items"
+            )));
+        }
+        self.budget.set(left - n);
+        Ok(())
+    }
+
+    /// `ast` with its macros expanded (`depth` macros deep) and its checks
+    /// compiled, `nesting` operators deep.
+    fn resolve(&self, ast: &Ast, depth: usize, nesting: usize) -> Result<Node, Unsupported> {
         if depth > MAX_EXPANSION {
             return Err(Unsupported::Invalid("macros nested too deep (a macro that uses itself?)".into()));
         }
+        if nesting > MAX_NESTING {
+            return Err(Unsupported::Invalid(format!("the condition nests deeper than {MAX_NESTING} once expanded")));
+        }
+        self.spend(1)?;
+        let all = |parts: &[Ast]| parts.iter().map(|p| self.resolve(p, depth, nesting + 1)).collect::<Result<_, _>>();
         Ok(match ast {
-            Ast::And(parts) => Node::And(parts.iter().map(|p| self.resolve(p, depth)).collect::<Result<_, _>>()?),
-            Ast::Or(parts) => Node::Or(parts.iter().map(|p| self.resolve(p, depth)).collect::<Result<_, _>>()?),
-            Ast::Not(inner) => Node::Not(Box::new(self.resolve(inner, depth)?)),
+            Ast::And(parts) => Node::And(all(parts)?),
+            Ast::Or(parts) => Node::Or(all(parts)?),
+            Ast::Not(inner) => Node::Not(Box::new(self.resolve(inner, depth, nesting + 1)?)),
             Ast::Macro(name) => {
                 let text =
                     self.macros.get(name).ok_or_else(|| Unsupported::Invalid(format!("undefined macro {name}")))?;
                 let ast = condition::parse(text).map_err(|e| Unsupported::Invalid(format!("macro {name}: {e}")))?;
-                self.resolve(&ast, depth + 1)?
+                self.resolve(&ast, depth + 1, nesting + 1)?
             }
             Ast::Check(c) => Node::Check(Box::new(self.check(c)?)),
         })
@@ -328,6 +356,7 @@ impl Definitions {
         for w in words {
             match self.lists.get(&w.text) {
                 Some(items) if !w.quoted => {
+                    self.spend(items.len())?;
                     let items: Vec<Word> = items.iter().map(|t| Word { text: t.clone(), quoted: false }).collect();
                     self.expand(&items, depth + 1, out)?;
                 }
@@ -373,6 +402,9 @@ impl Definitions {
         let invalid = |s: String| Unsupported::Invalid(s);
         let mut fold_case = false;
         if let Rhs::Field(other) = &c.rhs {
+            if !other.transforms.is_empty() {
+                return Err(invalid("transformers inside val() are not supported".into()));
+            }
             let other = operand_field(other)?;
             let op = match c.op.as_str() {
                 "=" => Op::EqField(other),
@@ -449,14 +481,16 @@ fn unquote(s: &str) -> String {
 
 fn hex(s: &str) -> Result<String, String> {
     let s = s.trim();
-    if !s.len().is_multiple_of(2) {
-        return Err(format!("{s:?} is not hex bytes"));
+    let not_hex = || format!("{s:?} is not hex bytes");
+    if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(not_hex());
     }
-    let bytes = (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16))
-        .collect::<Result<Vec<u8>, _>>()
-        .map_err(|_| format!("{s:?} is not hex bytes"))?;
+    let bytes = s
+        .as_bytes()
+        .chunks(2)
+        .map(|pair| std::str::from_utf8(pair).ok().and_then(|p| u8::from_str_radix(p, 16).ok()))
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(not_hex)?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
