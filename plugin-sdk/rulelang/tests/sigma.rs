@@ -186,6 +186,7 @@ fn levels_map_to_priorities() {
 fn lone_backslashes_and_empty_lists() {
     let e = exec("/usr/bin/printf", &["printf", "foo\\bar", "baz"]);
     assert!(fires("  sel:\n    CommandLine: 'printf foo\\bar*'\n  condition: sel", &e));
-    let (_, report) = RuleSet::load(&[SourceFile::new("s.yml", sigma("  sel:\n    CommandLine|contains|all: []\n  condition: sel"))]);
+    let (_, report) =
+        RuleSet::load(&[SourceFile::new("s.yml", sigma("  sel:\n    CommandLine|contains|all: []\n  condition: sel"))]);
     assert_eq!(report.files[0].rules[0].status, Status::Invalid);
 }
