@@ -308,6 +308,12 @@ fn forks_only_the_tree_wants_come_brief_and_keep_the_ancestry() {
     require_root!();
     let running = start_wanting(EbpfConfig::default(), exec_only());
     let mark = marker();
+    // The reader sets the kernel's brief-fork flag when it wakes: a first
+    // exec read back means it is set (forks before it may have been full).
+    let warm = format!("{mark}-warm-up");
+    let _ = Command::new("/bin/true").arg(&warm).status();
+    let _ = running
+        .collect_until(Duration::from_secs(5), |evs| evs.iter().any(|e| has_arg(e, EventKind::ProcessExec, &warm)));
     // The subshell is a fork that never execs: the tree knows it from its
     // (brief) fork record, with its parent's program.
     let script = format!("(/bin/true {mark}; /bin/true); true");

@@ -19,11 +19,15 @@ fn normalized(stdout: &str) -> String {
 }
 
 fn check(fixture_name: &str, golden_name: &str) {
+    check_with(fixture_name, &bundled_rules_dir(), golden_name)
+}
+
+fn check_with(fixture_name: &str, rules: &std::path::Path, golden_name: &str) {
     let out = vigil()
         .arg("replay")
         .arg(fixture(fixture_name))
         .arg("--rules")
-        .arg(bundled_rules_dir())
+        .arg(rules)
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -57,6 +61,15 @@ fn check(fixture_name: &str, golden_name: &str) {
 #[test]
 fn bundled_rules_match_golden_alerts() {
     check("bundled.jsonl", "bundled.jsonl");
+}
+
+#[test]
+fn sigma_rules_match_golden_alerts() {
+    // The benchmark's 120 Sigma rules (written for Vigil) over the same fixture.
+    let dir = rule_dir(&["declarative"]);
+    std::fs::copy(workspace().join("engine/benches/rule-files/sigma-120.yaml"), dir.path().join("sigma-120.yaml"))
+        .unwrap();
+    check_with("bundled.jsonl", dir.path(), "sigma.jsonl");
 }
 
 #[test]

@@ -83,6 +83,8 @@ fn falco_and_sigma_files_alert_under_their_rules_names() {
     assert_eq!(nc.output_fields["sigma.id"], "0b7f3a2e-1111-4a4a-9b9b-000000000001");
     let stats = &summary.rules.iter().find(|(id, _)| id == "rule-files").expect("one rule-files instance").1;
     assert_eq!(stats.events_in.load(std::sync::atomic::Ordering::Relaxed), 3);
+    let by_rule = stats.alerts_by_rule.lock().unwrap().clone();
+    assert_eq!(by_rule.into_iter().collect::<Vec<_>>(), [("Miner started".into(), 1), ("Netcat with exec".into(), 1)]);
 }
 
 #[test]

@@ -229,6 +229,11 @@ impl Telemetry {
             let skipped =
                 m.counter("vigil_rule_events_skipped_total", "Events a quarantined rule did not see.", &["rule"]);
             let time = m.seconds("vigil_rule_seconds_total", "Time spent in each rule's calls.", &["rule"]);
+            let by_file_rule = m.counter(
+                "vigil_rule_file_alerts_total",
+                "Alerts raised by each rule of the rule files (Falco rule name, Sigma title).",
+                &["rule"],
+            );
             for (id, s) in rules.iter() {
                 let id = id.as_str();
                 events.with_label_values(&[id]).inc_by(s.events_in.load(Ordering::Relaxed));
@@ -244,6 +249,9 @@ impl Telemetry {
                 quarantines.with_label_values(&[id]).inc_by(s.quarantines.load(Ordering::Relaxed));
                 skipped.with_label_values(&[id]).inc_by(s.events_skipped.load(Ordering::Relaxed));
                 time.with_label_values(&[id]).inc_by(s.time_ns.load(Ordering::Relaxed) as f64 / 1e9);
+                for (name, n) in s.alerts_by_rule.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                    by_file_rule.with_label_values(&[name.as_str()]).inc_by(*n);
+                }
             }
         }
         if let Some(s) = &p.shaping {

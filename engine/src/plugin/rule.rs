@@ -75,6 +75,9 @@ pub struct RuleStats {
     pub alerts_dropped: AtomicU64,
     pub quarantines: AtomicU64,
     pub events_skipped: AtomicU64,
+    /// For the rule files' instance: alerts by the rule (Falco rule, Sigma
+    /// title) that raised them.
+    pub alerts_by_rule: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl RuleStats {
@@ -352,6 +355,16 @@ impl LoadedRule {
         match result.map(|json| parse_alerts(&json)) {
             Ok(Ok((alerts, dropped))) => {
                 self.stats.alerts_out.fetch_add(alerts.len() as u64, Ordering::Relaxed);
+                if let Some(files) = &self.meta.files
+                    && !alerts.is_empty()
+                {
+                    let mut by_rule = self.stats.alerts_by_rule.lock().unwrap_or_else(|e| e.into_inner());
+                    for a in &alerts {
+                        // Names the report does not list count under the instance's id.
+                        let name = if files.names.contains(&a.rule) { a.rule.as_str() } else { RULE_FILES_ID };
+                        *by_rule.entry(name.to_string()).or_default() += 1;
+                    }
+                }
                 if dropped > 0 {
                     self.stats.alerts_dropped.fetch_add(dropped as u64, Ordering::Relaxed);
                     tracing::warn!(rule = %self.id, dropped, "rule raised more alerts in one batch than the limit; the rest were dropped");
