@@ -131,52 +131,8 @@ fn file_output_receives_the_same_alerts() {
 
 #[test]
 fn sighup_rereads_the_config_and_reloads_rules() {
-    let dir = tempfile::tempdir().unwrap();
     let rules = rule_dir(&["shell-in-container"]);
-    let cfg = dir.path().join("vigil.toml");
-    let cache = dir.path().join("cache");
-    // The 40 alerts are identical but for the pid: no folding here.
-    std::fs::write(&cfg, format!("cache_dir = {cache:?}\n[alerts]\ndedup_window = \"0s\"\n")).unwrap();
-    // 40 shells in a container, 100 ms apart, replayed at that pace.
-    let mut lines = String::new();
-    for i in 0..40u64 {
-        lines.push_str(&format!(
-            r#"{{"kind":"process-exec","time_ns":{},"process":{{"pid":{},"exe":"/bin/bash","argv":["bash"]}},"container":{{"id":"c1","name":"web","image":"nginx"}}}}"#,
-            1_700_000_000_000_000_000u64 + i * 100_000_000,
-            100 + i
-        ));
-        lines.push('\n');
-    }
-    let replay = dir.path().join("slow.jsonl");
-    std::fs::write(&replay, lines).unwrap();
-
-    let mut cmd = vigil();
-    cmd.args(["run", "--realtime", "--replay"]).arg(&replay).arg("--rules").arg(rules.path()).arg("--config").arg(&cfg);
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut daemon = ChildGuard::spawn(cmd);
-    let stdout = daemon.child().stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for l in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    // Wait for a few alerts, then disable the rule and send SIGHUP.
-    for _ in 0..5 {
-        rx.recv_timeout(std::time::Duration::from_secs(10)).expect("alerts before the reload");
-    }
-    std::fs::write(&cfg, format!("cache_dir = {cache:?}\n[rules]\ndisable = [\"shell-in-container\"]\n")).unwrap();
-    daemon.signal(libc::SIGHUP);
-    let status = daemon.wait_timeout(std::time::Duration::from_secs(15)).expect("replay finished");
-    assert!(status.success());
-    let mut err = String::new();
-    use std::io::Read;
-    daemon.child().stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    let alerted: Vec<u64> = rx
-        .try_iter()
-        .map(|l| serde_json::from_str::<serde_json::Value>(&l).unwrap()["output_fields"]["evt.num"].as_u64().unwrap())
-        .collect();
+    let (alerted, err) = replay_then_disable_by_sighup(rules.path(), true, "shell-in-container");
     assert!(err.contains("SIGHUP") && err.contains("disabled by config") && err.contains("rule removed"), "{err}");
     assert!(alerted.iter().all(|&n| n < 35), "no alerts after the reload took effect: {alerted:?}");
 }

@@ -238,53 +238,12 @@ fn rules_check_reports_what_cannot_run_and_the_rest_of_the_file_alerts() {
 
 #[test]
 fn sighup_reloads_the_rule_files_under_the_new_config() {
-    // Shells replayed at their pace; after a few alerts the config disables
-    // the rule files and SIGHUP applies it: the rule files' instance goes.
+    // After a few alerts the config disables the rule files and SIGHUP applies it.
     let dir = rule_files_dir(&[(
         "shells.yaml",
         "- rule: Shell\n  desc: d\n  condition: evt.type=execve and proc.name=bash\n  output: \"shell %evt.num\"\n  priority: NOTICE\n",
     )]);
-    let work = tempfile::tempdir().unwrap();
-    let cfg = work.path().join("vigil.toml");
-    let cache = work.path().join("cache");
-    std::fs::write(&cfg, format!("cache_dir = {cache:?}\n[alerts]\ndedup_window = \"0s\"\n")).unwrap();
-    let mut lines = String::new();
-    for i in 0..40u64 {
-        lines.push_str(&format!(
-            r#"{{"kind":"process-exec","time_ns":{},"process":{{"pid":{},"comm":"bash","exe":"/bin/bash","argv":["bash"]}}}}"#,
-            1_700_000_000_000_000_000u64 + i * 100_000_000,
-            100 + i
-        ));
-        lines.push('\n');
-    }
-    let replay = work.path().join("shells.jsonl");
-    std::fs::write(&replay, lines).unwrap();
-    let mut cmd = vigil();
-    cmd.args(["run", "--realtime", "--replay"]).arg(&replay).arg("--rules").arg(dir.path()).arg("--config").arg(&cfg);
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut daemon = ChildGuard::spawn(cmd);
-    let stdout = daemon.child().stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for l in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    for _ in 0..5 {
-        rx.recv_timeout(std::time::Duration::from_secs(10)).expect("alerts before the reload");
-    }
-    std::fs::write(&cfg, format!("cache_dir = {cache:?}\n[rules]\ndisable = [\"rule-files\"]\n")).unwrap();
-    daemon.signal(libc::SIGHUP);
-    let status = daemon.wait_timeout(std::time::Duration::from_secs(15)).expect("replay finished");
-    assert!(status.success());
-    let mut err = String::new();
-    use std::io::Read;
-    daemon.child().stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    let alerted: Vec<u64> = rx
-        .try_iter()
-        .map(|l| serde_json::from_str::<serde_json::Value>(&l).unwrap()["output_fields"]["evt.num"].as_u64().unwrap())
-        .collect();
+    let (alerted, err) = replay_then_disable_by_sighup(dir.path(), false, "rule-files");
     assert!(err.contains("SIGHUP") && err.contains("rule files disabled by config"), "{err}");
     assert!(alerted.iter().all(|&n| n < 35), "no alerts after the reload took effect: {alerted:?}");
 }

@@ -496,3 +496,56 @@ pub fn http_get(url: &str) -> (u16, String) {
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
+
+/// `vigil run --realtime` over 40 bash execs (in a container when
+/// `container`), 100 ms apart, with the rules in `rules`; after five alerts
+/// the config disables `disable` and SIGHUP applies it. Returns the event
+/// numbers alerted on (all of them, before and after) and the daemon's log.
+pub fn replay_then_disable_by_sighup(rules: &Path, container: bool, disable: &str) -> (Vec<u64>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("vigil.toml");
+    let cache = dir.path().join("cache");
+    // The 40 alerts are identical but for the pid: no folding here.
+    std::fs::write(&cfg, format!("cache_dir = {cache:?}\n[alerts]\ndedup_window = \"0s\"\n")).unwrap();
+    let in_container = if container { r#","container":{"id":"c1","name":"web","image":"nginx"}"# } else { "" };
+    let mut lines = String::new();
+    for i in 0..40u64 {
+        lines.push_str(&format!(
+            r#"{{"kind":"process-exec","time_ns":{},"process":{{"pid":{},"comm":"bash","exe":"/bin/bash","argv":["bash"]}}{in_container}}}"#,
+            1_700_000_000_000_000_000u64 + i * 100_000_000,
+            100 + i
+        ));
+        lines.push('\n');
+    }
+    let replay = dir.path().join("slow.jsonl");
+    std::fs::write(&replay, lines).unwrap();
+
+    let mut cmd = vigil();
+    cmd.args(["run", "--realtime", "--replay"]).arg(&replay).arg("--rules").arg(rules).arg("--config").arg(&cfg);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut daemon = ChildGuard::spawn(cmd);
+    let stdout = daemon.child().stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let mut alerted = Vec::new();
+    let num = |l: String| {
+        serde_json::from_str::<serde_json::Value>(&l).unwrap()["output_fields"]["evt.num"].as_u64().unwrap()
+    };
+    for _ in 0..5 {
+        alerted.push(num(rx.recv_timeout(Duration::from_secs(10)).expect("alerts before the reload")));
+    }
+    std::fs::write(&cfg, format!("cache_dir = {cache:?}\n[rules]\ndisable = [{disable:?}]\n")).unwrap();
+    daemon.signal(libc::SIGHUP);
+    let status = daemon.wait_timeout(Duration::from_secs(15)).expect("replay finished");
+    assert!(status.success());
+    let mut err = String::new();
+    use std::io::Read;
+    daemon.child().stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    alerted.extend(rx.try_iter().map(num));
+    (alerted, err)
+}

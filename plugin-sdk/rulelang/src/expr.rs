@@ -12,7 +12,6 @@ type HashSet<T> = rustc_hash::FxHashSet<T>;
 
 use aho_corasick::AhoCorasick;
 use regex::Regex;
-use vigil_event::EventKind;
 
 use crate::fields::{EventCtx, Field, Value};
 
@@ -135,14 +134,6 @@ impl Needles {
     }
 }
 
-/// Three-valued truth, for working out which event kinds a rule can match.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tri {
-    False,
-    True,
-    Unknown,
-}
-
 impl Node {
     /// Evaluates the condition over one event.
     pub fn eval(&self, ctx: &EventCtx<'_>) -> bool {
@@ -153,66 +144,6 @@ impl Node {
             Node::Check(c) => c.eval(ctx),
             Node::Const(b) => *b,
             Node::Memo(slot, c) => ctx.memo(*slot, || c.eval(ctx)),
-        }
-    }
-
-    /// Whether the condition can hold for an event of `kind`, knowing only
-    /// the event type: `evt.type`/`evt.dir` checks are decided, every other
-    /// check is unknown.
-    pub fn possible(&self, kind: EventKind) -> Tri {
-        match self {
-            Node::And(nodes) => {
-                let mut out = Tri::True;
-                for n in nodes {
-                    match n.possible(kind) {
-                        Tri::False => return Tri::False,
-                        Tri::Unknown => out = Tri::Unknown,
-                        Tri::True => {}
-                    }
-                }
-                out
-            }
-            Node::Or(nodes) => {
-                let mut out = Tri::False;
-                for n in nodes {
-                    match n.possible(kind) {
-                        Tri::True => return Tri::True,
-                        Tri::Unknown => out = Tri::Unknown,
-                        Tri::False => {}
-                    }
-                }
-                out
-            }
-            Node::Not(n) => match n.possible(kind) {
-                Tri::True => Tri::False,
-                Tri::False => Tri::True,
-                Tri::Unknown => Tri::Unknown,
-            },
-            Node::Const(b) => {
-                if *b {
-                    Tri::True
-                } else {
-                    Tri::False
-                }
-            }
-            Node::Check(c)
-                if matches!(c.field, Field::EvtType | Field::EvtDir)
-                    && c.transforms.is_empty()
-                    && !matches!(c.op, Op::EqField(_) | Op::NeField(_)) =>
-            {
-                if c.eval_value(crate::fields::kind_field(&c.field, Some(kind)), None) { Tri::True } else { Tri::False }
-            }
-            Node::Check(_) | Node::Memo(..) => Tri::Unknown,
-        }
-    }
-
-    /// Every field the condition reads.
-    pub fn fields<'n>(&'n self, out: &mut Vec<&'n Field>) {
-        match self {
-            Node::And(ns) | Node::Or(ns) => ns.iter().for_each(|n| n.fields(out)),
-            Node::Not(n) => n.fields(out),
-            Node::Check(c) | Node::Memo(_, c) => out.push(&c.field),
-            Node::Const(_) => {}
         }
     }
 }
@@ -246,7 +177,7 @@ impl Check {
             for t in &self.transforms {
                 v = transform(v, *t);
             }
-            if self.fold_case { lower(v) } else { v }
+            if self.fold_case { v.lowercase() } else { v }
         };
         self.eval_value(value, Some(ctx))
     }
@@ -266,7 +197,7 @@ impl Check {
             (Op::Intersects(set), Value::Many(vs)) => vs.iter().any(|v| set.contains(v)),
             (op, Value::Many(vs)) => vs.iter().any(|v| self.compare_str(op, v)),
             (Op::Num(op, n), Value::Num(v)) => compare_num(*op, v, *n),
-            (op, Value::Num(v)) => self.compare_str(op, &v.to_string()),
+            (op, Value::Num(v)) => self.compare_str(op, itoa::Buffer::new().format(v)),
             (op, Value::Bool(b)) => self.compare_str(op, if b { "true" } else { "false" }),
             (op, Value::Str(s)) => self.compare_str(op, &s),
         }
@@ -305,14 +236,6 @@ fn compare_num(op: NumOp, v: i64, n: i64) -> bool {
         NumOp::Le => v <= n,
         NumOp::Gt => v > n,
         NumOp::Ge => v >= n,
-    }
-}
-
-fn lower(v: Value<'_>) -> Value<'_> {
-    match v {
-        Value::Str(s) => Value::Str(s.to_lowercase().into()),
-        Value::Many(vs) => Value::Many(vs.into_iter().map(|s| s.to_lowercase().into()).collect()),
-        other => other,
     }
 }
 

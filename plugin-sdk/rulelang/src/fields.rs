@@ -245,7 +245,20 @@ pub enum Value<'a> {
     Many(Vec<Cow<'a, str>>),
 }
 
-impl Value<'_> {
+impl<'v> Value<'v> {
+    /// The value lowercased, for the case-insensitive operators (borrowed
+    /// still when it has no uppercase letter).
+    pub fn lowercase(self) -> Value<'v> {
+        let lower = |s: Cow<'v, str>| -> Cow<'v, str> {
+            if s.bytes().any(|b| b.is_ascii_uppercase()) || !s.is_ascii() { Cow::Owned(s.to_lowercase()) } else { s }
+        };
+        match self {
+            Value::Str(s) => Value::Str(lower(s)),
+            Value::Many(v) => Value::Many(v.into_iter().map(lower).collect()),
+            other => other,
+        }
+    }
+
     /// The value as text, as an alert's output shows it (`<NA>` when missing).
     pub fn render(&self) -> String {
         match self {
@@ -346,14 +359,10 @@ impl<'a> EventCtx<'a> {
             Some(slot) => reborrow(
                 self.lower.get_or_init(|| Box::new([const { OnceCell::new() }; CACHED]))[slot].get_or_init(|| {
                     self.lower_filled.set(self.lower_filled.get() | 1 << slot);
-                    match self.get(field) {
-                        Value::Str(s) => Value::Str(Cow::Owned(s.to_lowercase())),
-                        Value::Many(v) => Value::Many(v.into_iter().map(|s| Cow::Owned(s.to_lowercase())).collect()),
-                        other => owned(other),
-                    }
+                    owned(self.get(field).lowercase())
                 }),
             ),
-            None => lowercase(self.extract(field)),
+            None => self.extract(field).lowercase(),
         }
     }
 
@@ -508,16 +517,6 @@ fn owned(v: Value<'_>) -> Value<'static> {
 
 fn non_empty(s: &str) -> Value<'_> {
     if s.is_empty() { Value::Missing } else { Value::Str(Cow::Borrowed(s)) }
-}
-
-fn lowercase(v: Value<'_>) -> Value<'_> {
-    match v {
-        Value::Str(s) if s.bytes().any(|b| b.is_ascii_uppercase()) || !s.is_ascii() => {
-            Value::Str(Cow::Owned(s.to_lowercase()))
-        }
-        Value::Many(v) => Value::Many(v.into_iter().map(|s| Cow::Owned(s.to_lowercase())).collect()),
-        other => other,
-    }
 }
 
 fn join<'s>(parts: impl Iterator<Item = &'s str>) -> String {

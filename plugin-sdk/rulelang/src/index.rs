@@ -56,20 +56,15 @@ enum Key {
 }
 
 impl Plan {
-    /// Adds rule `rule` with its condition specialised to `kind`; false when
-    /// it can never match that kind.
-    pub fn add(&mut self, rule: u32, node: &Node, kind: EventKind) -> bool {
-        let node = specialize(node, kind);
-        if matches!(node, Node::Const(false)) {
-            return false;
-        }
+    /// Adds rule `rule` with its condition specialised to this plan's kind
+    /// ([`specialize`]; the caller leaves out kinds it is `false` for).
+    pub fn add(&mut self, rule: u32, node: Node) {
         let at = self.nodes.len() as u32;
         match key_of(&node) {
             Some(keys) => keys.into_iter().for_each(|k| self.index(at, k)),
             None => self.always.push(at),
         }
         self.nodes.push((rule, node));
-        true
     }
 
     /// Files rule `at` under `key`.
@@ -164,8 +159,10 @@ impl Plan {
             if let Some(v) = self.by_base.get(base) {
                 candidates.extend(v);
             }
+            // The lowercased path is cached for the event; its base name is the lowercased base name.
             if !self.by_base_folded.is_empty()
-                && let Some(v) = self.by_base_folded.get(base.to_lowercase().as_str())
+                && let Value::Str(lower) = ctx.get_lower(&Field::ProcExePath)
+                && let Some(v) = self.by_base_folded.get(lower.rsplit('/').next().unwrap_or(&lower))
             {
                 candidates.extend(v);
             }

@@ -33,7 +33,7 @@ use serde_norway::Value as Yaml;
 use vigil_event::packed::EventView;
 use vigil_event::{EventKind, KindSet, Priority};
 
-use crate::expr::{Node, Tri};
+use crate::expr::Node;
 use crate::falco::{Definitions, Unsupported};
 use crate::fields::{EventCtx, Field};
 
@@ -437,7 +437,13 @@ impl RuleSet {
                 return entry;
             }
         };
-        let kinds: KindSet = PROCESS_KINDS.into_iter().filter(|k| node.possible(*k) != Tri::False).collect();
+        // The kinds the condition can match: those its specialised form is not `false` for.
+        let specialized: Vec<(EventKind, Node)> = PROCESS_KINDS
+            .into_iter()
+            .map(|k| (k, index::specialize(&node, k)))
+            .filter(|(_, n)| !matches!(n, Node::Const(false)))
+            .collect();
+        let kinds: KindSet = specialized.iter().map(|(k, _)| *k).collect();
         entry.kinds = kinds.iter().map(|k| k.name().to_string()).collect();
         if kinds == KindSet::EMPTY {
             entry.status = Status::Unsupported;
@@ -449,9 +455,9 @@ impl RuleSet {
             return entry;
         }
         let index = self.rules.len() as u32;
-        for k in kinds.iter() {
+        for (k, specialized) in specialized {
             if let Some(slot) = kind_slot(k) {
-                self.plans[slot].add(index, &node, k);
+                self.plans[slot].add(index, specialized);
             }
         }
         self.rules.push(Rule { name: name.to_string(), priority, tags, kinds, node, output, extra });

@@ -1129,9 +1129,9 @@ fn script_splitting() {
     assert_eq!(cmds[3], vec!["uname"]);
 }
 
-/// Prints every case's events and the rules they fire (`--ignored --nocapture`).
+/// Prints every case's events and the rules they fire: a tool for rule authors.
 #[test]
-#[ignore]
+#[ignore = "prints the corpus' events and alerts: cargo test -p vigil-rulelang --test bundled -- --ignored --nocapture"]
 fn dump_corpus_alerts() {
     let (rules, _) = RuleSet::load(&rule_files());
     for case in corpus() {
@@ -1392,95 +1392,4 @@ fn routine_activity_stays_quiet() {
         }
     }
     assert!(failures.is_empty(), "{} false positives:\n{}", failures.len(), failures.join("\n"));
-}
-
-/// Rough cost of the bundled rules per exec event (`--ignored --nocapture`;
-/// a debug build, so only for comparing versions of the rules).
-#[test]
-#[ignore]
-fn evaluation_cost() {
-    let dir = std::env::var("VIGIL_RULES_DIR").ok();
-    let files = match dir {
-        Some(d) => {
-            let mut paths: Vec<PathBuf> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().path()).collect();
-            paths.sort();
-            paths
-                .iter()
-                .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-                .map(|p| SourceFile::new(p.file_name().unwrap().to_string_lossy(), std::fs::read_to_string(p).unwrap()))
-                .collect()
-        }
-        None => rule_files(),
-    };
-    let (rules, _) = RuleSet::load(&files);
-    let mut events = Vec::new();
-    for case in corpus() {
-        for (e, _) in events_of(&case) {
-            events.push(e);
-        }
-    }
-    let mut batches = Vec::new();
-    for e in &events {
-        let mut bytes = Vec::new();
-        encode_batch([e], &mut bytes);
-        batches.push(bytes);
-    }
-    let start = std::time::Instant::now();
-    let mut hits = 0;
-    for _ in 0..20 {
-        for b in &batches {
-            let batch = BatchView::new(b).unwrap();
-            hits += rules.matches(batch.get(0).unwrap()).len();
-        }
-    }
-    let n = 20 * batches.len();
-    println!("{} rules, {n} evaluations, {:?} per event, {hits} hits", rules.rules().len(), start.elapsed() / n as u32);
-}
-
-fn events_of(case: &Case) -> Vec<(Event, bool)> {
-    let mut out = events(case, Place::Container);
-    out.extend(events(case, Place::Host));
-    out
-}
-
-/// The bundled rules by cost per exec event, most expensive first
-/// (`--ignored --nocapture`; debug build, relative figures only).
-#[test]
-#[ignore]
-fn evaluation_cost_by_rule() {
-    let files = rule_files();
-    let (all, _) = RuleSet::load(&files);
-    let names: Vec<String> = all.rules().iter().map(|r| r.name.clone()).collect();
-    let mut batches = Vec::new();
-    for case in corpus() {
-        for (e, _) in events_of(&case) {
-            let mut bytes = Vec::new();
-            encode_batch([&e], &mut bytes);
-            batches.push(bytes);
-        }
-    }
-    let mut costs = Vec::new();
-    for keep in &names {
-        let mut off = String::new();
-        for n in names.iter().filter(|n| *n != keep) {
-            off.push_str(&format!("- rule: {}\n  enabled: false\n", serde_json::to_string(n).unwrap()));
-        }
-        let mut set = files.clone();
-        set.push(SourceFile::new("99-only.yaml", off));
-        let (rules, _) = RuleSet::load(&set);
-        assert_eq!(rules.rules().len(), 1);
-        let start = std::time::Instant::now();
-        for _ in 0..5 {
-            for b in &batches {
-                let batch = BatchView::new(b).unwrap();
-                std::hint::black_box(rules.matches(batch.get(0).unwrap()));
-            }
-        }
-        costs.push((start.elapsed() / (5 * batches.len()) as u32, keep.clone()));
-    }
-    costs.sort();
-    costs.reverse();
-    for (t, n) in costs.iter().take(25) {
-        println!("{t:>12?}  {n}");
-    }
 }
