@@ -16,13 +16,14 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vigil_engine::config::EbpfConfig;
+use vigil_engine::enrich::Enricher;
 use vigil_engine::enrich::containers::ContainerCache;
 use vigil_engine::enrich::hold::{HoldLimits, UNRESOLVED_LABEL};
 use vigil_engine::event::{Event, EventKind};
-use vigil_engine::pipeline::{lifecycle_channel, spawn_source};
+use vigil_engine::pipeline::spawn_source;
 use vigil_engine::sources::ebpf::EbpfSource;
-use vigil_engine::sources::runtime::Lifecycle;
-use vigil_engine::sources::{Interest, Stop, docker};
+use vigil_engine::sources::{Interest, Stop};
+use vigil_engine::watchers::{self, Lifecycle, docker::DockerApi};
 
 /// A runtime started by scripts/runtimes.sh, stopped when dropped.
 struct Runtime {
@@ -85,23 +86,24 @@ fn main() {
     let runtimes = [Runtime::start("docker"), Runtime::start("podman")];
     let cache = ContainerCache::new();
     let stop_watchers = Stop::new();
-    let (lifecycle_tx, _lifecycle_rx) = lifecycle_channel();
+    let (lifecycle_tx, _lifecycle_rx) = crossbeam_channel::bounded(1024);
     let mut watchers = Vec::new();
     for (r, runtime) in
         runtimes.iter().zip([vigil_engine::event::Runtime::Docker, vigil_engine::event::Runtime::Podman])
     {
         let events = vigil_engine::sources::EventSender::new(lifecycle_tx.clone(), r.name);
+        let api = DockerApi::new(r.socket(), runtime);
         let (thread, status) =
-            docker::spawn(r.socket(), runtime, cache.clone(), Lifecycle::new(Some(events)), stop_watchers.clone())
-                .unwrap();
+            watchers::spawn(api, cache.clone(), Lifecycle::new(Some(events)), stop_watchers.clone()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while !status.is_up() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
         watchers.push(thread);
     }
-    let source =
-        EbpfSource::open(&EbpfConfig::default()).unwrap().with_containers(cache.clone(), HoldLimits::default());
+    let config = EbpfConfig::default();
+    let enricher = Enricher::new(&config).with_containers(cache.clone(), HoldLimits::default());
+    let source = EbpfSource::open(&config, enricher).unwrap();
     let stats = source.stats();
     let stop = Stop::new();
     let running = spawn_source(Box::new(source), 4096, stop.clone(), Interest::all()).unwrap();

@@ -27,13 +27,12 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::post;
+use vigil_engine::alert::Alert;
 use vigil_engine::config::{AlertsConfig, Config, WebhookConfig};
+use vigil_engine::daemon::Daemon;
 use vigil_engine::event::{Event, EventKind, Process};
-use vigil_engine::pipeline::Pipeline;
-use vigil_engine::sinks::alert::Alert;
 use vigil_engine::sinks::webhook::WebhookSink;
 use vigil_engine::sinks::{AlertBatch, Sink};
-use vigil_engine::sources::Stop;
 use vigil_engine::sources::replay::{ReplaySource, ReplayWriter};
 
 mod common;
@@ -194,18 +193,12 @@ fn pipeline_run(file: &Path, rules: &Path, cache: &Path, url: Option<&str>) -> (
         alerts: AlertsConfig { rule_rate: 0, global_rate: 0, dedup_window: Duration::ZERO, ..Default::default() },
         ..Default::default()
     };
-    let p = Pipeline {
-        config,
-        rules_dir: rules.to_path_buf(),
-        watch: false,
-        sinks,
-        stop: Stop::new(),
-        config_path: None,
-        reloads: None,
-        telemetry: vigil_engine::metrics::Telemetry::new(),
-    };
+    let daemon = Daemon::new(config)
+        .rules(rules.to_path_buf(), false)
+        .with_sinks(sinks)
+        .with_source(Box::new(ReplaySource::new(file, false)));
     let start = Instant::now();
-    let summary = p.run(Box::new(ReplaySource::new(file, false))).unwrap();
+    let summary = daemon.run().unwrap();
     let secs = start.elapsed().as_secs_f64();
     (summary.dispatch.events.load(Ordering::Relaxed) as f64 / secs, summary.dispatch.alerts.load(Ordering::Relaxed))
 }

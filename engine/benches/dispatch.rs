@@ -23,15 +23,16 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use vigil_engine::alert::AlertBuilder;
 use vigil_engine::config::Config;
+use vigil_engine::daemon::Daemon;
 use vigil_engine::event::packed::{BatchView, assemble_batch, encode_event};
 use vigil_engine::event::{Ancestor, Container, Event, EventKind, Process, Runtime};
-use vigil_engine::pipeline::Pipeline;
 use vigil_engine::plugin::dispatch::Dispatcher;
 use vigil_engine::plugin::host::{HostSettings, PluginHost};
+use vigil_engine::plugin::policy::RulePolicy;
 use vigil_engine::plugin::ruledir::RuleDir;
 use vigil_engine::sinks::Sink;
-use vigil_engine::sinks::alert::AlertBuilder;
 use vigil_engine::sources::replay::{ReplaySource, ReplayWriter};
 use vigil_engine::sources::{EventSender, Interest, Source, SourceError, Stop};
 
@@ -161,7 +162,7 @@ fn rule_dir(ids: &[&str]) -> tempfile::TempDir {
 
 fn dispatcher(host: &PluginHost, ids: &[&str], batch: usize) -> (Dispatcher, tempfile::TempDir) {
     let dir = rule_dir(ids);
-    let policy = Config::default().rule_policy();
+    let policy = RulePolicy::default();
     let mut rd = RuleDir::new(dir.path());
     let (controls, report) = rd.scan(host, &|m| policy.resolve(m)).unwrap();
     assert!(report.failed.is_empty(), "{:?}", report.failed);
@@ -221,17 +222,12 @@ fn time_native(events: &[Event]) -> (f64, f64) {
     (encode.as_nanos() as f64 / n, detect.as_nanos() as f64 / n)
 }
 
-fn pipeline(config: Config, rules: &Path, watch: bool, sink: NullSink) -> Pipeline {
-    Pipeline {
-        config,
-        rules_dir: rules.to_path_buf(),
-        watch,
-        sinks: vec![Box::new(sink) as Box<dyn Sink>],
-        stop: Stop::new(),
-        config_path: None,
-        reloads: None,
-        telemetry: vigil_engine::metrics::Telemetry::new(),
-    }
+/// The daemon's wiring with `source` and `sink` in place of the configured ones.
+fn daemon(config: Config, rules: &Path, watch: bool, sink: NullSink, source: impl Source + 'static) -> Daemon {
+    Daemon::new(config)
+        .rules(rules.to_path_buf(), watch)
+        .with_sinks(vec![Box::new(sink) as Box<dyn Sink>])
+        .with_source(Box::new(source))
 }
 
 /// Writes `events` as a msgpack replay file.
@@ -253,8 +249,7 @@ fn replay_pipeline(cache: &Path, file: &Path, ids: &[&str], runs: usize) -> (f64
     for _ in 0..runs {
         let config = Config { cache_dir: Some(cache.to_path_buf()), ..Default::default() };
         let start = Instant::now();
-        let summary =
-            pipeline(config, rules.path(), false, NullSink).run(Box::new(ReplaySource::new(file, false))).unwrap();
+        let summary = daemon(config, rules.path(), false, NullSink, ReplaySource::new(file, false)).run().unwrap();
         n = summary.dispatch.events.load(Ordering::Relaxed);
         rates.push(n as f64 / start.elapsed().as_secs_f64());
     }
@@ -347,7 +342,7 @@ fn hot_swap(cache: &Path, cached: bool) -> (Vec<f64>, u64, u64) {
     }
     let config = Config { cache_dir: Some(cache.to_path_buf()), ..Default::default() };
     let source = Paced { total: TOTAL, per_sec: PER_SEC, swaps };
-    let summary = pipeline(config, rules.path(), true, NullSink).run(Box::new(source)).unwrap();
+    let summary = daemon(config, rules.path(), true, NullSink, source).run().unwrap();
     let received = summary.rules[0].1.events_in.load(Ordering::Relaxed);
     let stamps = renamed_at.lock().unwrap().clone();
     let activations = summary_activations(&summary);

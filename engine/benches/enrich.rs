@@ -3,7 +3,7 @@
 //!     cargo bench -p vigil-engine --bench enrich
 //!
 //! What the eBPF source's decoder does per event to attach its container
-//! and pod (`Decoder::contextualize`, the code the source runs): look up the
+//! and pod (`Enricher::contextualize`, the code the live sources run): look up the
 //! cgroup id among 2,000 known cgroups (1,000 of them containers' under
 //! pods) and share their context (`Arc` clones), then, with the watchers'
 //! cache, the runtime's description. Also the one-time cost per new cgroup:
@@ -12,13 +12,13 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use vigil_engine::config::EbpfConfig;
+use vigil_engine::enrich::Enricher;
 use vigil_engine::enrich::cgroup_path::container_of;
 use vigil_engine::enrich::cgroups::Cgroups;
 use vigil_engine::enrich::containers::ContainerCache;
-use vigil_engine::enrich::process_tree::ProcessTree;
+use vigil_engine::enrich::hold::HoldLimits;
 use vigil_engine::event::{Event, EventKind};
-use vigil_engine::sources::Interest;
-use vigil_engine::sources::ebpf::Decoder;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -53,13 +53,17 @@ fn main() {
             cache.insert(full, Some(pod));
         }
     }
-    let tree = ProcessTree::new(std::time::Duration::from_secs(5), 65_536);
-    let mut decoder = Decoder::new(tree, cgroups, Interest::all());
+    let mut enricher = Enricher::new(&EbpfConfig::default());
+    enricher.cgroups = cgroups;
     let n = 10_000_000u64;
     let mut events: Vec<Event> = (0..1024).map(|_| Event::new(EventKind::ProcessExec)).collect();
     println!("# Enrichment on the hot path");
     for with_metadata in [false, true] {
-        decoder.containers = with_metadata.then(|| cache.clone());
+        if with_metadata {
+            let cgroups = std::mem::replace(&mut enricher.cgroups, Cgroups::new(u64::MAX));
+            enricher = Enricher::new(&EbpfConfig::default()).with_containers(cache.clone(), HoldLimits::default());
+            enricher.cgroups = cgroups;
+        }
         let mut medians = Vec::new();
         for _ in 0..5 {
             let start = Instant::now();
@@ -69,7 +73,7 @@ fn main() {
                 let slot = &mut events[(i & 1023) as usize];
                 let e = std::mem::replace(slot, Event::new(EventKind::ProcessExec));
                 // Every container is described: nothing is held.
-                *slot = decoder.contextualize(id, e).expect("not held");
+                *slot = enricher.contextualize(id, e).expect("not held");
             }
             medians.push(start.elapsed().as_nanos() as f64 / n as f64);
         }
@@ -91,6 +95,6 @@ fn main() {
     }
     let per = start.elapsed().as_nanos() as f64 / (rounds * paths.len() as u64) as f64;
     println!("- parsing a cgroup path (once per new cgroup): {per:.1} ns/path");
-    let s = decoder.cgroups.stats();
+    let s = enricher.cgroup_stats();
     println!("- {} cgroups known, {} of them containers", s.cgroups, s.containers);
 }

@@ -43,6 +43,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use vigil_engine::config::EbpfConfig;
+use vigil_engine::enrich::Enricher;
 use vigil_engine::event::EventKind;
 use vigil_engine::pipeline::{spawn_source, spawn_source_inline};
 use vigil_engine::sched::{Policy, Priority};
@@ -684,7 +685,8 @@ fn program_costs(pid: u32) -> Option<String> {
 fn load_attach_times() {
     let mut times: Vec<Duration> = (0..5)
         .map(|_| {
-            let source = EbpfSource::open(&EbpfConfig::default()).expect("eBPF source opens");
+            let config = EbpfConfig::default();
+            let source = EbpfSource::open(&config, Enricher::new(&config)).expect("eBPF source opens");
             let t = source.open_time;
             drop(source);
             t
@@ -775,7 +777,7 @@ fn exec_latencies(batch: &[vigil_engine::event::Event], needle: &str, into: &mut
 /// Kernel timestamp of an exec → the event in the consumer's hands, at a
 /// paced storm of `rate` execs/s.
 fn latency(noop: &Path, rate: usize, config: EbpfConfig, consumed: Consumed) -> Latency {
-    let source = EbpfSource::open(&config).expect("eBPF source opens");
+    let source = EbpfSource::open(&config, Enricher::new(&config)).expect("eBPF source opens");
     let stop = Stop::new();
     let needle = noop.to_string_lossy().into_owned();
     let lat = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -818,7 +820,7 @@ fn latency(noop: &Path, rate: usize, config: EbpfConfig, consumed: Consumed) -> 
 /// The tree's size before and after `n` fork+exit pairs (no exec).
 fn tree_under_fork_storm(n: usize) {
     let config = EbpfConfig::default();
-    let source = EbpfSource::open(&config).expect("eBPF source opens");
+    let source = EbpfSource::open(&config, Enricher::new(&config)).expect("eBPF source opens");
     let before = source.tree_len();
     let stats = source.stats();
     let stop = Stop::new();

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use vigil_engine::config::Config;
 use vigil_engine::event::{Ancestor, Container, Event, EventKind, Pod, Process, Runtime};
 use vigil_engine::plugin::host::{HostSettings, PluginHost, content_hash};
+use vigil_engine::plugin::policy::RulePolicy;
 use vigil_engine::plugin::rule::{Loaded, LoadedRule};
 use vigil_event::packed::{BatchView, encode_batch};
 use vigil_rulelang::fields::EventCtx;
@@ -184,7 +185,7 @@ fn native(set: &RuleSet, batches: &[Vec<u8>], rounds: usize) -> (f64, usize) {
 fn wasm(host: &PluginHost, interpreter: &[u8], files: &[SourceFile], batches: &[Vec<u8>]) -> (f64, usize, Duration) {
     let mut config = Config::default();
     config.dispatch.call_timeout = Duration::from_secs(5);
-    let policy = config.rule_policy();
+    let policy = RulePolicy::new(&config);
     let started = Instant::now();
     let loaded =
         LoadedRule::load_files(host, Path::new("[rule files]"), interpreter, &content_hash(interpreter), files, &|m| {

@@ -2,30 +2,40 @@
 //! WebAssembly rules decide, alerts go out to sinks.
 //!
 //! Layout, in pipeline order:
-//! - [`sources`]: where events come from (eBPF, the proc connector, replay
-//!   files; container runtimes plug in here) and the [`sources::Source`] seam;
-//! - [`enrich`]: the process tree (ancestry), and the container and pod of
-//!   each event (from cgroups and the runtimes' watchers);
+//! - [`sources`]: where raw events come from (eBPF, the proc connector,
+//!   replay files) and the [`sources::Source`] seam;
+//! - [`enrich`]: the enrichment stage every live source applies: process
+//!   tree (ancestry), container and pod from cgroups, the runtimes'
+//!   descriptions, the hold queue;
+//! - [`watchers`]: the container runtimes' watchers (Docker, Podman,
+//!   containerd, CRI-O) that feed enrichment and send lifecycle events;
 //! - [`plugin`]: the WebAssembly rule host: loading, sandboxing, dispatch,
 //!   hot reload;
+//! - [`alert`]: the alert, as rules return it and as it goes out;
 //! - [`sinks`]: where alerts go (shaping, then stdout, file, webhooks through
 //!   a durable spool) and the [`sinks::Sink`] seam;
 //! - [`metrics`]: the stages' figures for Prometheus, health and readiness;
 //! - [`pipeline`]: the threads and channels that connect them;
-//! - [`config`]: the config file, validated before anything starts.
+//! - [`daemon`]: the one wiring of all of them from a [`config::Config`];
+//! - [`config`]: the config file as plain data, validated before anything
+//!   starts; [`proc`]: the /proc readers.
 //!
 //! The event model and its packed wire form live in the `vigil-event` crate,
 //! shared with the plugin SDK; the WIT package in `wit/` is the schema.
 
+pub mod alert;
 pub mod config;
+pub mod daemon;
 pub mod enrich;
 pub mod metrics;
 pub mod pipeline;
 pub mod plugin;
+pub mod proc;
 pub mod sched;
 pub mod sinks;
 pub mod sources;
 pub mod time;
+pub mod watchers;
 
 pub use vigil_event as event;
 

@@ -25,22 +25,18 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender, select};
 use vigil_event::Event;
 
-use crate::config::{Config, SourceConfig, SourceKind};
-use crate::enrich::containers::ContainerCache;
-use crate::enrich::hold::HoldLimits;
+use crate::alert::{Alert, AlertBuilder};
+use crate::config::Config;
 use crate::metrics::Telemetry;
 use crate::plugin::PluginError;
 use crate::plugin::dispatch::{Control, DispatchStats, Dispatcher};
-use crate::plugin::host::{HostSettings, PluginHost};
+use crate::plugin::host::PluginHost;
+use crate::plugin::policy::RulePolicy;
+use crate::plugin::reload::{Reloader, Request};
 use crate::plugin::rule::RuleStats;
 use crate::plugin::ruledir::RuleDir;
-use crate::plugin::watch::{Reloader, Request};
-use crate::sinks::alert::{Alert, AlertBuilder};
 use crate::sinks::shaping::Shaper;
 use crate::sinks::{self, Outputs, Sink, SinkStats};
-use crate::sources::ebpf::EbpfSource;
-use crate::sources::procfs::ProcSource;
-use crate::sources::replay::ReplaySource;
 use crate::sources::{Closed, Consumer, EventSender, Interest, Source, SourceError, Stop};
 
 /// Errors that stop the pipeline from starting or finishing cleanly.
@@ -58,55 +54,6 @@ pub enum PipelineError {
     Thread(#[source] std::io::Error),
     #[error("the {0} thread panicked (a bug in Vigil); see the log above")]
     Panicked(&'static str),
-}
-
-/// Chooses and opens the event source.
-pub fn open_source(config: &SourceConfig) -> Result<Box<dyn Source>, PipelineError> {
-    open_source_with(config, None)
-}
-
-/// Chooses and opens the event source; the eBPF source attaches runtime
-/// metadata from `containers`, holding events within the limits.
-pub fn open_source_with(
-    config: &SourceConfig,
-    containers: Option<(Arc<ContainerCache>, HoldLimits)>,
-) -> Result<Box<dyn Source>, PipelineError> {
-    let ebpf = |c: &crate::config::EbpfConfig| {
-        let s = EbpfSource::open(c)?;
-        Ok::<_, SourceError>(match &containers {
-            Some((cache, hold)) => s.with_containers(cache.clone(), *hold),
-            None => s,
-        })
-    };
-    let replay_source = |why: &str| match &config.replay {
-        Some(p) => Ok(Box::new(ReplaySource::new(p.clone(), config.realtime)) as Box<dyn Source>),
-        None => Err(PipelineError::NoSource(format!("{why}; give --replay FILE to use the replay source"))),
-    };
-    match config.kind {
-        SourceKind::Replay => replay_source("the replay source needs a file"),
-        SourceKind::Proc => Ok(Box::new(ProcSource::open()?)),
-        SourceKind::Ebpf => Ok(Box::new(ebpf(&config.ebpf)?)),
-        // eBPF, else the proc connector, else the replay file as a last resort.
-        SourceKind::Auto => {
-            let ebpf = match ebpf(&config.ebpf) {
-                Ok(s) => return Ok(Box::new(s)),
-                Err(e) => e,
-            };
-            tracing::warn!(error = %ebpf, "eBPF source unavailable; falling back to the proc connector");
-            match ProcSource::open() {
-                Ok(s) => Ok(Box::new(s)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "proc connector unavailable; falling back to the replay file");
-                    replay_source(&format!("{ebpf}; {e}"))
-                }
-            }
-        }
-    }
-}
-
-/// The channel the runtime watchers send container lifecycle events on.
-pub fn lifecycle_channel() -> (Sender<Vec<Event>>, Receiver<Vec<Event>>) {
-    crossbeam_channel::bounded(1024)
 }
 
 /// A running source: join it for its outcome.
@@ -261,8 +208,8 @@ impl Summary {
     }
 }
 
-/// Everything to run the daemon (or an offline replay).
-pub struct Pipeline {
+/// The stages of a run, built by [`crate::daemon::Daemon`].
+pub(crate) struct Pipeline {
     pub config: Config,
     pub rules_dir: PathBuf,
     /// Watch the rule directory and honour SIGHUP.
@@ -299,25 +246,17 @@ impl ReloadHandle {
 }
 
 impl Pipeline {
-    pub fn build_host(config: &Config) -> Result<PluginHost, PluginError> {
-        PluginHost::new(&HostSettings { cache_dir: config.cache_dir() })
-    }
-
-    /// Runs until the source is exhausted or `stop` is set.
-    pub fn run(self, source: Box<dyn Source>) -> Result<Summary, PipelineError> {
-        self.run_with(source, crossbeam_channel::never())
-    }
-
-    /// Runs like [`run`](Self::run), also dispatching the container
-    /// lifecycle events the runtime watchers send on `lifecycle`.
+    /// Runs until the source is exhausted or `stop` is set, also
+    /// dispatching the container lifecycle events the runtime watchers send
+    /// on `lifecycle`.
     pub fn run_with(
         self,
         source: Box<dyn Source>,
         mut lifecycle: Receiver<Vec<Event>>,
     ) -> Result<Summary, PipelineError> {
         let started = Instant::now();
-        let host = Arc::new(Self::build_host(&self.config)?);
-        let policy = self.config.rule_policy();
+        let host = Arc::new(PluginHost::for_config(&self.config)?);
+        let policy = RulePolicy::new(&self.config);
         let mut dispatcher = Dispatcher::new(self.config.dispatch.batch_size, AlertBuilder::from_host());
         self.telemetry.set_dispatch(dispatcher.stats.clone(), dispatcher.rule_registry());
         let mut dir = RuleDir::new(&self.rules_dir);
@@ -350,11 +289,7 @@ impl Pipeline {
             .spawn(move || outputs.run(alert_rx))
             .map_err(PipelineError::Thread)?;
 
-        let interest = Interest(dispatcher.interest());
-        self.telemetry.set_source(source.name());
-        if let Some(stats) = source.kernel_stats() {
-            self.telemetry.set_kernel(stats);
-        }
+        let interest = dispatcher.interest();
         let dispatch_stats = dispatcher.stats.clone();
         let dispatching = Arc::new(Mutex::new(Dispatching {
             dispatcher,
@@ -425,7 +360,7 @@ impl Pipeline {
                 recv(reload_rx) -> msg => match (msg, &reloader) {
                     (Ok(new_config), Some(r)) => {
                         let new_config = new_config.or_else(|| reread(config_path.as_ref()));
-                        r.request(Request::Reload(new_config.map(|c| c.rule_policy())));
+                        r.request(Request::Reload(new_config.map(|c| RulePolicy::new(&c))));
                     }
                     (Ok(_), None) => tracing::info!("reload ignored: not watching rules"),
                     (Err(_), _) => reloads_closed = true,

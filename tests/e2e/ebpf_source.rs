@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytesize::ByteSize;
 use vigil_engine::config::{EbpfConfig, KernelFilter};
+use vigil_engine::enrich::Enricher;
 use vigil_engine::event::{Event, EventKind};
 use vigil_engine::pipeline::{RunningSource, spawn_source, spawn_source_inline};
 use vigil_engine::sources::ebpf::{self, EbpfSource, EbpfStats, HIDE_FIELD_ENV};
@@ -40,7 +41,7 @@ fn start(config: EbpfConfig) -> Running {
 /// The source with inline dispatch, as the daemon runs it: on its own
 /// thread it hands each batch to a consumer, which forwards it here.
 fn start_inline(config: EbpfConfig) -> Running {
-    let source = EbpfSource::open(&config).expect("eBPF source opens as root");
+    let source = EbpfSource::open(&config, Enricher::new(&config)).expect("eBPF source opens as root");
     let stats = source.stats();
     let stop = Stop::new();
     let (tx, events) = crossbeam_channel::unbounded();
@@ -54,13 +55,13 @@ fn start_inline(config: EbpfConfig) -> Running {
 fn exec_only() -> Interest {
     let interest = Interest::all();
     let kinds = vigil_engine::event::KindSet::from_iter([EventKind::ProcessExec]);
-    interest.0.store(kinds.0, std::sync::atomic::Ordering::Relaxed);
+    interest.set(vigil_engine::sources::Wanted::Kinds(kinds));
     interest
 }
 
 fn start_wanting(config: EbpfConfig, interest: Interest) -> Running {
     assert!(ebpf::built_in(), "this build has no eBPF programs: build with bpf-linker (./scripts/setup.sh)");
-    let source = EbpfSource::open(&config).expect("eBPF source opens as root");
+    let source = EbpfSource::open(&config, Enricher::new(&config)).expect("eBPF source opens as root");
     let stats = source.stats();
     let stop = Stop::new();
     let source = spawn_source(Box::new(source), 4096, stop.clone(), interest).unwrap();
@@ -147,7 +148,7 @@ fn exec_of_a_marker_is_seen_with_its_details_and_ancestry() {
     assert_eq!(p.namespaces.net, ns("net"));
     assert_eq!(p.namespaces.user, ns("user"));
     assert_eq!(p.namespaces.pid, ns("pid_for_children"));
-    if let Some(root) = vigil_engine::sources::procfs::cgroup2_mount() {
+    if let Some(root) = vigil_engine::proc::cgroup2_mount() {
         let cg = std::fs::read_to_string("/proc/self/cgroup").unwrap();
         let rel = cg.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
         let id = std::fs::metadata(root.join(rel.trim_start_matches('/'))).unwrap().ino();
@@ -277,7 +278,7 @@ fn tiny_ring_storm(start: fn(EbpfConfig) -> Running) {
     assert_eq!(delivered + lost, stats.seen_total(), "every event seen is delivered or counted as lost");
     assert!(600 - markers <= lost, "every missing marker is within the lost count");
     let reasons: HashSet<&str> = events.iter().filter_map(|e| e.lost.as_ref()).map(|l| l.reason.as_str()).collect();
-    assert!(reasons.contains(ebpf::LOST_RING_FULL), "{reasons:?}");
+    assert!(reasons.contains(vigil_engine::sources::LossReason::RingFull.text("ebpf")), "{reasons:?}");
 }
 
 #[test]
@@ -506,7 +507,7 @@ fn daemon_alerts_through_ebpf_and_detaches_on_sigterm() {
 #[test]
 fn execs_in_a_container_cgroup_carry_the_container_from_the_first_one() {
     require_root!();
-    let root = vigil_engine::sources::procfs::cgroup2_mount().expect("a cgroup2 hierarchy is mounted");
+    let root = vigil_engine::proc::cgroup2_mount().expect("a cgroup2 hierarchy is mounted");
     // One cgroup older than the source (found by its scan), one made after
     // it started (found from the kernel's mkdir event).
     let older = ContainerCgroup::new(&root, 1);

@@ -6,8 +6,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use vigil_engine::config::{SourceConfig, SourceKind};
+use vigil_engine::daemon::open_source;
+use vigil_engine::enrich::Enricher;
 use vigil_engine::event::EventKind;
-use vigil_engine::pipeline::{open_source, spawn_source};
+use vigil_engine::pipeline::spawn_source;
 use vigil_engine::sources::{Interest, Stop};
 
 use crate::require_root;
@@ -21,7 +23,9 @@ fn marker() -> String {
 fn proc_source_sees_a_real_exec() {
     require_root!();
     let config = SourceConfig { kind: SourceKind::Proc, ..Default::default() };
-    let source = open_source(&config).expect("proc connector opens as root");
+    let telemetry = vigil_engine::metrics::Telemetry::new();
+    let source =
+        open_source(&config, || Enricher::new(&config.ebpf), &telemetry).expect("proc connector opens as root");
     let stop = Stop::new();
     let running = spawn_source(source, 1024, stop.clone(), Interest::all()).unwrap();
     let (rx, thread) = (running.events, running.thread);
@@ -59,7 +63,7 @@ fn proc_source_sees_a_real_exec() {
     assert_eq!(p.ancestry.first().map(|a| a.pid), Some(std::process::id()));
     assert!(p.namespaces.pid != 0 && p.namespaces.mnt != 0);
     assert!(e.time_ns > 0);
-    if vigil_engine::sources::procfs::cgroup2_mount().is_some() {
+    if vigil_engine::proc::cgroup2_mount().is_some() {
         assert!(p.cgroup_id != 0, "cgroup v2 id resolved");
     }
 }

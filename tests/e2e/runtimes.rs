@@ -11,13 +11,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use vigil_engine::config::EbpfConfig;
+use vigil_engine::enrich::Enricher;
 use vigil_engine::enrich::containers::ContainerCache;
 use vigil_engine::enrich::hold::HoldLimits;
 use vigil_engine::event::{Event, EventKind};
-use vigil_engine::pipeline::{lifecycle_channel, spawn_source};
+use vigil_engine::pipeline::spawn_source;
 use vigil_engine::sources::ebpf::EbpfSource;
-use vigil_engine::sources::runtime::{Lifecycle, RuntimeStatus};
-use vigil_engine::sources::{EventSender, Interest, Stop, cri, docker};
+use vigil_engine::sources::{EventSender, Interest, Stop};
+use vigil_engine::watchers::{self, Lifecycle, RuntimeStatus, cri::CriApi, docker::DockerApi};
 
 use crate::ebpf_source::{Running, has_arg, marker};
 use crate::kubelet::Kubelet;
@@ -41,12 +42,14 @@ struct Watched {
 impl Watched {
     fn start(rt: &RuntimeDaemon) -> Watched {
         let cache = ContainerCache::new();
-        let (tx, lifecycle) = lifecycle_channel();
+        let (tx, lifecycle) = crossbeam_channel::bounded(1024);
         let stop = Stop::new();
         let events = Lifecycle::new(Some(EventSender::new(tx, rt.name())));
         let (thread, status) = match rt.runtime() {
-            vigil_engine::event::Runtime::Containerd => cri::spawn(rt.socket(), cache.clone(), events, stop.clone()),
-            runtime => docker::spawn(rt.socket(), runtime, cache.clone(), events, stop.clone()),
+            vigil_engine::event::Runtime::Containerd => {
+                watchers::spawn(CriApi::new(rt.socket()), cache.clone(), events, stop.clone())
+            }
+            runtime => watchers::spawn(DockerApi::new(rt.socket(), runtime), cache.clone(), events, stop.clone()),
         }
         .unwrap();
         let w = Watched { cache, lifecycle, stop, thread, status };
@@ -74,7 +77,9 @@ impl Watched {
 
 fn described_from_the_first_exec(rt: RuntimeDaemon) {
     let w = Watched::start(&rt);
-    let source = EbpfSource::open(&EbpfConfig::default()).unwrap().with_containers(w.cache.clone(), TEST_HOLD);
+    let config = EbpfConfig::default();
+    let enricher = Enricher::new(&config).with_containers(w.cache.clone(), TEST_HOLD);
+    let source = EbpfSource::open(&config, enricher).unwrap();
     let stats = source.stats();
     let stop = Stop::new();
     let running =
@@ -332,7 +337,9 @@ fn a_cri_pod_of_two_containers_is_described_from_the_first_exec() {
     require_root!();
     let rt = RuntimeDaemon::containerd();
     let w = Watched::start(&rt);
-    let source = EbpfSource::open(&EbpfConfig::default()).unwrap().with_containers(w.cache.clone(), TEST_HOLD);
+    let config = EbpfConfig::default();
+    let enricher = Enricher::new(&config).with_containers(w.cache.clone(), TEST_HOLD);
+    let source = EbpfSource::open(&config, enricher).unwrap();
     let stats = source.stats();
     let stop = Stop::new();
     let running =

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use vigil_engine::config::Config;
+use vigil_engine::plugin::policy::RulePolicy;
 
 use crate::support::*;
 
@@ -141,7 +142,7 @@ fn an_overdue_rule_on_one_thread_does_not_cut_short_a_call_in_time_on_another() 
         let mut config = config(std::path::Path::new("/nonexistent"));
         config.dispatch.call_timeout = timeout;
         config.dispatch.max_faults = u32::MAX;
-        let policy = config.rule_policy();
+        let policy = RulePolicy::new(&config);
         match LoadedRule::load(&host, std::path::Path::new("spin.wasm"), &bytes, &hash, &|m| policy.resolve(m)) {
             Ok(Loaded::Rule(rule)) => rule,
             _ => panic!("spin loads"),

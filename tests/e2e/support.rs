@@ -6,8 +6,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use vigil_engine::alert::Alert;
 use vigil_engine::event::{Event, EventKind, Process};
-use vigil_engine::sinks::alert::Alert;
 use vigil_engine::sinks::{AlertBatch, Sink, SinkError};
 use vigil_engine::sources::{EventSender, Interest, Source, SourceError, Stop};
 
@@ -242,17 +242,11 @@ pub fn run_pipeline(
         ..Default::default()
     };
     let sink = MemorySink::default();
-    let pipeline = vigil_engine::pipeline::Pipeline {
-        config,
-        rules_dir: rules_dir.to_path_buf(),
-        watch,
-        sinks: vec![Box::new(sink.clone())],
-        stop: Stop::new(),
-        config_path: None,
-        reloads: None,
-        telemetry: vigil_engine::metrics::Telemetry::new(),
-    };
-    (pipeline.run(Box::new(source)).unwrap(), sink)
+    let daemon = vigil_engine::daemon::Daemon::new(config)
+        .rules(rules_dir.to_path_buf(), watch)
+        .with_sinks(vec![Box::new(sink.clone())])
+        .with_source(Box::new(source));
+    (daemon.run().unwrap(), sink)
 }
 
 /// `vigil run --source SOURCE` with the bundled rules, started and ready

@@ -1,20 +1,22 @@
-//! The daemon's config file (TOML). Every key is documented here; these doc
-//! comments are the reference (README's "Config reference" mirrors them).
+//! The daemon's config file (TOML), as plain data plus validation. Every
+//! key is documented here: these doc comments are the reference
+//! (docs/configuration.md is generated from them, and a test fails when it
+//! drifts).
 //! Unknown keys are errors, and [`Config::validate`] runs before anything
 //! starts, so a broken config never half-starts the daemon.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytesize::ByteSize;
 use serde::Deserialize;
-use wasmtime_wasi::{FsPerms, WasiCtx};
-
-use crate::plugin::rule::{Limits, RuleMeta, RuleSettingsResolved};
 
 mod output;
+mod rules;
+mod source;
 pub use output::*;
+pub use rules::*;
+pub use source::*;
 
 /// Errors in the config file.
 #[derive(Debug, thiserror::Error)]
@@ -54,175 +56,6 @@ pub struct Config {
     /// `/var/cache/vigil` as root, else `$XDG_CACHE_HOME/vigil` or `~/.cache/vigil`.
     /// Set to "" to disable the cache.
     pub cache_dir: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RulesConfig {
-    /// Directory of rule components (`*.wasm`), watched for changes.
-    /// `--rules` overrides it.
-    pub dir: Option<PathBuf>,
-    /// Rules not to load: rule ids, or `tag:<tag>` for every rule with that tag.
-    pub disable: Vec<String>,
-    /// Per-rule settings, by rule id: `[rules.settings.<id>]`.
-    pub settings: BTreeMap<String, RuleSettings>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RuleSettings {
-    /// Load this rule even if `disable` names one of its tags (`true`), or
-    /// never load it (`false`).
-    pub enabled: Option<bool>,
-    /// The rule's own config, any TOML value; passed to the rule's `init`
-    /// as JSON.
-    pub config: Option<toml::Value>,
-    /// Deadline of one call, overriding `dispatch.call_timeout`.
-    #[serde(with = "humantime_serde")]
-    pub call_timeout: Option<Duration>,
-    /// Memory cap, overriding `dispatch.memory_limit`.
-    pub memory_limit: Option<ByteSize>,
-    /// WASI access granted to this rule. Absent: none (deny by default).
-    pub wasi: Option<WasiGrant>,
-}
-
-/// WASI access for one rule. Never network.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct WasiGrant {
-    /// Let the rule write to the daemon's stderr (never stdout: that is the
-    /// alert stream).
-    pub stdio: bool,
-    /// Environment variables the rule may read (names; values are the daemon's).
-    pub env: Vec<String>,
-    /// Host directories the rule may read, mounted at the same path, read-only.
-    pub read_dirs: Vec<PathBuf>,
-}
-
-impl WasiGrant {
-    /// A WASI context giving exactly this grant (clocks and random are
-    /// always present in WASI p2 contexts; no network is ever granted).
-    pub fn build_ctx(&self) -> wasmtime::Result<WasiCtx> {
-        let mut b = WasiCtx::builder();
-        // stderr only: stdout carries the alert stream, which a rule must not write into.
-        if self.stdio {
-            b.inherit_stderr();
-        }
-        for name in &self.env {
-            if let Ok(v) = std::env::var(name) {
-                b.env(name, v);
-            }
-        }
-        for dir in &self.read_dirs {
-            let guest = dir.to_string_lossy();
-            b.preopened_dir(dir, &*guest, FsPerms::ReadOnly)?;
-        }
-        Ok(b.build())
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum SourceKind {
-    /// eBPF if it loads, else the proc connector, else `source.replay` as a fallback.
-    #[default]
-    Auto,
-    /// Kernel events from Vigil's eBPF programs (root, a kernel with BTF).
-    Ebpf,
-    /// The netlink process connector, reading details from /proc.
-    Proc,
-    /// A recorded file.
-    Replay,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SourceConfig {
-    /// `auto`, `ebpf`, `proc` or `replay`.
-    pub kind: SourceKind,
-    /// Replay file, for `kind = "replay"` (and the `auto` fallback).
-    pub replay: Option<PathBuf>,
-    /// Replay at the recorded pace instead of as fast as possible.
-    pub realtime: bool,
-    /// Capacity, in batches, of the channel from sources to the dispatcher.
-    /// Live sources drop (and report `events-lost`) when it is full.
-    pub channel_batches: usize,
-    /// The eBPF source.
-    pub ebpf: EbpfConfig,
-}
-
-impl Default for SourceConfig {
-    fn default() -> Self {
-        SourceConfig {
-            kind: SourceKind::Auto,
-            replay: None,
-            realtime: false,
-            channel_batches: 1024,
-            ebpf: EbpfConfig::default(),
-        }
-    }
-}
-
-/// `[source.ebpf]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EbpfConfig {
-    /// Size of the kernel ring buffer shared by all CPUs (a power of two,
-    /// at least one page). Events that find it full are counted and
-    /// reported as `events-lost`.
-    pub ring_buffer: ByteSize,
-    /// What the kernel sends: `tree` (what rules subscribe to, plus the
-    /// fork and exit events the process tree needs) or `rules` (only what
-    /// rules subscribe to; the tree then learns processes from exec events
-    /// and /proc, and finds exited ones by a periodic check of /proc).
-    pub filter: KernelFilter,
-    /// The kernel's BTF, where struct field offsets are read.
-    pub btf: PathBuf,
-    /// How long an exited process stays in the tree for late events.
-    #[serde(with = "humantime_serde")]
-    pub exited_grace: Duration,
-    /// Most exited processes kept in the tree; the oldest go first.
-    pub max_exited: usize,
-    /// After a wake-up that found less than a full batch, how long to let
-    /// events gather before waiting on the ring buffer again. A busy host
-    /// otherwise wakes the reader once per event; this trades at most this
-    /// much latency for far fewer wake-ups (figures in BENCHMARKS.md).
-    /// 0 reads every event as soon as it is written.
-    #[serde(with = "humantime_serde")]
-    pub wakeup_delay: Duration,
-    /// Run the rules on the thread that reads the ring buffer (true), or
-    /// hand batches to a dispatch thread of its own (false). Inline, each
-    /// batch costs one wake-up instead of two and the reader takes
-    /// `dispatch.thread_slice`; a thread of its own decodes and dispatches
-    /// in parallel (figures in BENCHMARKS.md).
-    pub inline_dispatch: bool,
-    /// Mount tracefs at /sys/kernel/tracing when no tracefs is mounted, as
-    /// other eBPF agents do. Vigil's programs attach by BTF id and do not
-    /// need it; tools that inspect tracing (bpftool, perf, bpftrace) do.
-    pub mount_tracefs: bool,
-}
-
-impl Default for EbpfConfig {
-    fn default() -> Self {
-        EbpfConfig {
-            ring_buffer: ByteSize::mib(8),
-            filter: KernelFilter::Tree,
-            btf: PathBuf::from("/sys/kernel/btf/vmlinux"),
-            exited_grace: Duration::from_secs(5),
-            max_exited: 65_536,
-            wakeup_delay: Duration::from_micros(500),
-            inline_dispatch: true,
-            mount_tracefs: true,
-        }
-    }
-}
-
-/// `source.ebpf.filter`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum KernelFilter {
-    Tree,
-    Rules,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -296,16 +129,6 @@ impl Default for DispatchConfig {
     }
 }
 
-/// A socket setting: a path, `auto` (the first of `candidates` that
-/// exists) or `""` (none).
-fn pick_socket(setting: &str, candidates: &[&str]) -> Option<PathBuf> {
-    match setting {
-        "" => None,
-        "auto" => crate::sources::runtime::discover(candidates),
-        p => Some(PathBuf::from(p)),
-    }
-}
-
 /// `[containers]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -333,43 +156,13 @@ pub struct ContainersConfig {
 
 impl Default for ContainersConfig {
     fn default() -> Self {
-        let hold = crate::enrich::hold::HoldLimits::default();
         ContainersConfig {
             docker_socket: "auto".into(),
             podman_socket: "auto".into(),
             cri_socket: "auto".into(),
-            hold_timeout: hold.timeout,
-            hold_max_events: hold.max_events,
+            hold_timeout: Duration::from_secs(2),
+            hold_max_events: 10_000,
         }
-    }
-}
-
-impl ContainersConfig {
-    /// The Docker-API sockets to watch, with the runtime each is expected
-    /// to be; one socket named twice (podman-docker's symlink) is watched once.
-    pub fn sockets(&self) -> Vec<(PathBuf, vigil_event::Runtime)> {
-        use crate::sources::{docker, podman};
-        let mut out: Vec<(PathBuf, vigil_event::Runtime)> = Vec::new();
-        for (socket, runtime) in [
-            (pick_socket(&self.docker_socket, &docker::DOCKER_SOCKETS), vigil_event::Runtime::Docker),
-            (pick_socket(&self.podman_socket, &podman::PODMAN_SOCKETS), vigil_event::Runtime::Podman),
-        ] {
-            let Some(socket) = socket else { continue };
-            let real = std::fs::canonicalize(&socket).unwrap_or_else(|_| socket.clone());
-            if !out.iter().any(|(s, _)| std::fs::canonicalize(s).unwrap_or_else(|_| s.clone()) == real) {
-                out.push((socket, runtime));
-            }
-        }
-        out
-    }
-
-    /// The CRI socket to watch, if any.
-    pub fn cri_socket(&self) -> Option<PathBuf> {
-        pick_socket(&self.cri_socket, &crate::sources::cri::CRI_SOCKETS)
-    }
-
-    pub fn hold_limits(&self) -> crate::enrich::hold::HoldLimits {
-        crate::enrich::hold::HoldLimits { timeout: self.hold_timeout, max_events: self.hold_max_events }
     }
 }
 
@@ -501,11 +294,6 @@ impl Config {
             None => Some(default_cache_dir()).filter(|p| !p.as_os_str().is_empty()),
         }
     }
-
-    /// The per-rule policy derived from this config.
-    pub fn rule_policy(&self) -> RulePolicy {
-        RulePolicy { rules: self.rules.clone(), dispatch: self.dispatch.clone() }
-    }
 }
 
 fn check_timeout(key: &str, t: Duration) -> Result<(), ConfigError> {
@@ -520,14 +308,6 @@ fn check_memory(key: &str, m: ByteSize) -> Result<(), ConfigError> {
         return Err(invalid(key, "must be between 1MiB and 4GiB"));
     }
     Ok(())
-}
-
-pub fn valid_rule_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !id.starts_with('-')
-        && !id.ends_with('-')
 }
 
 fn default_cache_dir() -> PathBuf {
@@ -546,44 +326,6 @@ fn daemon_dir(as_root: &str, (xdg, sub): (&str, &str), home_sub: &str) -> Option
         return Some(PathBuf::from(x).join(sub));
     }
     std::env::var_os("HOME").filter(|h| !h.is_empty()).map(|h| PathBuf::from(h).join(home_sub))
-}
-
-/// What each rule gets, decided once its id and tags are known.
-#[derive(Debug, Clone)]
-pub struct RulePolicy {
-    rules: RulesConfig,
-    dispatch: DispatchConfig,
-}
-
-impl Default for RulePolicy {
-    fn default() -> Self {
-        Config::default().rule_policy()
-    }
-}
-
-impl RulePolicy {
-    pub fn resolve(&self, meta: &RuleMeta) -> RuleSettingsResolved {
-        let settings = self.rules.settings.get(&meta.id).cloned().unwrap_or_default();
-        let disabled_by_list = self.rules.disable.iter().any(|entry| match entry.strip_prefix("tag:") {
-            Some(tag) => meta.tags.iter().any(|t| t == tag),
-            None => *entry == meta.id,
-        });
-        let enabled = settings.enabled.unwrap_or(!disabled_by_list);
-        let d = &self.dispatch;
-        let limits = Limits {
-            call_timeout: settings.call_timeout.unwrap_or(d.call_timeout),
-            memory: settings.memory_limit.unwrap_or(d.memory_limit).as_u64() as usize,
-            max_faults: d.max_faults,
-            fault_window: d.fault_window,
-            quarantine_initial: d.quarantine_initial,
-            quarantine_max: d.quarantine_max,
-        };
-        let config_json = match &settings.config {
-            Some(v) => serde_json::to_string(v).unwrap_or_else(|_| "{}".into()),
-            None => "{}".into(),
-        };
-        RuleSettingsResolved { enabled, settings, limits, config_json }
-    }
 }
 
 #[cfg(test)]
@@ -632,48 +374,8 @@ mod tests {
             "#,
         )
         .unwrap();
-        let meta = RuleMeta {
-            id: "discovery-burst".into(),
-            version: "1".into(),
-            description: String::new(),
-            subscriptions: Default::default(),
-            containers_only: false,
-            tags: vec![],
-            ..Default::default()
-        };
-        let r = c.rule_policy().resolve(&meta);
-        assert!(r.enabled);
-        assert_eq!(r.config_json, r#"{"threshold":3,"window_secs":30}"#);
-        assert_eq!(r.limits.call_timeout, Duration::from_millis(20));
-        assert_eq!(r.limits.memory, 16 << 20);
-        assert!(r.settings.wasi.unwrap().stdio);
-    }
-
-    #[test]
-    fn disable_by_id_and_tag_and_reenable() {
-        let c = parse(
-            r#"
-            [rules]
-            disable = ["tag:noisy", "a"]
-            [rules.settings.c]
-            enabled = true
-            "#,
-        )
-        .unwrap();
-        let meta = |id: &str, tags: &[&str]| RuleMeta {
-            id: id.into(),
-            version: String::new(),
-            description: String::new(),
-            subscriptions: Default::default(),
-            containers_only: false,
-            tags: tags.iter().map(|t| t.to_string()).collect(),
-            ..Default::default()
-        };
-        let p = c.rule_policy();
-        assert!(!p.resolve(&meta("a", &[])).enabled);
-        assert!(!p.resolve(&meta("b", &["noisy"])).enabled);
-        assert!(p.resolve(&meta("c", &["noisy"])).enabled);
-        assert!(p.resolve(&meta("d", &["quiet"])).enabled);
+        assert_eq!(c.rules.settings["discovery-burst"].call_timeout, Some(Duration::from_millis(20)));
+        assert!(c.rules.settings["discovery-burst"].wasi.as_ref().unwrap().stdio);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::time::Duration;
 use vigil_event::{Container, Event};
 
 use super::containers::ContainerCache;
+use crate::config::ContainersConfig;
 
 /// The label on the container of an event released without the runtime's
 /// description (its value says why: `timeout` or `overflow`).
@@ -28,9 +29,15 @@ pub struct HoldLimits {
     pub max_events: usize,
 }
 
+impl HoldLimits {
+    pub fn new(config: &ContainersConfig) -> Self {
+        HoldLimits { timeout: config.hold_timeout, max_events: config.hold_max_events }
+    }
+}
+
 impl Default for HoldLimits {
     fn default() -> Self {
-        HoldLimits { timeout: Duration::from_secs(2), max_events: 10_000 }
+        Self::new(&ContainersConfig::default())
     }
 }
 

@@ -1,11 +1,177 @@
-//! What the engine adds to raw events: the process tree (ancestry, and the
-//! exe/argv of processes that started before the daemon) and each event's
-//! container and pod from its cgroup, completed by what the container runtimes
-//! say (names, images, labels, pods); events of containers not yet described
-//! are held briefly ([`hold`]).
+//! The enrichment stage: what the engine adds to the raw events of a live
+//! source before rules see them. One [`Enricher`] per live source (eBPF or
+//! the proc connector), built by the daemon from the config and the
+//! watchers' container cache:
+//!
+//! - [`process_tree`]: ancestry, and the exe/argv of processes that started
+//!   before the daemon (kept current by the eBPF source's fork/exec/exit);
+//! - [`cgroups`] and [`cgroup_path`]: each event's container and pod from
+//!   its cgroup;
+//! - [`containers`]: what the runtimes' watchers say of each container
+//!   (name, image, labels, pod);
+//! - [`hold`]: events of containers the watchers have not described yet
+//!   wait briefly, so that rules see them described.
+//!
+//! Replayed events carry the context they were recorded with.
 
 pub mod cgroup_path;
 pub mod cgroups;
 pub mod containers;
 pub mod hold;
 pub mod process_tree;
+
+use std::sync::Arc;
+
+use vigil_event::Event;
+
+use crate::config::EbpfConfig;
+use cgroups::{CgroupStats, Cgroups, Context};
+use containers::ContainerCache;
+use hold::{HoldLimits, HoldQueue, HoldStats};
+use process_tree::ProcessTree;
+
+/// The enrichment of one live source's events.
+pub struct Enricher {
+    pub tree: ProcessTree,
+    pub cgroups: Cgroups,
+    /// The watchers' descriptions, by container id (none: events carry the
+    /// container ids their cgroups give, undescribed).
+    containers: Option<Arc<ContainerCache>>,
+    hold: HoldQueue,
+    /// Held events a full queue let go, to send ahead of the next ones.
+    released: Vec<Event>,
+}
+
+impl Enricher {
+    /// An enricher with an empty tree and cgroup map (see [`Self::scan`]),
+    /// keeping exited processes and removed cgroups as `config` says.
+    pub fn new(config: &EbpfConfig) -> Self {
+        Enricher {
+            tree: ProcessTree::new(config.exited_grace, config.max_exited),
+            cgroups: Cgroups::new(config.exited_grace.as_nanos() as u64),
+            containers: None,
+            hold: HoldQueue::new(HoldLimits::default()),
+            released: Vec::new(),
+        }
+    }
+
+    /// Describes containers from `cache`, holding (within `limits`) the
+    /// events of those not described yet.
+    pub fn with_containers(mut self, cache: Arc<ContainerCache>, limits: HoldLimits) -> Self {
+        self.containers = Some(cache);
+        self.hold = HoldQueue::new(limits);
+        self
+    }
+
+    /// The container cache it describes from, if any.
+    pub fn containers(&self) -> Option<&Arc<ContainerCache>> {
+        self.containers.as_ref()
+    }
+
+    /// Fills the tree from /proc and the cgroup map from the cgroup2
+    /// hierarchy: what was there before the source started. Returns the
+    /// processes found.
+    pub fn scan(&mut self) -> usize {
+        let processes = self.tree.scan_proc();
+        match crate::proc::cgroup2_mount() {
+            Some(root) => {
+                if let Err(e) = self.cgroups.scan(&root) {
+                    tracing::warn!(root = %root.display(), error = %e, "cannot scan the cgroup2 tree; containers are resolved from new cgroups only");
+                }
+            }
+            None => tracing::warn!("no cgroup2 hierarchy mounted: events carry no container"),
+        }
+        processes
+    }
+
+    /// Periodic work: frees exited processes and removed cgroups past their
+    /// grace period.
+    pub fn sweep(&mut self, now_ns: u64) {
+        self.tree.sweep(now_ns);
+        self.cgroups.sweep(now_ns);
+    }
+
+    /// Attaches to `event` the container and pod of the cgroup `cgroup_id`
+    /// (from the cgroup map), then the runtime's description ([`Self::describe`]).
+    pub fn contextualize(&mut self, cgroup_id: u64, mut event: Event) -> Option<Event> {
+        if cgroup_id == 0 {
+            return Some(event);
+        }
+        let Some(ctx) = self.cgroups.get(cgroup_id) else { return Some(event) };
+        ctx.apply(&mut event);
+        self.describe(event)
+    }
+
+    /// Attaches `ctx` (a container and pod the source read itself, e.g.
+    /// from /proc), then the runtime's description ([`Self::describe`]).
+    pub fn contextualize_as(&mut self, ctx: &Context, mut event: Event) -> Option<Event> {
+        ctx.apply(&mut event);
+        self.describe(event)
+    }
+
+    /// Adds the runtime's description of the event's container once its
+    /// watcher has one. Until then (and while earlier events of it wait)
+    /// the event is held, if a connected watcher will describe it: `None`.
+    pub fn describe(&mut self, mut event: Event) -> Option<Event> {
+        let (Some(cache), Some(c)) = (&self.containers, &event.container) else { return Some(event) };
+        let holding = self.hold.is_holding(&c.id);
+        let known = if holding { None } else { cache.get(&c.id) };
+        if let Some(k) = known {
+            k.apply(&mut event);
+        } else if holding || (cache.is_watched(c.runtime) && !cache.gave_up(&c.id)) {
+            if !holding {
+                cache.ask(c.runtime, &c.id);
+            }
+            let id = c.id.clone();
+            self.hold.hold(&id, event, crate::time::boottime_ns(), &mut self.released);
+            return None;
+        }
+        Some(event)
+    }
+
+    /// Whether events wait for their container's description.
+    pub fn is_holding(&self) -> bool {
+        !self.hold.is_empty() || !self.released.is_empty()
+    }
+
+    /// Moves what a full hold queue let go into `batch` (it came before
+    /// whatever is added to `batch` next).
+    pub fn take_released(&mut self, batch: &mut Vec<Event>) {
+        batch.append(&mut self.released);
+    }
+
+    /// Adds to `batch` the held events that can go now (described, timed
+    /// out, or of a runtime no longer watched).
+    pub fn release_held(&mut self, batch: &mut Vec<Event>) {
+        batch.append(&mut self.released);
+        if let Some(cache) = &self.containers
+            && !self.hold.is_empty()
+        {
+            self.hold.release(cache, crate::time::boottime_ns(), batch);
+        }
+    }
+
+    /// Adds every held event to `batch`: the source is stopping.
+    pub fn release_all(&mut self, batch: &mut Vec<Event>) {
+        batch.append(&mut self.released);
+        if let Some(cache) = &self.containers {
+            self.hold.release_all(cache, crate::time::boottime_ns(), batch);
+        }
+    }
+
+    /// Completes when a watcher describes a container (never without a cache).
+    pub async fn described(&self) {
+        match &self.containers {
+            Some(c) => c.changed().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    pub fn hold_stats(&self) -> HoldStats {
+        self.hold.stats()
+    }
+
+    pub fn cgroup_stats(&self) -> CgroupStats {
+        self.cgroups.stats()
+    }
+}

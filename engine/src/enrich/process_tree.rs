@@ -10,14 +10,13 @@
 //! processes (themselves bounded by the kernel's pid_max) plus that many.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 use vigil_event::{Ancestor, Process};
 
-use crate::sources::procfs::{read_argv, read_link, read_stat, ticks_to_ns};
+use crate::proc::ProcDir;
 
 /// One process.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,10 +92,8 @@ impl ProcessTree {
 
     /// Adds every process in /proc; returns how many.
     pub fn scan_proc(&mut self) -> usize {
-        let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
         let mut n = 0;
-        for entry in dir.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        for pid in crate::proc::pids() {
             if let Some(node) = node_from_proc(pid) {
                 self.nodes.insert(pid, node);
                 n += 1;
@@ -176,7 +173,7 @@ impl ProcessTree {
     /// /proc per entry.
     pub fn prune_dead(&mut self) {
         let before = self.nodes.len();
-        self.nodes.retain(|pid, node| node.exited || std::fs::metadata(format!("/proc/{pid}")).is_ok());
+        self.nodes.retain(|pid, node| node.exited || crate::proc::exists(*pid));
         self.stats.freed += (before - self.nodes.len()) as u64;
     }
 
@@ -207,15 +204,15 @@ impl ProcessTree {
 
 /// What /proc tells of `pid`, or `None` when it is gone.
 pub fn node_from_proc(pid: u32) -> Option<Node> {
-    let dir = PathBuf::from(format!("/proc/{pid}"));
-    let stat = read_stat(&dir)?;
-    let (argv, _) = read_argv(&dir);
+    let dir = ProcDir::open(pid)?;
+    let stat = dir.stat()?;
+    let (argv, _) = dir.argv();
     Some(Node {
         ppid: stat.ppid,
         comm: Arc::from(stat.comm),
-        exe: Arc::from(read_link(&dir.join("exe"))),
+        exe: Arc::from(dir.exe()),
         argv: Arc::from(argv),
-        start_ns: ticks_to_ns(stat.start_ticks),
+        start_ns: stat.start_ns,
         cgroup_id: 0,
         exited: false,
     })

@@ -22,7 +22,7 @@ use crate::sinks::SinkStats;
 use crate::sinks::shaping::ShapingStats;
 use crate::sinks::webhook::WebhookHandle;
 use crate::sources::ebpf::EbpfStatsHandle;
-use crate::sources::runtime::RuntimeStatus;
+use crate::watchers::RuntimeStatus;
 
 /// Handles to every stage's figures, filled in as the stages start.
 #[derive(Default)]

@@ -12,15 +12,15 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use vigil_event::packed::{assemble_batch, encode_event};
 use vigil_event::{Event, EventKind, KindSet};
 
 use super::rule::{Fault, LoadedRule, RuleStats};
-use crate::sinks::alert::{Alert, AlertBuilder};
-use crate::sources::Interest;
+use crate::alert::{Alert, AlertBuilder};
+use crate::sources::{Interest, Wanted};
 
 /// A change to the rule set, applied between batches.
 pub enum Control {
@@ -49,7 +49,7 @@ pub struct DispatchStats {
     /// from these.
     pub recent_swaps_ns: Mutex<VecDeque<u64>>,
     /// What the running rule files loaded (for `vigil_rule_file_rules`).
-    pub rule_files: Mutex<Option<Arc<super::rule::RuleFiles>>>,
+    pub rule_files: Mutex<Option<Arc<super::meta::RuleFiles>>>,
 }
 
 /// The loaded rules' ids and figures, kept current as rules change (for metrics).
@@ -85,8 +85,8 @@ pub struct Dispatcher {
     /// rule's, put in event order, then rule order.
     pending: Vec<(usize, usize, Alert)>,
     /// The kinds any rule wants, for sources that can filter at the source
-    /// ([`Interest::NOTHING`] while no rule is loaded).
-    interest: Arc<AtomicU16>,
+    /// ([`Wanted::Nothing`] while no rule is loaded).
+    interest: Interest,
     builder: AlertBuilder,
     pub stats: Arc<DispatchStats>,
     registry: RuleRegistry,
@@ -104,7 +104,11 @@ impl Dispatcher {
             selected: Vec::new(),
             batch: Vec::with_capacity(64 << 10),
             pending: Vec::new(),
-            interest: Arc::new(AtomicU16::new(Interest::NOTHING)),
+            interest: {
+                let i = Interest::all();
+                i.set(Wanted::Nothing);
+                i
+            },
             builder,
             stats: Arc::new(DispatchStats::default()),
             registry: RuleRegistry::default(),
@@ -112,7 +116,7 @@ impl Dispatcher {
     }
 
     /// The shared mask of wanted kinds (kept current as rules change).
-    pub fn interest(&self) -> Arc<AtomicU16> {
+    pub fn interest(&self) -> Interest {
         self.interest.clone()
     }
 
@@ -188,8 +192,7 @@ impl Dispatcher {
             }
         }
         let union = KindSet(self.groups.iter().fold(0, |m, g| m | g.kinds.0));
-        let wanted = if union == KindSet::EMPTY { Interest::NOTHING } else { union.0 };
-        self.interest.store(wanted, Ordering::Relaxed);
+        self.interest.set(Wanted::Kinds(union));
         let ids = self.rules.iter().map(|r| (r.meta.id.clone(), r.stats.clone())).collect();
         *self.registry.lock().unwrap_or_else(|e| e.into_inner()) = ids;
         *self.stats.rule_files.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -257,7 +260,11 @@ impl Dispatcher {
                                 tracing::warn!(rule = %rule.meta.id, index = a.event_index, "alert names an event outside its batch; dropped");
                                 continue;
                             };
-                            self.pending.push((index, r, self.builder.build(&rule.meta, a, &chunk[index])));
+                            self.pending.push((
+                                index,
+                                r,
+                                self.builder.build(rule.meta.alerting(&a.rule), a, &chunk[index]),
+                            ));
                         }
                     }
                     Err(Fault::Quarantined(_)) => {}

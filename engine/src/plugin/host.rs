@@ -41,13 +41,22 @@ pub struct HostState {
     /// Set when the rule tried to grow memory past its limit.
     pub memory_exceeded: bool,
     /// When the call in progress must have returned (see `watchdog`).
-    pub call_due: std::time::Instant,
+    call_due: std::time::Instant,
     /// Guest log lines allowed before the next refill (per second).
     log_budget: u32,
     log_window_start: std::time::Instant,
     logs_dropped: u64,
     wasi: WasiCtx,
     table: ResourceTable,
+}
+
+impl super::watchdog::CallDue for HostState {
+    fn call_due(&self) -> std::time::Instant {
+        self.call_due
+    }
+    fn set_call_due(&mut self, due: std::time::Instant) {
+        self.call_due = due;
+    }
 }
 
 /// Guest log lines per second per rule; more are dropped and counted.
@@ -174,6 +183,11 @@ pub struct PluginHost {
 }
 
 impl PluginHost {
+    /// A host with the compile cache `config` names.
+    pub fn for_config(config: &crate::config::Config) -> Result<Self, PluginError> {
+        Self::new(&HostSettings { cache_dir: config.cache_dir() })
+    }
+
     pub fn new(settings: &HostSettings) -> Result<Self, PluginError> {
         let mut config = Config::new();
         config.wasm_component_model(true);

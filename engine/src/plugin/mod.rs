@@ -3,19 +3,23 @@
 //!
 //! - [`host`]: the wasmtime engine, linkers, compile cache, host functions;
 //! - [`watchdog`]: call deadlines, watched by a thread that sleeps until one is due;
+//! - [`meta`]: what a rule is, as data (its metadata, limits, settings);
+//! - [`policy`]: what the config gives each rule (limits, config, WASI grant);
 //! - [`rule`]: one loaded rule (limits, faults, quarantine, figures);
 //! - [`returned`]: what rules return (JSON), parsed under hard limits;
 //! - [`ruledir`]: the rule directory and what changed in it;
 //! - [`dispatch`]: routing events to rules and applying swaps;
-//! - [`watch`]: the directory watcher and reloader thread.
+//! - [`reload`]: the directory watcher and reloader thread.
 
 pub mod dispatch;
 pub mod host;
+pub mod meta;
+pub mod policy;
+pub mod reload;
 pub mod returned;
 pub mod rule;
 pub mod ruledir;
 pub mod rulefiles;
-pub mod watch;
 pub mod watchdog;
 
 use std::path::PathBuf;

@@ -6,7 +6,8 @@
 use serde::Deserialize;
 use vigil_event::{EventKind, KindSet};
 
-use super::rule::RuleMeta;
+use super::meta::RuleMeta;
+pub use crate::alert::RuleAlert;
 use vigil_event::Priority;
 
 /// Alerts kept from one call; the rest are dropped and counted.
@@ -19,19 +20,6 @@ pub const MAX_TAGS: usize = 32;
 pub const MAX_NAME: usize = 128;
 /// Longest field value or description (bytes).
 pub const MAX_VALUE: usize = 4096;
-
-/// An alert as a rule returned it, within limits.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RuleAlert {
-    /// The rule name the alert gives (empty when none); honoured only for
-    /// rule files' instances, whose alerts carry their rules' own names.
-    pub rule: String,
-    pub priority: Priority,
-    pub message: String,
-    pub tags: Vec<String>,
-    pub fields: Vec<(String, String)>,
-    pub event_index: u32,
-}
 
 #[derive(Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -141,7 +129,7 @@ pub fn parse_metadata(json: &str) -> Result<RuleMeta, String> {
                 .filter(|r| !r.name.is_empty() && !r.name.starts_with("vigil-"))
                 .map(|r| r.name.clone())
                 .collect();
-            std::sync::Arc::new(super::rule::RuleFiles { report, names })
+            std::sync::Arc::new(super::meta::RuleFiles { report, names })
         }),
     })
 }

@@ -11,53 +11,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use vigil_event::KindSet;
 use wasmtime::Store;
 use wasmtime_wasi::WasiCtx;
 
 use super::PluginError;
 use super::host::{HostState, PluginHost, Rule, RulePre, content_hash};
+use super::meta::{Limits, RuleMeta, RuleSettingsResolved};
 use super::returned::{RuleAlert, parse_alerts, parse_metadata};
 use super::watchdog::{self, Watchdog};
-use crate::config::{RuleSettings, WasiGrant};
-
-/// What a rule says about itself, validated.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct RuleMeta {
-    pub id: String,
-    pub version: String,
-    pub description: String,
-    pub subscriptions: KindSet,
-    /// Only events that carry a container (and `events-lost`) are sent.
-    pub containers_only: bool,
-    pub tags: Vec<String>,
-    /// The component interprets rule files (`declarative.wasm`): it is not
-    /// run as a rule itself, but instantiated with the directory's YAML files.
-    pub interprets: bool,
-    /// For an instance running rule files: what loaded, and the rule names
-    /// its alerts may carry.
-    pub files: Option<Arc<RuleFiles>>,
-}
-
-/// What an interpreter instance loaded from the rule files.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct RuleFiles {
-    pub report: vigil_rulelang::Report,
-    /// Names of the loaded rules: an alert may name one of these as its rule.
-    pub names: std::collections::HashSet<String>,
-}
-
-/// Limits and fault policy for one rule.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub call_timeout: Duration,
-    pub memory: usize,
-    /// This many faults within `fault_window` quarantine the rule.
-    pub max_faults: u32,
-    pub fault_window: Duration,
-    pub quarantine_initial: Duration,
-    pub quarantine_max: Duration,
-}
+use crate::config::WasiGrant;
 
 /// A rule's figures, shared with whoever reports them.
 #[derive(Debug, Default)]
@@ -288,7 +250,7 @@ impl LoadedRule {
 
     fn instantiate(&mut self) -> Result<(), InstantiateError> {
         let wasi = match &self.wasi {
-            Some(grant) => grant.build_ctx().map_err(|e| InstantiateError::Refused(e.to_string()))?,
+            Some(grant) => super::policy::wasi_ctx(grant).map_err(|e| InstantiateError::Refused(e.to_string()))?,
             None => WasiCtx::builder().build(),
         };
         let mut store = new_store(&self.engine, self.id.clone(), self.limits.memory, wasi);
@@ -472,11 +434,3 @@ fn new_store(engine: &wasmtime::Engine, id: Arc<str>, memory: usize, wasi: WasiC
 
 /// The deadline of the metadata probe (instantiate, then `metadata`).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Settings for one rule once its id is known.
-pub struct RuleSettingsResolved {
-    pub enabled: bool,
-    pub settings: RuleSettings,
-    pub limits: Limits,
-    pub config_json: String,
-}

@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use super::PluginError;
 use super::dispatch::Control;
 use super::host::{PluginHost, content_hash};
-use super::rule::{Loaded, LoadedRule, RULE_FILES_ID, RuleMeta, RuleSettingsResolved};
+use super::meta::{RuleMeta, RuleSettingsResolved};
+use super::rule::{Loaded, LoadedRule, RULE_FILES_ID};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Seen {

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use super::PluginError;
 use super::host::{PluginHost, content_hash};
-use super::rule::{Loaded, LoadedRule, RuleMeta, RuleSettingsResolved};
+use super::meta::{RuleMeta, RuleSettingsResolved};
+use super::rule::{Loaded, LoadedRule};
 use super::ruledir::{RULE_FILE_EXTENSIONS, list_files, list_rule_files, read_rule_file};
 
 /// True for a path named like a rule file.
@@ -97,7 +98,7 @@ pub fn find_interpreter(host: &PluginHost, candidates: &[PathBuf]) -> Option<Pat
 fn is_interpreter(host: &PluginHost, path: &Path) -> bool {
     let Ok(bytes) = std::fs::read(path) else { return false };
     let hash = content_hash(&bytes);
-    let settings = |_: &RuleMeta| crate::config::Config::default().rule_policy().resolve(&RuleMeta::default());
+    let settings = |_: &RuleMeta| crate::plugin::policy::RulePolicy::default().resolve(&RuleMeta::default());
     matches!(LoadedRule::load(host, path, &bytes, &hash, &settings), Ok(Loaded::Interpreter(_)))
 }
 

@@ -21,7 +21,12 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{Engine, Store, UpdateDeadline};
 
-use super::host::HostState;
+/// The deadline a store's data keeps for the watchdog: when the call in
+/// progress must have returned.
+pub trait CallDue: 'static {
+    fn call_due(&self) -> Instant;
+    fn set_call_due(&mut self, due: Instant);
+}
 
 /// How long without any call before the watchdog parks.
 pub const PARK_AFTER: Duration = Duration::from_millis(200);
@@ -85,9 +90,13 @@ impl Drop for Armed<'_> {
 /// Makes `store` interruptible by the watchdog: when the epoch moves past
 /// its deadline, the call in progress traps if its own deadline has passed,
 /// and otherwise runs on until the next move. Call once per store.
-pub fn watch(store: &mut Store<HostState>) {
+pub fn watch<T: CallDue>(store: &mut Store<T>) {
     store.epoch_deadline_callback(|ctx| {
-        Ok(if Instant::now() >= ctx.data().call_due { UpdateDeadline::Interrupt } else { UpdateDeadline::Continue(1) })
+        Ok(if Instant::now() >= ctx.data().call_due() {
+            UpdateDeadline::Interrupt
+        } else {
+            UpdateDeadline::Continue(1)
+        })
     });
 }
 
@@ -111,9 +120,9 @@ impl Watchdog {
 
     /// Gives the next call into `store` `timeout` from now, and watches it
     /// until the guard drops. The store must have been passed to [`watch`].
-    pub fn arm<'a>(&'a self, store: &mut Store<HostState>, timeout: Duration) -> Armed<'a> {
+    pub fn arm<'a, T: CallDue>(&'a self, store: &mut Store<T>, timeout: Duration) -> Armed<'a> {
         let due = Instant::now() + timeout;
-        store.data_mut().call_due = due;
+        store.data_mut().set_call_due(due);
         store.set_epoch_deadline(1);
         let mut st = self.shared.state();
         let id = st.next_id;
@@ -197,11 +206,19 @@ impl Drop for Watchdog {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use wasmtime_wasi::WasiCtx;
-
     use super::*;
+
+    /// A store's data that only keeps the deadline.
+    struct Due(Instant);
+
+    impl CallDue for Due {
+        fn call_due(&self) -> Instant {
+            self.0
+        }
+        fn set_call_due(&mut self, due: Instant) {
+            self.0 = due;
+        }
+    }
 
     fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -211,11 +228,11 @@ mod tests {
         }
     }
 
-    fn setup() -> (Watchdog, Store<HostState>) {
+    fn setup() -> (Watchdog, Store<Due>) {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
         let engine = Engine::new(&config).unwrap();
-        let mut store = Store::new(&engine, HostState::new(Arc::from("t"), 1 << 20, WasiCtx::builder().build()));
+        let mut store = Store::new(&engine, Due(Instant::now()));
         watch(&mut store);
         (Watchdog::start(engine).unwrap(), store)
     }
@@ -259,7 +276,7 @@ mod tests {
     #[test]
     fn a_shorter_deadline_armed_during_a_longer_one_wakes_the_watchdog() {
         let (dog, mut store) = setup();
-        let mut other = Store::new(store.engine(), HostState::new(Arc::from("u"), 1 << 20, WasiCtx::builder().build()));
+        let mut other = Store::new(store.engine(), Due(Instant::now()));
         watch(&mut other);
         let _long = dog.arm(&mut store, Duration::from_secs(60));
         let short_at = Instant::now();

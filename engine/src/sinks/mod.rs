@@ -9,7 +9,6 @@
 //! - [`webhook`]: HTTP POSTs through a durable spool, at least once;
 //! - [`fields`]: per-output selection of alert fields.
 
-pub mod alert;
 pub mod fields;
 pub mod file;
 pub mod shaping;
@@ -21,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use alert::Alert;
+use crate::alert::Alert;
 use fields::FieldSelection;
 
 use crate::config::PayloadFormat;

@@ -15,7 +15,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use regex::{Regex, RegexSet};
 use serde_json::Value;
 
-use super::alert::Alert;
+use crate::alert::Alert;
 use crate::config::AlertsConfig;
 
 /// What shaping held back or changed.
@@ -315,8 +315,8 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::alert::Priority;
     use crate::config::default_redactions;
-    use crate::sinks::alert::Priority;
 
     fn alert(rule: &str, cmdline: &str, pid: u64) -> Alert {
         let mut f = BTreeMap::new();

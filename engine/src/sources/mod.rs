@@ -1,26 +1,22 @@
 //! Where events come from. Each source runs on its own thread and sends
-//! batches of events into one bounded channel to the dispatcher.
+//! batches of events through an [`EventSender`] (into a bounded channel to
+//! the dispatcher, or straight into it on the source's thread).
 //!
+//! - [`ebpf`]: live process and cgroup events from Vigil's eBPF programs;
+//!   reports every drop, by reason;
+//! - [`connector`]: live process events from the netlink process connector,
+//!   with details read from /proc, where eBPF cannot load; drops when the
+//!   pipeline is full, and reports every drop as an `events-lost` event;
 //! - [`replay`]: a recorded file (msgpack or JSON lines), for tests and
-//!   offline rule development; applies backpressure, never drops;
-//! - [`procfs`]: live process events from the netlink process connector,
-//!   with details read from /proc; drops when the pipeline is full, and
-//!   reports every drop as an `events-lost` event.
+//!   offline rule development; applies backpressure, never drops.
 //!
-//! - [`ebpf`]: live process and cgroup events from Vigil's eBPF programs,
-//!   with the process tree; reports every drop, by reason.
-//!
-//! Beside them, the container-runtime watchers ([`docker`] for Docker and
-//! [`podman`], [`cri`] for containerd and CRI-O, sharing [`runtime`]) keep the container cache current and send
-//! container lifecycle events into the pipeline's second channel.
+//! The live sources apply the enrichment stage ([`crate::enrich`]) they are
+//! opened with; the container runtimes' events come from
+//! [`crate::watchers`].
 
-pub mod cri;
-pub mod docker;
+pub mod connector;
 pub mod ebpf;
-pub mod podman;
-pub mod procfs;
 pub mod replay;
-pub mod runtime;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
@@ -43,6 +39,8 @@ pub enum SourceError {
     Version { path: String, version: u64, supported: u64 },
     #[error("the {0} source is not available: {1}")]
     Unavailable(&'static str, String),
+    #[error("the ebpf source is not available: {}{}", crate::error_chain(.0), .0.hint().map(|h| format!(" ({h})")).unwrap_or_default())]
+    Ebpf(ebpf::error::EbpfError),
     #[error("{0}: {1}")]
     Io(&'static str, #[source] std::io::Error),
 }
@@ -63,25 +61,91 @@ impl Stop {
     }
 }
 
-/// The kinds some rule wants; live sources skip the rest (an empty mask
-/// means "unknown yet": send everything).
-#[derive(Clone, Default)]
-pub struct Interest(pub Arc<AtomicU16>);
+/// What the rules want now, as sources see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wanted {
+    /// Not known yet (before the rules are loaded): send everything.
+    Unknown,
+    /// No rule is loaded: send nothing (a source still keeps its own
+    /// state, e.g. the process tree, current).
+    Nothing,
+    /// These kinds.
+    Kinds(KindSet),
+}
 
-// Interest::NOTHING's bit is no kind's.
+/// The kinds some rule wants, shared by the dispatcher (which sets it when
+/// rules change) and the sources (which skip the rest).
+#[derive(Clone, Default)]
+pub struct Interest(Arc<AtomicU16>);
+
+/// The stored value of [`Wanted::Nothing`]: a bit that is no kind's.
+const NOTHING: u16 = 1 << 15;
 const _: () = assert!(EventKind::ALL.len() < 15);
 
 impl Interest {
-    /// No rule is loaded: nothing is wanted (a source still keeps its own
-    /// state, e.g. the process tree, current). Distinct from 0, "unknown".
-    pub const NOTHING: u16 = 1 << 15;
-
+    /// Everything, until told otherwise.
     pub fn all() -> Self {
-        Interest(Arc::new(AtomicU16::new(0)))
+        Interest::default()
     }
+
+    pub fn get(&self) -> Wanted {
+        match self.0.load(Ordering::Relaxed) {
+            0 => Wanted::Unknown,
+            NOTHING => Wanted::Nothing,
+            bits => Wanted::Kinds(KindSet(bits)),
+        }
+    }
+
+    pub fn set(&self, wanted: Wanted) {
+        let bits = match wanted {
+            Wanted::Unknown => 0,
+            Wanted::Nothing => NOTHING,
+            Wanted::Kinds(k) if k == KindSet::EMPTY => NOTHING,
+            Wanted::Kinds(k) => k.0,
+        };
+        self.0.store(bits, Ordering::Relaxed)
+    }
+
     pub fn wants(&self, kind: EventKind) -> bool {
-        let mask = KindSet(self.0.load(Ordering::Relaxed));
-        mask == KindSet::EMPTY || mask.contains(kind)
+        match self.get() {
+            Wanted::Unknown => true,
+            Wanted::Nothing => false,
+            Wanted::Kinds(k) => k.contains(kind),
+        }
+    }
+}
+
+/// Why events were lost: each reason becomes its own `events-lost` event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossReason {
+    /// The pipeline was full (the source's own name is the reason given).
+    PipelineFull,
+    /// The eBPF ring buffer was full.
+    RingFull,
+    /// The kernel (or /proc) could not read the task.
+    TaskUnreadable,
+    /// A record in the eBPF ring buffer was malformed.
+    MalformedRecord,
+}
+
+impl LossReason {
+    const ALL: [LossReason; 4] =
+        [LossReason::PipelineFull, LossReason::RingFull, LossReason::TaskUnreadable, LossReason::MalformedRecord];
+
+    /// The reason as `events-lost` events and metrics give it; `source`
+    /// names the pipeline-full case.
+    pub fn text(self, source: &'static str) -> &'static str {
+        match self {
+            LossReason::PipelineFull => source,
+            LossReason::RingFull => "ebpf: ring buffer full",
+            LossReason::TaskUnreadable => "ebpf: task unreadable",
+            LossReason::MalformedRecord => "ebpf: malformed record",
+        }
+    }
+
+    /// The reason whose text is `text` (a source's name: pipeline full).
+    fn parse(text: &str, source: &'static str) -> LossReason {
+        Self::ALL.into_iter().find(|r| r.text(source) == text).unwrap_or(LossReason::PipelineFull)
     }
 }
 
@@ -107,7 +171,7 @@ pub struct EventSender {
     spent: Option<Receiver<Vec<Event>>>,
     source: &'static str,
     /// Events lost and not yet reported, by reason.
-    pending_lost: Vec<(&'static str, u64)>,
+    pending_lost: Vec<(LossReason, u64)>,
 }
 
 /// The dispatcher is gone: the source should stop.
@@ -165,24 +229,25 @@ impl EventSender {
                 // The lost-events we may have prepended are retried next time.
                 for e in b.iter().take_while(|e| e.kind == EventKind::EventsLost) {
                     if let Some(l) = &e.lost {
-                        self.add_lost(self.reason_of(&l.reason), l.count);
+                        self.add_lost(LossReason::parse(&l.reason, self.source), l.count);
                     }
                 }
-                self.add_lost(self.source, n);
+                self.add_lost(LossReason::PipelineFull, n);
                 Ok(())
             }
             Err(TrySendError::Disconnected(_)) => Err(Closed),
         }
     }
 
-    /// Counts events the source itself lost (e.g. kernel buffer overruns).
+    /// Counts events the source lost without a reason of their own (the
+    /// proc connector's socket overran): reported under the source's name.
     pub fn report_lost(&mut self, count: u64) {
-        self.add_lost(self.source, count);
+        self.add_lost(LossReason::PipelineFull, count);
     }
 
-    /// Counts lost events with a reason of their own (`"ebpf: ring buffer
-    /// full"`); each reason becomes its own `events-lost` event.
-    pub fn report_lost_because(&mut self, reason: &'static str, count: u64) {
+    /// Counts lost events with a reason of their own; each reason becomes
+    /// its own `events-lost` event.
+    pub fn report_lost_because(&mut self, reason: LossReason, count: u64) {
         self.add_lost(reason, count);
     }
 
@@ -195,7 +260,7 @@ impl EventSender {
         self.send(Vec::new())
     }
 
-    fn add_lost(&mut self, reason: &'static str, count: u64) {
+    fn add_lost(&mut self, reason: LossReason, count: u64) {
         if count == 0 {
             return;
         }
@@ -205,11 +270,6 @@ impl EventSender {
         }
     }
 
-    /// The static reason string equal to `reason` (ours when unknown).
-    fn reason_of(&self, reason: &str) -> &'static str {
-        LOST_REASONS.iter().copied().find(|r| *r == reason).unwrap_or(self.source)
-    }
-
     fn with_lost(&mut self, batch: Vec<Event>) -> Vec<Event> {
         if self.pending_lost.is_empty() {
             return batch;
@@ -217,6 +277,7 @@ impl EventSender {
         let now = crate::time::now_ns();
         let mut out = Vec::with_capacity(batch.len() + self.pending_lost.len());
         for (reason, count) in self.pending_lost.drain(..) {
+            let reason = reason.text(self.source);
             tracing::warn!(source = self.source, reason, lost = count, "events lost");
             out.push(Event::lost(count, reason, now));
         }
@@ -225,19 +286,12 @@ impl EventSender {
     }
 }
 
-/// Every reason a source gives for lost events other than its own name.
-pub const LOST_REASONS: &[&str] = &[ebpf::LOST_RING_FULL, ebpf::LOST_READ, ebpf::LOST_DECODE];
-
 /// A source of events.
 pub trait Source: Send {
     /// Short name, for logs and `events-lost` reasons.
     fn name(&self) -> &'static str;
     /// Produces events until done or stopped.
     fn run(self: Box<Self>, out: EventSender, stop: Stop, interest: Interest) -> Result<(), SourceError>;
-    /// The eBPF source's figures (kernel counters, process tree), for metrics.
-    fn kernel_stats(&self) -> Option<ebpf::EbpfStatsHandle> {
-        None
-    }
     /// True when the pipeline should dispatch on the source's own thread
     /// ([`EventSender::direct`]) rather than on a thread of its own.
     fn dispatches_inline(&self) -> bool {

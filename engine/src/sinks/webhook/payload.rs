@@ -10,8 +10,8 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::Sha256;
 
+use crate::alert::{Alert, Priority};
 use crate::config::{PayloadFormat, RequestMode};
-use crate::sinks::alert::{Alert, Priority};
 use crate::sinks::fields::FieldSelection;
 
 /// The request header carrying the body's signature.

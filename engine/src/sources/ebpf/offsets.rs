@@ -7,7 +7,7 @@ use std::path::Path;
 use btf_rs::{Btf, Type};
 use vigil_ebpf_common::Offsets;
 
-use crate::sources::SourceError;
+use super::error::EbpfError;
 
 /// Where the running kernel describes its types.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -18,11 +18,11 @@ pub const HIDE_FIELD_ENV: &str = "VIGIL_TEST_HIDE_BTF_FIELD";
 
 /// Reads every offset from the BTF at `path`; a missing struct or field is
 /// an error that names it.
-pub fn read_offsets(path: &Path) -> Result<Offsets, SourceError> {
-    let btf = Btf::from_file(path)
-        .map_err(|e| SourceError::Unavailable("ebpf", format!("cannot read kernel BTF {}: {e}", path.display())))?;
+pub fn read_offsets(path: &Path) -> Result<Offsets, EbpfError> {
+    let btf =
+        Btf::from_file(path).map_err(|e| EbpfError::ReadBtf { path: path.to_path_buf(), message: e.to_string() })?;
     let hidden = std::env::var(HIDE_FIELD_ENV).ok();
-    let lookup = Lookup { btf: &btf, hidden: hidden.as_deref() };
+    let lookup = Lookup { btf: &btf, path, hidden: hidden.as_deref() };
     let f = |s: &str, field: &str| lookup.offset(s, field);
     Ok(Offsets {
         task_struct_pid: f("task_struct", "pid")?,
@@ -62,17 +62,13 @@ pub fn read_offsets(path: &Path) -> Result<Offsets, SourceError> {
 
 struct Lookup<'a> {
     btf: &'a Btf,
+    path: &'a Path,
     hidden: Option<&'a str>,
 }
 
 impl Lookup<'_> {
-    fn offset(&self, strukt: &str, field: &str) -> Result<u32, SourceError> {
-        let missing = |what: String| {
-            SourceError::Unavailable(
-                "ebpf",
-                format!("the kernel's BTF ({VMLINUX_BTF}) lacks {what}, which the eBPF programs read"),
-            )
-        };
+    fn offset(&self, strukt: &str, field: &str) -> Result<u32, EbpfError> {
+        let missing = |what: String| EbpfError::BtfLacks { path: self.path.to_path_buf(), what };
         if self.hidden == Some(&format!("{strukt}.{field}")) {
             return Err(missing(format!("`struct {strukt}`.`{field}` (hidden by {HIDE_FIELD_ENV})")));
         }

@@ -21,24 +21,10 @@ pub enum Tracefs {
     Unavailable(String),
 }
 
-/// The mount point of the first tracefs in `mountinfo` (the format of
-/// /proc/self/mountinfo: the fifth field is the mount point, the one after
-/// the `-` separator the filesystem type).
-pub fn find_in_mountinfo(mountinfo: &str) -> Option<String> {
-    mountinfo.lines().find_map(|line| {
-        let (before, after) = line.split_once(" - ")?;
-        (after.split_whitespace().next()? == "tracefs").then(|| before.split_whitespace().nth(4).map(str::to_string))?
-    })
-}
-
 /// Mounts tracefs at [`TRACEFS`] unless one is mounted already.
 pub fn mount_if_absent() -> Tracefs {
-    let mountinfo = match std::fs::read_to_string("/proc/self/mountinfo") {
-        Ok(m) => m,
-        Err(e) => return Tracefs::Unavailable(format!("cannot read /proc/self/mountinfo: {e}")),
-    };
-    if let Some(at) = find_in_mountinfo(&mountinfo) {
-        return Tracefs::Present(at);
+    if let Some(at) = crate::proc::mount_point_of("tracefs") {
+        return Tracefs::Present(at.to_string_lossy().into_owned());
     }
     let target = Path::new(TRACEFS.to_str().expect("ASCII"));
     if !target.is_dir() {
@@ -76,17 +62,20 @@ pub fn ensure() {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::path::PathBuf;
+
+    use crate::proc::{first_of, parse_mountinfo};
 
     #[test]
     fn finds_tracefs_by_type_wherever_it_is_mounted() {
+        let find = |info: &str| first_of(&parse_mountinfo(info), &["tracefs"]);
         let info = "22 28 0:21 / /sys rw,nosuid - sysfs sysfs rw\n\
                     45 23 0:13 / /sys/kernel/tracing rw,relatime - tracefs nodev rw\n";
-        assert_eq!(find_in_mountinfo(info).as_deref(), Some("/sys/kernel/tracing"));
+        assert_eq!(find(info), Some(PathBuf::from("/sys/kernel/tracing")));
         let debug = "30 29 0:7 / /sys/kernel/debug rw - debugfs debugfs rw\n\
                      31 30 0:13 / /sys/kernel/debug/tracing rw shared:9 - tracefs tracefs rw\n";
-        assert_eq!(find_in_mountinfo(debug).as_deref(), Some("/sys/kernel/debug/tracing"));
-        assert_eq!(find_in_mountinfo("22 28 0:21 / /sys rw - sysfs sysfs rw\n"), None);
-        assert_eq!(find_in_mountinfo("garbage\n\n - \n"), None);
+        assert_eq!(find(debug), Some(PathBuf::from("/sys/kernel/debug/tracing")));
+        assert_eq!(find("22 28 0:21 / /sys rw - sysfs sysfs rw\n"), None);
+        assert_eq!(find("garbage\n\n - \n"), None);
     }
 }

@@ -9,10 +9,30 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use vigil_event::{Event, EventKind};
 
-use crate::plugin::returned::RuleAlert;
-use crate::plugin::rule::RuleMeta;
-
 pub use vigil_event::Priority;
+
+/// An alert as a rule returned it, within the host's limits (see
+/// `plugin::returned`), before the host adds the event's context.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleAlert {
+    /// The rule name the alert gives (empty when none); honoured only for
+    /// rule files' instances, whose alerts carry their rules' own names.
+    pub rule: String,
+    pub priority: Priority,
+    pub message: String,
+    pub tags: Vec<String>,
+    pub fields: Vec<(String, String)>,
+    pub event_index: u32,
+}
+
+/// The rule an alert is output under.
+pub struct AlertingRule<'a> {
+    /// The name in the alert's `rule`.
+    pub name: String,
+    pub version: &'a str,
+    /// The rule's own tags, ahead of those the alert adds.
+    pub tags: &'a [String],
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
@@ -56,9 +76,9 @@ impl AlertBuilder {
         Self::new(name)
     }
 
-    pub fn build(&self, meta: &RuleMeta, a: RuleAlert, event: &Event) -> Alert {
+    pub fn build(&self, rule: AlertingRule, a: RuleAlert, event: &Event) -> Alert {
         // The rule's own tags first, then any the alert adds.
-        let mut tags = meta.tags.clone();
+        let mut tags = rule.tags.to_vec();
         for t in a.tags {
             if !tags.contains(&t) {
                 tags.push(t);
@@ -73,12 +93,8 @@ impl AlertBuilder {
         Alert {
             id: uuid::Uuid::now_v7().to_string(),
             time: rfc3339_nanos(event.time_ns),
-            // Rule files' alerts carry their rule's own name (Falco's `rule:`).
-            rule: match &meta.files {
-                Some(files) if files.names.contains(&a.rule) => a.rule,
-                _ => meta.id.clone(),
-            },
-            rule_version: meta.version.clone(),
+            rule: rule.name,
+            rule_version: rule.version.to_string(),
             priority: a.priority,
             output: a.message,
             source: match event.kind {

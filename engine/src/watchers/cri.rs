@@ -24,9 +24,8 @@ use prost::Message;
 use tonic::transport::Channel;
 use vigil_event::{Container, EventKind, Pod, Runtime};
 
-use super::Stop;
-use super::runtime::{Lifecycle, RuntimeStatus, Watch, WatchError};
-use crate::enrich::containers::{ContainerCache, Known, pod_from_labels};
+use super::watcher::{Listed, WatchContext, WatchError, Watcher};
+use crate::enrich::containers::{Known, pod_from_labels};
 
 /// The sockets tried when none is configured (the host's root first when
 /// running in a pod with it mounted at /host).
@@ -46,17 +45,33 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often CRI-O's containers are re-listed (it has no event service).
 const RELIST_EVERY: Duration = Duration::from_secs(2);
 
-/// Starts watching the CRI socket `socket` on its own thread until `stop`.
-pub fn spawn(
+/// The CRI API of containerd or CRI-O at a socket.
+pub struct CriApi {
     socket: PathBuf,
-    cache: Arc<ContainerCache>,
-    lifecycle: Lifecycle,
-    stop: Stop,
-) -> std::io::Result<(std::thread::JoinHandle<()>, Arc<RuntimeStatus>)> {
-    let path = socket.clone();
-    super::runtime::spawn(Runtime::Containerd, socket, cache, lifecycle, stop, async move |watch: &mut Watch| {
-        follow(&path, watch).await
-    })
+}
+
+impl CriApi {
+    pub fn new(socket: PathBuf) -> Self {
+        CriApi { socket }
+    }
+}
+
+impl Watcher for CriApi {
+    fn runtime(&self) -> Runtime {
+        Runtime::Containerd
+    }
+
+    fn endpoint(&self) -> &Path {
+        &self.socket
+    }
+
+    async fn list(&self) -> Result<Vec<Listed>, WatchError> {
+        connect(&self.socket).await?.0.list().await
+    }
+
+    async fn follow(&mut self, watch: &mut WatchContext) -> Result<(), WatchError> {
+        follow(&self.socket, watch).await
+    }
 }
 
 /// A CRI client on `socket`, and the runtime behind it.
@@ -69,7 +84,7 @@ pub async fn connect(socket: &Path) -> Result<(Cri, Runtime), WatchError> {
 }
 
 /// Connects, lists, then follows events until the stop (Ok) or an error.
-async fn follow(socket: &Path, watch: &mut Watch) -> Result<(), WatchError> {
+async fn follow(socket: &Path, watch: &mut WatchContext) -> Result<(), WatchError> {
     let (mut cri, runtime) = connect(socket).await?;
     let mut lookups = watch.cache.watch(runtime);
     // Subscribe first, then list: nothing falls between the two. (containerd
@@ -224,7 +239,7 @@ pub struct Cri {
 impl Cri {
     /// Every container and sandbox (running or not), described, with its
     /// pod and state.
-    pub async fn list(&mut self) -> Result<Vec<(Container, Option<Pod>, String)>, WatchError> {
+    pub async fn list(&mut self) -> Result<Vec<Listed>, WatchError> {
         let sandboxes =
             within(self.client.list_pod_sandbox(ListPodSandboxRequest { filter: None })).await?.into_inner().items;
         let mut out = Vec::new();

@@ -16,33 +16,48 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::query_parameters::{EventsOptions, ListContainersOptionsBuilder};
 use futures_util::StreamExt;
-use vigil_event::{Container, EventKind, Pod, Runtime};
+use vigil_event::{Container, EventKind, Runtime};
 
-use super::Stop;
-use super::runtime::{Lifecycle, RuntimeStatus, Watch, WatchError};
+use super::watcher::{Listed, WatchContext, WatchError, Watcher};
 use crate::enrich::containers::{ContainerCache, Known, pod_from_labels};
 
 /// The sockets tried when none is configured (the host's root first when
 /// running in a pod with it mounted at /host).
 pub const DOCKER_SOCKETS: [&str; 3] = ["/host/run/docker.sock", "/run/docker.sock", "/var/run/docker.sock"];
 
-/// Starts watching the Docker-compatible API at `socket` on its own thread
-/// until `stop`; `expected` names the runtime in logs until it answers.
-pub fn spawn(
+/// The Docker-compatible API at a socket; `expected` names the runtime in
+/// logs until it answers.
+pub struct DockerApi {
     socket: PathBuf,
     expected: Runtime,
-    cache: Arc<ContainerCache>,
-    lifecycle: Lifecycle,
-    stop: Stop,
-) -> std::io::Result<(std::thread::JoinHandle<()>, Arc<RuntimeStatus>)> {
-    let path = socket.clone();
-    super::runtime::spawn(expected, socket, cache, lifecycle, stop, async move |watch: &mut Watch| {
-        follow(&path, expected, watch).await
-    })
+}
+
+impl DockerApi {
+    pub fn new(socket: PathBuf, expected: Runtime) -> Self {
+        DockerApi { socket, expected }
+    }
+}
+
+impl Watcher for DockerApi {
+    fn runtime(&self) -> Runtime {
+        self.expected
+    }
+
+    fn endpoint(&self) -> &Path {
+        &self.socket
+    }
+
+    async fn list(&self) -> Result<Vec<Listed>, WatchError> {
+        Ok(list_at(&self.socket).await?)
+    }
+
+    async fn follow(&mut self, watch: &mut WatchContext) -> Result<(), WatchError> {
+        follow(&self.socket, self.expected, watch).await
+    }
 }
 
 /// Connects, lists, then follows events until the stop (Ok) or an error.
-async fn follow(socket: &Path, expected: Runtime, watch: &mut Watch) -> Result<(), WatchError> {
+async fn follow(socket: &Path, expected: Runtime, watch: &mut WatchContext) -> Result<(), WatchError> {
     let docker = connect(socket)?;
     let runtime = identify(&docker).await?;
     if runtime != expected {
@@ -174,16 +189,13 @@ pub fn connect(socket: &Path) -> Result<Docker, bollard::errors::Error> {
 
 /// Every container (running and stopped) of the runtime at `socket`,
 /// inspected, with its pod and state.
-pub async fn list_at(socket: &Path) -> Result<Vec<(Container, Option<Pod>, String)>, bollard::errors::Error> {
+async fn list_at(socket: &Path) -> Result<Vec<Listed>, bollard::errors::Error> {
     let docker = connect(socket)?;
     let runtime = identify(&docker).await?;
     list(&docker, runtime).await
 }
 
-async fn list(
-    docker: &Docker,
-    runtime: Runtime,
-) -> Result<Vec<(Container, Option<Pod>, String)>, bollard::errors::Error> {
+async fn list(docker: &Docker, runtime: Runtime) -> Result<Vec<Listed>, bollard::errors::Error> {
     let listed = docker.list_containers(Some(ListContainersOptionsBuilder::new().all(true).build())).await?;
     let mut out = Vec::new();
     for c in listed {
@@ -208,11 +220,7 @@ async fn inspect_into(docker: &Docker, id: &str, runtime: Runtime, cache: &Conta
 }
 
 /// One container's metadata, pod and state.
-async fn inspect(
-    docker: &Docker,
-    id: &str,
-    runtime: Runtime,
-) -> Result<(Container, Option<Pod>, String), bollard::errors::Error> {
+async fn inspect(docker: &Docker, id: &str, runtime: Runtime) -> Result<Listed, bollard::errors::Error> {
     let info = docker.inspect_container(id, None).await?;
     let config = info.config.unwrap_or_default();
     let state = info.state.unwrap_or_default();

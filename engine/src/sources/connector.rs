@@ -10,16 +10,22 @@
 //! such gap. Listening needs CAP_NET_ADMIN before Linux 6.6 and nothing
 //! since; without privileges, other users' `exe` and `cwd` links cannot be
 //! read, so those fields stay empty for their processes.
+//!
+//! Each event's container and pod come from its /proc cgroup; the
+//! [`Enricher`] adds the runtimes' descriptions and holds events of
+//! containers not described yet, as for the eBPF source.
 
 use std::io;
 use std::mem::size_of;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use vigil_event::{Ancestor, Event, EventKind, Namespaces, Process};
+use vigil_event::{Event, EventKind, Process};
 
 use super::{EventSender, Interest, Source, SourceError, Stop};
+use crate::enrich::Enricher;
 use crate::enrich::cgroups::Context;
+use crate::proc::{ProcDir, ancestry, cgroup2_mount, exit_code};
 
 const CN_IDX_PROC: u32 = 1;
 const CN_VAL_PROC: u32 = 1;
@@ -34,21 +40,20 @@ const CN_MSG_LEN: usize = 20;
 pub const MAX_ANCESTRY: usize = 8;
 /// Most events sent in one batch.
 const MAX_BATCH: usize = 256;
-/// argv is cut at this many bytes (as the eBPF source will).
-pub const MAX_ARGV_BYTES: usize = 4096;
 
 pub struct ProcSource {
     sock: Connector,
     cgroup2: Option<PathBuf>,
+    enricher: Enricher,
 }
 
 impl ProcSource {
     /// Opens and subscribes the connector now, so that once the pipeline
     /// says it is running no exec is missed (and `auto` can fall back early).
-    pub fn open() -> Result<Self, SourceError> {
+    pub fn open(enricher: Enricher) -> Result<Self, SourceError> {
         let sock = Connector::open()
             .map_err(|e| SourceError::Unavailable("proc", format!("netlink process connector: {e}")))?;
-        Ok(ProcSource { sock, cgroup2: cgroup2_mount() })
+        Ok(ProcSource { sock, cgroup2: cgroup2_mount(), enricher })
     }
 }
 
@@ -58,7 +63,7 @@ impl Source for ProcSource {
     }
 
     fn run(self: Box<Self>, mut out: EventSender, stop: Stop, interest: Interest) -> Result<(), SourceError> {
-        let ProcSource { sock, cgroup2 } = *self;
+        let ProcSource { sock, cgroup2, mut enricher } = *self;
         let reader = ProcReader { cgroup2 };
         let mut buf = vec![0u8; 64 << 10];
         tracing::info!("proc connector source started");
@@ -71,6 +76,12 @@ impl Source for ProcSource {
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
                     ) =>
                 {
+                    // Quiet: let go what waited long enough for its container.
+                    let mut batch = Vec::new();
+                    enricher.release_held(&mut batch);
+                    if !batch.is_empty() && out.send_or_drop(batch).is_err() {
+                        break;
+                    }
                     continue;
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
@@ -86,7 +97,10 @@ impl Source for ProcSource {
             let mut datagram = n;
             loop {
                 for msg in parse_messages(&buf[..datagram]) {
-                    if let Some(event) = reader.event(msg, &interest) {
+                    if let Some((event, ctx)) = reader.event(msg, &interest)
+                        && let Some(event) = enricher.contextualize_as(&ctx, event)
+                    {
+                        enricher.take_released(&mut batch);
                         batch.push(event);
                     }
                 }
@@ -99,10 +113,17 @@ impl Source for ProcSource {
                     Err(_) => break,
                 }
             }
+            enricher.release_held(&mut batch);
             if !batch.is_empty() && out.send_or_drop(batch).is_err() {
                 break;
             }
         }
+        let mut held = Vec::new();
+        enricher.release_all(&mut held);
+        if !held.is_empty() {
+            let _ = out.send(held);
+        }
+        let _ = out.flush_lost();
         Ok(())
     }
 }
@@ -160,7 +181,9 @@ pub struct ProcReader {
 }
 
 impl ProcReader {
-    fn event(&self, msg: ProcMsg, interest: &Interest) -> Option<Event> {
+    /// The event of `msg` if a rule wants its kind, with the container and
+    /// pod its cgroup names.
+    fn event(&self, msg: ProcMsg, interest: &Interest) -> Option<(Event, Context)> {
         let (kind, ts) = match msg {
             ProcMsg::Exec { ts, .. } => (EventKind::ProcessExec, ts),
             ProcMsg::Fork { ts, .. } => (EventKind::ProcessFork, ts),
@@ -171,20 +194,21 @@ impl ProcReader {
         }
         let time_ns = crate::time::monotonic_to_wall(ts);
         let mut event = Event { time_ns, ..Event::new(kind) };
+        let mut ctx = Context::default();
         match msg {
             ProcMsg::Exec { pid, tgid, .. } => {
-                let (p, ctx) = self.process_in(pid, tgid);
+                let p;
+                (p, ctx) = self.process_in(pid, tgid);
                 event.process = Some(p);
-                ctx.apply(&mut event);
             }
             ProcMsg::Fork { parent_tgid, child_pid, child_tgid, .. } => {
                 if child_pid != child_tgid {
                     return None; // a new thread, not a new process
                 }
-                let (mut p, ctx) = self.process_in(child_pid, child_tgid);
+                let mut p;
+                (p, ctx) = self.process_in(child_pid, child_tgid);
                 p.ppid = parent_tgid;
                 event.process = Some(p);
-                ctx.apply(&mut event);
             }
             ProcMsg::Exit { pid, tgid, status, .. } => {
                 if pid != tgid {
@@ -195,7 +219,7 @@ impl ProcReader {
                 event.exit_code = Some(exit_code(status));
             }
         }
-        Some(event)
+        Some((event, ctx))
     }
 
     /// Everything /proc still tells about `tgid`.
@@ -206,11 +230,13 @@ impl ProcReader {
     /// [`Self::process`], with its container and pod from the same read of
     /// its cgroup.
     fn process_in(&self, pid: u32, tgid: u32) -> (Process, Context) {
-        let dir = PathBuf::from(format!("/proc/{tgid}"));
-        let cgroup = read_cgroup_path(&dir);
-        let stat = read_stat(&dir);
-        let (uid, gid) = read_ids(&dir).unwrap_or((0, 0));
-        let (argv, argv_truncated) = read_argv(&dir);
+        let Some(dir) = ProcDir::open(tgid) else {
+            return (Process { pid, tgid, ..Default::default() }, Context::default());
+        };
+        let cgroup = dir.cgroup2_path();
+        let stat = dir.stat();
+        let (uid, gid) = dir.ids().unwrap_or((0, 0));
+        let (argv, argv_truncated) = dir.argv();
         let mut p = Process {
             pid,
             tgid,
@@ -218,13 +244,13 @@ impl ProcReader {
             uid,
             gid,
             comm: stat.as_ref().map(|s| s.comm.clone()).unwrap_or_default(),
-            exe: read_link(&dir.join("exe")),
+            exe: dir.exe(),
             argv,
             argv_truncated,
-            cwd: read_link(&dir.join("cwd")),
-            start_time_ns: stat.as_ref().map_or(0, |s| ticks_to_ns(s.start_ticks)),
+            cwd: dir.cwd(),
+            start_time_ns: stat.as_ref().map_or(0, |s| s.start_ns),
             cgroup_id: cgroup.as_deref().map_or(0, |rel| self.cgroup_id(rel)),
-            namespaces: read_namespaces(&dir),
+            namespaces: dir.namespaces(),
             ancestry: Vec::new(),
         };
         p.ancestry = ancestry(p.ppid);
@@ -237,118 +263,6 @@ impl ProcReader {
         let Some(root) = &self.cgroup2 else { return 0 };
         std::fs::metadata(root.join(rel.trim_start_matches('/'))).map_or(0, |m| m.ino())
     }
-}
-
-/// The process's cgroup v2 path (the `0::` line of `/proc/<pid>/cgroup`).
-fn read_cgroup_path(dir: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(dir.join("cgroup")).ok()?;
-    text.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_string)
-}
-
-/// Exit status as a shell reports it: the code, or 128+signal.
-pub(crate) fn exit_code(status: u32) -> i32 {
-    let sig = status & 0x7f;
-    if sig == 0 { ((status >> 8) & 0xff) as i32 } else { 128 + sig as i32 }
-}
-
-pub(crate) struct Stat {
-    pub comm: String,
-    pub ppid: u32,
-    pub start_ticks: u64,
-}
-
-pub(crate) fn read_stat(dir: &Path) -> Option<Stat> {
-    let text = std::fs::read_to_string(dir.join("stat")).ok()?;
-    // comm is in parentheses and may itself contain ") ".
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let comm = text[open + 1..close].to_string();
-    let rest: Vec<&str> = text.get(close + 2..)?.split(' ').collect();
-    // rest[0] is field 3 (state); ppid is field 4, starttime field 22.
-    Some(Stat { comm, ppid: rest.get(1)?.parse().ok()?, start_ticks: rest.get(19)?.parse().ok()? })
-}
-
-/// The real uid and gid in `dir/status`; `None` when it cannot be read
-/// (the process is gone).
-pub(crate) fn read_ids(dir: &Path) -> Option<(u32, u32)> {
-    let text = std::fs::read_to_string(dir.join("status")).ok()?;
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    Some((field("Uid:"), field("Gid:")))
-}
-
-pub(crate) fn read_argv(dir: &Path) -> (Vec<String>, bool) {
-    let Ok(raw) = std::fs::read(dir.join("cmdline")) else {
-        return (Vec::new(), false);
-    };
-    let truncated = raw.len() > MAX_ARGV_BYTES;
-    let raw = &raw[..raw.len().min(MAX_ARGV_BYTES)];
-    let raw = raw.strip_suffix(b"\0").unwrap_or(raw);
-    if raw.is_empty() {
-        return (Vec::new(), truncated);
-    }
-    (raw.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect(), truncated)
-}
-
-pub(crate) fn read_link(path: &Path) -> String {
-    std::fs::read_link(path).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default()
-}
-
-pub(crate) fn read_namespaces(dir: &Path) -> Namespaces {
-    use std::os::unix::fs::MetadataExt;
-    let ino = |name: &str| std::fs::metadata(dir.join("ns").join(name)).map_or(0, |m| m.ino());
-    Namespaces {
-        pid: ino("pid"),
-        mnt: ino("mnt"),
-        net: ino("net"),
-        uts: ino("uts"),
-        ipc: ino("ipc"),
-        user: ino("user"),
-        cgroup: ino("cgroup"),
-    }
-}
-
-/// Parent first, up to [`MAX_ANCESTRY`], stopping at pid 0.
-fn ancestry(mut pid: u32) -> Vec<Ancestor> {
-    let mut out = Vec::new();
-    while pid != 0 && out.len() < MAX_ANCESTRY {
-        let dir = PathBuf::from(format!("/proc/{pid}"));
-        let Some(stat) = read_stat(&dir) else { break };
-        let (argv, _) = read_argv(&dir);
-        out.push(Ancestor { pid, comm: stat.comm.into(), exe: read_link(&dir.join("exe")).into(), argv: argv.into() });
-        pid = stat.ppid;
-    }
-    out
-}
-
-/// Clock ticks (as /proc/<pid>/stat counts them) to nanoseconds, without
-/// overflowing on long uptimes.
-pub(crate) fn ticks_to_ns(ticks: u64) -> u64 {
-    static HZ: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let hz = *HZ.get_or_init(|| {
-        // SAFETY: sysconf has no preconditions.
-        let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        if t > 0 { t as u64 } else { 100 }
-    });
-    (ticks / hz).saturating_mul(1_000_000_000).saturating_add(ticks % hz * 1_000_000_000 / hz)
-}
-
-/// Where cgroup2 is mounted (`/sys/fs/cgroup` on pure v2 hosts,
-/// `/sys/fs/cgroup/unified` on hybrid ones), from /proc/self/mountinfo.
-pub fn cgroup2_mount() -> Option<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    text.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        if right.split(' ').next()? != "cgroup2" {
-            return None;
-        }
-        left.split(' ').nth(4).map(PathBuf::from)
-    })
 }
 
 /// The netlink socket, subscribed to process events.
@@ -502,23 +416,6 @@ mod tests {
         for cut in 0..buf.len() {
             let _ = parse_messages(&buf[..cut]);
         }
-    }
-
-    #[test]
-    fn start_times_do_not_overflow() {
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-        let century = 100 * 365 * 86_400u64;
-        assert_eq!(ticks_to_ns(century * hz), century * 1_000_000_000);
-        assert_eq!(ticks_to_ns(hz / 2), 500_000_000);
-        assert_eq!(ticks_to_ns(u64::MAX), u64::MAX, "saturates");
-    }
-
-    #[test]
-    fn exit_codes_read_like_a_shell() {
-        assert_eq!(exit_code(0), 0);
-        assert_eq!(exit_code(3 << 8), 3);
-        assert_eq!(exit_code(9), 137);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::PluginError;
 use super::dispatch::Control;
 use super::host::PluginHost;
 use super::ruledir::RuleDir;
-use crate::config::RulePolicy;
+use crate::plugin::policy::RulePolicy;
 
 /// Quiet time after the last change before rescanning: lets `cp` finish
 /// and coalesces an editor's write-then-rename into one reload.

@@ -1,9 +1,9 @@
-//! What every container-runtime watcher shares: its own thread and tokio
-//! runtime, reconnecting with backoff (logged once per outage, the daemon
-//! keeps running), whether it is connected (for metrics and the hold
+//! What every watcher shares: the [`Watcher`] trait, its own thread and
+//! tokio runtime, reconnecting with backoff (logged once per outage, the
+//! daemon keeps running), whether it is connected (for metrics and the hold
 //! queue), and the lifecycle events it sends to rules.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
@@ -11,12 +11,26 @@ use std::time::{Duration, Instant};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use vigil_event::{Event, EventKind, Runtime};
 
-use super::{EventSender, Stop};
 use crate::enrich::containers::{ContainerCache, Known};
+use crate::sources::{EventSender, Stop};
 
-/// The first of the socket paths `candidates` that exists.
-pub fn discover(candidates: &[&str]) -> Option<PathBuf> {
-    candidates.iter().map(PathBuf::from).find(|p| p.exists())
+/// A container as listed: its description, its pod, and its state
+/// (`running`, `exited`...).
+pub type Listed = (vigil_event::Container, Option<vigil_event::Pod>, String);
+
+/// One runtime's API, as a watcher sees it.
+#[allow(async_fn_in_trait)] // run on the watcher's own current-thread runtime: no Send bound needed
+pub trait Watcher: Send + 'static {
+    /// The runtime expected at the endpoint (named in logs until it answers).
+    fn runtime(&self) -> Runtime;
+    /// The socket it talks to.
+    fn endpoint(&self) -> &Path;
+    /// Lists every container once (for `vigil containers`).
+    async fn list(&self) -> Result<Vec<Listed>, WatchError>;
+    /// Connects, lists every container into `watch.cache`, then follows
+    /// the runtime's events until the stop (Ok) or an error (the caller
+    /// reconnects with backoff).
+    async fn follow(&mut self, watch: &mut WatchContext) -> Result<(), WatchError>;
 }
 
 /// A boxed error from a runtime's client.
@@ -65,7 +79,7 @@ impl Lifecycle {
 }
 
 /// What a watcher is handed.
-pub struct Watch {
+pub struct WatchContext {
     pub cache: Arc<ContainerCache>,
     pub lifecycle: Lifecycle,
     pub stop: Stop,
@@ -78,7 +92,7 @@ pub struct Watch {
     down_since: Option<Instant>,
 }
 
-impl Watch {
+impl WatchContext {
     /// The connection is up, to `runtime`, and the cache holds `containers` of it.
     pub fn connected(&mut self, runtime: Runtime, containers: usize) {
         let s = &self.status;
@@ -125,24 +139,30 @@ impl Watch {
     }
 }
 
-/// Starts a watcher on its own thread: `follow` connects, lists, and
-/// follows events until the stop (Ok) or an error (retried with backoff,
-/// 200 ms growing to 2 s, reset for each new outage).
-pub fn spawn<F>(
-    runtime: Runtime,
-    endpoint: PathBuf,
+/// Starts `watcher` on its own thread: it connects, lists, and follows
+/// events until the stop (Ok) or an error (retried with backoff, 200 ms
+/// growing to 2 s, reset for each new outage).
+pub fn spawn<W: Watcher>(
+    mut watcher: W,
     cache: Arc<ContainerCache>,
     lifecycle: Lifecycle,
     stop: Stop,
-    follow: F,
-) -> std::io::Result<(std::thread::JoinHandle<()>, Arc<RuntimeStatus>)>
-where
-    F: AsyncFnMut(&mut Watch) -> Result<(), WatchError> + Send + 'static,
-{
-    let status =
-        Arc::new(RuntimeStatus { endpoint, runtime: AtomicU8::new(runtime as u8), up: AtomicBool::new(false) });
-    let mut watch =
-        Watch { cache, lifecycle, stop, status: status.clone(), resume_ns: None, last_event_ns: 0, down_since: None };
+) -> std::io::Result<(std::thread::JoinHandle<()>, Arc<RuntimeStatus>)> {
+    let runtime = watcher.runtime();
+    let status = Arc::new(RuntimeStatus {
+        endpoint: watcher.endpoint().to_path_buf(),
+        runtime: AtomicU8::new(runtime as u8),
+        up: AtomicBool::new(false),
+    });
+    let mut watch = WatchContext {
+        cache,
+        lifecycle,
+        stop,
+        status: status.clone(),
+        resume_ns: None,
+        last_event_ns: 0,
+        down_since: None,
+    };
     let thread = std::thread::Builder::new().name(format!("vigil-{}", runtime.name())).spawn(move || {
         let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(rt) => rt,
@@ -151,16 +171,13 @@ where
                 return;
             }
         };
-        rt.block_on(reconnecting(&mut watch, follow));
+        rt.block_on(reconnecting(&mut watch, &mut watcher));
         watch.cache.set_connected(watch.status.runtime(), false);
     })?;
     Ok((thread, status))
 }
 
-async fn reconnecting<F>(watch: &mut Watch, mut follow: F)
-where
-    F: AsyncFnMut(&mut Watch) -> Result<(), WatchError>,
-{
+async fn reconnecting<W: Watcher>(watch: &mut WatchContext, watcher: &mut W) {
     let from_start = || {
         ExponentialBuilder::new()
             .with_min_delay(Duration::from_millis(200))
@@ -171,7 +188,7 @@ where
     };
     let mut backoff = from_start();
     while !watch.stop.is_stopped() {
-        match follow(watch).await {
+        match watcher.follow(watch).await {
             Ok(()) => return,
             Err(e) => {
                 if watch.failed(&e) {

@@ -1,0 +1,109 @@
+//! `vigil events` and `vigil record`: the events rules see, printed or
+//! recorded, from the daemon's own source, enrichment and watchers.
+
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use vigil_engine::daemon::Daemon;
+use vigil_engine::event::{Event, EventKind, KindSet};
+use vigil_engine::sources::replay::ReplayWriter;
+
+use super::SourceArgs;
+
+/// Prints events as JSON lines.
+pub fn events(
+    source: &SourceArgs,
+    limit: Option<u64>,
+    kinds: &[EventKind],
+    config: Option<PathBuf>,
+) -> Result<ExitCode> {
+    let mut cfg = super::start(config.as_deref())?;
+    source.apply(&mut cfg);
+    let mut out = std::io::stdout().lock();
+    stream(Daemon::new(cfg), kinds, limit, None, |e| {
+        serde_json::to_writer(&mut out, e)?;
+        out.write_all(b"\n")?;
+        Ok(())
+    })
+}
+
+/// Records events to a replay file.
+pub fn record(
+    file: &Path,
+    source: &SourceArgs,
+    limit: Option<u64>,
+    duration: Option<Duration>,
+    config: Option<PathBuf>,
+) -> Result<ExitCode> {
+    let mut cfg = super::start(config.as_deref())?;
+    source.apply(&mut cfg);
+    let mut writer = ReplayWriter::create(file).with_context(|| format!("cannot create {}", file.display()))?;
+    let mut n = 0u64;
+    let code = stream(Daemon::new(cfg), &[], limit, duration, |e| {
+        n += 1;
+        Ok(writer.write(e)?)
+    })?;
+    writer.finish()?;
+    tracing::info!(events = n, file = %file.display(), "recorded");
+    Ok(code)
+}
+
+/// Hands `f` each event (numbered from 1) until `limit` events, `duration`,
+/// a signal or the end of the source; exits 1 if the source failed.
+fn stream(
+    daemon: Daemon,
+    kinds: &[EventKind],
+    limit: Option<u64>,
+    duration: Option<Duration>,
+    mut f: impl FnMut(&Event) -> Result<()>,
+) -> Result<ExitCode> {
+    let stop = daemon.stop_handle();
+    super::handle_signals(stop.clone(), None)?;
+    if let Some(d) = duration {
+        // The stream wakes up to see the stop even when no event comes.
+        std::thread::spawn(move || {
+            std::thread::sleep(d);
+            stop.stop();
+        });
+    }
+    let start = Instant::now();
+    let mut n = 0u64;
+    let mut failed = None;
+    let wanted: KindSet = kinds.iter().copied().collect();
+    let source_error = daemon.stream(wanted, |batch| {
+        for mut e in batch {
+            n += 1;
+            e.id = n;
+            if let Err(err) = f(&e) {
+                failed = Some(err);
+                return ControlFlow::Break(());
+            }
+            if limit.is_some_and(|l| n >= l) || duration.is_some_and(|d| start.elapsed() >= d) {
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    })?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    Ok(match source_error {
+        Some(e) => {
+            eprintln!("vigil: error: {}", vigil_engine::error_chain(&e));
+            ExitCode::from(1)
+        }
+        None => ExitCode::SUCCESS,
+    })
+}
+
+/// An event kind by its name, for `--kind`.
+pub fn parse_kind(name: &str) -> Result<EventKind, String> {
+    EventKind::from_name(name).ok_or_else(|| {
+        let all: Vec<_> = EventKind::ALL.iter().map(|k| k.name()).collect();
+        format!("unknown event kind {name:?}; one of: {}", all.join(", "))
+    })
+}

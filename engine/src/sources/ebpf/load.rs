@@ -1,0 +1,120 @@
+//! Loading the eBPF programs: the struct offsets from the kernel's BTF,
+//! the object with those offsets and the configured ring buffer size, its
+//! maps, and each program attached to its BTF tracepoint.
+
+use std::time::Duration;
+
+use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
+use aya::programs::BtfTracePoint;
+use aya::{Btf, Ebpf, EbpfLoader, Endianness};
+use vigil_ebpf_common::kind as rec;
+
+use super::error::EbpfError;
+use super::offsets::read_offsets;
+use super::tracefs;
+use crate::config::EbpfConfig;
+
+/// The programs, built by engine/build.rs; empty when built without bpf-linker.
+static PROGRAMS_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vigil-ebpf"));
+
+/// Each program; it attaches to the tracepoint of the same name.
+const PROGRAMS: [&str; 5] =
+    ["sched_process_exec", "sched_process_fork", "sched_process_exit", "cgroup_mkdir", "cgroup_rmdir"];
+
+/// True when this binary carries the eBPF programs.
+pub fn built_in() -> bool {
+    !PROGRAMS_OBJECT.is_empty()
+}
+
+/// The loaded programs (detached when `bpf` drops) and the maps the
+/// reader uses.
+pub struct Loaded {
+    pub bpf: Ebpf,
+    pub ring: RingBuf<MapData>,
+    pub counters: PerCpuArray<MapData, u64>,
+    pub filter: Array<MapData, u32>,
+}
+
+/// Loads and attaches every program; fails (attaching nothing that stays)
+/// when the kernel lacks what they need.
+pub fn load(config: &EbpfConfig) -> Result<Loaded, EbpfError> {
+    if !built_in() {
+        return Err(EbpfError::NotBuiltIn);
+    }
+    if config.mount_tracefs {
+        tracefs::ensure();
+    }
+    let offsets = read_offsets(&config.btf)?;
+    let btf = Btf::parse_file(&config.btf, Endianness::default())
+        .map_err(|source| EbpfError::ParseBtf { path: config.btf.clone(), source })?;
+    let mut bpf = EbpfLoader::new()
+        .btf(Some(&btf))
+        .override_global("OFFSETS", &offsets, true)
+        .map_max_entries("EVENTS", config.ring_buffer.as_u64() as u32)
+        .load(PROGRAMS_OBJECT)
+        .map_err(EbpfError::Load)?;
+    let mut take = |name: &'static str| bpf.take_map(name).ok_or(EbpfError::Missing { what: "map", name });
+    let map_error = |name: &'static str| move |source| EbpfError::Map { name, source };
+    let mut filter = Array::<MapData, u32>::try_from(take("FILTER")?).map_err(map_error("FILTER"))?;
+    filter.set(0, rec::ALL_MASK, 0).map_err(map_error("FILTER"))?;
+    let ring = RingBuf::try_from(take("EVENTS")?).map_err(map_error("EVENTS"))?;
+    let counters = PerCpuArray::<MapData, u64>::try_from(take("COUNTERS")?).map_err(map_error("COUNTERS"))?;
+    for name in PROGRAMS {
+        let program: &mut BtfTracePoint = bpf
+            .program_mut(name)
+            .ok_or(EbpfError::Missing { what: "program", name })?
+            .try_into()
+            .map_err(|source| EbpfError::Program { name, source })?;
+        load_program(program, name, &btf)?;
+        program.attach().map_err(|source| EbpfError::Attach { name, source })?;
+    }
+    Ok(Loaded { bpf, ring, counters, filter })
+}
+
+/// Loads one program. The verifier gives up with EAGAIN when a signal is
+/// pending on the loading thread (a child exiting is enough: a busy parent
+/// gets SIGCHLD after SIGCHLD). Signals are blocked on this thread while
+/// loading (others take them; the rest wait), and a thread-directed signal
+/// is retried, as libbpf does.
+fn load_program(program: &mut BtfTracePoint, name: &'static str, btf: &Btf) -> Result<(), EbpfError> {
+    let _blocked = SignalsBlocked::here();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match program.load(name, btf) {
+            Ok(()) => return Ok(()),
+            Err(aya::programs::ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EAGAIN) && attempts < 20 =>
+            {
+                tracing::debug!(program = name, attempts, "verifier interrupted by a signal; loading again");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(source) => return Err(EbpfError::Program { name, source }),
+        }
+    }
+}
+
+/// Every signal blocked on the calling thread until dropped.
+struct SignalsBlocked(libc::sigset_t);
+
+impl SignalsBlocked {
+    fn here() -> Self {
+        // SAFETY: sigfillset and pthread_sigmask only write the sets given;
+        // blocking signals on one thread is always allowed (SIGKILL and
+        // SIGSTOP cannot be blocked and are not).
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+            SignalsBlocked(old)
+        }
+    }
+}
+
+impl Drop for SignalsBlocked {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved by `here` on the same thread.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+    }
+}
