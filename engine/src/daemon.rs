@@ -184,6 +184,7 @@ impl Daemon {
         mut f: impl FnMut(Vec<Event>) -> ControlFlow<()>,
     ) -> Result<Option<SourceError>, DaemonError> {
         let live = self.start_live()?;
+        let source_name = live.source.name();
         let interest = Interest::all();
         if kinds != KindSet::EMPTY {
             interest.set(Wanted::Kinds(kinds));
@@ -195,6 +196,7 @@ impl Daemon {
             interest,
         )?;
         let RunningSource { events, thread, .. } = running;
+        tracing::info!(source = source_name, "streaming events");
         let mut lifecycle = live.lifecycle;
         let keep = |e: &Event| kinds == KindSet::EMPTY || kinds.contains(e.kind) || e.kind == EventKind::EventsLost;
         // Wakes up to see a stop while the source is quiet.

@@ -10,6 +10,7 @@ mod support;
 mod cli;
 mod deploy;
 mod ebpf_source;
+mod events_context;
 mod golden;
 mod hot_reload;
 mod kubelet;

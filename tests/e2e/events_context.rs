@@ -1,0 +1,171 @@
+//! `vigil events` and `vigil record` run the daemon's own wiring without
+//! rules: their events carry the container's name, image and labels as
+//! rules see them (the runtime watchers run), with the eBPF source and with
+//! the proc connector, and a recording replays with them. As root, with a
+//! private Docker.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use vigil_engine::event::{Event, EventKind};
+
+use crate::require_root;
+use crate::support::*;
+
+/// `vigil ARGS --config <docker only>` running, its stdout lines on a
+/// channel, ready once its Docker watcher connected and its source runs.
+struct Streaming {
+    child: ChildGuard,
+    lines: std::sync::mpsc::Receiver<String>,
+    log: std::thread::JoinHandle<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Streaming {
+    fn start(rt: &RuntimeDaemon, args: &[&str]) -> Streaming {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("vigil.toml");
+        let docker = rt.socket();
+        std::fs::write(
+            &cfg,
+            format!("[containers]\ndocker_socket = {docker:?}\npodman_socket = \"\"\ncri_socket = \"\"\n"),
+        )
+        .unwrap();
+        let mut cmd = vigil();
+        cmd.args(args).arg("--config").arg(&cfg).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = ChildGuard::spawn(cmd);
+        let stderr = child.child().stderr.take().unwrap();
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let log = std::thread::spawn(move || {
+            let mut log = String::new();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("watching runtime") || line.contains("streaming events") {
+                    let _ = ready_tx.send(());
+                }
+                log.push_str(&line);
+                log.push('\n');
+            }
+            log
+        });
+        let stdout = child.child().stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        for _ in 0..2 {
+            ready.recv_timeout(Duration::from_secs(30)).expect("the Docker watcher connected and the source runs");
+        }
+        Streaming { child, lines, log, _dir: dir }
+    }
+
+    /// The first event on stdout that `wanted` accepts, within `timeout`.
+    fn event(&self, timeout: Duration, wanted: impl Fn(&Event) -> bool) -> Option<Event> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200))
+                && let Ok(e) = serde_json::from_str::<Event>(&line)
+                && wanted(&e)
+            {
+                return Some(e);
+            }
+        }
+        None
+    }
+
+    fn stop(mut self) -> String {
+        self.child.signal(libc::SIGTERM);
+        let status = self.child.wait_timeout(Duration::from_secs(15)).expect("stopped on SIGTERM");
+        let log = self.log.join().unwrap();
+        assert!(status.success(), "{status:?}\n{log}");
+        log
+    }
+}
+
+/// A container that runs `marker` as an argument of `/bin/sh -c`, then sleeps.
+fn run_marked(rt: &RuntimeDaemon, name: &str, marker: &str) -> String {
+    rt.cli(&[
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        "none",
+        "--label",
+        "team=payments",
+        "vigil-busybox:test",
+        "/bin/sh",
+        "-c",
+        "sleep 20",
+        marker,
+    ])
+}
+
+/// The exec of the container's entrypoint, by its marker argument.
+fn entrypoint(marker: &str) -> impl Fn(&Event) -> bool + '_ {
+    move |e: &Event| {
+        e.kind == EventKind::ProcessExec
+            && e.process.as_ref().is_some_and(|p| p.argv.first().is_some_and(|a| a == "/bin/sh"))
+            && e.process.as_ref().is_some_and(|p| p.argv.iter().any(|a| a == marker))
+    }
+}
+
+fn assert_described(e: &Event, id: &str, name: &str, rt: &RuntimeDaemon) {
+    let c = e.container.as_ref().unwrap_or_else(|| panic!("no container: {e:?}"));
+    assert_eq!(c.id, id);
+    assert_eq!((c.name.as_str(), c.image.as_str()), (name, rt.image()), "described as rules see it: {c:?}");
+    assert!(c.labels.contains(&("team".to_string(), "payments".to_string())), "{:?}", c.labels);
+    assert!(!c.labels.iter().any(|(k, _)| k == "vigil.unresolved"), "not released undescribed: {:?}", c.labels);
+}
+
+fn events_show_the_container(source: &str) {
+    let rt = RuntimeDaemon::docker();
+    let events = Streaming::start(&rt, &["events", "--source", source, "--kind", "process-exec"]);
+    let marker = format!("vigil-events-{source}-{}", std::process::id());
+    let name = format!("vigil-e2e-events-{source}-{}", std::process::id());
+    let id = run_marked(&rt, &name, &marker);
+    let seen = events.event(Duration::from_secs(20), entrypoint(&marker));
+    rt.cli(&["rm", "-f", &name]);
+    let log = events.stop();
+    let e = seen.unwrap_or_else(|| panic!("the container's entrypoint exec was printed\n{log}"));
+    assert_described(&e, &id, &name, &rt);
+}
+
+#[test]
+fn vigil_events_with_the_ebpf_source_shows_the_container_as_rules_see_it() {
+    require_root!();
+    events_show_the_container("ebpf");
+}
+
+#[test]
+fn vigil_events_with_the_proc_connector_shows_the_container_as_rules_see_it() {
+    require_root!();
+    events_show_the_container("proc");
+}
+
+#[test]
+fn a_vigil_record_replays_with_the_containers_description() {
+    require_root!();
+    let rt = RuntimeDaemon::docker();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("recorded.jsonl");
+    let file_arg = file.to_string_lossy().into_owned();
+    let recording = Streaming::start(&rt, &["record", "--source", "ebpf", "--out", &file_arg]);
+    let marker = format!("vigil-record-{}", std::process::id());
+    let name = format!("vigil-e2e-record-{}", std::process::id());
+    let id = run_marked(&rt, &name, &marker);
+    // Its entrypoint ran when `run -d` returned; time for the watcher to describe it.
+    std::thread::sleep(Duration::from_secs(3));
+    rt.cli(&["rm", "-f", &name]);
+    recording.stop();
+
+    // Replayed: `vigil events --replay` prints what rules would get from it.
+    let out = vigil().args(["events", "--replay", &file_arg, "--kind", "process-exec"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let replayed: Vec<Event> =
+        String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let e = replayed.iter().find(|e| entrypoint(&marker)(e)).expect("the entrypoint exec was recorded");
+    assert_described(e, &id, &name, &rt);
+}
