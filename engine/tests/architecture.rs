@@ -294,3 +294,41 @@ fn no_source_file_is_longer_than_the_limit() {
     long.sort();
     assert!(long.is_empty(), "files over the limit:\n{}", long.join("\n"));
 }
+
+/// What each top-level module may import (besides the event model and
+/// `crate::error_chain`), as ARCHITECTURE.md's map says.
+const MAY_IMPORT: &[(&str, &[&str])] = &[
+    ("alert", &[]),
+    ("time", &[]),
+    ("sched", &[]),
+    ("proc", &[]),
+    ("config", &["sched"]),
+    ("enrich", &["config", "proc", "time"]),
+    ("sources", &["config", "enrich", "proc", "time"]),
+    ("watchers", &["config", "enrich", "sources", "time"]),
+    ("plugin", &["alert", "config", "sources", "time"]),
+    ("sinks", &["alert", "config", "time"]),
+    ("metrics", &["plugin", "sinks", "sources", "watchers"]),
+    ("pipeline", &["alert", "config", "metrics", "plugin", "sched", "sinks", "sources", "time"]),
+    ("daemon", &["alert", "config", "enrich", "metrics", "pipeline", "sinks", "sources", "watchers"]),
+];
+
+#[test]
+fn each_module_imports_only_what_the_map_allows() {
+    let mut wrong = Vec::new();
+    for (module, deps) in graph() {
+        let Some(from) = module.first() else { continue };
+        let allowed = MAY_IMPORT
+            .iter()
+            .find(|(m, _)| m == from)
+            .unwrap_or_else(|| panic!("{from} is not in MAY_IMPORT: add it (and to ARCHITECTURE.md)"))
+            .1;
+        for d in deps {
+            let to = d.first().map_or("crate", String::as_str);
+            if to != from && to != "crate" && !allowed.contains(&to) {
+                wrong.push(format!("{} -> {}", name(&module), name(&d)));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "imports the map does not allow:\n{}", wrong.join("\n"));
+}

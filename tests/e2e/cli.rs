@@ -95,6 +95,7 @@ fn broken_config_is_a_clear_error_naming_the_key() {
     let (code, _, err) = output(vigil().arg("run").arg("--config").arg(&cfg).arg("--rules").arg(dir.path()));
     assert_eq!(code, 2);
     assert!(err.contains("call_timeout") && err.contains("vigil.toml"), "{err}");
+    assert_eq!(err.matches("TOML parse error").count(), 1, "the parser's error is said once: {err}");
     std::fs::write(&cfg, "[dispatch]\nbatch_size = 0\n").unwrap();
     let (code, _, err) = output(vigil().arg("run").arg("--config").arg(&cfg).arg("--rules").arg(dir.path()));
     assert_eq!(code, 2);

@@ -57,7 +57,7 @@ pub enum Command {
         rules: Option<PathBuf>,
         #[command(flatten)]
         source: SourceArgs,
-        /// Config file (TOML). Every key is optional; see the README's config reference.
+        /// Config file (TOML). Every key is optional; see docs/configuration.md.
         #[arg(long, value_name = "FILE", env = "VIGIL_CONFIG")]
         config: Option<PathBuf>,
     },

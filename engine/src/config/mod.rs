@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytesize::ByteSize;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 mod output;
 mod rules;
@@ -33,7 +33,7 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key: key.into(), message: message.into() }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Rules: where they are, which are off, per-rule settings.
@@ -58,7 +58,7 @@ pub struct Config {
     pub cache_dir: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DispatchConfig {
     /// Most events handed to a rule in one call.
@@ -70,11 +70,14 @@ pub struct DispatchConfig {
     pub memory_limit: ByteSize,
     /// Faults (traps, timeouts, memory) within `fault_window` that quarantine a rule.
     pub max_faults: u32,
+    /// The window `max_faults` are counted in.
     #[serde(with = "humantime_serde")]
     pub fault_window: Duration,
     /// First quarantine; each next one doubles, up to `quarantine_max`.
     #[serde(with = "humantime_serde")]
     pub quarantine_initial: Duration,
+    /// The longest quarantine: each one doubles from `quarantine_initial`
+    /// up to this.
     #[serde(with = "humantime_serde")]
     pub quarantine_max: Duration,
     /// The time slice the thread that dispatches (the eBPF source's reader
@@ -130,7 +133,7 @@ impl Default for DispatchConfig {
 }
 
 /// `[containers]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ContainersConfig {
     /// Docker's API socket: a path, `auto` (the first of
@@ -166,7 +169,7 @@ impl Default for ContainersConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// A `tracing` filter: `info`, `debug`, `vigil_engine=debug,warn`...
@@ -185,7 +188,7 @@ impl Default for LogConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]

@@ -7,14 +7,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytesize::ByteSize;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 use vigil_event::Priority;
 
 use super::{ConfigError, invalid};
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutputConfig {
+    /// Alerts on stdout, as JSON lines (the default output).
     pub stdout: StdoutConfig,
     /// Append alerts to a file (off unless set).
     pub file: Option<FileConfig>,
@@ -26,7 +27,7 @@ pub struct OutputConfig {
     pub spool_dir: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StdoutConfig {
     /// Print alerts to stdout as JSON lines.
@@ -41,7 +42,7 @@ impl Default for StdoutConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// The file; created if absent, appended to.
@@ -50,6 +51,7 @@ pub struct FileConfig {
     /// `interval` (at most every `fsync_interval`).
     #[serde(default)]
     pub fsync: FsyncPolicy,
+    /// With `fsync = "interval"`: the longest time between two fsyncs.
     #[serde(default = "default_fsync_interval", with = "humantime_serde")]
     pub fsync_interval: Duration,
     /// Rotate when the file would grow past this.
@@ -73,7 +75,7 @@ fn default_max_files() -> u32 {
     5
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum FsyncPolicy {
     Never,
@@ -84,7 +86,7 @@ pub enum FsyncPolicy {
 
 /// One `[[output.webhook]]`: alerts POSTed as JSON, spooled on disk until
 /// the receiver acknowledges them with a 2xx.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookConfig {
     /// Names the output in logs and metrics, and its spool file. Required,
@@ -120,11 +122,13 @@ pub struct WebhookConfig {
     pub ca_cert: Option<PathBuf>,
     /// PEM files of a client certificate and its key, for mutual TLS.
     pub client_cert: Option<PathBuf>,
+    /// The key of `client_cert` (PEM).
     pub client_key: Option<PathBuf>,
     /// Secret for the `X-Vigil-Signature: sha256=<hex HMAC-SHA256 of the body>`
     /// header; or `hmac_secret_file`, a file holding it (e.g. a mounted
     /// Kubernetes Secret). No signature when neither is set.
     pub hmac_secret: Option<String>,
+    /// A file holding the HMAC secret, instead of `hmac_secret`.
     pub hmac_secret_file: Option<PathBuf>,
     /// Bound of the on-disk spool; when full, the oldest alerts are dropped,
     /// counted, and reported by an `alerts-dropped` alert.
@@ -133,6 +137,8 @@ pub struct WebhookConfig {
     /// random jitter added (so the longest wait is twice `retry_max`).
     #[serde(with = "humantime_serde")]
     pub retry_initial: Duration,
+    /// The longest wait between two attempts (the wait doubles from
+    /// `retry_initial`, plus up to 100% jitter).
     #[serde(with = "humantime_serde")]
     pub retry_max: Duration,
     /// At shutdown, how long to keep delivering before leaving the rest in
@@ -172,7 +178,7 @@ impl Default for WebhookConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum PayloadFormat {
     #[default]
@@ -180,7 +186,7 @@ pub enum PayloadFormat {
     Falco,
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum RequestMode {
     #[default]
@@ -207,7 +213,7 @@ fn priority_by_name<'de, D: Deserializer<'de>>(d: D) -> Result<Priority, D::Erro
 }
 
 /// `[alerts]`: shaping applied to every alert before any output.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertsConfig {
     /// Alerts per second one rule may raise on average (token bucket);
@@ -217,6 +223,7 @@ pub struct AlertsConfig {
     pub rule_burst: u32,
     /// The same, for all rules together.
     pub global_rate: u32,
+    /// The burst allowed above `global_rate`.
     pub global_burst: u32,
     /// Identical alerts (same rule, priority, message and fields, apart from
     /// the event's time, number and pids) within this window are folded:
@@ -261,7 +268,7 @@ pub fn default_redactions() -> Vec<String> {
 }
 
 /// `[metrics]`: the Prometheus endpoint, with `/healthz` and `/readyz`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     /// Serve `/metrics`, `/healthz` and `/readyz` (off by default).

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytesize::ByteSize;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RulesConfig {
     /// Directory of rule components (`*.wasm`), watched for changes.
@@ -20,7 +20,7 @@ pub struct RulesConfig {
     pub settings: BTreeMap<String, RuleSettings>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuleSettings {
     /// Load this rule even if `disable` names one of its tags (`true`), or
@@ -39,7 +39,7 @@ pub struct RuleSettings {
 }
 
 /// WASI access for one rule. Never network.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct WasiGrant {
     /// Let the rule write to the daemon's stderr (never stdout: that is the

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytesize::ByteSize;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceKind {
     /// eBPF if it loads, else the proc connector, else `source.replay` as a fallback.
@@ -20,7 +20,7 @@ pub enum SourceKind {
     Replay,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourceConfig {
     /// `auto`, `ebpf`, `proc` or `replay`.
@@ -49,7 +49,7 @@ impl Default for SourceConfig {
 }
 
 /// `[source.ebpf]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EbpfConfig {
     /// Size of the kernel ring buffer shared by all CPUs (a power of two,
@@ -103,7 +103,7 @@ impl Default for EbpfConfig {
 }
 
 /// `source.ebpf.filter`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum KernelFilter {
     Tree,
