@@ -35,7 +35,35 @@ pub trait Rule: 'static {
     /// Only events that carry a container (and `events-lost`).
     const CONTAINERS_ONLY: bool = false;
     const TAGS: &'static [&'static str];
+    /// Whether the state is handed over on hot reload (stateless rules and
+    /// configured rules have nothing to hand over).
+    const STATEFUL: bool = true;
     fn handle(state: &mut Self::State, event: &crate::Event<'_>, out: &mut Vec<Alert>);
+}
+
+/// The state of a rule declared with `config = T`: its parsed config, and
+/// nothing to hand over on hot reload (the new version parses its own).
+#[derive(Default)]
+pub struct Configured<T>(pub T);
+
+impl<T> serde::Serialize for Configured<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_unit()
+    }
+}
+
+impl<'de, T: Default> serde::Deserialize<'de> for Configured<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <serde::de::IgnoredAny as serde::Deserialize>::deserialize(d)?;
+        Ok(Configured(T::default()))
+    }
+}
+
+impl<T: serde::de::DeserializeOwned + Default + 'static> State for Configured<T> {
+    fn init(config: &str) -> Result<Self, String> {
+        crate::parse_config(config).map(Configured)
+    }
+    fn restore(&mut self, _previous: Self) {}
 }
 
 thread_local! {
@@ -136,7 +164,7 @@ pub fn on_batch<R: Rule>(batch: Vec<u8>) -> String {
 }
 
 pub fn snapshot<R: Rule>() -> Option<Vec<u8>> {
-    if std::any::TypeId::of::<R::State>() == std::any::TypeId::of::<()>() {
+    if !R::STATEFUL {
         return None;
     }
     with_state::<R, _>(|state| serde_json::to_vec(state).ok())

@@ -28,18 +28,25 @@
 //! The daemon adds the rule's `tags` to every alert it raises, and the
 //! event's context (command line, user, container, pod) as output fields:
 //! a rule's message and extra tags/fields need only say what is specific.
+//! - [`detect`]: detection helpers ([`ProcessExt`]: the program behind
+//!   busybox, shells and their `-c` scripts; [`SHELLS`], [`strip_version`]);
 //! - [`log`]: logging through the daemon;
 //! - [`testing`]: run a rule over events in its own `cargo test`.
 //!
-//! The `#[rule]` forms: `fn(event: &Event) -> R` for stateless rules and
-//! `fn(state: &mut S, event: &Event) -> R` where `S: State`; `R` is
-//! `Option<Alert>`, `Vec<Alert>` or `Alert`. One rule per crate (the crate is
-//! the component). Build with
+//! The `#[rule]` forms: `fn(event: &Event) -> R` for stateless rules;
+//! `fn(config: &T, event: &Event) -> R` with `#[rule(config = T)]` for
+//! stateless rules operators tune (`T: Deserialize + Default`, parsed from
+//! the rule's config when it loads); and `fn(state: &mut S, event: &Event)
+//! -> R` where `S: State`. `R` is `Option<Alert>`, `Vec<Alert>` or `Alert`.
+//! `#[rule]` also defines the rule's type, the function's name in CamelCase,
+//! which [`testing::run`] runs as the daemon would. One rule per crate (the
+//! crate is the component). Build with
 //! `cargo build --profile rule --target wasm32-wasip2` and drop the `.wasm`
 //! into the daemon's rule directory.
 #![deny(missing_docs)]
 
 mod alert;
+pub mod detect;
 pub mod log;
 pub mod testing;
 
@@ -47,9 +54,10 @@ pub mod testing;
 pub mod __private;
 
 pub use alert::{Alert, IntoAlerts, Priority};
+pub use detect::{ProcessExt, SHELLS, basename, strip_version};
 pub use vigil_event::packed::{
     AncestorView as Ancestor, Ancestors, ContainerView as Container, EventView as Event, LabelsView as Labels,
-    PodView as Pod, ProcessView as Process, SHELLS, Strings, basename, strip_version,
+    PodView as Pod, ProcessView as Process, Strings,
 };
 pub use vigil_event::{EventKind, Runtime};
 pub use vigil_sdk_macros::rule;
@@ -85,5 +93,5 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(config: &str) -> Result<T, S
 
 /// Everything a rule needs: `use vigil_sdk::prelude::*;`.
 pub mod prelude {
-    pub use crate::{Alert, Container, Event, EventKind, Pod, Priority, Process, State, rule};
+    pub use crate::{Alert, Container, Event, EventKind, Pod, Priority, Process, ProcessExt, State, rule};
 }

@@ -1,13 +1,18 @@
 //! Test a rule in its own `cargo test`: build events (or load a replay file
-//! of JSON lines), run the rule function over them as the daemon would (the
-//! events are packed into a batch and read through the same views), and
-//! look at the alerts. Every event given is passed to the function: a rule
-//! declared `containers_only` is never called by the daemon for an event
-//! without a container, so test those cases only if the function checks.
+//! of JSON lines), run the rule over them as the daemon would (the events
+//! are packed into a batch and read through the same views), and look at
+//! the alerts.
+//!
+//! [`run`] takes either the rule as `#[rule]` declares it (the CamelCase
+//! type it generates, `ShellInContainer` for `fn shell_in_container`):
+//! then, as in the daemon, only events of the kinds it subscribes to reach
+//! it, `containers_only` rules see only events in containers, and a rule
+//! with `config = T` gets `{}` as its config ([`run_configured`] gives
+//! another); or a plain rule function, which is called for every event.
 //!
 //! ```ignore
 //! use vigil_sdk::testing::{exec, run};
-//! let alerts = run(shell_in_container, [exec("/bin/bash", ["bash"]).container("web", "nginx")]);
+//! let alerts = run(ShellInContainer, [exec("/bin/bash", ["bash"]).container("web", "nginx")]);
 //! assert_eq!(alerts.len(), 1);
 //! ```
 
@@ -16,16 +21,77 @@ use std::sync::Arc;
 use vigil_event::packed::{BatchView, encode_batch};
 pub use vigil_event::{Ancestor, Container, Event, EventKind, Pod, Process, Runtime};
 
-use crate::{Alert, IntoAlerts};
+use crate::__private::Rule;
+use crate::{Alert, IntoAlerts, State};
 
-/// Runs a stateless rule function over `events`; returns every alert in order.
-pub fn run<R, E>(rule: impl Fn(&crate::Event<'_>) -> R, events: impl IntoIterator<Item = E>) -> Vec<Alert>
+/// What [`run`] can run: a rule `#[rule]` declared (by its generated type),
+/// or a plain rule function. `M` only tells the two apart.
+pub trait Testable<M> {
+    /// The rule's alerts over `events`, with `config` (JSON) as its config.
+    fn alerts(&self, config: &str, events: Vec<Event>) -> Vec<Alert>;
+}
+
+/// [`Testable`] by the rule's declaration.
+pub struct Declared;
+/// [`Testable`] by a plain function returning `R`.
+pub struct Function<R>(std::marker::PhantomData<R>);
+
+impl<T: Rule> Testable<Declared> for T {
+    fn alerts(&self, config: &str, events: Vec<Event>) -> Vec<Alert> {
+        let mut state = T::State::init(config).unwrap_or_else(|e| panic!("rule {}: init refused its config: {e}", T::ID));
+        let mut alerts = Vec::new();
+        for_each_packed(&events, |event| {
+            let kind = event.kind();
+            let subscribed = kind.is_some_and(|k| T::SUBSCRIPTIONS.contains(&k));
+            let scoped = !T::CONTAINERS_ONLY || event.container().is_some() || kind == Some(EventKind::EventsLost);
+            if subscribed && scoped {
+                T::handle(&mut state, event, &mut alerts);
+            }
+        });
+        alerts
+    }
+}
+
+impl<F, R> Testable<Function<R>> for F
 where
+    F: Fn(&crate::Event<'_>) -> R,
     R: IntoAlerts,
+{
+    fn alerts(&self, _config: &str, events: Vec<Event>) -> Vec<Alert> {
+        let mut alerts = Vec::new();
+        for_each_packed(&events, |event| self(event).push_into(&mut alerts));
+        alerts
+    }
+}
+
+/// Packs `events` into one batch, as the daemon does, and hands each view to `f`.
+fn for_each_packed(events: &[Event], mut f: impl FnMut(&crate::Event<'_>)) {
+    let mut bytes = Vec::new();
+    encode_batch(events, &mut bytes);
+    let batch = BatchView::new(&bytes).expect("the SDK's own encoding is valid");
+    for event in batch.iter() {
+        f(&event);
+    }
+}
+
+/// Runs a rule over `events`; returns every alert in order. Given the
+/// rule's type (`ShellInContainer`), events reach it as in the daemon (its
+/// subscriptions, `containers_only`, config `{}`); given a function, every
+/// event does.
+pub fn run<M, E>(rule: impl Testable<M>, events: impl IntoIterator<Item = E>) -> Vec<Alert>
+where
     E: Into<Event>,
 {
-    let mut unit = ();
-    run_stateful(&mut unit, |_: &mut (), e: &crate::Event<'_>| rule(e), events)
+    rule.alerts("{}", events.into_iter().map(Into::into).collect())
+}
+
+/// [`run`] with `config` (JSON, as the daemon passes `[rules.settings.<id>]
+/// config`) as the rule's config.
+pub fn run_configured<M, E>(rule: impl Testable<M>, config: &str, events: impl IntoIterator<Item = E>) -> Vec<Alert>
+where
+    E: Into<Event>,
+{
+    rule.alerts(config, events.into_iter().map(Into::into).collect())
 }
 
 /// Runs a stateful rule function over `events`, starting from `state` (which
@@ -40,13 +106,8 @@ where
     E: Into<Event>,
 {
     let events: Vec<Event> = events.into_iter().map(Into::into).collect();
-    let mut bytes = Vec::new();
-    encode_batch(&events, &mut bytes);
-    let batch = BatchView::new(&bytes).expect("the SDK's own encoding is valid");
     let mut alerts = Vec::new();
-    for event in batch.iter() {
-        rule(state, &event).push_into(&mut alerts);
-    }
+    for_each_packed(&events, |event| rule(state, event).push_into(&mut alerts));
     alerts
 }
 

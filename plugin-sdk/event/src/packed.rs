@@ -517,61 +517,6 @@ impl<'a> ProcessView<'a> {
     pub fn exe_basename(&self) -> &'a str {
         basename(self.exe())
     }
-    /// The program's name as it thinks of itself: the executable's file name,
-    /// except for multi-call binaries (busybox, toybox), where it is argv[0]'s
-    /// file name, or argv[1] when invoked as `busybox APPLET ...`.
-    pub fn program(&self) -> &'a str {
-        self.program_and_args().0
-    }
-    /// The program's own arguments: after argv[0], and after the applet
-    /// name for `busybox APPLET ...`.
-    pub fn program_args(&self) -> std::iter::Skip<Strings<'a>> {
-        self.program_and_args().1
-    }
-    fn program_and_args(&self) -> (&'a str, std::iter::Skip<Strings<'a>>) {
-        let exe = self.exe_basename();
-        if !matches!(exe, "busybox" | "toybox") {
-            return (exe, self.argv().skip(1));
-        }
-        match basename(self.arg(0).unwrap_or("")) {
-            "busybox" | "toybox" => (self.arg(1).map_or(exe, basename), self.argv().skip(2)),
-            applet => (applet, self.argv().skip(1)),
-        }
-    }
-    /// True when the program is a POSIX-style shell (sh, bash, dash, zsh, ash, ksh, ...).
-    pub fn is_shell(&self) -> bool {
-        SHELLS.contains(&self.program())
-    }
-    /// For a shell run with a command string (`sh -c SCRIPT`, `bash -eo
-    /// pipefail -c SCRIPT`, `sh -c -- SCRIPT`...), the script. `None` for
-    /// other programs and for shells not given `-c`.
-    pub fn shell_script(&self) -> Option<&'a str> {
-        if !self.is_shell() {
-            return None;
-        }
-        let mut command_string = false;
-        let mut args = self.program_args();
-        while let Some(arg) = args.next() {
-            match arg {
-                "--" => break,
-                // bash long options that take a value.
-                "--rcfile" | "--init-file" => {
-                    args.next();
-                }
-                a if a.starts_with("--") => {}
-                a if a.len() > 1 && a.starts_with(['-', '+']) => {
-                    let flags = &a[1..];
-                    command_string |= a.starts_with('-') && flags.contains('c');
-                    // Each `o` (set -o NAME) or `O` (bash shopt) in a group takes the next argument.
-                    for _ in flags.chars().filter(|f| matches!(f, 'o' | 'O')) {
-                        args.next();
-                    }
-                }
-                operand => return command_string.then_some(operand),
-            }
-        }
-        if command_string { args.next() } else { None }
-    }
     /// The `i`th argument (argv[0] is the program as invoked).
     pub fn arg(&self, i: usize) -> Option<&'a str> {
         self.argv().nth(i)
@@ -605,17 +550,8 @@ impl<'a> ProcessView<'a> {
     }
 }
 
-/// Program names of POSIX-style shells.
-pub const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ash", "ksh", "mksh", "pdksh", "yash", "posh", "rbash"];
-
-/// A program name without its version suffix: `python3.11` → `python`,
-/// `pip3` → `pip`.
-pub fn strip_version(name: &str) -> &str {
-    name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.')
-}
-
 /// The file name of a path: what follows the last `/`.
-pub fn basename(path: &str) -> &str {
+pub(crate) fn basename(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
@@ -893,10 +829,7 @@ mod tests {
         assert_eq!(p.cgroup_id(), 4242);
         assert_eq!(p.namespaces(), [1, 2, 3, 4, 5, 6, 7]);
         assert_eq!(p.exe_basename(), "bash");
-        assert_eq!(p.program(), "bash");
-        assert_eq!(p.shell_script(), Some("echo ü"));
         assert!(!v.is_entrypoint());
-        assert_eq!(strip_version("python3.11"), "python");
         assert_eq!(p.cmdline(), "bash -c echo ü");
         assert!(p.argv_contains("-c") && !p.argv_contains("bash") && p.argv_contains_substr("echo"));
         assert!(p.has_ancestor("sshd") && p.has_ancestor("init") && !p.has_ancestor("bash"));
@@ -961,53 +894,6 @@ mod tests {
         let mut bad = buf.clone();
         bad[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(BatchView::new(&bad).err(), Some(DecodeError::BadOffset(0)));
-    }
-
-    fn exec_view<R>(exe: &str, argv: &[&str], f: impl FnOnce(ProcessView<'_>) -> R) -> R {
-        let e = Event {
-            process: Some(Process {
-                exe: exe.into(),
-                argv: argv.iter().map(|a| a.to_string()).collect(),
-                ..Default::default()
-            }),
-            ..Event::new(EventKind::ProcessExec)
-        };
-        let mut buf = Vec::new();
-        encode_batch([&e], &mut buf);
-        let batch = BatchView::new(&buf).unwrap();
-        f(batch.get(0).unwrap().process().unwrap())
-    }
-
-    #[test]
-    fn shell_script_finds_the_command_string() {
-        let script = |exe: &str, argv: &[&str]| exec_view(exe, argv, |p| p.shell_script().map(str::to_string));
-        assert_eq!(script("/bin/sh", &["sh", "-c", "id"]).as_deref(), Some("id"));
-        assert_eq!(
-            script("/bin/bash", &["bash", "-eo", "pipefail", "-c", "curl x | sh"]).as_deref(),
-            Some("curl x | sh")
-        );
-        assert_eq!(script("/bin/bash", &["bash", "-ec", "id"]).as_deref(), Some("id"));
-        assert_eq!(script("/bin/bash", &["bash", "--rcfile", "/x", "-c", "id"]).as_deref(), Some("id"));
-        assert_eq!(script("/bin/bash", &["bash", "--norc", "-c", "id"]).as_deref(), Some("id"));
-        assert_eq!(script("/bin/sh", &["sh", "-c", "--", "id"]).as_deref(), Some("id"));
-        assert_eq!(script("/bin/sh", &["sh", "-o", "errexit", "-c", "id", "name"]).as_deref(), Some("id"));
-        assert_eq!(script("/bin/busybox", &["sh", "-c", "id"]).as_deref(), Some("id"));
-        assert_eq!(script("/bin/busybox", &["busybox", "sh", "-c", "id"]).as_deref(), Some("id"));
-        assert_eq!(script("/bin/sh", &["sh", "/entrypoint.sh"]), None);
-        assert_eq!(script("/bin/sh", &["sh"]), None);
-        assert_eq!(script("/usr/bin/python3", &["python3", "-c", "print(1)"]), None);
-    }
-
-    #[test]
-    fn program_sees_through_multi_call_binaries() {
-        assert_eq!(exec_view("/bin/busybox", &["wget", "-q", "x"], |p| p.program().to_string()), "wget");
-        assert_eq!(exec_view("/bin/busybox", &["busybox", "wget", "x"], |p| p.program().to_string()), "wget");
-        assert_eq!(
-            exec_view("/bin/busybox", &["busybox", "wget", "x"], |p| p.program_args().collect::<Vec<_>>().join(" ")),
-            "x"
-        );
-        assert_eq!(exec_view("/usr/bin/wget", &["wget", "x"], |p| p.program().to_string()), "wget");
-        assert!(exec_view("/bin/busybox", &["ash"], |p| p.is_shell()));
     }
 
     #[test]

@@ -32,6 +32,7 @@ struct RuleArgs {
     subscribe: Option<ExprArray>,
     tags: Option<ExprArray>,
     containers_only: Option<syn::LitBool>,
+    config: Option<Type>,
 }
 
 impl RuleArgs {
@@ -44,9 +45,10 @@ impl RuleArgs {
             "subscribe" => self.subscribe = Some(meta.value()?.parse()?),
             "tags" => self.tags = Some(meta.value()?.parse()?),
             "containers_only" => self.containers_only = Some(meta.value()?.parse()?),
+            "config" => self.config = Some(meta.value()?.parse()?),
             _ => {
                 return Err(meta.error(
-                    "unknown rule argument; expected one of: id, version, description, subscribe, tags, containers_only",
+                    "unknown rule argument; expected one of: id, version, description, subscribe, tags, containers_only, config",
                 ));
             }
         }
@@ -80,33 +82,61 @@ fn expand(args: RuleArgs, func: ItemFn) -> syn::Result<TokenStream2> {
             FnArg::Receiver(r) => Err(syn::Error::new(r.span(), "a rule is a free function, not a method")),
         }
     };
-    let (state_ty, call) = match inputs.as_slice() {
-        [event] => {
-            event_arg(event)?;
-            (quote!(()), quote!(__vigil_user_fn(event)))
+    // The first of two arguments: `&mut State` (stateful) or, with
+    // `config = T`, `&T` (a stateless rule with operator settings).
+    let first_ref = |arg: &FnArg| -> syn::Result<(bool, TokenStream2, Span)> {
+        match arg {
+            FnArg::Typed(t) => match &*t.ty {
+                Type::Reference(r) => Ok((r.mutability.is_some(), r.elem.to_token_stream(), t.ty.span())),
+                other => Err(syn::Error::new(
+                    other.span(),
+                    "the first argument is a reference: `state: &mut MyState`, or `config: &MyConfig` with `config = MyConfig`",
+                )),
+            },
+            FnArg::Receiver(r) => Err(syn::Error::new(r.span(), "a rule is a free function, not a method")),
         }
-        [state, event] => {
+    };
+    let (state_ty, call, stateful) = match (inputs.as_slice(), &args.config) {
+        ([event], None) => {
             event_arg(event)?;
-            let ty = match state {
-                FnArg::Typed(t) => match &*t.ty {
-                    Type::Reference(r) if r.mutability.is_some() => r.elem.to_token_stream(),
-                    other => {
-                        return Err(syn::Error::new(
-                            other.span(),
-                            "the state argument must be a mutable reference: `state: &mut MyState`",
-                        ));
-                    }
-                },
-                FnArg::Receiver(r) => {
-                    return Err(syn::Error::new(r.span(), "a rule is a free function, not a method"));
+            (quote!(()), quote!(__vigil_user_fn(event)), false)
+        }
+        ([event], Some(ty)) => {
+            event_arg(event)?;
+            return Err(syn::Error::new(
+                ty.span(),
+                "a rule with `config = T` takes it first: `fn rule(config: &T, event: &Event)`",
+            ));
+        }
+        ([first, event], config) => {
+            event_arg(event)?;
+            let (mutable, ty, span) = first_ref(first)?;
+            match (mutable, config) {
+                (true, None) => (ty, quote!(__vigil_user_fn(state, event)), true),
+                (false, Some(config)) => (
+                    quote!(::vigil_sdk::__private::Configured<#config>),
+                    quote!(__vigil_user_fn(&state.0, event)),
+                    false,
+                ),
+                (true, Some(config)) => {
+                    return Err(syn::Error::new(
+                        config.span(),
+                        "`config = T` is for stateless rules (`config: &T`); a stateful rule reads its config in `State::init`",
+                    ));
                 }
-            };
-            (ty, quote!(__vigil_user_fn(state, event)))
+                (false, None) => {
+                    return Err(syn::Error::new(
+                        span,
+                        "the state argument must be a mutable reference: `state: &mut MyState` \
+                         (or, for a rule's settings, `config: &MyConfig` with `config = MyConfig`)",
+                    ));
+                }
+            }
         }
         _ => {
             return Err(syn::Error::new(
                 sig.inputs.span(),
-                "a rule takes `(event: &Event)`, or `(state: &mut State, event: &Event)` to keep state",
+                "a rule takes `(event: &Event)`, `(config: &MyConfig, event: &Event)` with `config = MyConfig`, or `(state: &mut MyState, event: &Event)` to keep state",
             ));
         }
     };
@@ -126,22 +156,18 @@ fn expand(args: RuleArgs, func: ItemFn) -> syn::Result<TokenStream2> {
     let push = quote_spanned!(ret_span=> ::vigil_sdk::IntoAlerts::push_into(#call, out));
     let fn_name = &sig.ident;
     let id = match &args.id {
-        Some(id) => {
-            let v = id.value();
-            let ok = !v.is_empty()
-                && v.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-                && !v.starts_with('-')
-                && !v.ends_with('-');
-            if !ok {
-                return Err(syn::Error::new(
-                    id.span(),
-                    "a rule id is lowercase words joined by `-`, e.g. \"shell-in-container\"",
-                ));
-            }
-            id.clone()
-        }
+        Some(id) => id.clone(),
         None => LitStr::new(&fn_name.to_string().replace('_', "-"), fn_name.span()),
     };
+    if !valid_rule_id(&id.value()) {
+        let why = if args.id.is_some() { "" } else { " (derived from the function's name; give `id = \"...\"`)" };
+        return Err(syn::Error::new(
+            id.span(),
+            format!(
+                "a rule id is lowercase words joined by `-`, at most {MAX_ID} bytes, e.g. \"shell-in-container\"{why}"
+            ),
+        ));
+    }
     let version = match &args.version {
         Some(v) => v.to_token_stream(),
         None => quote!(env!("CARGO_PKG_VERSION")),
@@ -176,19 +202,29 @@ fn expand(args: RuleArgs, func: ItemFn) -> syn::Result<TokenStream2> {
     let tags: Vec<&Expr> = args.tags.as_ref().map(|t| t.elems.iter().collect()).unwrap_or_default();
     let containers_only = args.containers_only.is_some_and(|b| b.value);
 
+    // The rule as the daemon runs it, named after the function in CamelCase:
+    // `testing::run(ShellInContainer, events)` honours its metadata.
+    let rule_ty = syn::Ident::new(&camel_case(&fn_name.to_string()), fn_name.span());
+    let vis = &func.vis;
+    let rule_doc = format!(
+        "The rule `{}` as the daemon runs it (metadata, subscriptions, config): pass it to `vigil_sdk::testing::run`.",
+        id.value()
+    );
+
     // The user's function stays as written; a private alias is called so the
     // generated code does not depend on the function's visibility.
     Ok(quote! {
         #func
 
-        #[doc(hidden)]
-        #[allow(non_camel_case_types, dead_code)]
-        pub struct __VigilRule;
+        #[doc = #rule_doc]
+        #[allow(dead_code)]
+        #vis struct #rule_ty;
 
         const _: () = {
             use #fn_name as __vigil_user_fn;
-            impl ::vigil_sdk::__private::Rule for __VigilRule {
+            impl ::vigil_sdk::__private::Rule for #rule_ty {
                 type State = #state_ty;
+                const STATEFUL: bool = #stateful;
                 const ID: &'static str = #id;
                 const VERSION: &'static str = #version;
                 const DESCRIPTION: &'static str = #description;
@@ -207,8 +243,34 @@ fn expand(args: RuleArgs, func: ItemFn) -> syn::Result<TokenStream2> {
             }
         };
 
-        ::vigil_sdk::__export_rule!(__VigilRule);
+        ::vigil_sdk::__export_rule!(#rule_ty);
     })
+}
+
+/// Longest rule id, as the host checks it.
+const MAX_ID: usize = 64;
+
+/// The host's rule id rule: lowercase letters, digits and `-`, not at
+/// either end, at most [`MAX_ID`] bytes.
+fn valid_rule_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID
+        && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !id.starts_with('-')
+        && !id.ends_with('-')
+}
+
+/// `shell_in_container` → `ShellInContainer`.
+fn camel_case(snake: &str) -> String {
+    let mut out = String::new();
+    for word in snake.split('_').filter(|w| !w.is_empty()) {
+        let mut chars = word.chars();
+        if let Some(first) = chars.next() {
+            out.extend(first.to_uppercase());
+            out.push_str(chars.as_str());
+        }
+    }
+    if out.is_empty() { "Rule".into() } else { out }
 }
 
 fn doc_comment(func: &ItemFn) -> String {

@@ -5,10 +5,6 @@
 
 use vigil_sdk::prelude::*;
 
-/// By [`Process::program`], so a busybox or toybox applet goes by its own name; `busybox` is busybox run as
-/// itself (`busybox sh ...`).
-const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ash", "ksh", "csh", "tcsh", "fish", "busybox"];
-
 /// A shell was started inside a container.
 #[rule(
     id = "shell-in-container",
@@ -20,7 +16,8 @@ pub fn detect(event: &Event) -> Option<Alert> {
     let container = event.container()?;
     let process = event.process()?;
     // A container's entrypoint being a shell script is normal.
-    if !SHELLS.contains(&process.program()) || event.is_entrypoint() {
+    // `is_shell` goes by the program, so a busybox or toybox applet goes by its own name.
+    if !process.is_shell() || event.is_entrypoint() {
         return None;
     }
     Some(Alert::warning(format!(
