@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Builds every bundled rule (plugins/*) and test fixture rule (tests/rules/*)
+# Builds every bundled rule (rules/*) and test fixture rule (tests/rules/*)
 # to a WebAssembly component:
 #   target/rules/<id>.wasm       the bundled rules (what `vigil run` loads), with
 #                                the interpreter of rule files (declarative.wasm)
-#   target/rules/*.yaml          the bundled rule files (plugins/declarative/rules)
+#   target/rules/*.yaml          the bundled rule files (rules/declarative/rules)
 #   target/example-rules/<id>.wasm  Rust rules kept as examples (examples/rules),
 #                                not bundled: the rule files now detect what they did
 #   target/test-rules/<id>.wasm  fixtures for the end-to-end tests
@@ -29,9 +29,9 @@ copy() { # crate-file-prefix destination-dir crates-dir
     done
 }
 built=()
-copy vigil_rule_ "$target_dir/rules" plugins
+copy vigil_rule_ "$target_dir/rules" rules
 # The bundled rule files (Falco dialect), run by declarative.wasm.
-for f in plugins/declarative/rules/*.yaml; do
+for f in rules/declarative/rules/*.yaml; do
     [ -e "$f" ] || continue
     name=$(basename "$f")
     cp "$f" "$target_dir/rules/.$name.tmp" && mv -f "$target_dir/rules/.$name.tmp" "$target_dir/rules/$name"

@@ -6,7 +6,7 @@
 //! Against a receiver on 127.0.0.1 (axum, in this process, counting alerts
 //! by the `x-vigil-alerts` header, or parsing bodies where ids are checked):
 //! 1. webhook throughput: 200,000 real-shaped alerts (~1 KiB each) written
-//!    as the sink thread writes them, until the receiver acknowledged all;
+//!    as the output thread writes them, until the receiver acknowledged all;
 //!    batches of 1,000, plain and gzipped; every write fsynced to the spool;
 //! 2. the pipeline's throughput with and without a webhook output: a replay
 //!    of 4,000,000 exec events, one in twenty raising an alert (crypto-miner:
@@ -31,12 +31,12 @@ use vigil_engine::alert::Alert;
 use vigil_engine::config::{AlertsConfig, Config, WebhookConfig};
 use vigil_engine::daemon::Daemon;
 use vigil_engine::event::{Event, EventKind, Process};
-use vigil_engine::sinks::webhook::WebhookSink;
-use vigil_engine::sinks::{AlertBatch, Sink};
+use vigil_engine::output::webhook::WebhookOutput;
+use vigil_engine::output::{AlertBatch, Output};
 use vigil_engine::sources::replay::{ReplaySource, ReplayWriter};
 
 mod common;
-use common::{NullSink, target_dir};
+use common::{NullOutput, target_dir};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -134,21 +134,21 @@ fn webhook(url: &str, gzip: bool) -> WebhookConfig {
 fn throughput(gzip: bool) -> (f64, f64, u64) {
     let n = 200_000;
     let rx = Receiver::start();
-    let out = vigil_engine::sinks::outputs_runtime().unwrap();
+    let out = vigil_engine::output::outputs_runtime().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = webhook(&rx.url(), gzip);
-    let mut sink = WebhookSink::open(&cfg, dir.path(), "bench-host", out.handle().clone()).unwrap();
+    let mut output = WebhookOutput::open(&cfg, dir.path(), "bench-host", out.handle().clone()).unwrap();
     let batches: Vec<AlertBatch> = sample_alerts(n).chunks(1000).map(|c| AlertBatch::encode(c.to_vec())).collect();
     let start = Instant::now();
     for b in &batches {
-        sink.write(b).unwrap();
+        output.write(b).unwrap();
     }
     let written = start.elapsed().as_secs_f64();
     while rx.counts.alerts.load(Ordering::Relaxed) < n as u64 {
         std::thread::sleep(Duration::from_millis(1));
     }
     let secs = start.elapsed().as_secs_f64();
-    sink.close();
+    output.close();
     (n as f64 / secs, n as f64 / written, rx.counts.requests.load(Ordering::Relaxed))
 }
 
@@ -180,13 +180,13 @@ fn events(n: usize) -> Vec<Event> {
 
 /// 2. events/s and alerts of one pipeline run over `file`, with or without a webhook.
 fn pipeline_run(file: &Path, rules: &Path, cache: &Path, url: Option<&str>) -> (f64, u64) {
-    let out = vigil_engine::sinks::outputs_runtime().unwrap();
+    let out = vigil_engine::output::outputs_runtime().unwrap();
     let spool = tempfile::tempdir().unwrap();
-    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(NullSink)];
+    let mut outputs: Vec<Box<dyn Output>> = vec![Box::new(NullOutput)];
     if let Some(url) = url {
         // No drain at the end: this measures the pipeline, not the receiver.
         let cfg = WebhookConfig { drain_timeout: Duration::ZERO, ..webhook(url, false) };
-        sinks.push(Box::new(WebhookSink::open(&cfg, spool.path(), "bench-host", out.handle().clone()).unwrap()));
+        outputs.push(Box::new(WebhookOutput::open(&cfg, spool.path(), "bench-host", out.handle().clone()).unwrap()));
     }
     let config = Config {
         cache_dir: Some(cache.to_path_buf()),
@@ -195,7 +195,7 @@ fn pipeline_run(file: &Path, rules: &Path, cache: &Path, url: Option<&str>) -> (
     };
     let daemon = Daemon::new(config)
         .rules(rules.to_path_buf(), false)
-        .with_sinks(sinks)
+        .with_outputs(outputs)
         .with_source(Box::new(ReplaySource::new(file, false)));
     let start = Instant::now();
     let summary = daemon.run().unwrap();
@@ -212,11 +212,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn outage() -> (u64, usize, usize, f64, u64) {
     let mut rx = Receiver::start();
     rx.counts.parse.store(true, Ordering::Relaxed);
-    let out = vigil_engine::sinks::outputs_runtime().unwrap();
+    let out = vigil_engine::output::outputs_runtime().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = WebhookConfig { drain_timeout: Duration::from_secs(120), ..webhook(&rx.url(), false) };
-    let mut sink = WebhookSink::open(&cfg, dir.path(), "bench-host", out.handle().clone()).unwrap();
-    let handle = sink.handle();
+    let mut output = WebhookOutput::open(&cfg, dir.path(), "bench-host", out.handle().clone()).unwrap();
+    let handle = output.handle();
     let alerts = sample_alerts(90_000);
     let start = Instant::now();
     let (down_at, up_at) = (Duration::from_secs(15), Duration::from_secs(75));
@@ -229,7 +229,7 @@ fn outage() -> (u64, usize, usize, f64, u64) {
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        sink.write(&AlertBatch::encode(chunk.to_vec())).unwrap();
+        output.write(&AlertBatch::encode(chunk.to_vec())).unwrap();
         let t = start.elapsed();
         if !down && t >= down_at {
             rx.stop();
@@ -247,7 +247,7 @@ fn outage() -> (u64, usize, usize, f64, u64) {
             drained = Some(b.elapsed().as_secs_f64());
         }
     }
-    sink.close();
+    output.close();
     let ids = rx.counts.ids.lock().unwrap();
     let unique: HashSet<&String> = ids.iter().collect();
     let lost = alerts.len() - unique.len();

@@ -28,17 +28,17 @@ use vigil_engine::config::Config;
 use vigil_engine::daemon::Daemon;
 use vigil_engine::event::packed::{BatchView, assemble_batch, encode_event};
 use vigil_engine::event::{Ancestor, Container, Event, EventKind, Process, Runtime};
+use vigil_engine::output::Output;
 use vigil_engine::plugin::dispatch::Dispatcher;
 use vigil_engine::plugin::host::{HostSettings, PluginHost};
 use vigil_engine::plugin::policy::RulePolicy;
 use vigil_engine::plugin::ruledir::RuleDir;
-use vigil_engine::sinks::Sink;
 use vigil_engine::sources::replay::{ReplaySource, ReplayWriter};
 use vigil_engine::sources::{EventSender, Interest, Source, SourceError, Stop};
 
 // The daemon's allocator, so the figures are the daemon's.
 mod common;
-use common::{NullSink, target_dir};
+use common::{NullOutput, target_dir};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -222,11 +222,11 @@ fn time_native(events: &[Event]) -> (f64, f64) {
     (encode.as_nanos() as f64 / n, detect.as_nanos() as f64 / n)
 }
 
-/// The daemon's wiring with `source` and `sink` in place of the configured ones.
-fn daemon(config: Config, rules: &Path, watch: bool, sink: NullSink, source: impl Source + 'static) -> Daemon {
+/// The daemon's wiring with `source` and `output` in place of the configured ones.
+fn daemon(config: Config, rules: &Path, watch: bool, output: NullOutput, source: impl Source + 'static) -> Daemon {
     Daemon::new(config)
         .rules(rules.to_path_buf(), watch)
-        .with_sinks(vec![Box::new(sink) as Box<dyn Sink>])
+        .with_outputs(vec![Box::new(output) as Box<dyn Output>])
         .with_source(Box::new(source))
 }
 
@@ -249,7 +249,7 @@ fn replay_pipeline(cache: &Path, file: &Path, ids: &[&str], runs: usize) -> (f64
     for _ in 0..runs {
         let config = Config { cache_dir: Some(cache.to_path_buf()), ..Default::default() };
         let start = Instant::now();
-        let summary = daemon(config, rules.path(), false, NullSink, ReplaySource::new(file, false)).run().unwrap();
+        let summary = daemon(config, rules.path(), false, NullOutput, ReplaySource::new(file, false)).run().unwrap();
         n = summary.dispatch.events.load(Ordering::Relaxed);
         rates.push(n as f64 / start.elapsed().as_secs_f64());
     }
@@ -342,7 +342,7 @@ fn hot_swap(cache: &Path, cached: bool) -> (Vec<f64>, u64, u64) {
     }
     let config = Config { cache_dir: Some(cache.to_path_buf()), ..Default::default() };
     let source = Paced { total: TOTAL, per_sec: PER_SEC, swaps };
-    let summary = daemon(config, rules.path(), true, NullSink, source).run().unwrap();
+    let summary = daemon(config, rules.path(), true, NullOutput, source).run().unwrap();
     let received = summary.rules[0].1.events_in.load(Ordering::Relaxed);
     let stamps = renamed_at.lock().unwrap().clone();
     let activations = summary_activations(&summary);

@@ -225,7 +225,7 @@ fn main() {
         })
         .collect();
     let host = PluginHost::new(&HostSettings { cache_dir: None }).unwrap();
-    let mut bundled: Vec<_> = std::fs::read_dir(here.join("../plugins/declarative/rules"))
+    let mut bundled: Vec<_> = std::fs::read_dir(here.join("../rules/declarative/rules"))
         .map(|d| {
             d.map_while(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "yaml")).collect()
         })

@@ -21,11 +21,11 @@ use crate::enrich::Enricher;
 use crate::enrich::containers::ContainerCache;
 use crate::enrich::hold::HoldLimits;
 use crate::metrics::Telemetry;
+use crate::output::file::FileOutput;
+use crate::output::stdout::StdoutOutput;
+use crate::output::webhook::WebhookOutput;
+use crate::output::{Output, OutputError};
 use crate::pipeline::{Pipeline, PipelineError, ReloadHandle, ReloadRequests, RunningSource, Summary};
-use crate::sinks::file::FileSink;
-use crate::sinks::stdout::StdoutSink;
-use crate::sinks::webhook::WebhookSink;
-use crate::sinks::{Sink, SinkError};
 use crate::sources::connector::ProcSource;
 use crate::sources::ebpf::EbpfSource;
 use crate::sources::replay::ReplaySource;
@@ -40,7 +40,7 @@ pub enum DaemonError {
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error(transparent)]
-    Sink(#[from] SinkError),
+    Output(#[from] OutputError),
     #[error("no rule directory: give --rules DIR or set rules.dir in the config")]
     NoRuleDir,
     #[error("rule directory {0} does not exist")]
@@ -62,7 +62,7 @@ pub struct Daemon {
     /// Watch the rule directory and honour reloads.
     watch: bool,
     /// Replace the configured outputs (tests, benches).
-    sinks: Option<Vec<Box<dyn Sink>>>,
+    outputs: Option<Vec<Box<dyn Output>>>,
     /// Replace the configured source (tests, benches).
     source: Option<Box<dyn Source>>,
     stop: Stop,
@@ -79,7 +79,7 @@ impl Daemon {
             config,
             config_path: None,
             watch: false,
-            sinks: None,
+            outputs: None,
             source: None,
             stop: Stop::new(),
             telemetry: Telemetry::new(),
@@ -102,9 +102,9 @@ impl Daemon {
         self
     }
 
-    /// Alerts go to `sinks` instead of the configured outputs.
-    pub fn with_sinks(mut self, sinks: Vec<Box<dyn Sink>>) -> Self {
-        self.sinks = Some(sinks);
+    /// Alerts go to `outputs` instead of the configured outputs.
+    pub fn with_outputs(mut self, outputs: Vec<Box<dyn Output>>) -> Self {
+        self.outputs = Some(outputs);
         self
     }
 
@@ -139,13 +139,13 @@ impl Daemon {
         }
         // Webhook deliveries and the metrics endpoint run here, off the pipeline's threads.
         let outputs_runtime = if !self.config.output.webhook.is_empty() || self.config.metrics.enabled {
-            Some(crate::sinks::outputs_runtime().map_err(DaemonError::OutputsRuntime)?)
+            Some(crate::output::outputs_runtime().map_err(DaemonError::OutputsRuntime)?)
         } else {
             None
         };
-        let sinks = match self.sinks.take() {
+        let outputs = match self.outputs.take() {
             Some(s) => s,
-            None => self.configured_sinks(outputs_runtime.as_ref())?,
+            None => self.configured_outputs(outputs_runtime.as_ref())?,
         };
         if let (Some(rt), true) = (&outputs_runtime, self.config.metrics.enabled) {
             let listen = self.config.metrics.listen;
@@ -159,7 +159,7 @@ impl Daemon {
             config: self.config,
             rules_dir,
             watch: self.watch,
-            sinks,
+            outputs,
             stop: self.stop.clone(),
             config_path: self.config_path,
             reloads: self.watch.then_some(self.reloads),
@@ -235,25 +235,28 @@ impl Daemon {
     }
 
     /// The outputs `[output]` configures.
-    fn configured_sinks(&self, runtime: Option<&tokio::runtime::Runtime>) -> Result<Vec<Box<dyn Sink>>, DaemonError> {
+    fn configured_outputs(
+        &self,
+        runtime: Option<&tokio::runtime::Runtime>,
+    ) -> Result<Vec<Box<dyn Output>>, DaemonError> {
         let out = &self.config.output;
-        let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+        let mut outputs: Vec<Box<dyn Output>> = Vec::new();
         if out.stdout.enabled {
-            sinks.push(Box::new(StdoutSink::new(crate::sinks::fields::FieldSelection::new(&out.stdout.fields))));
+            outputs.push(Box::new(StdoutOutput::new(crate::output::fields::FieldSelection::new(&out.stdout.fields))));
         }
         if let Some(f) = &out.file {
-            sinks.push(Box::new(FileSink::open(f)?));
+            outputs.push(Box::new(FileOutput::open(f)?));
         }
         if let Some(rt) = runtime {
             let spool_dir = out.spool_dir();
             let hostname = AlertBuilder::from_host().hostname().to_string();
             for w in &out.webhook {
-                let sink = WebhookSink::open(w, &spool_dir, &hostname, rt.handle().clone())?;
-                self.telemetry.add_webhook(sink.handle());
-                sinks.push(Box::new(sink));
+                let output = WebhookOutput::open(w, &spool_dir, &hostname, rt.handle().clone())?;
+                self.telemetry.add_webhook(output.handle());
+                outputs.push(Box::new(output));
             }
         }
-        Ok(sinks)
+        Ok(outputs)
     }
 
     /// The source, and for a live one its enrichment and the watchers that

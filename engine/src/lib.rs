@@ -1,5 +1,5 @@
 //! Vigil's daemon as a library: events come in from sources, sandboxed
-//! WebAssembly rules decide, alerts go out to sinks.
+//! WebAssembly rules decide, alerts go out to outputs.
 //!
 //! Layout, in pipeline order:
 //! - [`sources`]: where raw events come from (eBPF, the proc connector,
@@ -12,8 +12,8 @@
 //! - [`plugin`]: the WebAssembly rule host: loading, sandboxing, dispatch,
 //!   hot reload;
 //! - [`alert`]: the alert, as rules return it and as it goes out;
-//! - [`sinks`]: where alerts go (shaping, then stdout, file, webhooks through
-//!   a durable spool) and the [`sinks::Sink`] seam;
+//! - [`outputs`]: where alerts go (shaping, then stdout, file, webhooks through
+//!   a durable spool) and the [`output::Output`] seam;
 //! - [`metrics`]: the stages' figures for Prometheus, health and readiness;
 //! - [`pipeline`]: the threads and channels that connect them;
 //! - [`daemon`]: the one wiring of all of them from a [`config::Config`];
@@ -28,11 +28,11 @@ pub mod config;
 pub mod daemon;
 pub mod enrich;
 pub mod metrics;
+pub mod output;
 pub mod pipeline;
 pub mod plugin;
 pub mod proc;
 pub mod sched;
-pub mod sinks;
 pub mod sources;
 pub mod time;
 pub mod watchers;

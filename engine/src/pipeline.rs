@@ -1,7 +1,7 @@
 //! Wires the stages together and runs them:
 //!
 //! ```text
-//! source thread ──(bounded: batches of events)──▶ dispatch thread ──(bounded: alerts)──▶ sink thread
+//! source thread ──(bounded: batches of events)──▶ dispatch thread ──(bounded: alerts)──▶ output thread
 //!                                                 ▲    ▲
 //! runtime watchers ──(bounded: lifecycle events)──┘    │
 //!                         reloader thread ──(rule swaps)┘
@@ -14,7 +14,7 @@
 //! swaps and lifecycle events (rare; the lock is otherwise uncontended).
 //!
 //! Shutdown is a drain: the source stops, the dispatcher handles what is
-//! queued, the sinks write and flush what they got, then figures are logged.
+//! queued, the outputs write and flush what they got, then figures are logged.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -28,6 +28,8 @@ use vigil_event::Event;
 use crate::alert::{Alert, AlertBuilder};
 use crate::config::Config;
 use crate::metrics::Telemetry;
+use crate::output::shaping::Shaper;
+use crate::output::{self, Output, OutputStats, Outputs};
 use crate::plugin::PluginError;
 use crate::plugin::dispatch::{Control, DispatchStats, Dispatcher};
 use crate::plugin::host::PluginHost;
@@ -35,8 +37,6 @@ use crate::plugin::policy::RulePolicy;
 use crate::plugin::reload::{Reloader, Request};
 use crate::plugin::rule::RuleStats;
 use crate::plugin::ruledir::RuleDir;
-use crate::sinks::shaping::Shaper;
-use crate::sinks::{self, Outputs, Sink, SinkStats};
 use crate::sources::{Closed, Consumer, EventSender, Interest, Source, SourceError, Stop};
 
 /// Errors that stop the pipeline from starting or finishing cleanly.
@@ -47,7 +47,7 @@ pub enum PipelineError {
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error(transparent)]
-    Sink(#[from] sinks::SinkError),
+    Output(#[from] output::OutputError),
     #[error("no event source could start: {0}")]
     NoSource(String),
     #[error("cannot start thread: {0}")]
@@ -134,28 +134,28 @@ fn start_source(
 /// Stack of a thread that runs rules other than the main thread.
 const RULES_THREAD_STACK: usize = 8 << 20;
 
-/// The dispatcher and the way to the sinks.
+/// The dispatcher and the way to the outputs.
 struct Dispatching {
     dispatcher: Dispatcher,
     alerts: Vec<Alert>,
-    /// `None` once the pipeline is done: the sinks then finish.
-    to_sinks: Option<Sender<Vec<Alert>>>,
+    /// `None` once the pipeline is done: the outputs then finish.
+    to_outputs: Option<Sender<Vec<Alert>>>,
     stop: Stop,
 }
 
 impl Dispatching {
-    /// Runs the rules over `batch` and hands their alerts to the sinks;
-    /// without sinks, stops the pipeline.
+    /// Runs the rules over `batch` and hands their alerts to the outputs;
+    /// without outputs, stops the pipeline.
     fn dispatch(&mut self, batch: &mut [Event]) -> Result<(), Closed> {
         self.dispatcher.dispatch(batch, &mut self.alerts);
         if self.alerts.is_empty() {
             return Ok(());
         }
         let alerts = std::mem::take(&mut self.alerts);
-        if self.to_sinks.as_ref().is_some_and(|tx| tx.send(alerts).is_ok()) {
+        if self.to_outputs.as_ref().is_some_and(|tx| tx.send(alerts).is_ok()) {
             return Ok(());
         }
-        tracing::error!("sink thread is gone; stopping");
+        tracing::error!("output thread is gone; stopping");
         self.stop.stop();
         Err(Closed)
     }
@@ -171,7 +171,7 @@ fn lock(d: &Mutex<Dispatching>) -> MutexGuard<'_, Dispatching> {
 pub struct Summary {
     pub dispatch: Arc<DispatchStats>,
     pub rules: Vec<(String, Arc<RuleStats>)>,
-    pub sinks: Vec<(String, Arc<SinkStats>)>,
+    pub outputs: Vec<(String, Arc<OutputStats>)>,
     pub source_error: Option<SourceError>,
 }
 
@@ -202,8 +202,8 @@ impl Summary {
             "pipeline finished"
         );
         log_rule_figures(self.rules.iter().map(|(id, s)| (id.as_str(), &**s)));
-        for (name, s) in &self.sinks {
-            tracing::info!(sink = %name, alerts = s.alerts.load(Ordering::Relaxed), failures = s.failures.load(Ordering::Relaxed), "sink figures");
+        for (name, s) in &self.outputs {
+            tracing::info!(output = %name, alerts = s.alerts.load(Ordering::Relaxed), failures = s.failures.load(Ordering::Relaxed), "output figures");
         }
     }
 }
@@ -214,7 +214,7 @@ pub(crate) struct Pipeline {
     pub rules_dir: PathBuf,
     /// Watch the rule directory and honour SIGHUP.
     pub watch: bool,
-    pub sinks: Vec<Box<dyn Sink>>,
+    pub outputs: Vec<Box<dyn Output>>,
     pub stop: Stop,
     /// Where to re-read the config from on SIGHUP.
     pub config_path: Option<PathBuf>,
@@ -282,10 +282,10 @@ impl Pipeline {
             if self.watch { Some(Reloader::spawn(host.clone(), dir, policy, control_tx.clone())?) } else { None };
 
         let (alert_tx, alert_rx) = crossbeam_channel::bounded::<Vec<Alert>>(1024);
-        let outputs = Outputs::new(self.sinks, Shaper::new(&self.config.alerts));
+        let outputs = Outputs::new(self.outputs, Shaper::new(&self.config.alerts));
         self.telemetry.set_outputs(outputs.stats(), outputs.shaping_stats());
-        let sink_thread = std::thread::Builder::new()
-            .name("vigil-sinks".into())
+        let output_thread = std::thread::Builder::new()
+            .name("vigil-outputs".into())
             .spawn(move || outputs.run(alert_rx))
             .map_err(PipelineError::Thread)?;
 
@@ -294,7 +294,7 @@ impl Pipeline {
         let dispatching = Arc::new(Mutex::new(Dispatching {
             dispatcher,
             alerts: Vec::new(),
-            to_sinks: Some(alert_tx),
+            to_outputs: Some(alert_tx),
             stop: self.stop.clone(),
         }));
         let priority = self.config.dispatch.priority();
@@ -372,7 +372,7 @@ impl Pipeline {
         }
         self.telemetry.set_ready(false);
         drop(reloader);
-        // Inline, a panic there may be the dispatcher's: the sinks still
+        // Inline, a panic there may be the dispatcher's: the outputs still
         // get to finish what they have before it is reported.
         let source_result = source_thread.join();
         let rules = {
@@ -381,14 +381,14 @@ impl Pipeline {
             while let Ok(c) = control_rx.try_recv() {
                 d.dispatcher.apply(c);
             }
-            // The sinks finish what they got.
-            d.to_sinks = None;
+            // The outputs finish what they got.
+            d.to_outputs = None;
             d.dispatcher.rules().iter().map(|r| (r.meta.id.clone(), r.stats.clone())).collect()
         };
-        let sinks = sink_thread.join().map_err(|_| PipelineError::Panicked("sink"))?;
+        let outputs = output_thread.join().map_err(|_| PipelineError::Panicked("output"))?;
         let source_panicked = if inline { "source and dispatch" } else { "source" };
         let source_error = source_result.map_err(|_| PipelineError::Panicked(source_panicked))?.err();
-        Ok(Summary { dispatch: dispatch_stats, rules, sinks, source_error })
+        Ok(Summary { dispatch: dispatch_stats, rules, outputs, source_error })
     }
 }
 

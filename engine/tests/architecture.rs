@@ -307,10 +307,10 @@ const MAY_IMPORT: &[(&str, &[&str])] = &[
     ("sources", &["config", "enrich", "proc", "time"]),
     ("watchers", &["config", "enrich", "sources", "time"]),
     ("plugin", &["alert", "config", "sources", "time"]),
-    ("sinks", &["alert", "config", "time"]),
-    ("metrics", &["plugin", "sinks", "sources", "watchers"]),
-    ("pipeline", &["alert", "config", "metrics", "plugin", "sched", "sinks", "sources", "time"]),
-    ("daemon", &["alert", "config", "enrich", "metrics", "pipeline", "sinks", "sources", "watchers"]),
+    ("output", &["alert", "config", "time"]),
+    ("metrics", &["plugin", "output", "sources", "watchers"]),
+    ("pipeline", &["alert", "config", "metrics", "plugin", "sched", "output", "sources", "time"]),
+    ("daemon", &["alert", "config", "enrich", "metrics", "pipeline", "output", "sources", "watchers"]),
 ];
 
 #[test]

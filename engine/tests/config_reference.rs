@@ -76,7 +76,11 @@ fn read_defined() -> Defined {
                     let fields = s
                         .fields
                         .iter()
-                        .map(|f| Item { name: f.ident.as_ref().unwrap().to_string(), ty: f.ty.clone(), docs: docs_of(&f.attrs) })
+                        .map(|f| Item {
+                            name: f.ident.as_ref().unwrap().to_string(),
+                            ty: f.ty.clone(),
+                            docs: docs_of(&f.attrs),
+                        })
                         .collect();
                     defined.structs.insert(s.ident.to_string(), (docs_of(&s.attrs), fields));
                 }
@@ -191,13 +195,19 @@ fn render(
     let mut keys = String::new();
     let mut tables = Vec::new();
     for f in fields {
-        let key = if section.is_empty() { f.name.clone() } else { format!("{}.{}", section.trim_matches(['[', ']']), f.name) };
+        let key = if section.is_empty() {
+            f.name.clone()
+        } else {
+            format!("{}.{}", section.trim_matches(['[', ']']), f.name)
+        };
         if f.docs.is_empty() {
             missing.push(key.clone());
         }
         let default = defaults.and_then(|d| d.get(&f.name));
         match shape(&f.ty) {
-            Shape::Plain(s) if defined.structs.contains_key(&s) => tables.push((format!("[{key}]"), s, default, &f.docs)),
+            Shape::Plain(s) if defined.structs.contains_key(&s) => {
+                tables.push((format!("[{key}]"), s, default, &f.docs))
+            }
             Shape::List(s) if defined.structs.contains_key(&s) => tables.push((format!("[[{key}]]"), s, None, &f.docs)),
             Shape::Map(s) if defined.structs.contains_key(&s) => {
                 tables.push((format!("[{key}.<name>]"), s, None, &f.docs))

@@ -38,7 +38,8 @@ pub struct Function<R>(std::marker::PhantomData<R>);
 
 impl<T: Rule> Testable<Declared> for T {
     fn alerts(&self, config: &str, events: Vec<Event>) -> Vec<Alert> {
-        let mut state = T::State::init(config).unwrap_or_else(|e| panic!("rule {}: init refused its config: {e}", T::ID));
+        let mut state =
+            T::State::init(config).unwrap_or_else(|e| panic!("rule {}: init refused its config: {e}", T::ID));
         let mut alerts = Vec::new();
         for_each_packed(&events, |event| {
             let kind = event.kind();

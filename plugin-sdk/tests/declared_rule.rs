@@ -23,7 +23,7 @@ fn unexpected_program(settings: &Settings, event: &Event) -> Option<Alert> {
 fn events() -> Vec<vigil_sdk::testing::Event> {
     vec![
         exec("/usr/bin/curl", ["curl"]).container("web", "nginx").into(),
-        exec("/usr/bin/curl", ["curl"]).into(),                        // on the host
+        exec("/usr/bin/curl", ["curl"]).into(), // on the host
         event(EventKind::ProcessExit).container("web", "nginx").into(), // not subscribed
         exec("/bin/busybox", ["wget"]).container("web", "nginx").into(),
     ]

@@ -54,11 +54,11 @@ fn swaps_under_load_lose_and_duplicate_nothing() {
     let events: Vec<_> = (0..N).map(|_| exec("/bin/ok", &["ok"])).collect();
     let source = PacedSource { events, per_sec: 100_000, batch: 100, hooks };
     let config = swap_config(cache.path());
-    let (summary, sink) = run_pipeline(config, &dir, true, source);
+    let (summary, output) = run_pipeline(config, &dir, true, source);
 
     let echo = &summary.rules.iter().find(|(id, _)| id == "echo").unwrap().1;
     assert_eq!(echo.faults(), 0, "no call faulted (a timed-out batch would be lost to the rule by design)");
-    let alerts = sink.alerts();
+    let alerts = output.alerts();
     let mut ids = HashSet::new();
     let mut max_seen = 0u64;
     for a in alerts.iter().filter(|a| a.rule == "echo") {
@@ -101,9 +101,9 @@ fn removing_and_adding_rule_files_takes_effect() {
     let events: Vec<_> = (0..10_000).map(|_| exec("/bin/ok", &["ok"])).collect();
     let source = PacedSource { events, per_sec: 10_000, batch: 50, hooks };
     let config = swap_config(cache.path());
-    let (_, sink) = run_pipeline(config, &dir, true, source);
+    let (_, output) = run_pipeline(config, &dir, true, source);
     let ids: Vec<u64> =
-        sink.alerts().iter().map(|a| a.output_fields["event_id"].as_str().unwrap().parse().unwrap()).collect();
+        output.alerts().iter().map(|a| a.output_fields["event_id"].as_str().unwrap().parse().unwrap()).collect();
     assert!(ids.iter().any(|&i| i <= 2_000), "alerts before removal");
     assert!(!ids.iter().any(|&i| (3_000..=6_000).contains(&i)), "no alerts while the rule was absent");
     assert!(ids.iter().any(|&i| i > 7_000), "alerts after it came back");
@@ -122,8 +122,8 @@ fn renaming_a_rule_file_keeps_its_state_and_loses_nothing() {
     let events: Vec<_> = (0..N).map(|_| exec("/bin/ok", &["ok"])).collect();
     let source = PacedSource { events, per_sec: 50_000, batch: 100, hooks };
     let config = swap_config(cache.path());
-    let (summary, sink) = run_pipeline(config, &dir, true, source);
-    let alerts = sink.alerts();
+    let (summary, output) = run_pipeline(config, &dir, true, source);
+    let alerts = output.alerts();
     let ids: HashSet<u64> =
         alerts.iter().map(|a| a.output_fields["event_id"].as_str().unwrap().parse().unwrap()).collect();
     assert_eq!((ids.len(), alerts.len()), (N, N), "every event once across the rename");

@@ -70,8 +70,8 @@ fn falco_and_sigma_files_alert_under_their_rules_names() {
         exec("/bin/ls", &["ls", "-l"]),
     ];
     let source = PacedSource { events, per_sec: 1_000, batch: 10, hooks: Vec::new() };
-    let (summary, sink) = run_pipeline(config(cache.path()), dir.path(), false, source);
-    let alerts = sink.alerts();
+    let (summary, output) = run_pipeline(config(cache.path()), dir.path(), false, source);
+    let alerts = output.alerts();
     assert_eq!(alerts.len(), 2, "{alerts:#?}");
     let miner = alerts.iter().find(|a| a.rule == "Miner started").expect("the Falco rule's alert");
     assert_eq!(miner.output, "miner xmrig started (cmdline=xmrig -o pool.invalid:3333 parent=<NA> tty=<NA>)");
@@ -123,12 +123,12 @@ fn edits_swap_under_load_lose_and_duplicate_nothing_and_broken_edits_keep_the_ol
     ];
     let events: Vec<_> = (0..N).map(|_| exec("/bin/ok", &["ok"])).collect();
     let source = PacedSource { events, per_sec: 100_000, batch: 100, hooks };
-    let (summary, sink) = run_pipeline(config(cache.path()), &d, true, source);
+    let (summary, output) = run_pipeline(config(cache.path()), &d, true, source);
 
     let stats = &summary.rules.iter().find(|(id, _)| id == "rule-files").unwrap().1;
     assert_eq!(stats.faults(), 0, "no call faulted");
     let mut seen: HashMap<u64, String> = HashMap::new();
-    for a in sink.alerts() {
+    for a in output.alerts() {
         assert_eq!(a.rule, "Every ok");
         let (version, num) = a.output.split_once(' ').unwrap();
         let num: u64 = num.parse().unwrap();
@@ -175,8 +175,8 @@ fn a_configmap_style_symlink_swap_reloads_the_files() {
     })];
     let events: Vec<_> = (0..20_000).map(|_| exec("/bin/ok", &["ok"])).collect();
     let source = PacedSource { events, per_sec: 10_000, batch: 50, hooks };
-    let (_, sink) = run_pipeline(config(cache.path()), &d, true, source);
-    let alerts = sink.alerts();
+    let (_, output) = run_pipeline(config(cache.path()), &d, true, source);
+    let alerts = output.alerts();
     assert_eq!(alerts.len(), 20_000);
     assert_eq!(alerts.first().unwrap().output, "cm1");
     assert_eq!(alerts.last().unwrap().output, "cm2", "the swapped ConfigMap runs");

@@ -39,13 +39,13 @@ fn a_rule_scoped_to_containers_is_not_called_for_host_processes() {
     events.push(Event { lost: Some(Lost { count: 3, reason: "test".into() }), ..Event::new(EventKind::EventsLost) });
     let source = PacedSource { events, per_sec: 50_000, batch: 64, hooks: vec![] };
     let config = Config { cache_dir: Some(cache.path().to_path_buf()), ..Default::default() };
-    let (summary, sink) = run_pipeline(config, rules.path(), false, source);
+    let (summary, output) = run_pipeline(config, rules.path(), false, source);
 
     let stats = |id: &str| summary.rules.iter().find(|(r, _)| r == id).unwrap().1.clone();
     let (scoped, every) = (stats("shell-in-container"), stats("crypto-miner"));
     assert_eq!(scoped.events_in.load(Ordering::Relaxed), (EXECS / 4) as u64, "only the container's execs");
     assert_eq!(every.events_in.load(Ordering::Relaxed), EXECS as u64, "every exec");
     assert_eq!(scoped.faults() + every.faults(), 0);
-    let shells = sink.alerts().iter().filter(|a| a.rule == "shell-in-container").count();
+    let shells = output.alerts().iter().filter(|a| a.rule == "shell-in-container").count();
     assert_eq!(shells, EXECS / 4, "one alert per shell in the container, none for the host's");
 }

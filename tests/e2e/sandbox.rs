@@ -49,8 +49,8 @@ fn misbehaving_rules_are_isolated_and_a_good_rule_keeps_alerting() {
         batch: 100,
         hooks: vec![],
     };
-    let (summary, sink) = run_pipeline(config(cache.path()), rules.path(), false, source);
-    let alerts = sink.alerts();
+    let (summary, output) = run_pipeline(config(cache.path()), rules.path(), false, source);
+    let alerts = output.alerts();
 
     let echo = alerts.iter().filter(|a| a.rule == "echo").count();
     assert_eq!(echo, total, "the good rule saw every event");
@@ -80,9 +80,9 @@ fn a_rule_cannot_read_host_files() {
     let cache = tempfile::tempdir().unwrap();
     let source =
         PacedSource { events: vec![exec("/bin/x", &["x", "read-host"])], per_sec: 1000, batch: 1, hooks: vec![] };
-    let (summary, sink) = run_pipeline(config(cache.path()), rules.path(), false, source);
+    let (summary, output) = run_pipeline(config(cache.path()), rules.path(), false, source);
     // The WASI filesystem is not linked: the call traps rather than reading.
-    let alerts = sink.alerts();
+    let alerts = output.alerts();
     assert!(alerts.iter().all(|a| a.output != "host file read: true"), "{alerts:?}");
     let hog = &summary.rules[0].1;
     assert_eq!(hog.traps.load(Ordering::Relaxed), 1, "denied WASI import trapped");
@@ -101,8 +101,8 @@ fn a_wasi_grant_gives_exactly_the_granted_directory() {
     config.rules.settings.insert("hog".into(), grant);
     let source =
         PacedSource { events: vec![exec("/bin/x", &["x", "read-host"])], per_sec: 1000, batch: 1, hooks: vec![] };
-    let (summary, sink) = run_pipeline(config, rules.path(), false, source);
-    let alerts = sink.alerts();
+    let (summary, output) = run_pipeline(config, rules.path(), false, source);
+    let alerts = output.alerts();
     assert!(alerts.iter().any(|a| a.output == "host file read: true"), "granted /etc is readable: {alerts:?}");
     assert_eq!(summary.rules[0].1.faults(), 0);
 }
@@ -118,11 +118,11 @@ fn a_rule_granted_wasi_cannot_block_the_daemon() {
     let events = vec![exec("/bin/x", &["x", "sleep"]), exec("/bin/hog-ok", &["ok"])];
     let source = PacedSource { events, per_sec: 10, batch: 1, hooks: vec![] };
     let started = std::time::Instant::now();
-    let (summary, sink) = run_pipeline(config, rules.path(), false, source);
+    let (summary, output) = run_pipeline(config, rules.path(), false, source);
     assert!(started.elapsed() < std::time::Duration::from_secs(30), "the sleeping rule did not hang dispatch");
     let hog = &summary.rules.iter().find(|(id, _)| id == "hog").unwrap().1;
     assert_eq!(hog.traps.load(Ordering::Relaxed), 1, "the blocking poll trapped");
-    let alerts = sink.alerts();
+    let alerts = output.alerts();
     assert!(alerts.iter().any(|a| a.rule == "hog" && a.output == "hog rule alive"), "rebuilt and running: {alerts:?}");
     assert_eq!(alerts.iter().filter(|a| a.rule == "echo").count(), 2);
 }

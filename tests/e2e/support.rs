@@ -1,5 +1,5 @@
 //! Shared helpers: where things are, a child process that is always
-//! killed, an in-memory sink, a paced source.
+//! killed, an in-memory output, a paced source.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use vigil_engine::alert::Alert;
 use vigil_engine::event::{Event, EventKind, Process};
-use vigil_engine::sinks::{AlertBatch, Sink, SinkError};
+use vigil_engine::output::{AlertBatch, Output, OutputError};
 use vigil_engine::sources::{EventSender, Interest, Source, SourceError, Stop};
 
 pub fn workspace() -> PathBuf {
@@ -112,19 +112,19 @@ macro_rules! require_root {
 
 /// Collects alerts in memory.
 #[derive(Clone, Default)]
-pub struct MemorySink(pub Arc<Mutex<Vec<Alert>>>);
+pub struct MemoryOutput(pub Arc<Mutex<Vec<Alert>>>);
 
-impl Sink for MemorySink {
+impl Output for MemoryOutput {
     fn name(&self) -> &str {
         "memory"
     }
-    fn write(&mut self, batch: &AlertBatch) -> Result<(), SinkError> {
+    fn write(&mut self, batch: &AlertBatch) -> Result<(), OutputError> {
         self.0.lock().unwrap().extend(batch.alerts.iter().cloned());
         Ok(())
     }
 }
 
-impl MemorySink {
+impl MemoryOutput {
     pub fn alerts(&self) -> Vec<Alert> {
         self.0.lock().unwrap().clone()
     }
@@ -234,19 +234,19 @@ pub fn run_pipeline(
     rules_dir: &Path,
     watch: bool,
     source: impl Source + 'static,
-) -> (vigil_engine::pipeline::Summary, MemorySink) {
+) -> (vigil_engine::pipeline::Summary, MemoryOutput) {
     config.alerts = vigil_engine::config::AlertsConfig {
         rule_rate: 0,
         global_rate: 0,
         dedup_window: Duration::ZERO,
         ..Default::default()
     };
-    let sink = MemorySink::default();
+    let output = MemoryOutput::default();
     let daemon = vigil_engine::daemon::Daemon::new(config)
         .rules(rules_dir.to_path_buf(), watch)
-        .with_sinks(vec![Box::new(sink.clone())])
+        .with_outputs(vec![Box::new(output.clone())])
         .with_source(Box::new(source));
-    (daemon.run().unwrap(), sink)
+    (daemon.run().unwrap(), output)
 }
 
 /// `vigil run --source SOURCE` with the bundled rules, started and ready

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use vigil_engine::sinks::{AlertBatch, Sink, SinkError};
+use vigil_engine::output::{AlertBatch, Output, OutputError};
 
 /// Where the built rules are (`target/rules`, or under `CARGO_TARGET_DIR`).
 pub fn target_dir() -> PathBuf {
@@ -12,13 +12,13 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// Discards alerts (the benchmarks measure the engine, not an output).
-pub struct NullSink;
+pub struct NullOutput;
 
-impl Sink for NullSink {
+impl Output for NullOutput {
     fn name(&self) -> &str {
         "null"
     }
-    fn write(&mut self, _: &AlertBatch) -> Result<(), SinkError> {
+    fn write(&mut self, _: &AlertBatch) -> Result<(), OutputError> {
         Ok(())
     }
 }

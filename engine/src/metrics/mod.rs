@@ -17,10 +17,10 @@ use prometheus::{CounterVec, Encoder, IntCounterVec, IntGaugeVec, Opts, Registry
 use vigil_event::EventKind;
 use vigil_rulelang::Status;
 
+use crate::output::OutputStats;
+use crate::output::shaping::ShapingStats;
+use crate::output::webhook::WebhookHandle;
 use crate::plugin::dispatch::{DispatchStats, RuleRegistry};
-use crate::sinks::SinkStats;
-use crate::sinks::shaping::ShapingStats;
-use crate::sinks::webhook::WebhookHandle;
 use crate::sources::ebpf::EbpfStatsHandle;
 use crate::watchers::RuntimeStatus;
 
@@ -36,7 +36,7 @@ struct Parts {
     source: String,
     dispatch: Option<Arc<DispatchStats>>,
     rules: Option<RuleRegistry>,
-    sinks: Vec<(String, Arc<SinkStats>)>,
+    outputs: Vec<(String, Arc<OutputStats>)>,
     webhooks: Vec<WebhookHandle>,
     shaping: Option<Arc<ShapingStats>>,
     kernel: Option<EbpfStatsHandle>,
@@ -71,9 +71,9 @@ impl Telemetry {
         p.rules = Some(rules);
     }
 
-    pub fn set_outputs(&self, sinks: Vec<(String, Arc<SinkStats>)>, shaping: Arc<ShapingStats>) {
+    pub fn set_outputs(&self, outputs: Vec<(String, Arc<OutputStats>)>, shaping: Arc<ShapingStats>) {
         let mut p = self.parts();
-        p.sinks = sinks;
+        p.outputs = outputs;
         p.shaping = Some(shaping);
     }
 
@@ -273,7 +273,7 @@ impl Telemetry {
         }
         let out_alerts = m.counter("vigil_output_alerts_total", "Alerts handed to each output.", &["output"]);
         let out_fail = m.counter("vigil_output_write_failures_total", "Failed writes to each output.", &["output"]);
-        for (name, s) in &p.sinks {
+        for (name, s) in &p.outputs {
             out_alerts.with_label_values(&[name.as_str()]).inc_by(s.alerts.load(Ordering::Relaxed));
             out_fail.with_label_values(&[name.as_str()]).inc_by(s.failures.load(Ordering::Relaxed));
         }

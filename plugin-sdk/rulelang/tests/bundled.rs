@@ -1,4 +1,4 @@
-//! Vigil's bundled rule files (plugins/declarative/rules/*.yaml) over the
+//! Vigil's bundled rule files (rules/declarative/rules/*.yaml) over the
 //! detection corpus (tests/fixtures/detections.toml).
 //!
 //! Each case's argv is turned into the exec events the kernel would report
@@ -49,7 +49,7 @@ fn workspace() -> PathBuf {
 }
 
 fn rule_files() -> Vec<SourceFile> {
-    let dir = workspace().join("plugins/declarative/rules");
+    let dir = workspace().join("rules/declarative/rules");
     let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())

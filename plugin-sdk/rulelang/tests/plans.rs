@@ -16,7 +16,7 @@ fn rule_files() -> Vec<RuleSet> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let read =
         |p: &Path| SourceFile::new(p.file_name().unwrap().to_string_lossy(), std::fs::read_to_string(p).unwrap());
-    let mut bundled: Vec<_> = std::fs::read_dir(root.join("plugins/declarative/rules"))
+    let mut bundled: Vec<_> = std::fs::read_dir(root.join("rules/declarative/rules"))
         .map(|d| {
             d.map_while(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "yaml")).collect()
         })

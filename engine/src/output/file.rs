@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::fields::FieldSelection;
-use super::{AlertBatch, Sink, SinkError};
+use super::{AlertBatch, Output, OutputError};
 use crate::config::{FileConfig, FsyncPolicy};
 
-pub struct FileSink {
+pub struct FileOutput {
     name: String,
     path: PathBuf,
     file: File,
@@ -25,12 +25,12 @@ pub struct FileSink {
     fields: FieldSelection,
 }
 
-impl FileSink {
-    pub fn open(cfg: &FileConfig) -> Result<Self, SinkError> {
+impl FileOutput {
+    pub fn open(cfg: &FileConfig) -> Result<Self, OutputError> {
         let name = format!("file:{}", cfg.path.display());
-        let file = open_append(&cfg.path).map_err(|source| SinkError::Io { sink: name.clone(), source })?;
+        let file = open_append(&cfg.path).map_err(|source| OutputError::Io { output: name.clone(), source })?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        Ok(FileSink {
+        Ok(FileOutput {
             name,
             path: cfg.path.clone(),
             file,
@@ -45,8 +45,8 @@ impl FileSink {
         })
     }
 
-    fn io(&self, source: std::io::Error) -> SinkError {
-        SinkError::Io { sink: self.name.clone(), source }
+    fn io(&self, source: std::io::Error) -> OutputError {
+        OutputError::Io { output: self.name.clone(), source }
     }
 
     fn rotate(&mut self) -> std::io::Result<()> {
@@ -83,12 +83,12 @@ fn numbered(path: &Path, i: u32) -> PathBuf {
     PathBuf::from(s)
 }
 
-impl Sink for FileSink {
+impl Output for FileOutput {
     fn name(&self) -> &str {
         &self.name
     }
 
-    fn write(&mut self, batch: &AlertBatch) -> Result<(), SinkError> {
+    fn write(&mut self, batch: &AlertBatch) -> Result<(), OutputError> {
         let lines = batch.lines(&self.fields);
         let len = lines.len() as u64;
         if self.size > 0 && self.size + len > self.max_bytes {
@@ -107,7 +107,7 @@ impl Sink for FileSink {
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), SinkError> {
+    fn flush(&mut self) -> Result<(), OutputError> {
         if self.dirty && self.fsync != FsyncPolicy::Never {
             self.sync().map_err(|e| self.io(e))?;
         }
@@ -118,7 +118,7 @@ impl Sink for FileSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sinks::AlertBatch;
+    use crate::output::AlertBatch;
 
     fn batch(n: usize) -> AlertBatch {
         AlertBatch { alerts: Vec::new(), json_lines: format!("{}\n", "x".repeat(n - 1)).into_bytes() }
@@ -136,18 +136,18 @@ mod tests {
             max_files: 2,
             fields: Vec::new(),
         };
-        let mut sink = FileSink::open(&cfg).unwrap();
+        let mut output = FileOutput::open(&cfg).unwrap();
         for _ in 0..10 {
-            sink.write(&batch(1000)).unwrap();
+            output.write(&batch(1000)).unwrap();
         }
-        sink.flush().unwrap();
+        output.flush().unwrap();
         let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
         assert!(len(&path) <= 4096 && len(&path) > 0);
         assert_eq!(len(&numbered(&path, 1)), 4000);
         assert_eq!(len(&numbered(&path, 2)), 4000);
         assert!(!numbered(&path, 3).exists());
         // Reopening appends.
-        let mut again = FileSink::open(&cfg).unwrap();
+        let mut again = FileOutput::open(&cfg).unwrap();
         let before = len(&path);
         again.write(&batch(10)).unwrap();
         assert_eq!(len(&path), before + 10);

@@ -1,6 +1,6 @@
 //! Webhook outputs: alerts POSTed as JSON, delivered at least once.
 //!
-//! The sink thread only encodes alerts and appends them to the output's
+//! The output thread only encodes alerts and appends them to the output's
 //! durable [`spool`](spool::Spool); a delivery task on the outputs runtime
 //! reads the oldest alerts, sends them (batched, gzipped, signed), and
 //! removes them once the receiver answers 2xx. Connection errors, timeouts,
@@ -27,7 +27,7 @@ use backon::ExponentialBuilder;
 use tokio::sync::{Notify, watch};
 
 use super::fields::FieldSelection;
-use super::{AlertBatch, Sink, SinkError};
+use super::{AlertBatch, Output, OutputError};
 use crate::alert::{Alert, Priority, rfc3339_nanos};
 use crate::config::{PayloadFormat, WebhookConfig};
 use payload::Signer;
@@ -44,7 +44,7 @@ pub struct WebhookHandle {
     pub spool: Arc<Spool>,
 }
 
-pub struct WebhookSink {
+pub struct WebhookOutput {
     label: String,
     /// The configured name (`label` is `webhook:<name>`).
     output: String,
@@ -61,7 +61,7 @@ pub struct WebhookSink {
     runtime: tokio::runtime::Handle,
 }
 
-impl WebhookSink {
+impl WebhookOutput {
     /// Opens the spool and starts delivering (alerts left from an earlier
     /// run go first). `runtime` runs the delivery task.
     pub fn open(
@@ -69,9 +69,9 @@ impl WebhookSink {
         spool_dir: &Path,
         hostname: &str,
         runtime: tokio::runtime::Handle,
-    ) -> Result<Self, SinkError> {
+    ) -> Result<Self, OutputError> {
         let label = format!("webhook:{}", cfg.name);
-        let setup = |message: String| SinkError::Setup { sink: label.clone(), message };
+        let setup = |message: String| OutputError::Setup { output: label.clone(), message };
         std::fs::create_dir_all(spool_dir)
             .map_err(|e| setup(format!("cannot create spool directory {}: {e}", spool_dir.display())))?;
         let spool = Spool::open(&spool_dir.join(format!("{}.redb", cfg.name)), cfg.spool_max_bytes.as_u64())
@@ -112,7 +112,7 @@ impl WebhookSink {
         };
         let task = runtime.spawn(delivery.run());
         tracing::info!(output = %label, url = %redacted_url(&cfg.url), format = ?cfg.format, mode = ?cfg.mode, spooled = spool.len(), "webhook output ready");
-        Ok(WebhookSink {
+        Ok(WebhookOutput {
             label,
             output: cfg.name.clone(),
             format: cfg.format,
@@ -133,14 +133,14 @@ impl WebhookSink {
         WebhookHandle { name: self.output.clone(), stats: self.stats.clone(), spool: self.spool.clone() }
     }
 
-    fn spool_error(&self, e: spool::SpoolError) -> SinkError {
-        SinkError::Setup { sink: self.label.clone(), message: e.to_string() }
+    fn spool_error(&self, e: spool::SpoolError) -> OutputError {
+        OutputError::Setup { output: self.label.clone(), message: e.to_string() }
     }
 
     /// Counts and reports alerts a full spool dropped, with an alert of its
     /// own. Room for that alert is made first (for the largest count it
     /// could carry), so the alerts it displaces are in its count too.
-    fn report_dropped(&self, dropped: u64) -> Result<(), SinkError> {
+    fn report_dropped(&self, dropped: u64) -> Result<(), OutputError> {
         let encode = |n: u64| {
             payload::encode(&dropped_alert(&self.output, n, &self.hostname), self.format, &FieldSelection::default())
         };
@@ -178,12 +178,12 @@ fn dropped_alert(output: &str, dropped: u64, hostname: &str) -> Alert {
     }
 }
 
-impl Sink for WebhookSink {
+impl Output for WebhookOutput {
     fn name(&self) -> &str {
         &self.label
     }
 
-    fn write(&mut self, batch: &AlertBatch) -> Result<(), SinkError> {
+    fn write(&mut self, batch: &AlertBatch) -> Result<(), OutputError> {
         // Vigil's format with every field is the batch's own JSON line: reuse it.
         let shared = self.format == PayloadFormat::Vigil && self.fields.is_all();
         let lines = batch.json_lines.split(|b| *b == b'\n');
@@ -234,7 +234,7 @@ impl Sink for WebhookSink {
     }
 }
 
-impl Drop for WebhookSink {
+impl Drop for WebhookOutput {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
             task.abort();

@@ -261,7 +261,7 @@ impl Delivery {
     }
 }
 
-/// Returns when the daemon starts stopping (never, if the sink is gone: the
+/// Returns when the daemon starts stopping (never, if the output is gone: the
 /// task is aborted then).
 async fn closing_changed(closing: &mut watch::Receiver<Option<Instant>>) {
     if closing.changed().await.is_err() {

@@ -12,7 +12,7 @@ use sha2::Sha256;
 
 use crate::alert::{Alert, Priority};
 use crate::config::{PayloadFormat, RequestMode};
-use crate::sinks::fields::FieldSelection;
+use crate::output::fields::FieldSelection;
 
 /// The request header carrying the body's signature.
 pub const SIGNATURE_HEADER: &str = "x-vigil-signature";

@@ -4,35 +4,35 @@
 use std::io::Write;
 
 use super::fields::FieldSelection;
-use super::{AlertBatch, Sink, SinkError};
+use super::{AlertBatch, Output, OutputError};
 
-pub struct StdoutSink {
+pub struct StdoutOutput {
     out: std::io::Stdout,
     fields: FieldSelection,
 }
 
-impl StdoutSink {
+impl StdoutOutput {
     pub fn new(fields: FieldSelection) -> Self {
-        StdoutSink { out: std::io::stdout(), fields }
+        StdoutOutput { out: std::io::stdout(), fields }
     }
 }
 
-impl Default for StdoutSink {
+impl Default for StdoutOutput {
     fn default() -> Self {
         Self::new(FieldSelection::default())
     }
 }
 
-impl Sink for StdoutSink {
+impl Output for StdoutOutput {
     fn name(&self) -> &str {
         "stdout"
     }
 
-    fn write(&mut self, batch: &AlertBatch) -> Result<(), SinkError> {
+    fn write(&mut self, batch: &AlertBatch) -> Result<(), OutputError> {
         let lines = batch.lines(&self.fields);
         let mut out = self.out.lock();
         out.write_all(&lines)
             .and_then(|()| out.flush())
-            .map_err(|source| SinkError::Io { sink: "stdout".into(), source })
+            .map_err(|source| OutputError::Io { output: "stdout".into(), source })
     }
 }

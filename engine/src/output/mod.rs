@@ -26,20 +26,20 @@ use fields::FieldSelection;
 use crate::config::PayloadFormat;
 use shaping::Shaper;
 
-/// Errors of the sink layer.
+/// Errors of the output layer.
 #[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    #[error("{sink}: {source}")]
+pub enum OutputError {
+    #[error("{output}: {source}")]
     Io {
-        sink: String,
+        output: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("{sink}: {message}")]
-    Setup { sink: String, message: String },
+    #[error("{output}: {message}")]
+    Setup { output: String, message: String },
 }
 
-/// Alerts, with their JSON-lines encoding made once for every sink.
+/// Alerts, with their JSON-lines encoding made once for every output.
 pub struct AlertBatch {
     pub alerts: Vec<Alert>,
     /// One JSON document per alert, each followed by `\n`.
@@ -71,13 +71,13 @@ impl AlertBatch {
 }
 
 /// A destination for alerts.
-pub trait Sink: Send {
+pub trait Output: Send {
     /// For logs and figures.
     fn name(&self) -> &str;
     /// Delivers a batch.
-    fn write(&mut self, batch: &AlertBatch) -> Result<(), SinkError>;
+    fn write(&mut self, batch: &AlertBatch) -> Result<(), OutputError>;
     /// Called when no alerts are pending and at shutdown.
-    fn flush(&mut self) -> Result<(), SinkError> {
+    fn flush(&mut self) -> Result<(), OutputError> {
         Ok(())
     }
     /// At shutdown, after the last flush: finish what is in flight, within
@@ -108,9 +108,9 @@ pub fn outputs_runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// Per-sink figures.
+/// Per-output figures.
 #[derive(Debug, Default)]
-pub struct SinkStats {
+pub struct OutputStats {
     pub alerts: AtomicU64,
     pub failures: AtomicU64,
 }
@@ -127,22 +127,22 @@ const MAX_JOINED: usize = 8192;
 /// alerts) cost the pipeline ~20% on a 2-core host (BENCHMARKS.md).
 const LINGER: Duration = Duration::from_millis(20);
 
-/// The outputs and the shaping in front of them; runs on the sink thread.
+/// The outputs and the shaping in front of them; runs on the output thread.
 pub struct Outputs {
-    sinks: Vec<Box<dyn Sink>>,
-    stats: Vec<Arc<SinkStats>>,
+    outputs: Vec<Box<dyn Output>>,
+    stats: Vec<Arc<OutputStats>>,
     shaper: Shaper,
 }
 
 impl Outputs {
-    pub fn new(sinks: Vec<Box<dyn Sink>>, shaper: Shaper) -> Self {
-        let stats = sinks.iter().map(|_| Arc::new(SinkStats::default())).collect();
-        Outputs { sinks, stats, shaper }
+    pub fn new(outputs: Vec<Box<dyn Output>>, shaper: Shaper) -> Self {
+        let stats = outputs.iter().map(|_| Arc::new(OutputStats::default())).collect();
+        Outputs { outputs, stats, shaper }
     }
 
-    /// Each sink's name and figures.
-    pub fn stats(&self) -> Vec<(String, Arc<SinkStats>)> {
-        self.sinks.iter().map(|s| s.name().to_string()).zip(self.stats.iter().cloned()).collect()
+    /// Each output's name and figures.
+    pub fn stats(&self) -> Vec<(String, Arc<OutputStats>)> {
+        self.outputs.iter().map(|s| s.name().to_string()).zip(self.stats.iter().cloned()).collect()
     }
 
     pub fn shaping_stats(&self) -> Arc<shaping::ShapingStats> {
@@ -154,30 +154,30 @@ impl Outputs {
             return;
         }
         let batch = AlertBatch::encode(alerts);
-        for (sink, st) in self.sinks.iter_mut().zip(&self.stats) {
-            match sink.write(&batch) {
+        for (output, st) in self.outputs.iter_mut().zip(&self.stats) {
+            match output.write(&batch) {
                 Ok(()) => {
                     st.alerts.fetch_add(batch.alerts.len() as u64, Ordering::Relaxed);
                 }
                 Err(e) => {
                     st.failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(sink = sink.name(), error = %e, alerts = batch.alerts.len(), "sink failed to write alerts");
+                    tracing::error!(output = output.name(), error = %e, alerts = batch.alerts.len(), "output failed to write alerts");
                 }
             }
         }
     }
 
     fn flush(&mut self) {
-        for sink in self.sinks.iter_mut() {
-            if let Err(e) = sink.flush() {
-                tracing::error!(sink = sink.name(), error = %e, "sink failed to flush");
+        for output in self.outputs.iter_mut() {
+            if let Err(e) = output.flush() {
+                tracing::error!(output = output.name(), error = %e, "output failed to flush");
             }
         }
     }
 
     /// Shapes and delivers every list of alerts from `rx` until it closes,
-    /// then reports what shaping still held, flushes and closes every sink.
-    pub fn run(mut self, rx: crossbeam_channel::Receiver<Vec<Alert>>) -> Vec<(String, Arc<SinkStats>)> {
+    /// then reports what shaping still held, flushes and closes every output.
+    pub fn run(mut self, rx: crossbeam_channel::Receiver<Vec<Alert>>) -> Vec<(String, Arc<OutputStats>)> {
         loop {
             match rx.recv_timeout(TICK) {
                 Ok(mut alerts) => {
@@ -205,8 +205,8 @@ impl Outputs {
         let last = self.shaper.finish();
         self.deliver(last);
         self.flush();
-        for sink in self.sinks.iter_mut() {
-            sink.close();
+        for output in self.outputs.iter_mut() {
+            output.close();
         }
         self.stats()
     }
