@@ -23,7 +23,7 @@ use vigil_engine::event::{Event, EventKind};
 use vigil_engine::pipeline::spawn_source;
 use vigil_engine::sources::ebpf::EbpfSource;
 use vigil_engine::sources::{Interest, Stop};
-use vigil_engine::watchers::{self, Lifecycle, docker::DockerApi};
+use vigil_engine::watchers::{self, DockerApi, Lifecycle};
 
 /// A runtime started by scripts/runtimes.sh, stopped when dropped.
 struct Runtime {

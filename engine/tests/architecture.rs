@@ -18,6 +18,8 @@ use syn::visit::Visit;
 const MAX_LINES: usize = 500;
 /// Longest `main.rs` allowed.
 const MAX_MAIN_LINES: usize = 150;
+/// Longest Rust file elsewhere in the workspace (SDK, rules, tests, benches).
+const MAX_LINES_ELSEWHERE: usize = 600;
 
 type Module = Vec<String>;
 type Graph = BTreeMap<Module, BTreeSet<Module>>;
@@ -277,6 +279,41 @@ fn the_cycle_finder_finds_a_cycle() {
         (m("d"), BTreeSet::from([m("a")])),
     ]);
     assert_eq!(cycles(&graph), vec![vec!["a".to_string(), "b".to_string(), "c".to_string()]]);
+}
+
+#[test]
+fn no_rust_file_of_the_workspace_is_much_longer() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = Vec::new();
+    for dir in ["engine", "engine-ebpf", "plugin-sdk", "rules", "examples", "tests"] {
+        workspace_files(&root.join(dir), &mut files);
+    }
+    assert!(files.len() > 100, "the walk found the workspace: {} files", files.len());
+    let mut long: Vec<String> = files
+        .iter()
+        .filter_map(|f| {
+            let lines = std::fs::read_to_string(f).unwrap().lines().count();
+            (lines > MAX_LINES_ELSEWHERE).then(|| format!("{} ({lines} lines)", f.display()))
+        })
+        .collect();
+    long.sort();
+    assert!(long.is_empty(), "files over {MAX_LINES_ELSEWHERE} lines:\n{}", long.join("\n"));
+}
+
+/// The Rust files under `dir`, without build output and test fixtures.
+fn workspace_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy();
+        if path.is_dir() {
+            if !matches!(name.as_ref(), "target" | "fixtures" | "golden") {
+                workspace_files(&path, out);
+            }
+        } else if name.ends_with(".rs") {
+            out.push(path);
+        }
+    }
 }
 
 #[test]

@@ -148,7 +148,7 @@ fn shape(ty: &syn::Type) -> Shape {
 fn kind_of(ty: &syn::Type, defined: &Defined) -> String {
     let text = ty.to_token_stream().to_string().replace(' ', "");
     let inner = text.strip_prefix("Option<").and_then(|t| t.strip_suffix('>')).unwrap_or(&text);
-    let name = match inner {
+    match inner {
         "bool" => "boolean".to_string(),
         "String" => "string".to_string(),
         "PathBuf" => "path".to_string(),
@@ -164,8 +164,7 @@ fn kind_of(ty: &syn::Type, defined: &Defined) -> String {
             format!("one of {}", names.join(", "))
         }
         t => t.to_string(),
-    };
-    name
+    }
 }
 
 fn default_text(value: Option<&toml::Value>) -> String {
@@ -235,7 +234,8 @@ fn render(
     // The field's doc says what the table is for; the struct's, unless it only names the table.
     for text in [intro, docs.as_str()] {
         let names_the_table = text.trim_end_matches('.').trim_matches('`') == section;
-        if !text.is_empty() && !names_the_table && !(text == docs && docs == intro) {
+        let repeats_the_struct = text == docs && docs == intro;
+        if !(text.is_empty() || names_the_table || repeats_the_struct) {
             let _ = writeln!(out, "{text}\n");
         }
     }

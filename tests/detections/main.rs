@@ -132,7 +132,7 @@ fn outcome(case: &Case, place: &'static str, alerts: &[serde_json::Value], ran: 
 #[test]
 fn bundled_rules_catch_every_attack_and_no_benign_command() {
     if !is_root() {
-        eprintln!("SKIPPED bundled_rules_catch_every_attack_and_no_benign_command: needs root (eBPF and Docker)");
+        skipped("bundled_rules_catch_every_attack_and_no_benign_command", "needs root (eBPF and Docker)");
         return;
     }
     let corpus: Corpus = toml::from_str(&std::fs::read_to_string(fixture("detections.toml")).unwrap()).unwrap();

@@ -440,7 +440,7 @@ fn assert_dispatch_priority_only_on(pid: u32, is_dispatcher: impl Fn(u32, &str) 
     }
     let slices = thread_slices(pid);
     if slices.is_empty() {
-        eprintln!("SKIP slice check: this kernel shows no se.slice (before 6.12: no custom slices)");
+        skipped("slice check", "this kernel shows no se.slice (before 6.12: no custom slices)");
         return;
     }
     let (dispatcher, others): (Vec<_>, Vec<_>) = slices.iter().partition(|(tid, name, _)| is_dispatcher(*tid, name));

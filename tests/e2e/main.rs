@@ -1,6 +1,7 @@
 //! Vigil's end-to-end tests: real rule components (built by
 //! scripts/build-rules.sh), the real pipeline and the real `vigil` binary.
-//! Tests that need root (the proc connector) say SKIPPED when not root.
+//! Tests that need root (eBPF, the proc connector, the runtimes) say SKIPPED
+//! when not root, through `support::skipped`, which scripts/test.sh lists.
 //!
 //! Golden files: `VIGIL_BLESS=1 cargo test --release -p vigil-engine --test e2e golden`
 //! rewrites them from the current output.

@@ -18,7 +18,7 @@ use vigil_engine::event::{Event, EventKind};
 use vigil_engine::pipeline::spawn_source;
 use vigil_engine::sources::ebpf::EbpfSource;
 use vigil_engine::sources::{EventSender, Interest, Stop};
-use vigil_engine::watchers::{self, Lifecycle, RuntimeStatus, cri::CriApi, docker::DockerApi};
+use vigil_engine::watchers::{self, CriApi, DockerApi, Lifecycle, RuntimeStatus};
 
 use crate::ebpf_source::{Running, has_arg, marker};
 use crate::kubelet::Kubelet;

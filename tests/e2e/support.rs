@@ -99,12 +99,25 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Says that `what` was skipped and why: on stderr, and in the file
+/// `VIGIL_SKIPPED_LOG` names (scripts/test.sh sets it and lists what was
+/// skipped at the end, so a skip never reads as a pass).
+pub fn skipped(what: &str, why: &str) {
+    eprintln!("SKIPPED {what}: {why}");
+    if let Some(log) = std::env::var_os("VIGIL_SKIPPED_LOG") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
+            let _ = writeln!(f, "{what}: {why}");
+        }
+    }
+}
+
 /// Skips (with a message saying so) when not root.
 #[macro_export]
 macro_rules! require_root {
     () => {
         if !$crate::support::is_root() {
-            eprintln!("SKIPPED {}: needs root (run the suite as root, as CI does)", module_path!());
+            $crate::support::skipped(module_path!(), "needs root (run the suite as root, as CI does)");
             return;
         }
     };

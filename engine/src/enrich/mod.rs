@@ -18,7 +18,7 @@ pub mod cgroup_path;
 pub mod cgroups;
 pub mod containers;
 pub mod hold;
-pub mod process_tree;
+pub(crate) mod process_tree;
 
 use std::sync::Arc;
 

@@ -7,7 +7,7 @@
 //!
 //! - [`server`]: `/metrics`, `/healthz` and `/readyz` over HTTP (axum).
 
-pub mod server;
+pub(crate) mod server;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -9,10 +9,10 @@
 //! - [`webhook`]: HTTP POSTs through a durable spool, at least once;
 //! - [`fields`]: per-output selection of alert fields.
 
-pub mod fields;
-pub mod file;
-pub mod shaping;
-pub mod stdout;
+pub(crate) mod fields;
+pub(crate) mod file;
+pub(crate) mod shaping;
+pub(crate) mod stdout;
 pub mod webhook;
 
 use std::borrow::Cow;

@@ -13,14 +13,14 @@
 
 pub mod dispatch;
 pub mod host;
-pub mod meta;
+pub(crate) mod meta;
 pub mod policy;
-pub mod reload;
-pub mod returned;
+pub(crate) mod reload;
+pub(crate) mod returned;
 pub mod rule;
 pub mod ruledir;
 pub mod rulefiles;
-pub mod watchdog;
+pub(crate) mod watchdog;
 
 use std::path::PathBuf;
 

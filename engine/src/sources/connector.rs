@@ -36,8 +36,6 @@ const PROC_EVENT_EXEC: u32 = 0x0000_0002;
 const PROC_EVENT_EXIT: u32 = 0x8000_0000;
 const NLMSG_HDRLEN: usize = 16;
 const CN_MSG_LEN: usize = 20;
-/// Ancestors recorded per process.
-pub const MAX_ANCESTRY: usize = 8;
 /// Most events sent in one batch.
 const MAX_BATCH: usize = 256;
 
@@ -223,7 +221,8 @@ impl ProcReader {
     }
 
     /// Everything /proc still tells about `tgid`.
-    pub fn process(&self, pid: u32, tgid: u32) -> Process {
+    #[cfg(test)]
+    fn process(&self, pid: u32, tgid: u32) -> Process {
         self.process_in(pid, tgid).0
     }
 

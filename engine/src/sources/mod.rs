@@ -14,7 +14,7 @@
 //! opened with; the container runtimes' events come from
 //! [`crate::watchers`].
 
-pub mod connector;
+pub(crate) mod connector;
 pub mod ebpf;
 pub mod replay;
 

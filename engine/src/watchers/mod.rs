@@ -6,15 +6,18 @@
 //! What every watcher shares is in [`watcher`]; here, which ones the config
 //! names.
 
-pub mod cri;
-pub mod docker;
-pub mod podman;
-pub mod watcher;
+pub(crate) mod cri;
+pub(crate) mod docker;
+pub(crate) mod podman;
+pub(crate) mod watcher;
 
 use std::path::PathBuf;
 
 use vigil_event::Runtime;
 
+pub use cri::{CRI_SOCKETS, CriApi};
+pub use docker::{DOCKER_SOCKETS, DockerApi};
+pub use podman::PODMAN_SOCKETS;
 pub use watcher::{Lifecycle, Listed, RuntimeStatus, WatchContext, WatchError, Watcher, spawn};
 
 use crate::config::ContainersConfig;

@@ -11,8 +11,8 @@
 //! and the other outputs go on.
 
 mod delivery;
-pub mod payload;
-pub mod spool;
+pub(crate) mod payload;
+pub(crate) mod spool;
 
 use delivery::{Delivery, http_client, redacted_url};
 pub use delivery::{MAX_RETRY_AFTER, WebhookStats};

@@ -17,13 +17,13 @@
 //! in-kernel kind filter equal to what rules want; [`offsets`] reads the
 //! kernel's struct offsets, [`tracefs`] mounts tracefs.
 
-pub mod error;
+pub(crate) mod error;
 mod filter;
 mod load;
 mod offsets;
 mod read;
-pub mod records;
-pub mod tracefs;
+pub(crate) mod records;
+pub(crate) mod tracefs;
 
 use std::time::{Duration, Instant};
 

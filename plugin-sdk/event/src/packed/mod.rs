@@ -1,0 +1,88 @@
+//! The packed encoding, version 1: how events cross from the host into a
+//! rule. The layout is documented on `packed-batch` in `wit/rules.wit`.
+//!
+//! The host encodes each event once ([`encode_event`]) and assembles batches
+//! from the records ([`assemble_batch`]); event records are
+//! position-independent (their offsets are relative to the record), so one
+//! record serves every batch it appears in. Rules read the batch through
+//! [`BatchView`] / [`EventView`], which borrow from the bytes and decode only
+//! the fields a rule asks for.
+
+mod encode;
+#[cfg(test)]
+mod tests;
+mod view;
+
+pub use encode::{assemble_batch, encode_batch, encode_event};
+pub use view::*;
+
+/// First four bytes of a batch.
+pub const MAGIC: [u8; 4] = *b"VGB2";
+/// Size of an event record's fixed header.
+pub const HEADER_LEN: usize = 288;
+
+// Field offsets in the fixed header.
+pub(crate) const KIND: usize = 0;
+pub(crate) const FLAGS: usize = 1;
+pub(crate) const RUNTIME: usize = 2;
+pub(crate) const EXTRA_FLAGS: usize = 3;
+pub(crate) const EXIT_CODE: usize = 4;
+pub(crate) const ID: usize = 8;
+pub(crate) const TIME: usize = 16;
+pub(crate) const PID: usize = 24;
+pub(crate) const TGID: usize = 28;
+pub(crate) const PPID: usize = 32;
+pub(crate) const UID: usize = 36;
+pub(crate) const GID: usize = 40;
+pub(crate) const CONTAINER_PID: usize = 44;
+pub(crate) const START_TIME: usize = 48;
+pub(crate) const CGROUP_ID: usize = 56;
+pub(crate) const NAMESPACES: usize = 64;
+pub(crate) const STARTED_AT: usize = 120;
+pub(crate) const LOST_COUNT: usize = 128;
+pub(crate) const CGROUP_EVENT_ID: usize = 136;
+pub(crate) const STRINGS: usize = 144;
+pub(crate) const LISTS: usize = 256;
+
+// flags
+pub(crate) const F_PROCESS: u8 = 1;
+pub(crate) const F_CONTAINER: u8 = 2;
+pub(crate) const F_POD: u8 = 4;
+pub(crate) const F_CGROUP: u8 = 8;
+pub(crate) const F_EXIT_CODE: u8 = 16;
+pub(crate) const F_LOST: u8 = 32;
+pub(crate) const F_ARGV_TRUNCATED: u8 = 64;
+pub(crate) const F_PRIVILEGED: u8 = 128;
+// extra flags
+pub(crate) const X_POD_SANDBOX: u8 = 1;
+
+/// The string slots, in layout order.
+#[derive(Clone, Copy)]
+#[repr(usize)]
+pub(crate) enum Str {
+    Comm = 0,
+    Exe,
+    Cwd,
+    ContainerId,
+    ContainerName,
+    Image,
+    ImageDigest,
+    PodName,
+    PodNamespace,
+    PodUid,
+    CgroupPath,
+    LostReason,
+}
+
+/// The list slots, in layout order.
+#[derive(Clone, Copy)]
+#[repr(usize)]
+pub(crate) enum List {
+    Argv = 0,
+    Ancestry,
+    ContainerLabels,
+    PodLabels,
+}
+
+pub(crate) const ANCESTOR_LEN: usize = 28;
+pub(crate) const LABEL_LEN: usize = 16;

@@ -1,0 +1,178 @@
+//! The packed encoding round-trips, and bad bytes are refused, not panicked on.
+
+use super::*;
+use crate::model::*;
+use std::sync::Arc;
+
+fn full_event() -> Event {
+    Event {
+        id: 42,
+        time_ns: 1_700_000_000_000_000_000,
+        kind: EventKind::ProcessExec,
+        process: Some(Process {
+            pid: 10,
+            tgid: 11,
+            ppid: 12,
+            uid: 1000,
+            gid: 1001,
+            comm: "bash".into(),
+            exe: "/usr/bin/bash".into(),
+            argv: vec!["bash".into(), "-c".into(), "echo ü".into()],
+            argv_truncated: true,
+            cwd: "/root".into(),
+            start_time_ns: 99,
+            cgroup_id: 4242,
+            namespaces: Namespaces::from_array([1, 2, 3, 4, 5, 6, 7]),
+            ancestry: vec![
+                Ancestor {
+                    pid: 12,
+                    comm: "sshd".into(),
+                    exe: "/usr/sbin/sshd".into(),
+                    argv: Arc::from(["sshd:".to_string(), "alice".to_string()]),
+                },
+                Ancestor { pid: 1, comm: "init".into(), exe: "/sbin/init".into(), argv: Arc::from([]) },
+            ],
+        }),
+        container: Some(Arc::new(Container {
+            id: "a".repeat(64),
+            name: "web".into(),
+            image: "nginx:1.25".into(),
+            image_digest: "sha256:abc".into(),
+            runtime: Runtime::Podman,
+            labels: vec![("app".into(), "web".into()), ("tier".into(), "front".into())],
+            pid: 77,
+            privileged: true,
+            started_at_ns: 5,
+        })),
+        pod: Some(Arc::new(Pod {
+            name: "web-0".into(),
+            namespace: "prod".into(),
+            uid: "uid-1".into(),
+            sandbox: true,
+            labels: vec![("k".into(), "v".into())],
+        })),
+        cgroup: Some(Cgroup { id: 8, path: "/docker/x".into() }),
+        exit_code: Some(-9),
+        lost: Some(Lost { count: 3, reason: "ring".into() }),
+    }
+}
+
+#[test]
+fn every_field_round_trips() {
+    let e = full_event();
+    let mut buf = Vec::new();
+    encode_batch([&e, &Event::new(EventKind::ProcessFork)], &mut buf);
+    let batch = BatchView::new(&buf).unwrap();
+    assert_eq!(batch.len(), 2);
+    let v = batch.get(0).unwrap();
+    assert_eq!(v.kind(), Some(EventKind::ProcessExec));
+    assert_eq!(v.id(), 42);
+    assert_eq!(v.time_ns(), e.time_ns);
+    assert_eq!(v.exit_code(), Some(-9));
+    assert_eq!(v.lost(), Some((3, "ring")));
+    assert_eq!(v.cgroup(), Some((8, "/docker/x")));
+    let p = v.process().unwrap();
+    assert_eq!((p.pid(), p.tgid(), p.ppid(), p.uid(), p.gid()), (10, 11, 12, 1000, 1001));
+    assert_eq!((p.comm(), p.exe(), p.cwd()), ("bash", "/usr/bin/bash", "/root"));
+    assert_eq!(p.argv().collect::<Vec<_>>(), ["bash", "-c", "echo ü"]);
+    assert!(p.argv_truncated());
+    assert_eq!(p.start_time_ns(), 99);
+    assert_eq!(p.cgroup_id(), 4242);
+    assert_eq!(p.namespaces(), [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(p.exe_basename(), "bash");
+    assert!(!v.is_entrypoint());
+    assert_eq!(p.cmdline(), "bash -c echo ü");
+    assert!(p.argv_contains("-c") && !p.argv_contains("bash") && p.argv_contains_substr("echo"));
+    assert!(p.has_ancestor("sshd") && p.has_ancestor("init") && !p.has_ancestor("bash"));
+    assert_eq!(p.arg(2), Some("echo ü"));
+    assert!(v.in_container() && v.is(EventKind::ProcessExec));
+    let anc: Vec<_> = p.ancestors().collect();
+    assert_eq!(anc.len(), 2);
+    assert_eq!((anc[1].pid, anc[1].comm, anc[1].exe, anc[1].argv.len()), (1, "init", "/sbin/init", 0));
+    assert_eq!(anc[0].argv.clone().collect::<Vec<_>>(), ["sshd:", "alice"]);
+    let c = v.container().unwrap();
+    assert_eq!(c.id(), "a".repeat(64));
+    assert_eq!((c.name(), c.image(), c.image_digest()), ("web", "nginx:1.25", "sha256:abc"));
+    assert_eq!(c.runtime(), Runtime::Podman);
+    assert_eq!((c.pid(), c.privileged(), c.started_at_ns()), (77, true, 5));
+    assert_eq!(c.labels().collect::<Vec<_>>(), [("app", "web"), ("tier", "front")]);
+    assert_eq!((c.label("tier"), c.label("nope"), c.short_id()), (Some("front"), None, "aaaaaaaaaaaa"));
+    let pod = v.pod().unwrap();
+    assert_eq!((pod.name(), pod.namespace(), pod.uid(), pod.sandbox()), ("web-0", "prod", "uid-1", true));
+    assert_eq!(pod.labels().collect::<Vec<_>>(), [("k", "v")]);
+
+    let bare = batch.get(1).unwrap();
+    assert_eq!(bare.kind(), Some(EventKind::ProcessFork));
+    assert!(bare.process().is_none() && bare.container().is_none() && bare.pod().is_none());
+    assert!(bare.exit_code().is_none() && bare.lost().is_none() && bare.cgroup().is_none());
+    assert!(batch.get(2).is_none());
+}
+
+#[test]
+fn records_are_position_independent() {
+    let e = full_event();
+    let mut records = vec![0xAA; 13]; // junk before the record
+    let start = records.len();
+    encode_event(&e, &mut records);
+    let end = records.len();
+    let mut a = Vec::new();
+    assemble_batch(&records, [start..end, start..end].into_iter(), &mut a);
+    let batch = BatchView::new(&a).unwrap();
+    for v in batch.iter() {
+        assert_eq!(v.process().unwrap().exe(), "/usr/bin/bash");
+        assert_eq!(v.pod().unwrap().name(), "web-0");
+    }
+}
+
+#[test]
+fn bad_bytes_are_refused_not_panicked_on() {
+    assert_eq!(BatchView::new(b"VGB").err(), Some(DecodeError::Truncated));
+    assert_eq!(BatchView::new(b"XXXX\0\0\0\0").err(), Some(DecodeError::BadMagic));
+    let mut buf = Vec::new();
+    encode_batch([&full_event()], &mut buf);
+    for cut in 0..buf.len() {
+        // Truncations that keep every header are readable: strings cut
+        // off read as "", never a panic.
+        if let Ok(b) = BatchView::new(&buf[..cut]) {
+            for v in b.iter() {
+                let p = v.process().unwrap();
+                let _ = (p.exe(), p.argv().count(), p.ancestors().count());
+                let _ = v.container().map(|c| c.labels().count());
+            }
+        }
+    }
+    // Offsets pointing past the end.
+    let mut bad = buf.clone();
+    bad[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert_eq!(BatchView::new(&bad).err(), Some(DecodeError::BadOffset(0)));
+}
+
+#[test]
+fn huge_counts_are_cut_to_what_the_bytes_hold() {
+    let mut buf = Vec::new();
+    encode_batch([&full_event()], &mut buf);
+    // The batch's event count.
+    let mut bad = buf.clone();
+    bad[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert_eq!(BatchView::new(&bad).err(), Some(DecodeError::Truncated));
+    // Each list's count.
+    let header = 8 + 4;
+    for slot in 0..4 {
+        let mut bad = buf.clone();
+        let at = header + LISTS + 8 * slot + 4;
+        bad[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        let batch = BatchView::new(&bad).unwrap();
+        let v = batch.get(0).unwrap();
+        let p = v.process().unwrap();
+        assert!(p.argv().count() < 1000 && p.ancestors().count() < 1000);
+        assert!(v.container().unwrap().labels().count() < 1000 && v.pod().unwrap().labels().count() < 1000);
+    }
+}
+
+#[test]
+fn empty_batch() {
+    let mut buf = Vec::new();
+    encode_batch([], &mut buf);
+    let b = BatchView::new(&buf).unwrap();
+    assert!(b.is_empty());
+}

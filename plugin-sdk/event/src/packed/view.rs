@@ -1,0 +1,489 @@
+//! Batches read in place (the rule's side): views that borrow from the
+//! bytes and decode only the fields a rule asks for.
+
+use super::*;
+use crate::model::{EventKind, Runtime};
+
+/// Why bytes are not a packed batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Shorter than its header says.
+    Truncated,
+    /// Does not start with [`MAGIC`].
+    BadMagic,
+    /// An event offset points outside the batch.
+    BadOffset(usize),
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::Truncated => f.write_str("packed batch is truncated"),
+            DecodeError::BadMagic => f.write_str("not a packed batch (bad magic)"),
+            DecodeError::BadOffset(i) => write!(f, "event {i} lies outside the batch"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// A packed batch, validated enough that reading it never panics.
+#[derive(Clone, Copy)]
+pub struct BatchView<'a> {
+    bytes: &'a [u8],
+    count: usize,
+}
+
+impl<'a> BatchView<'a> {
+    /// Checks the batch header and that every event's fixed header lies
+    /// within the bytes.
+    pub fn new(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        if bytes.len() < 8 {
+            return Err(DecodeError::Truncated);
+        }
+        if bytes[..4] != MAGIC {
+            return Err(DecodeError::BadMagic);
+        }
+        let count = read_u32(bytes, 4) as usize;
+        // Checked: on wasm32 `4 * count` could overflow.
+        if count > (bytes.len() - 8) / 4 {
+            return Err(DecodeError::Truncated);
+        }
+        let view = BatchView { bytes, count };
+        for i in 0..count {
+            let off = view.offset(i);
+            if off.checked_add(HEADER_LEN).is_none_or(|end| end > bytes.len()) {
+                return Err(DecodeError::BadOffset(i));
+            }
+        }
+        Ok(view)
+    }
+
+    fn offset(&self, i: usize) -> usize {
+        read_u32(self.bytes, 8 + 4 * i) as usize
+    }
+
+    /// Number of events.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True when the batch has no events.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The `i`th event.
+    pub fn get(&self, i: usize) -> Option<EventView<'a>> {
+        (i < self.count).then(|| EventView { rec: &self.bytes[self.offset(i)..] })
+    }
+
+    /// The events in order.
+    pub fn iter(&self) -> impl Iterator<Item = EventView<'a>> + '_ {
+        (0..self.count).filter_map(|i| self.get(i))
+    }
+}
+
+// Every read is bounds-checked with checked arithmetic: bad bytes read as
+// 0 or "", never a panic (also on wasm32, where usize is 32 bits).
+
+fn read_u32(b: &[u8], at: usize) -> u32 {
+    at.checked_add(4).and_then(|end| b.get(at..end)).map_or(0, |s| u32::from_le_bytes(s.try_into().unwrap()))
+}
+
+fn read_u64(b: &[u8], at: usize) -> u64 {
+    at.checked_add(8).and_then(|end| b.get(at..end)).map_or(0, |s| u64::from_le_bytes(s.try_into().unwrap()))
+}
+
+/// Reads the string referenced at `at`; "" when out of bounds or not UTF-8.
+fn read_str(rec: &[u8], at: usize) -> &str {
+    let off = read_u32(rec, at) as usize;
+    let len = read_u32(rec, at.saturating_add(4)) as usize;
+    rec.get(off..off.saturating_add(len)).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("")
+}
+
+/// A list's (offset, count), the count cut to the entries the bytes hold,
+/// so iteration stays in bounds and ends.
+fn list_bounds(rec: &[u8], at: usize, entry_len: usize) -> (usize, usize) {
+    let off = read_u32(rec, at) as usize;
+    let count = read_u32(rec, at + 4) as usize;
+    (off, count.min(rec.len().saturating_sub(off) / entry_len))
+}
+
+/// One event of a batch, borrowed. Accessors decode on demand.
+#[derive(Clone, Copy)]
+pub struct EventView<'a> {
+    rec: &'a [u8],
+}
+
+impl<'a> EventView<'a> {
+    fn flag(&self, f: u8) -> bool {
+        self.rec[FLAGS] & f != 0
+    }
+    fn str(&self, slot: Str) -> &'a str {
+        read_str(self.rec, STRINGS + 8 * slot as usize)
+    }
+    fn list(&self, slot: List, entry_len: usize) -> (usize, usize) {
+        list_bounds(self.rec, LISTS + 8 * slot as usize, entry_len)
+    }
+
+    /// What happened. An unknown kind (from a newer host) reads as `None`.
+    pub fn kind(&self) -> Option<EventKind> {
+        EventKind::from_index(self.rec[KIND])
+    }
+    /// The daemon's sequence number for this event.
+    pub fn id(&self) -> u64 {
+        read_u64(self.rec, ID)
+    }
+    /// Nanoseconds since the Unix epoch.
+    pub fn time_ns(&self) -> u64 {
+        read_u64(self.rec, TIME)
+    }
+    /// The process, for process events.
+    pub fn process(&self) -> Option<ProcessView<'a>> {
+        self.flag(F_PROCESS).then_some(ProcessView { ev: *self })
+    }
+    /// The container the event came from (or is about), when it came from one.
+    pub fn container(&self) -> Option<ContainerView<'a>> {
+        self.flag(F_CONTAINER).then_some(ContainerView { ev: *self })
+    }
+    /// The pod, when the container belongs to one.
+    pub fn pod(&self) -> Option<PodView<'a>> {
+        self.flag(F_POD).then_some(PodView { ev: *self })
+    }
+    /// The cgroup, for cgroup events: (id, path).
+    pub fn cgroup(&self) -> Option<(u64, &'a str)> {
+        self.flag(F_CGROUP).then(|| (read_u64(self.rec, CGROUP_EVENT_ID), self.str(Str::CgroupPath)))
+    }
+    /// Exit code, for process-exit and container-stop.
+    pub fn exit_code(&self) -> Option<i32> {
+        self.flag(F_EXIT_CODE).then(|| read_u32(self.rec, EXIT_CODE) as i32)
+    }
+    /// For events-lost: (count, reason).
+    pub fn lost(&self) -> Option<(u64, &'a str)> {
+        self.flag(F_LOST).then(|| (read_u64(self.rec, LOST_COUNT), self.str(Str::LostReason)))
+    }
+    /// True when the event comes from (or is about) a container.
+    pub fn in_container(&self) -> bool {
+        self.flag(F_CONTAINER)
+    }
+    /// True when the event is of `kind`.
+    pub fn is(&self, kind: EventKind) -> bool {
+        self.rec[KIND] == kind as u8
+    }
+    /// True when the process is its container's first process (its
+    /// entrypoint), where running a shell script or a package manager is
+    /// normal.
+    pub fn is_entrypoint(&self) -> bool {
+        match (self.container(), self.process()) {
+            (Some(c), Some(p)) => c.pid() != 0 && c.pid() == p.tgid(),
+            _ => false,
+        }
+    }
+}
+
+/// The process of an event.
+#[derive(Clone, Copy)]
+pub struct ProcessView<'a> {
+    ev: EventView<'a>,
+}
+
+impl<'a> ProcessView<'a> {
+    fn u32(&self, at: usize) -> u32 {
+        read_u32(self.ev.rec, at)
+    }
+    /// Thread id.
+    pub fn pid(&self) -> u32 {
+        self.u32(PID)
+    }
+    /// Process (thread-group) id.
+    pub fn tgid(&self) -> u32 {
+        self.u32(TGID)
+    }
+    /// Parent's process id.
+    pub fn ppid(&self) -> u32 {
+        self.u32(PPID)
+    }
+    /// User id.
+    pub fn uid(&self) -> u32 {
+        self.u32(UID)
+    }
+    /// Group id.
+    pub fn gid(&self) -> u32 {
+        self.u32(GID)
+    }
+    /// Kernel task name.
+    pub fn comm(&self) -> &'a str {
+        self.ev.str(Str::Comm)
+    }
+    /// Executable path.
+    pub fn exe(&self) -> &'a str {
+        self.ev.str(Str::Exe)
+    }
+    /// Working directory ("" when unknown).
+    pub fn cwd(&self) -> &'a str {
+        self.ev.str(Str::Cwd)
+    }
+    /// Nanoseconds since boot.
+    pub fn start_time_ns(&self) -> u64 {
+        read_u64(self.ev.rec, START_TIME)
+    }
+    /// cgroup v2 id.
+    pub fn cgroup_id(&self) -> u64 {
+        read_u64(self.ev.rec, CGROUP_ID)
+    }
+    /// Namespace inodes in WIT order: pid, mnt, net, uts, ipc, user, cgroup.
+    pub fn namespaces(&self) -> [u64; 7] {
+        std::array::from_fn(|i| read_u64(self.ev.rec, NAMESPACES + 8 * i))
+    }
+    /// True when argv was cut by the source.
+    pub fn argv_truncated(&self) -> bool {
+        self.ev.flag(F_ARGV_TRUNCATED)
+    }
+    /// The arguments, argv[0] first.
+    pub fn argv(&self) -> Strings<'a> {
+        let (off, count) = self.ev.list(List::Argv, 8);
+        Strings { rec: self.ev.rec, off, count, i: 0 }
+    }
+    /// The ancestors, parent first.
+    pub fn ancestors(&self) -> Ancestors<'a> {
+        let (off, count) = self.ev.list(List::Ancestry, ANCESTOR_LEN);
+        Ancestors { rec: self.ev.rec, off, count, i: 0 }
+    }
+    /// The parent, when the source knows it.
+    pub fn parent(&self) -> Option<AncestorView<'a>> {
+        self.ancestors().next()
+    }
+    /// The executable's file name: `bash` for `/usr/bin/bash`.
+    pub fn exe_basename(&self) -> &'a str {
+        basename(self.exe())
+    }
+    /// The `i`th argument (argv[0] is the program as invoked).
+    pub fn arg(&self, i: usize) -> Option<&'a str> {
+        self.argv().nth(i)
+    }
+    /// The arguments after argv[0].
+    pub fn args(&self) -> std::iter::Skip<Strings<'a>> {
+        self.argv().skip(1)
+    }
+    /// True when some argument (after argv[0]) equals `needle`.
+    pub fn argv_contains(&self, needle: &str) -> bool {
+        self.args().any(|a| a == needle)
+    }
+    /// True when some argument (after argv[0]) contains `needle` as a substring.
+    pub fn argv_contains_substr(&self, needle: &str) -> bool {
+        self.args().any(|a| a.contains(needle))
+    }
+    /// The command line: argv joined by spaces (allocates; for messages).
+    pub fn cmdline(&self) -> String {
+        let mut s = String::new();
+        for (i, a) in self.argv().enumerate() {
+            if i > 0 {
+                s.push(' ');
+            }
+            s.push_str(a);
+        }
+        s
+    }
+    /// True when an ancestor's task name or executable file name is `name`.
+    pub fn has_ancestor(&self, name: &str) -> bool {
+        self.ancestors().any(|a| a.comm == name || basename(a.exe) == name)
+    }
+}
+
+/// The file name of a path: what follows the last `/`.
+pub(crate) fn basename(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// Iterator over a packed list of strings.
+#[derive(Clone, Debug)]
+pub struct Strings<'a> {
+    rec: &'a [u8],
+    off: usize,
+    count: usize,
+    i: usize,
+}
+
+impl<'a> Iterator for Strings<'a> {
+    type Item = &'a str;
+    fn next(&mut self) -> Option<&'a str> {
+        if self.i >= self.count {
+            return None;
+        }
+        let s = read_str(self.rec, self.off + 8 * self.i);
+        self.i += 1;
+        Some(s)
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.count - self.i;
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for Strings<'_> {}
+
+/// One ancestor of a process.
+#[derive(Clone, Debug)]
+pub struct AncestorView<'a> {
+    /// Its process id.
+    pub pid: u32,
+    /// Its task name.
+    pub comm: &'a str,
+    /// Its executable path.
+    pub exe: &'a str,
+    /// What it last executed, with its arguments.
+    pub argv: Strings<'a>,
+}
+
+/// Iterator over a process's ancestors, parent first.
+#[derive(Clone)]
+pub struct Ancestors<'a> {
+    rec: &'a [u8],
+    off: usize,
+    count: usize,
+    i: usize,
+}
+
+impl<'a> Iterator for Ancestors<'a> {
+    type Item = AncestorView<'a>;
+    fn next(&mut self) -> Option<AncestorView<'a>> {
+        if self.i >= self.count {
+            return None;
+        }
+        let at = self.off + ANCESTOR_LEN * self.i;
+        self.i += 1;
+        let (off, count) = list_bounds(self.rec, at + 20, 8);
+        Some(AncestorView {
+            pid: read_u32(self.rec, at),
+            comm: read_str(self.rec, at + 4),
+            exe: read_str(self.rec, at + 12),
+            argv: Strings { rec: self.rec, off, count, i: 0 },
+        })
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.count - self.i;
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for Ancestors<'_> {}
+
+/// Iterator over packed key/value labels.
+#[derive(Clone)]
+pub struct LabelsView<'a> {
+    rec: &'a [u8],
+    off: usize,
+    count: usize,
+    i: usize,
+}
+
+impl<'a> Iterator for LabelsView<'a> {
+    type Item = (&'a str, &'a str);
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.i >= self.count {
+            return None;
+        }
+        let at = self.off + LABEL_LEN * self.i;
+        self.i += 1;
+        Some((read_str(self.rec, at), read_str(self.rec, at + 8)))
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.count - self.i;
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for LabelsView<'_> {}
+
+fn labels<'a>(ev: &EventView<'a>, slot: List) -> LabelsView<'a> {
+    let (off, count) = ev.list(slot, LABEL_LEN);
+    LabelsView { rec: ev.rec, off, count, i: 0 }
+}
+
+/// The container of an event.
+#[derive(Clone, Copy)]
+pub struct ContainerView<'a> {
+    ev: EventView<'a>,
+}
+
+impl<'a> ContainerView<'a> {
+    /// Full id.
+    pub fn id(&self) -> &'a str {
+        self.ev.str(Str::ContainerId)
+    }
+    /// Name.
+    pub fn name(&self) -> &'a str {
+        self.ev.str(Str::ContainerName)
+    }
+    /// Image reference.
+    pub fn image(&self) -> &'a str {
+        self.ev.str(Str::Image)
+    }
+    /// Image digest ("" when unknown).
+    pub fn image_digest(&self) -> &'a str {
+        self.ev.str(Str::ImageDigest)
+    }
+    /// The runtime managing it.
+    pub fn runtime(&self) -> Runtime {
+        Runtime::from_index(self.ev.rec[RUNTIME])
+    }
+    /// Host pid of its first process (0 when unknown).
+    pub fn pid(&self) -> u32 {
+        read_u32(self.ev.rec, CONTAINER_PID)
+    }
+    /// True for privileged containers.
+    pub fn privileged(&self) -> bool {
+        self.ev.flag(F_PRIVILEGED)
+    }
+    /// Start time, nanoseconds since the Unix epoch (0 when not started).
+    pub fn started_at_ns(&self) -> u64 {
+        read_u64(self.ev.rec, STARTED_AT)
+    }
+    /// Its labels.
+    pub fn labels(&self) -> LabelsView<'a> {
+        labels(&self.ev, List::ContainerLabels)
+    }
+    /// The label `key`'s value.
+    pub fn label(&self, key: &str) -> Option<&'a str> {
+        self.labels().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+    /// The first 12 characters of the id, as `docker ps` shows it.
+    pub fn short_id(&self) -> &'a str {
+        let id = self.id();
+        id.get(..12).unwrap_or(id)
+    }
+}
+
+/// The pod of an event.
+#[derive(Clone, Copy)]
+pub struct PodView<'a> {
+    ev: EventView<'a>,
+}
+
+impl<'a> PodView<'a> {
+    /// Pod name.
+    pub fn name(&self) -> &'a str {
+        self.ev.str(Str::PodName)
+    }
+    /// Pod namespace.
+    pub fn namespace(&self) -> &'a str {
+        self.ev.str(Str::PodNamespace)
+    }
+    /// Pod uid.
+    pub fn uid(&self) -> &'a str {
+        self.ev.str(Str::PodUid)
+    }
+    /// True for the pod's sandbox (pause) container.
+    pub fn sandbox(&self) -> bool {
+        self.ev.rec[EXTRA_FLAGS] & X_POD_SANDBOX != 0
+    }
+    /// Its labels.
+    pub fn labels(&self) -> LabelsView<'a> {
+        labels(&self.ev, List::PodLabels)
+    }
+    /// The label `key`'s value.
+    pub fn label(&self, key: &str) -> Option<&'a str> {
+        self.labels().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+}
