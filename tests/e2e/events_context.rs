@@ -4,8 +4,6 @@
 //! the proc connector, and a recording replays with them. As root, with a
 //! private Docker.
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use vigil_engine::event::{Event, EventKind};
@@ -33,31 +31,8 @@ impl Streaming {
         )
         .unwrap();
         let mut cmd = vigil();
-        cmd.args(args).arg("--config").arg(&cfg).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = ChildGuard::spawn(cmd);
-        let stderr = child.child().stderr.take().unwrap();
-        let (ready_tx, ready) = std::sync::mpsc::channel();
-        let log = std::thread::spawn(move || {
-            let mut log = String::new();
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("watching runtime") || line.contains("streaming events") {
-                    let _ = ready_tx.send(());
-                }
-                log.push_str(&line);
-                log.push('\n');
-            }
-            log
-        });
-        let stdout = child.child().stdout.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        for _ in 0..2 {
-            ready.recv_timeout(Duration::from_secs(30)).expect("the Docker watcher connected and the source runs");
-        }
+        cmd.args(args).arg("--config").arg(&cfg);
+        let (child, lines, log) = spawn_logged(cmd, &["watching runtime", "streaming events"]);
         Streaming { child, lines, log, _dir: dir }
     }
 

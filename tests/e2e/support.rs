@@ -283,36 +283,12 @@ impl Daemon {
 
     /// With the rules in `rules` and `config` (TOML).
     pub fn start_in(source: &str, rules: &Path, config: &str) -> Daemon {
-        use std::io::{BufRead, BufReader};
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("vigil.toml");
         std::fs::write(&cfg, format!("cache_dir = {:?}\n{config}", dir.path().join("cache"))).unwrap();
         let mut cmd = vigil();
         cmd.args(["run", "--source", source, "--rules"]).arg(rules).arg("--config").arg(&cfg);
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = ChildGuard::spawn(cmd);
-
-        let stderr = child.child().stderr.take().unwrap();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let log = std::thread::spawn(move || {
-            let mut log = String::new();
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("pipeline running") {
-                    let _ = ready_tx.send(());
-                }
-                log.push_str(&line);
-                log.push('\n');
-            }
-            log
-        });
-        let stdout = child.child().stdout.take().unwrap();
-        let (line_tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = line_tx.send(line);
-            }
-        });
-        ready_rx.recv_timeout(Duration::from_secs(30)).expect("daemon started");
+        let (child, lines, log) = spawn_logged(cmd, &["pipeline running"]);
         Daemon { child, lines, log: Some(log), _dir: dir }
     }
 
@@ -336,6 +312,47 @@ impl Daemon {
         let log = self.log.take().unwrap().join().unwrap();
         (status, log)
     }
+}
+
+/// Starts `cmd` with its stdout lines on a channel and its stderr kept
+/// (the thread's result), once stderr has shown each of `ready` (in any
+/// order, within 30 s).
+pub fn spawn_logged(
+    mut cmd: Command,
+    ready: &[&str],
+) -> (ChildGuard, std::sync::mpsc::Receiver<String>, std::thread::JoinHandle<String>) {
+    use std::io::{BufRead, BufReader};
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = ChildGuard::spawn(cmd);
+    let stderr = child.child().stderr.take().unwrap();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let markers: Vec<String> = ready.iter().map(|m| m.to_string()).collect();
+    let log = std::thread::spawn(move || {
+        let mut log = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            for m in markers.iter().filter(|m| line.contains(m.as_str())) {
+                let _ = ready_tx.send(m.clone());
+            }
+            log.push_str(&line);
+            log.push('\n');
+        }
+        log
+    });
+    let stdout = child.child().stdout.take().unwrap();
+    let (line_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = line_tx.send(line);
+        }
+    });
+    let mut seen = std::collections::HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < ready.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let m = ready_rx.recv_timeout(left).unwrap_or_else(|_| panic!("not ready: waited for {ready:?}, saw {seen:?}"));
+        seen.insert(m);
+    }
+    (child, lines, log)
 }
 
 /// `line` is the crypto-miner rule's alert for the process `pid`.
