@@ -17,10 +17,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { rules, source, config } => cli::run::run(rules, &source, config),
-        Command::Replay { file, rules, config, realtime } => cli::run::replay(file, rules, config, realtime),
+        Command::Replay { file, rules, config, realtime } => cli::replay::replay(file, rules, config, realtime),
         Command::Events { source, limit, kinds, config } => cli::events::events(&source, limit, &kinds, config),
         Command::Record { out, source, limit, duration, config } => {
-            cli::events::record(&out, &source, limit, duration, config)
+            cli::record::record(&out, &source, limit, duration, config)
         }
         Command::Containers { json, config } => cli::containers::list(json, config),
         Command::Rules { command: RulesCommand::Check { paths, config, json, interpreter } } => {

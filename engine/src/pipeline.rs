@@ -258,7 +258,7 @@ impl Pipeline {
         let host = Arc::new(PluginHost::for_config(&self.config)?);
         let policy = RulePolicy::new(&self.config);
         let mut dispatcher = Dispatcher::new(self.config.dispatch.batch_size, AlertBuilder::from_host());
-        self.telemetry.set_dispatch(dispatcher.stats.clone(), dispatcher.rule_registry());
+        self.telemetry.set_dispatch(dispatcher.stats().clone(), dispatcher.rule_registry());
         let mut dir = RuleDir::new(&self.rules_dir);
         let (controls, report) = dir.scan(&host, &|m| policy.resolve(m))?;
         for c in controls {
@@ -290,7 +290,7 @@ impl Pipeline {
             .map_err(PipelineError::Thread)?;
 
         let interest = dispatcher.interest();
-        let dispatch_stats = dispatcher.stats.clone();
+        let dispatch_stats = dispatcher.stats().clone();
         let dispatching = Arc::new(Mutex::new(Dispatching {
             dispatcher,
             alerts: Vec::new(),
@@ -323,7 +323,7 @@ impl Pipeline {
             select! {
                 recv(stats_tick) -> _ => {
                     let d = lock(&dispatching);
-                    let s = &d.dispatcher.stats;
+                    let s = d.dispatcher.stats();
                     tracing::info!(events = s.events.load(Ordering::Relaxed), alerts = s.alerts.load(Ordering::Relaxed), "figures so far");
                     log_rule_figures(d.dispatcher.rules().iter().map(|r| (r.meta.id.as_str(), &*r.stats)));
                 },

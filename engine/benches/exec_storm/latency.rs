@@ -7,7 +7,7 @@ pub(crate) fn load_attach_times() {
         .map(|_| {
             let config = EbpfConfig::default();
             let source = EbpfSource::open(&config, Enricher::new(&config)).expect("eBPF source opens");
-            let t = source.open_time;
+            let t = source.open_time();
             drop(source);
             t
         })

@@ -1,16 +1,15 @@
-//! `vigil events` and `vigil record`: the events rules see, printed or
-//! recorded, from the daemon's own source, enrichment and watchers.
+//! `vigil events`: the events rules see, printed, from the daemon's own
+//! source, enrichment and watchers.
 
 use std::io::Write;
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use vigil_engine::daemon::Daemon;
 use vigil_engine::event::{Event, EventKind, KindSet};
-use vigil_engine::sources::replay::ReplayWriter;
 
 use super::SourceArgs;
 
@@ -31,30 +30,9 @@ pub fn events(
     })
 }
 
-/// Records events to a replay file.
-pub fn record(
-    file: &Path,
-    source: &SourceArgs,
-    limit: Option<u64>,
-    duration: Option<Duration>,
-    config: Option<PathBuf>,
-) -> Result<ExitCode> {
-    let mut cfg = super::start(config.as_deref())?;
-    source.apply(&mut cfg);
-    let mut writer = ReplayWriter::create(file).with_context(|| format!("cannot create {}", file.display()))?;
-    let mut n = 0u64;
-    let code = stream(Daemon::new(cfg), &[], limit, duration, |e| {
-        n += 1;
-        Ok(writer.write(e)?)
-    })?;
-    writer.finish()?;
-    tracing::info!(events = n, file = %file.display(), "recorded");
-    Ok(code)
-}
-
 /// Hands `f` each event (numbered from 1) until `limit` events, `duration`,
 /// a signal or the end of the source; exits 1 if the source failed.
-fn stream(
+pub(super) fn stream(
     daemon: Daemon,
     kinds: &[EventKind],
     limit: Option<u64>,

@@ -3,6 +3,8 @@
 
 pub mod containers;
 pub mod events;
+pub mod record;
+pub mod replay;
 pub mod rules;
 pub mod run;
 

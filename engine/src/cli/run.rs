@@ -1,10 +1,9 @@
-//! `vigil run` and `vigil replay`: rules over events, alerts out.
+//! `vigil run`: the daemon, until a signal.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use vigil_engine::config::{Config, SourceKind};
 use vigil_engine::daemon::{Daemon, DaemonError};
 
 use super::SourceArgs;
@@ -17,17 +16,8 @@ pub fn run(rules: Option<PathBuf>, source: &SourceArgs, config: Option<PathBuf>)
     drive(Daemon::new(cfg).rules(rules_dir, true).config_path(config), true)
 }
 
-/// Rules over a recorded file, then exit.
-pub fn replay(file: PathBuf, rules: PathBuf, config: Option<PathBuf>, realtime: bool) -> Result<ExitCode> {
-    let mut cfg: Config = super::start(config.as_deref())?;
-    cfg.source.kind = SourceKind::Replay;
-    cfg.source.replay = Some(file);
-    cfg.source.realtime = realtime;
-    drive(Daemon::new(cfg).rules(rules, false), false)
-}
-
 /// Runs `daemon` with the signals wired; exits 1 if the source failed.
-fn drive(daemon: Daemon, reloads: bool) -> Result<ExitCode> {
+pub(super) fn drive(daemon: Daemon, reloads: bool) -> Result<ExitCode> {
     super::handle_signals(daemon.stop_handle(), reloads.then(|| daemon.reload_handle()))?;
     let summary = daemon.run()?;
     summary.log();

@@ -88,7 +88,7 @@ pub struct Dispatcher {
     /// ([`Wanted::Nothing`] while no rule is loaded).
     interest: Interest,
     builder: AlertBuilder,
-    pub stats: Arc<DispatchStats>,
+    stats: Arc<DispatchStats>,
     registry: RuleRegistry,
 }
 
@@ -116,6 +116,11 @@ impl Dispatcher {
     }
 
     /// The shared mask of wanted kinds (kept current as rules change).
+    /// The dispatcher's figures, shared with metrics.
+    pub fn stats(&self) -> &Arc<DispatchStats> {
+        &self.stats
+    }
+
     pub fn interest(&self) -> Interest {
         self.interest.clone()
     }

@@ -40,8 +40,7 @@ use read::Reader;
 pub struct EbpfSource {
     reader: Reader,
     inline_dispatch: bool,
-    /// How long loading, attaching and the /proc scan took.
-    pub open_time: Duration,
+    open_time: Duration,
 }
 
 impl EbpfSource {
@@ -72,6 +71,11 @@ impl EbpfSource {
             stats: Default::default(),
         };
         Ok(EbpfSource { reader, inline_dispatch: config.inline_dispatch, open_time })
+    }
+
+    /// How long loading, attaching and the /proc scan took.
+    pub fn open_time(&self) -> Duration {
+        self.open_time
     }
 
     /// Processes in the tree (after the /proc scan, before running).
