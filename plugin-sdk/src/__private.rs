@@ -130,7 +130,11 @@ pub fn on_batch<R: Rule>(batch: Vec<u8>) -> String {
     let view = match BatchView::new(&batch) {
         Ok(v) => v,
         Err(e) => {
-            crate::log::log(crate::log::Level::Error, &format!("bad batch from the host: {e}"));
+            // Straight to the host (not through `crate::log`, which is built on these bindings).
+            #[cfg(target_arch = "wasm32")]
+            vigil::rules::host::log(vigil::rules::host::LogLevel::Error, &format!("bad batch from the host: {e}"));
+            #[cfg(not(target_arch = "wasm32"))]
+            eprintln!("[Error] bad batch from the host: {e}");
             return String::new();
         }
     };
