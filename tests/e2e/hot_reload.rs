@@ -132,3 +132,38 @@ fn renaming_a_rule_file_keeps_its_state_and_loses_nothing() {
     assert_eq!(max_seen, N as u64, "state moved with the rename");
     assert!(summary.dispatch.swaps.load(Ordering::Relaxed) >= 2, "the rename was seen");
 }
+
+/// A file that claims another file's rule id never shadows it: the file
+/// named after the id owns it, whichever name sorts first and whichever
+/// came first.
+#[test]
+fn a_file_claiming_another_rules_id_does_not_shadow_it() {
+    use vigil_engine::plugin::host::{HostSettings, PluginHost};
+    use vigil_engine::plugin::policy::RulePolicy;
+    use vigil_engine::plugin::ruledir::RuleDir;
+    let host = PluginHost::new(&HostSettings { cache_dir: None }).unwrap();
+    let policy = RulePolicy::default();
+    let settings = |m: &vigil_engine::plugin::meta::RuleMeta| policy.resolve(m);
+    let echo = std::fs::read(rule_wasm("echo")).unwrap();
+
+    // The impostor sorts first, in one scan.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("aaa-impostor.wasm"), &echo).unwrap();
+    std::fs::write(dir.path().join("echo.wasm"), &echo).unwrap();
+    let (_, report) = RuleDir::new(dir.path()).scan(&host, &settings).unwrap();
+    let failed: Vec<String> =
+        report.failed.iter().map(|(p, _)| p.file_name().unwrap().to_string_lossy().into()).collect();
+    assert_eq!(failed, ["aaa-impostor.wasm"], "{:?}", report.failed);
+
+    // The impostor arrives after the real one was loaded.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("echo.wasm"), &echo).unwrap();
+    let mut rules = RuleDir::new(dir.path());
+    let (_, first) = rules.scan(&host, &settings).unwrap();
+    assert_eq!(first.loaded, ["echo"]);
+    std::fs::write(dir.path().join("aaa-impostor.wasm"), &echo).unwrap();
+    let (controls, second) = rules.scan(&host, &settings).unwrap();
+    assert!(controls.is_empty(), "the running rule is not replaced");
+    assert_eq!(second.failed.len(), 1);
+    assert!(second.failed[0].1.contains("already loaded from"), "{:?}", second.failed);
+}

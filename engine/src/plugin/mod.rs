@@ -13,7 +13,7 @@
 
 pub mod dispatch;
 pub mod host;
-pub(crate) mod meta;
+pub mod meta;
 pub mod policy;
 pub(crate) mod reload;
 pub(crate) mod returned;

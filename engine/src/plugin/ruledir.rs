@@ -148,21 +148,40 @@ impl RuleDir {
             match LoadedRule::load(host, &path, &bytes, &hash, settings) {
                 Ok(Loaded::Rule(rule)) => {
                     let id = rule.meta.id.clone();
-                    let clash = self
-                        .seen
-                        .iter()
-                        .find(|(p, s)| **p != path && matches!(s, Seen::Loaded { id: other, .. } if *other == id))
-                        .map(|(p, _)| p.display().to_string())
-                        .or_else(|| (id == RULE_FILES_ID).then(|| "the rule files (a reserved id)".to_string()));
-                    if let Some(other) = clash {
-                        let msg = format!("rule id {id} is already loaded from {other}");
+                    if id == RULE_FILES_ID {
+                        let msg = format!("rule id {id} is reserved for the rule files");
                         tracing::error!(path = %path.display(), "{msg}; this file is ignored");
                         report.failed.push((path.clone(), msg));
-                        // If this file's previous version is running, it stays.
                         if !matches!(self.seen.get(&path), Some(Seen::Loaded { .. })) {
                             self.seen.insert(path, Seen::Skipped { hash });
                         }
                         continue;
+                    }
+                    let clash = self
+                        .seen
+                        .iter()
+                        .find(|(p, s)| **p != path && matches!(s, Seen::Loaded { id: other, .. } if *other == id))
+                        .map(|(p, _)| p.clone());
+                    if let Some(other) = clash {
+                        // The file named after the id owns it: a file that claims
+                        // another's id never shadows it, whatever the name order.
+                        if owns(&path, &id) && !owns(&other, &id) {
+                            let msg = format!("rule id {id} belongs to {}; this file claims it", path.display());
+                            tracing::error!(path = %other.display(), "{msg}; it is unloaded");
+                            report.failed.push((other.clone(), msg));
+                            controls.push(Control::Remove(other.clone()));
+                            let other_hash = self.seen.get(&other).map(|s| s.hash().to_string()).unwrap_or_default();
+                            self.seen.insert(other, Seen::Skipped { hash: other_hash });
+                        } else {
+                            let msg = format!("rule id {id} is already loaded from {}", other.display());
+                            tracing::error!(path = %path.display(), "{msg}; this file is ignored");
+                            report.failed.push((path.clone(), msg));
+                            // If this file's previous version is running, it stays.
+                            if !matches!(self.seen.get(&path), Some(Seen::Loaded { .. })) {
+                                self.seen.insert(path, Seen::Skipped { hash });
+                            }
+                            continue;
+                        }
                     }
                     report.loaded.push(id.clone());
                     self.seen.insert(path, Seen::Loaded { hash, id });
@@ -393,4 +412,8 @@ pub fn list_files(dir: &Path, extensions: &[&str]) -> std::io::Result<Vec<PathBu
     }
     files.sort();
     Ok(files)
+}
+/// Whether `path` is the file named after rule id `id` (`<id>.wasm`).
+fn owns(path: &Path, id: &str) -> bool {
+    path.file_stem().is_some_and(|stem| stem == id)
 }
