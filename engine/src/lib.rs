@@ -39,6 +39,24 @@ pub mod watchers;
 
 pub use vigil_event as event;
 
+/// `text` with its control characters (newlines, carriage returns, terminal
+/// escapes) written as `\n`, `\u{1b}`..., for logging what a rule or a
+/// remote peer supplied: it cannot forge or garble the daemon's log lines.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// `e` and its causes, `: `-separated (a cause its error already quotes is
 /// not repeated), for logs and error messages.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
@@ -53,4 +71,16 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_kept() {
+        assert_eq!(super::escape_controls("plain ü"), "plain ü");
+        assert_eq!(
+            super::escape_controls("ok\n2026-12-07T00:00:00Z  INFO forged\r\u{1b}[2J"),
+            "ok\\n2026-12-07T00:00:00Z  INFO forged\\r\\u{1b}[2J"
+        );
+    }
 }

@@ -262,7 +262,10 @@ impl Dispatcher {
                     Ok(alerts) => {
                         for a in alerts {
                             let Some(&index) = self.selected.get(a.event_index as usize) else {
-                                tracing::warn!(rule = %rule.meta.id, index = a.event_index, "alert names an event outside its batch; dropped");
+                                rule.stats.alerts_dropped.fetch_add(1, Ordering::Relaxed);
+                                if rule.may_warn() {
+                                    tracing::warn!(rule = %rule.meta.id, index = a.event_index, "alert names an event outside its batch; dropped");
+                                }
                                 continue;
                             };
                             self.pending.push((

@@ -147,6 +147,8 @@ impl vigil::rules::host::Host for HostState {
             message.truncate(end);
             message.push_str("… (cut)");
         }
+        // A rule's text cannot forge or garble the daemon's log lines.
+        let message = crate::escape_controls(&message);
         let rule = &*self.rule_id;
         match level {
             LogLevel::Trace => tracing::trace!(target: "vigil::rule", rule, "{message}"),

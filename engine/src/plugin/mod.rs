@@ -20,6 +20,7 @@ pub(crate) mod returned;
 pub mod rule;
 pub mod ruledir;
 pub mod rulefiles;
+pub(crate) mod warnings;
 pub(crate) mod watchdog;
 
 use std::path::PathBuf;

@@ -18,6 +18,7 @@ use super::PluginError;
 use super::host::{HostState, PluginHost, Rule, RulePre, content_hash};
 use super::meta::{Limits, RuleMeta, RuleSettingsResolved};
 use super::returned::{RuleAlert, parse_alerts, parse_metadata};
+use super::warnings::WarnBudget;
 use super::watchdog::{self, Watchdog};
 use crate::config::WasiGrant;
 
@@ -95,6 +96,15 @@ pub struct LoadedRule {
     live: Option<Live>,
     health: Health,
     id: Arc<str>,
+    /// The host's warnings about this rule, rate-limited.
+    warnings: WarnBudget,
+}
+
+impl LoadedRule {
+    /// Whether one more host warning about this rule may be logged now.
+    pub fn may_warn(&mut self) -> bool {
+        self.warnings.allow(&self.id, Instant::now())
+    }
 }
 
 /// Outcome of loading a file.
@@ -180,6 +190,7 @@ impl LoadedRule {
             watchdog: host.watchdog().clone(),
             live: None,
             health: Health::default(),
+            warnings: WarnBudget::default(),
         };
         loaded.instantiate().map_err(|e| match e {
             InstantiateError::Refused(msg) => PluginError::InitRefused(msg),
@@ -261,7 +272,7 @@ impl LoadedRule {
         };
         match rule.vigil_rules_detector().call_init(&mut store, &self.config_json) {
             Ok(Ok(())) => {}
-            Ok(Err(msg)) => return Err(InstantiateError::Refused(msg)),
+            Ok(Err(msg)) => return Err(InstantiateError::Refused(rule_text(&msg))),
             Err(e) => return Err(InstantiateError::Fault(self.classify(&store, e))),
         }
         self.live = Some(Live { store, rule });
@@ -329,7 +340,9 @@ impl LoadedRule {
                 }
                 if dropped > 0 {
                     self.stats.alerts_dropped.fetch_add(dropped as u64, Ordering::Relaxed);
-                    tracing::warn!(rule = %self.id, dropped, "rule raised more alerts in one batch than the limit; the rest were dropped");
+                    if self.warnings.allow(&self.id, now) {
+                        tracing::warn!(rule = %self.id, dropped, "rule raised more alerts in one batch than the limit; the rest were dropped");
+                    }
                 }
                 Ok(alerts)
             }
@@ -410,7 +423,7 @@ impl LoadedRule {
         match result {
             Ok(Ok(())) => tracing::debug!(rule = %self.id, bytes = state.len(), "state restored"),
             Ok(Err(msg)) => {
-                tracing::warn!(rule = %self.id, error = %msg, "new version refused the old state; starting fresh")
+                tracing::warn!(rule = %self.id, error = %rule_text(&msg), "new version refused the old state; starting fresh")
             }
             Err(e) => {
                 tracing::warn!(rule = %self.id, error = %e, "restore trapped; starting fresh");
@@ -418,6 +431,20 @@ impl LoadedRule {
             }
         }
     }
+}
+
+/// Longest text a rule supplies (an error message) that the host keeps.
+const MAX_RULE_TEXT: usize = 1024;
+
+/// Text a rule supplied, for the daemon's log and errors: cut to
+/// [`MAX_RULE_TEXT`] and with its control characters escaped.
+fn rule_text(text: &str) -> String {
+    let mut end = text.len().min(MAX_RULE_TEXT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = if end < text.len() { "… (cut)" } else { "" };
+    format!("{}{cut}", crate::escape_controls(&text[..end]))
 }
 
 enum InstantiateError {

@@ -243,7 +243,8 @@ impl Delivery {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let resp = match req.body(body).send().await {
             Ok(r) => r,
-            Err(e) => return Outcome::Retry { why: crate::error_chain(&e), after: None },
+            // Without the URL: its query string and userinfo may hold secrets.
+            Err(e) => return Outcome::Retry { why: crate::error_chain(&e.without_url()), after: None },
         };
         let status = resp.status();
         if status.is_success() {
@@ -251,7 +252,8 @@ impl Delivery {
         }
         let after = resp.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
         let text = resp.text().await.unwrap_or_default();
-        let body: String = text.chars().take(512).collect();
+        // The receiver's text, cut and escaped: it goes into the daemon's log.
+        let body: String = crate::escape_controls(&text.chars().take(512).collect::<String>()).into_owned();
         if status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
         {
             Outcome::Retry { why: format!("HTTP {status}: {body}"), after }
