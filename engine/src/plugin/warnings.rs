@@ -41,7 +41,8 @@ impl WarnBudget {
     }
 
     /// Warnings not logged in the current second.
-    pub fn suppressed(&self) -> u64 {
+    #[cfg(test)]
+    fn suppressed(&self) -> u64 {
         self.suppressed
     }
 }
