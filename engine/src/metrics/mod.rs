@@ -286,6 +286,8 @@ impl Telemetry {
             let filtered = c(m, "vigil_webhook_alerts_filtered_total", "Alerts below the output's min_priority.");
             let requests = c(m, "vigil_webhook_requests_total", "Requests sent.");
             let retries = c(m, "vigil_webhook_retries_total", "Failed requests that are retried.");
+            let recoveries =
+                c(m, "vigil_webhook_spool_recoveries_total", "Damaged spool files moved aside and started anew.");
             let spool_bytes = m.gauge("vigil_webhook_spool_bytes", "Bytes waiting in the spool.", &["output"]);
             let spool_alerts = m.gauge("vigil_webhook_spool_alerts", "Alerts waiting in the spool.", &["output"]);
             let up = m.gauge("vigil_webhook_up", "1 if the last request succeeded.", &["output"]);
@@ -299,6 +301,7 @@ impl Telemetry {
                 filtered.with_label_values(&l).inc_by(s.filtered.load(Ordering::Relaxed));
                 requests.with_label_values(&l).inc_by(s.requests.load(Ordering::Relaxed));
                 retries.with_label_values(&l).inc_by(s.retries.load(Ordering::Relaxed));
+                recoveries.with_label_values(&l).inc_by(s.spool_recoveries.load(Ordering::Relaxed));
                 spool_bytes.with_label_values(&l).set(w.spool.bytes() as i64);
                 spool_alerts.with_label_values(&l).set(w.spool.len() as i64);
                 up.with_label_values(&l).set(s.up.load(Ordering::Relaxed) as i64);

@@ -72,10 +72,11 @@ impl WebhookOutput {
     ) -> Result<Self, OutputError> {
         let label = format!("webhook:{}", cfg.name);
         let setup = |message: String| OutputError::Setup { output: label.clone(), message };
-        std::fs::create_dir_all(spool_dir)
+        create_private_dir(spool_dir)
             .map_err(|e| setup(format!("cannot create spool directory {}: {e}", spool_dir.display())))?;
-        let spool = Spool::open(&spool_dir.join(format!("{}.redb", cfg.name)), cfg.spool_max_bytes.as_u64())
-            .map_err(|e| setup(e.to_string()))?;
+        let (spool, recovered) =
+            Spool::open(&spool_dir.join(format!("{}.redb", cfg.name)), cfg.spool_max_bytes.as_u64())
+                .map_err(|e| setup(e.to_string()))?;
         let client = http_client(cfg).map_err(setup)?;
         let signer = match (&cfg.hmac_secret, &cfg.hmac_secret_file) {
             (Some(s), _) => Some(Signer::new(s.as_bytes())),
@@ -88,6 +89,7 @@ impl WebhookOutput {
         };
         let spool = Arc::new(spool);
         let stats = Arc::new(WebhookStats::default());
+        stats.spool_recoveries.fetch_add(u64::from(recovered), Ordering::Relaxed);
         let wake = Arc::new(Notify::new());
         let (closing, closing_rx) = watch::channel(None);
         let delivery = Delivery {
@@ -240,6 +242,13 @@ impl Drop for WebhookOutput {
             task.abort();
         }
     }
+}
+
+/// Creates `dir` (and its parents) with owner-only permissions (0700) for
+/// what this creates: spooled alerts can hold secrets.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
 #[cfg(test)]

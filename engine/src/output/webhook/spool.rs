@@ -43,38 +43,77 @@ pub struct Record {
     pub bytes: Vec<u8>,
 }
 
+/// Whether `e` says the file is damaged (rather than busy, unreadable for
+/// want of permission, or on a full disk).
+fn is_damage(e: &redb::Error) -> bool {
+    match e {
+        redb::Error::DatabaseAlreadyOpen => false,
+        // A file cut short or garbled reads as these; permissions, a full
+        // disk or a missing directory are not the file's fault.
+        redb::Error::Io(io) => {
+            matches!(io.kind(), std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof)
+        }
+        _ => true,
+    }
+}
+
+/// What went wrong with a spool file: an error, or a panic inside redb.
+enum OpenFailure {
+    Error(redb::Error),
+    Panicked(String),
+}
+
 impl Spool {
-    /// Opens (or creates) the spool at `path`. A file that is not a valid
-    /// spool is moved aside (`<path>.corrupt-<unix time>`, logged) and a new
-    /// one started: a damaged spool must not stop alerting.
-    pub fn open(path: &Path, max_bytes: u64) -> Result<Spool, SpoolError> {
+    /// Opens (or creates) the spool at `path`, readable by its owner only
+    /// (0600). A file that is not a valid spool (redb refuses it, or panics
+    /// on it) is moved aside (`<path>.corrupt-<unix time>`, logged) and a new
+    /// one started: a damaged spool must not stop alerting. The second
+    /// value says whether that happened.
+    pub fn open(path: &Path, max_bytes: u64) -> Result<(Spool, bool), SpoolError> {
         let err = |source: redb::Error| SpoolError { path: path.to_path_buf(), source };
-        let db = match Database::create(path) {
-            Ok(db) => db,
-            Err(e @ redb::DatabaseError::DatabaseAlreadyOpen) => return Err(err(e.into())),
-            // Permissions, a full disk...: not the file's fault.
-            Err(redb::DatabaseError::Storage(redb::StorageError::Io(e)))
-                if e.kind() != std::io::ErrorKind::InvalidData =>
-            {
-                return Err(err(redb::Error::Io(e)));
-            }
-            Err(e) => {
-                let aside = path.with_extension(format!("corrupt-{}", crate::time::now_ns() / 1_000_000_000));
-                tracing::error!(spool = %path.display(), moved_to = %aside.display(), error = %e, "spool file is damaged; moved aside, starting an empty spool");
-                std::fs::rename(path, &aside).map_err(|e| err(redb::Error::Io(e)))?;
-                Database::create(path).map_err(|e| err(e.into()))?
-            }
+        let why = match Self::open_guarded(path, max_bytes) {
+            Ok(spool) => return Ok((spool, false)),
+            Err(OpenFailure::Error(e)) if !is_damage(&e) => return Err(err(e)),
+            Err(OpenFailure::Error(e)) => e.to_string(),
+            Err(OpenFailure::Panicked(p)) => format!("redb panicked reading it: {p}"),
         };
-        let spool = Spool {
-            path: path.to_path_buf(),
-            db,
-            max_bytes,
-            next_seq: Mutex::new(1),
-            len: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
-        };
-        spool.load().map_err(err)?;
-        Ok(spool)
+        let aside = path.with_extension(format!("corrupt-{}", crate::time::now_ns() / 1_000_000_000));
+        tracing::error!(spool = %path.display(), moved_to = %aside.display(), error = %why, "spool file is damaged; moved aside, starting an empty spool");
+        std::fs::rename(path, &aside).map_err(|e| err(redb::Error::Io(e)))?;
+        match Self::open_guarded(path, max_bytes) {
+            Ok(spool) => Ok((spool, true)),
+            Err(OpenFailure::Error(e)) => Err(err(e)),
+            Err(OpenFailure::Panicked(p)) => Err(err(redb::Error::Io(std::io::Error::other(p)))),
+        }
+    }
+
+    /// Opens and loads the spool, a panic inside redb caught as a failure.
+    fn open_guarded(path: &Path, max_bytes: u64) -> Result<Spool, OpenFailure> {
+        let opened = std::panic::catch_unwind(|| -> Result<Spool, redb::Error> {
+            let db = Database::create(path)?;
+            restrict(path)?;
+            let spool = Spool {
+                path: path.to_path_buf(),
+                db,
+                max_bytes,
+                next_seq: Mutex::new(1),
+                len: AtomicU64::new(0),
+                bytes: AtomicU64::new(0),
+            };
+            spool.load()?;
+            Ok(spool)
+        });
+        match opened {
+            Ok(r) => r.map_err(OpenFailure::Error),
+            Err(panic) => {
+                let text = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("(no message)");
+                Err(OpenFailure::Panicked(text.to_string()))
+            }
+        }
     }
 
     fn load(&self) -> Result<(), redb::Error> {
@@ -245,6 +284,12 @@ impl Spool {
     }
 }
 
+/// Owner-only permissions (0600) on the spool file: alerts can hold secrets.
+fn restrict(path: &Path) -> Result<(), redb::Error> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(redb::Error::Io)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,7 +303,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.redb");
         {
-            let s = Spool::open(&path, 1 << 20).unwrap();
+            let s = Spool::open(&path, 1 << 20).unwrap().0;
             assert_eq!(s.append([b"a".as_slice(), b"b", b"c"]).unwrap(), 0);
             assert_eq!(s.append([b"d".as_slice()]).unwrap(), 0);
             let first = s.peek(2, 1 << 20).unwrap();
@@ -267,7 +312,7 @@ mod tests {
             assert_eq!(s.len(), 2);
             s.sync().unwrap();
         }
-        let s = Spool::open(&path, 1 << 20).unwrap();
+        let s = Spool::open(&path, 1 << 20).unwrap().0;
         assert_eq!(s.len(), 2);
         assert_eq!(texts(&s.peek(10, 1 << 20).unwrap()), ["c", "d"]);
         s.append([b"e".as_slice()]).unwrap();
@@ -278,7 +323,7 @@ mod tests {
     #[test]
     fn full_spool_drops_the_oldest_and_says_how_many() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Spool::open(&dir.path().join("w.redb"), 10 * (100 + RECORD_OVERHEAD)).unwrap();
+        let s = Spool::open(&dir.path().join("w.redb"), 10 * (100 + RECORD_OVERHEAD)).unwrap().0;
         let rec = |i: usize| format!("{i:0100}").into_bytes();
         let mut dropped = 0;
         for i in 0..25 {
@@ -294,7 +339,7 @@ mod tests {
     #[test]
     fn make_room_drops_just_enough_of_the_oldest() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Spool::open(&dir.path().join("w.redb"), 10 * (100 + RECORD_OVERHEAD)).unwrap();
+        let s = Spool::open(&dir.path().join("w.redb"), 10 * (100 + RECORD_OVERHEAD)).unwrap().0;
         let rec = |i: usize| format!("{i:0100}").into_bytes();
         for i in 0..10 {
             assert_eq!(s.append([rec(i).as_slice()]).unwrap(), 0);
@@ -314,7 +359,7 @@ mod tests {
     #[test]
     fn peek_respects_bytes_but_returns_at_least_one() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Spool::open(&dir.path().join("w.redb"), 1 << 20).unwrap();
+        let s = Spool::open(&dir.path().join("w.redb"), 1 << 20).unwrap().0;
         s.append([vec![b'x'; 600].as_slice(), &[b'y'; 600], &[b'z'; 10]]).unwrap();
         assert_eq!(s.peek(10, 100).unwrap().len(), 1, "a large alert goes alone");
         assert_eq!(s.peek(10, 1300).unwrap().len(), 3);
@@ -326,7 +371,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.redb");
         std::fs::write(&path, vec![0x5a; 8192]).unwrap();
-        let s = Spool::open(&path, 1 << 20).unwrap();
+        let (s, recovered) = Spool::open(&path, 1 << 20).unwrap();
+        assert!(recovered);
         assert!(s.is_empty());
         s.append([b"ok".as_slice()]).unwrap();
         let aside: Vec<_> = std::fs::read_dir(dir.path())
@@ -335,5 +381,70 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().contains("corrupt-"))
             .collect();
         assert_eq!(aside.len(), 1);
+    }
+
+    /// A spool damaged anyhow (bytes flipped, cut short, zeroed; a seeded
+    /// set of mutations of a real spool file) opens: as it was, or moved
+    /// aside and started anew. Never a panic, never a refusal, and the
+    /// spool it gives takes alerts.
+    #[test]
+    fn any_damaged_spool_opens_and_takes_alerts() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.redb");
+        {
+            let (s, _) = Spool::open(&good, 1 << 20).unwrap();
+            for i in 0..50u32 {
+                s.append([format!("alert {i}").as_bytes()]).unwrap();
+            }
+        }
+        let bytes = std::fs::read(&good).unwrap();
+        // A small xorshift: the same mutations on every run.
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let (mut recovered, mut kept) = (0, 0);
+        for case in 0..80 {
+            let mut damaged = bytes.clone();
+            match case % 4 {
+                0 => {
+                    for _ in 0..1 + next() % 16 {
+                        let at = (next() as usize) % damaged.len();
+                        damaged[at] ^= 1 << (next() % 8);
+                    }
+                }
+                1 => damaged.truncate((next() as usize) % damaged.len()),
+                2 => {
+                    let at = (next() as usize) % damaged.len();
+                    let end = (at + 1 + (next() as usize) % 4096).min(damaged.len());
+                    damaged[at..end].fill(0);
+                }
+                _ => {
+                    let page = 4096 * ((next() as usize) % (damaged.len() / 4096).max(1));
+                    let end = (page + 4096).min(damaged.len());
+                    damaged[page..end].fill(0xff);
+                }
+            }
+            let path = dir.path().join(format!("case-{case}.redb"));
+            std::fs::write(&path, &damaged).unwrap();
+            let (s, moved) = Spool::open(&path, 1 << 20).unwrap_or_else(|e| panic!("case {case}: {e}"));
+            s.append([b"after".as_slice()]).unwrap_or_else(|e| panic!("case {case}: {e}"));
+            let _ = s.peek(100, 1 << 20);
+            if moved { recovered += 1 } else { kept += 1 }
+        }
+        eprintln!("damaged spools: {recovered} moved aside, {kept} opened as they were");
+        assert!(recovered > 0, "the mutations damage some files");
+    }
+
+    #[test]
+    fn the_spool_file_is_the_owners_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.redb");
+        let _ = Spool::open(&path, 1 << 20).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     }
 }
