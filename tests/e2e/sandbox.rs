@@ -176,3 +176,40 @@ fn an_overdue_rule_on_one_thread_does_not_cut_short_a_call_in_time_on_another() 
     assert_eq!(alerts.len(), 1);
     assert_eq!(in_time.stats.timeouts.load(Ordering::Relaxed), 0);
 }
+
+/// A rule that floods (a hundred alerts per event) is cut to what a batch
+/// can explain and counted; one that returns a giant string (4 MiB per
+/// event) is refused unparsed, faulted and quarantined; a good rule beside
+/// them raises every alert it raises alone.
+#[test]
+fn a_flood_of_alerts_or_a_giant_return_is_bounded_and_a_good_rule_keeps_alerting() {
+    for (alerts, message_bytes, floods) in [(100usize, 16usize, true), (1, 4 << 20, false)] {
+        let rules = rule_dir(&["echo", "flood"]);
+        let cache = tempfile::tempdir().unwrap();
+        let mut c = config(cache.path());
+        c.rules.settings.insert(
+            "flood".into(),
+            toml::from_str(&format!(
+                "call_timeout = \"5s\"\nmemory_limit = \"256MiB\"\nconfig = {{ alerts = {alerts}, message_bytes = {message_bytes} }}"
+            ))
+            .unwrap(),
+        );
+        // Shaping off (run_pipeline): every alert kept reaches the output.
+        let events: Vec<_> = (0..1000).map(|_| exec("/bin/ok", &["ok"])).collect();
+        let source = PacedSource { events, per_sec: 5_000, batch: 100, hooks: vec![] };
+        let (summary, output) = run_pipeline(c, rules.path(), false, source);
+        let alerts_out = output.alerts();
+        let echo = alerts_out.iter().filter(|a| a.rule == "echo").count();
+        assert_eq!(echo, 1000, "the good rule saw every event");
+        let flood = summary.rules.iter().find(|(r, _)| r == "flood").unwrap().1.clone();
+        let kept = alerts_out.iter().filter(|a| a.rule == "flood").count();
+        if floods {
+            assert!(kept <= 4 * 1000, "at most 4 alerts per event kept: {kept}");
+            assert!(kept >= 1000, "the flood's first alerts are kept: {kept}");
+            assert!(flood.alerts_dropped.load(Ordering::Relaxed) > 0, "the rest are counted");
+        } else {
+            assert_eq!(kept, 0, "a giant return is not parsed");
+            assert!(flood.faults() >= 1 && flood.quarantines.load(Ordering::Relaxed) >= 1, "faulted, quarantined");
+        }
+    }
+}

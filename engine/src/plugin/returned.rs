@@ -12,6 +12,27 @@ use vigil_event::Priority;
 
 /// Alerts kept from one call; the rest are dropped and counted.
 pub const MAX_ALERTS_PER_CALL: usize = 10_000;
+/// Alerts kept per event of the batch (at least [`MIN_ALERTS_PER_CALL`] a
+/// call): a rule that says more about one event is flooding, and every
+/// alert kept is built and queued with its event's context.
+pub const MAX_ALERTS_PER_EVENT: usize = 4;
+/// Alerts a call may return whatever the size of its batch.
+pub const MIN_ALERTS_PER_CALL: usize = 16;
+/// Bytes `on-batch` may return per event of the batch, beyond
+/// [`MIN_RETURN_BYTES`]; a longer return is a fault, not parsed.
+pub const MAX_RETURN_BYTES_PER_EVENT: usize = 16 << 10;
+/// Bytes any call may return.
+pub const MIN_RETURN_BYTES: usize = 64 << 10;
+
+/// The alerts a call over `events` events may return.
+pub fn max_alerts(events: usize) -> usize {
+    events.saturating_mul(MAX_ALERTS_PER_EVENT).clamp(MIN_ALERTS_PER_CALL, MAX_ALERTS_PER_CALL)
+}
+
+/// The bytes a call over `events` events may return.
+pub fn max_return_bytes(events: usize) -> usize {
+    MIN_RETURN_BYTES.saturating_add(events.saturating_mul(MAX_RETURN_BYTES_PER_EVENT))
+}
 /// Longest message kept (bytes); longer ones are cut.
 pub const MAX_MESSAGE: usize = 4096;
 /// Most tags (and fields) kept per alert or rule.
@@ -62,16 +83,23 @@ struct MetadataJson {
     report: Option<vigil_rulelang::Report>,
 }
 
-/// Parses `on-batch`'s return. Errors describe what was wrong (a rule bug);
-/// `dropped` counts alerts beyond [`MAX_ALERTS_PER_CALL`].
-pub fn parse_alerts(json: &str) -> Result<(Vec<RuleAlert>, usize), String> {
+/// Parses `on-batch`'s return for a batch of `events` events. Errors
+/// describe what was wrong (a rule bug); a return longer than
+/// [`max_return_bytes`] is one, before any parsing. `dropped` counts alerts
+/// beyond [`max_alerts`].
+pub fn parse_alerts(json: &str, events: usize) -> Result<(Vec<RuleAlert>, usize), String> {
     if json.is_empty() || json == "[]" {
         return Ok((Vec::new(), 0));
     }
+    let limit = max_return_bytes(events);
+    if json.len() > limit {
+        return Err(format!("returned {} bytes for {events} events; the limit is {limit}", json.len()));
+    }
     let raw: Vec<AlertJson> = serde_json::from_str(json).map_err(|e| format!("returned invalid alert JSON: {e}"))?;
-    let dropped = raw.len().saturating_sub(MAX_ALERTS_PER_CALL);
-    let mut alerts = Vec::with_capacity(raw.len().min(MAX_ALERTS_PER_CALL));
-    for a in raw.into_iter().take(MAX_ALERTS_PER_CALL) {
+    let keep = max_alerts(events);
+    let dropped = raw.len().saturating_sub(keep);
+    let mut alerts = Vec::with_capacity(raw.len().min(keep));
+    for a in raw.into_iter().take(keep) {
         alerts.push(RuleAlert {
             rule: cut(a.rule, MAX_VALUE),
             priority: Priority::from_name(&a.priority)
@@ -157,29 +185,42 @@ mod tests {
         let json = format!(
             r#"[{{"rule":"x","priority":"warning","message":"{long}","tags":["a","b"],"fields":[{{"key":"k","value":"v"}}],"event-index":3}}]"#
         );
-        let (alerts, dropped) = parse_alerts(&json).unwrap();
+        let (alerts, dropped) = parse_alerts(&json, 1).unwrap();
         assert_eq!(dropped, 0);
         let a = &alerts[0];
         assert_eq!((a.priority, a.event_index), (Priority::Warning, 3));
         assert!(a.message.len() <= MAX_MESSAGE && a.message.ends_with('…'));
         assert_eq!(a.tags, ["a", "b"]);
         assert_eq!(a.fields, [("k".to_string(), "v".to_string())]);
-        assert_eq!(parse_alerts("").unwrap().0, []);
-        assert_eq!(parse_alerts("[]").unwrap().0, []);
+        assert_eq!(parse_alerts("", 1).unwrap().0, []);
+        assert_eq!(parse_alerts("[]", 1).unwrap().0, []);
     }
 
     #[test]
     fn too_many_alerts_are_dropped_and_counted() {
         let one = r#"{"priority":"notice","message":"m","event-index":0}"#;
         let json = format!("[{}]", vec![one; MAX_ALERTS_PER_CALL + 5].join(","));
-        let (alerts, dropped) = parse_alerts(&json).unwrap();
+        let (alerts, dropped) = parse_alerts(&json, 100_000).unwrap();
         assert_eq!((alerts.len(), dropped), (MAX_ALERTS_PER_CALL, 5));
+        // Per event of the batch: 4 each, and 16 whatever the batch.
+        let json = format!("[{}]", vec![one; 1000].join(","));
+        assert_eq!(parse_alerts(&json, 10).unwrap().0.len(), 40);
+        assert_eq!(parse_alerts(&json, 1).unwrap().0.len(), MIN_ALERTS_PER_CALL);
+    }
+
+    #[test]
+    fn a_giant_return_is_refused_unparsed() {
+        let giant = format!(r#"[{{"priority":"notice","message":"{}","event-index":0}}]"#, "x".repeat(1 << 20));
+        let e = parse_alerts(&giant, 1).unwrap_err();
+        assert!(e.contains("bytes for 1 events; the limit is"), "{e}");
+        // The same is fine for a batch big enough to explain it.
+        assert!(parse_alerts(&giant, 128).is_ok());
     }
 
     #[test]
     fn bad_output_is_an_error_not_a_panic() {
         for bad in ["{", "[1]", r#"[{"priority":"loud","message":"m","event-index":0}]"#, "null", "[{}]"] {
-            assert!(parse_alerts(bad).is_err(), "{bad}");
+            assert!(parse_alerts(bad, 1).is_err(), "{bad}");
         }
     }
 

@@ -322,10 +322,12 @@ impl LoadedRule {
         let armed = self.watchdog.arm(&mut live.store, self.limits.call_timeout);
         let result = live.rule.vigil_rules_detector().call_on_batch(&mut live.store, batch);
         drop(armed);
+        // Parsing what it returned is the rule's time too.
+        let result = result.map(|json| parse_alerts(&json, events));
         self.stats.time_ns.fetch_add(now.elapsed().as_nanos() as u64, Ordering::Relaxed);
         self.stats.events_in.fetch_add(events as u64, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
-        match result.map(|json| parse_alerts(&json)) {
+        match result {
             Ok(Ok((alerts, dropped))) => {
                 self.stats.alerts_out.fetch_add(alerts.len() as u64, Ordering::Relaxed);
                 if let Some(files) = &self.meta.files
