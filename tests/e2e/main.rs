@@ -16,6 +16,7 @@ mod golden;
 mod hot_reload;
 mod kubelet;
 mod proc_source;
+mod rule_dir_trust;
 mod rule_files;
 mod rule_scope;
 mod runtimes;

@@ -20,6 +20,7 @@ pub(crate) mod returned;
 pub mod rule;
 pub mod ruledir;
 pub mod rulefiles;
+pub mod trust;
 pub(crate) mod warnings;
 pub(crate) mod watchdog;
 
@@ -31,6 +32,10 @@ pub enum PluginError {
     /// The wasmtime engine or linker could not be set up.
     #[error("cannot set up the WebAssembly engine: {0:#}")]
     Engine(#[source] wasmtime::Error),
+    /// The rule directory could be changed by someone other than root or
+    /// the daemon's user.
+    #[error("rule directory {0} is not trusted: {1}")]
+    UntrustedRuleDir(PathBuf, String),
     /// The compile cache directory is unusable.
     #[error("compile cache directory {0}: {1}")]
     Cache(PathBuf, #[source] std::io::Error),

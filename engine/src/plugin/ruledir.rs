@@ -112,6 +112,7 @@ impl RuleDir {
     ) -> Result<(Vec<Control>, ScanReport), PluginError> {
         let mut report = ScanReport::default();
         let mut controls = Vec::new();
+        super::trust::check_dir(&self.dir).map_err(|why| PluginError::UntrustedRuleDir(self.dir.clone(), why))?;
         let files = list_rule_files(&self.dir).map_err(|e| PluginError::RuleDir(self.dir.clone(), e))?;
 
         for path in self.seen.keys().cloned().collect::<Vec<_>>() {
@@ -133,11 +134,20 @@ impl RuleDir {
         }
 
         for path in files {
-            let bytes = match std::fs::read(&path) {
+            let bytes = match super::trust::read_trusted(&self.dir, &path, super::trust::MAX_COMPONENT_BYTES) {
                 Ok(b) => b,
-                Err(e) => {
+                Err(e) if !path.exists() => {
                     // Vanished between listing and reading: the next scan sees it.
                     tracing::debug!(path = %path.display(), error = %e, "cannot read rule file");
+                    continue;
+                }
+                Err(e) => {
+                    // Untrusted or unreadable: refused, and a running version of it stays.
+                    if !matches!(self.seen.get(&path), Some(Seen::Loaded { .. })) {
+                        tracing::error!(path = %path.display(), error = %e, "rule file refused");
+                        report.failed.push((path.clone(), e));
+                        self.seen.insert(path, Seen::Skipped { hash: String::new() });
+                    }
                     continue;
                 }
             };
@@ -238,7 +248,7 @@ impl RuleDir {
         let mut current: Vec<(PathBuf, String)> = Vec::new();
         let mut signature = self.interpreter.as_ref().map_or(String::new(), |i| i.hash.clone());
         for path in paths {
-            match read_rule_file(&path) {
+            match read_rule_file(&self.dir, &path) {
                 Ok(text) => {
                     signature.push_str(&format!(" {}={}", path.display(), content_hash(text.as_bytes())));
                     current.push((path, text));
@@ -378,13 +388,10 @@ fn log_file_report(f: &vigil_rulelang::FileReport) {
 /// Extensions of rule files.
 pub const RULE_FILE_EXTENSIONS: &[&str] = &["yaml", "yml"];
 
-/// Reads a rule file, refusing one larger than the interpreter reads.
-pub fn read_rule_file(path: &Path) -> Result<String, String> {
-    let len = std::fs::metadata(path).map_err(|e| format!("cannot read it: {e}"))?.len();
-    if len > vigil_rulelang::MAX_FILE as u64 {
-        return Err(format!("{len} bytes: larger than the {} bytes a rule file may have", vigil_rulelang::MAX_FILE));
-    }
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
+/// Reads a rule file of the directory `dir` (trust checks, and refusing
+/// one larger than the interpreter reads).
+pub fn read_rule_file(dir: &Path, path: &Path) -> Result<String, String> {
+    let bytes = super::trust::read_trusted(dir, path, vigil_rulelang::MAX_FILE as u64)?;
     String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())
 }
 

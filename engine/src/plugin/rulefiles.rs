@@ -68,7 +68,7 @@ pub fn check(
     let mut unreadable = Vec::new();
     for f in files {
         let name = f.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        match read_rule_file(f) {
+        match read_rule_file(f.parent().unwrap_or(Path::new(".")), f) {
             Ok(text) => sources.push(vigil_rulelang::SourceFile::new(name, text)),
             Err(e) => unreadable.push(vigil_rulelang::FileReport {
                 name,
