@@ -15,6 +15,10 @@
 //!
 //! Nested containers (docker-in-docker, kind and minikube nodes, whose pods
 //! live under the node container's cgroup) resolve to the innermost one.
+//! A path under a user's systemd manager (`user@<uid>.service`, a subtree
+//! delegated to that user, where rootless runtimes run) is marked
+//! `delegated`: its owner could have named any cgroup there like a
+//! container, so only a runtime's watcher can vouch for it.
 //! Runtime monitors (`conmon`, `crio-conmon-<id>.scope`) and everything else
 //! belong to the host. The parser never panics on any input (fuzzed).
 
@@ -28,6 +32,9 @@ pub struct CgroupOwner {
     pub id: String,
     /// The Kubernetes pod's uid, when the path names it.
     pub pod_uid: Option<String>,
+    /// The path is in a subtree delegated to a user (`user@<uid>.service`):
+    /// the name alone does not show a runtime made it.
+    pub delegated: bool,
 }
 
 /// The container `path` (relative to its hierarchy's root, as in
@@ -39,7 +46,8 @@ pub fn container_of(path: &str) -> Option<CgroupOwner> {
         let parent = if i > 0 { parts[i - 1] } else { "" };
         if let Some((runtime, id)) = container_component(parts[i], parent, &parts[..i]) {
             let pod_uid = parts[..i].iter().rev().find_map(|p| pod_uid(p));
-            return Some(CgroupOwner { runtime, id, pod_uid });
+            let delegated = parts[..i].iter().any(|p| p.starts_with("user@") && p.ends_with(".service"));
+            return Some(CgroupOwner { runtime, id, pod_uid, delegated });
         }
     }
     None
@@ -129,7 +137,19 @@ mod tests {
     const UID: &str = "6b1c7f0e-3a2d-4c5b-9e8f-1a2b3c4d5e6f";
 
     fn owner(runtime: Runtime, id: &str, pod: Option<&str>) -> Option<CgroupOwner> {
-        Some(CgroupOwner { runtime, id: id.into(), pod_uid: pod.map(String::from) })
+        Some(CgroupOwner { runtime, id: id.into(), pod_uid: pod.map(String::from), delegated: false })
+    }
+
+    #[test]
+    fn a_container_in_a_users_delegated_subtree_is_marked() {
+        let id = "a".repeat(64);
+        // Rootless Podman, or anyone with a systemd user manager naming a cgroup like a container.
+        let rootless = format!("/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{id}.scope");
+        let fake = format!("/user.slice/user-1000.slice/user@1000.service/app.slice/docker-{id}.scope");
+        assert!(container_of(&rootless).unwrap().delegated);
+        assert!(container_of(&fake).unwrap().delegated);
+        assert!(!container_of(&format!("/system.slice/docker-{id}.scope")).unwrap().delegated);
+        assert!(!container_of(&format!("/docker/{id}")).unwrap().delegated);
     }
 
     #[test]
@@ -170,12 +190,12 @@ mod tests {
             owner(Runtime::CriO, ID, Some(UID))
         );
         assert_eq!(container_of(&format!("/machine.slice/libpod-{ID}.scope")), owner(Runtime::Podman, ID, None));
-        // Rootless Podman, under the user's systemd.
+        // Rootless Podman, under the user's systemd: in a subtree the user controls.
         assert_eq!(
             container_of(&format!(
                 "/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope/container"
             )),
-            owner(Runtime::Podman, ID, None)
+            Some(CgroupOwner { delegated: true, ..owner(Runtime::Podman, ID, None).unwrap() })
         );
     }
 

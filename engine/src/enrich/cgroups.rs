@@ -20,6 +20,11 @@ use vigil_event::{Container, Pod};
 
 use super::cgroup_path::container_of;
 
+/// The label on a container that only its cgroup's name vouches for, in a
+/// subtree a user controls (the value says why); a runtime's description,
+/// once a watcher has one, replaces it.
+pub const UNVERIFIED_LABEL: &str = "vigil.unverified";
+
 /// A cgroup's context, shared by the events of its processes.
 #[derive(Debug, Clone, Default)]
 pub struct Context {
@@ -39,7 +44,17 @@ impl Context {
         match container_of(path) {
             None => Context::default(),
             Some(owner) => Context {
-                container: Some(Arc::new(Container { id: owner.id, runtime: owner.runtime, ..Default::default() })),
+                container: Some(Arc::new(Container {
+                    id: owner.id,
+                    runtime: owner.runtime,
+                    // Said until a runtime's watcher describes it (its description replaces this).
+                    labels: if owner.delegated {
+                        vec![(UNVERIFIED_LABEL.to_string(), "user-delegated-cgroup".to_string())]
+                    } else {
+                        Vec::new()
+                    },
+                    ..Default::default()
+                })),
                 pod: owner.pod_uid.map(|uid| Arc::new(Pod { uid, ..Default::default() })),
             },
         }
@@ -171,6 +186,18 @@ mod tests {
         c.sweep(11_000);
         assert!(c.get(7).is_none());
         assert_eq!(c.stats(), CgroupStats { cgroups: 1, containers: 0, hits: 3, misses: 2 });
+    }
+
+    #[test]
+    fn a_container_only_its_users_cgroup_vouches_for_is_labelled_unverified() {
+        let id = "b".repeat(64);
+        let fake =
+            Context::of_path(&format!("/user.slice/user-1000.slice/user@1000.service/app.slice/docker-{id}.scope"));
+        let c = fake.container.unwrap();
+        assert_eq!(c.id, id);
+        assert_eq!(c.labels, [(UNVERIFIED_LABEL.to_string(), "user-delegated-cgroup".to_string())]);
+        let real = Context::of_path(&format!("/system.slice/docker-{id}.scope"));
+        assert!(real.container.unwrap().labels.is_empty());
     }
 
     #[test]
