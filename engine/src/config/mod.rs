@@ -202,6 +202,9 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_path_buf(), e))?;
         let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse(path.to_path_buf(), e))?;
         config.validate()?;
+        if let Some(why) = config.secrets_exposed_by(path) {
+            tracing::warn!(path = %path.display(), "{why}");
+        }
         Ok(config)
     }
 
@@ -287,6 +290,29 @@ impl Config {
             return Err(invalid("log.level", format!("{:?} is not a valid filter", self.log.level)));
         }
         Ok(())
+    }
+
+    /// What is wrong when the config file at `path` holds secrets (a
+    /// webhook's inline HMAC secret or headers, credentials or a query
+    /// string in its URL) and other users can read it; `None` when fine.
+    pub fn secrets_exposed_by(&self, path: &Path) -> Option<String> {
+        use std::os::unix::fs::MetadataExt;
+        let secrets: Vec<&str> = self
+            .output
+            .webhook
+            .iter()
+            .filter(|w| w.hmac_secret.is_some() || !w.headers.is_empty() || w.url.contains('@') || w.url.contains('?'))
+            .map(|w| w.name.as_str())
+            .collect();
+        let mode = std::fs::metadata(path).ok()?.mode();
+        (!secrets.is_empty() && mode & 0o044 != 0).then(|| {
+            format!(
+                "the config file holds secrets (webhooks {}) and other users can read it (mode {:o}): chmod 600 it, \
+                 or move them to files (hmac_secret_file)",
+                secrets.join(", "),
+                mode & 0o777
+            )
+        })
     }
 
     /// The compile cache directory, `None` when disabled.
@@ -379,6 +405,26 @@ mod tests {
         .unwrap();
         assert_eq!(c.rules.settings["discovery-burst"].call_timeout, Some(Duration::from_millis(20)));
         assert!(c.rules.settings["discovery-burst"].wasi.as_ref().unwrap().stdio);
+    }
+
+    #[test]
+    fn a_config_with_secrets_readable_by_others_is_said() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vigil.toml");
+        let text = "[[output.webhook]]\nname = \"siem\"\nurl = \"https://siem.example/in?token=x\"\n";
+        std::fs::write(&path, text).unwrap();
+        let c: Config = toml::from_str(text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let why = c.secrets_exposed_by(&path).expect("said");
+        assert!(why.contains("siem") && why.contains("644"), "{why}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(c.secrets_exposed_by(&path), None);
+        // No secret, no warning.
+        let plain: Config =
+            toml::from_str("[[output.webhook]]\nname = \"a\"\nurl = \"https://a.example/in\"\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(plain.secrets_exposed_by(&path), None);
     }
 
     #[test]
