@@ -60,6 +60,9 @@ impl Streaming {
 }
 
 /// A container that runs `marker` as an argument of `/bin/sh -c`, then sleeps.
+/// The script does more after `sleep`, so the shell does not exec `sleep` in
+/// its place: the proc connector, which reads argv from /proc after the
+/// event, would otherwise find `sleep`'s argv there.
 fn run_marked(rt: &RuntimeDaemon, name: &str, marker: &str) -> String {
     rt.cli(&[
         "run",
@@ -73,7 +76,7 @@ fn run_marked(rt: &RuntimeDaemon, name: &str, marker: &str) -> String {
         "vigil-busybox:test",
         "/bin/sh",
         "-c",
-        "sleep 20",
+        "sleep 20; true",
         marker,
     ])
 }
