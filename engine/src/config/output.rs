@@ -216,10 +216,13 @@ fn priority_by_name<'de, D: Deserializer<'de>>(d: D) -> Result<Priority, D::Erro
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertsConfig {
-    /// Alerts per second one rule may raise on average (token bucket);
+    /// Alerts per second one rule may raise on average in one container
+    /// (token bucket; the host's own processes count as one container): a
+    /// noisy container cannot use up what another container's alerts need.
     /// 0: no limit. Alerts over the limit are dropped and counted.
     pub rule_rate: u32,
-    /// How many alerts one rule may raise at once above `rule_rate`.
+    /// How many alerts one rule may raise at once above `rule_rate`, in one
+    /// container.
     pub rule_burst: u32,
     /// The same, for all rules together.
     pub global_rate: u32,

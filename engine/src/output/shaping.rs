@@ -40,15 +40,38 @@ const DROP_LOG_INTERVAL: Duration = Duration::from_secs(10);
 pub struct Shaper {
     redactor: Redactor,
     rule_quota: Option<Quota>,
-    rule_limits: HashMap<String, DefaultDirectRateLimiter>,
+    /// One bucket per rule and container (the host counts as one): a noisy
+    /// container cannot use up the bucket another container's alerts need.
+    rule_limits: HashMap<Source, (DefaultDirectRateLimiter, Instant)>,
     global: Option<DefaultDirectRateLimiter>,
     window: Duration,
     /// By [`fingerprint`] (which covers the rule).
     folds: HashMap<u64, Fold>,
-    /// Rate-limit drops since the last log line, by rule.
-    unlogged_drops: HashMap<String, u64>,
+    /// Rate-limit drops since the last log line, by rule and container.
+    unlogged_drops: HashMap<Source, u64>,
     last_drop_log: Instant,
     stats: Arc<ShapingStats>,
+}
+
+/// Where alerts come from, for rate limits: the rule, and the container
+/// (`host` for the host's own processes).
+type Source = (String, String);
+
+/// Buckets kept at most; past it, those unused for a minute go.
+const MAX_BUCKETS: usize = 16_384;
+
+/// The rule and container an alert is limited by.
+fn source_of(a: &Alert) -> Source {
+    let container = match a.output_fields.get("container.id") {
+        // By id (a container cannot take another's bucket by its name), named for the log.
+        Some(serde_json::Value::String(id)) if !id.is_empty() && id != "host" => {
+            let name = a.output_fields.get("container.name").and_then(|n| n.as_str()).unwrap_or("");
+            let id: String = id.chars().take(12).collect();
+            if name.is_empty() { id } else { format!("{name}/{id}") }
+        }
+        _ => "host".to_string(),
+    };
+    (a.rule.clone(), container)
 }
 
 struct Fold {
@@ -121,7 +144,7 @@ impl Shaper {
                     }
                 }
             }
-            if !self.admit(&a.rule) {
+            if !self.admit(source_of(&a), now) {
                 continue;
             }
             out.push(a);
@@ -129,15 +152,17 @@ impl Shaper {
         out
     }
 
-    fn admit(&mut self, rule: &str) -> bool {
+    fn admit(&mut self, source: Source, now: Instant) -> bool {
         if let Some(q) = self.rule_quota {
-            let limiter = match self.rule_limits.get(rule) {
-                Some(l) => l,
-                None => self.rule_limits.entry(rule.to_string()).or_insert_with(|| RateLimiter::direct(q)),
-            };
+            if self.rule_limits.len() >= MAX_BUCKETS && !self.rule_limits.contains_key(&source) {
+                self.rule_limits.retain(|_, (_, used)| now.saturating_duration_since(*used) < Duration::from_secs(60));
+            }
+            let (limiter, used) =
+                self.rule_limits.entry(source.clone()).or_insert_with(|| (RateLimiter::direct(q), now));
+            *used = now;
             if limiter.check().is_err() {
                 self.stats.rate_limited_rule.fetch_add(1, Ordering::Relaxed);
-                *self.unlogged_drops.entry(rule.to_string()).or_default() += 1;
+                *self.unlogged_drops.entry(source).or_default() += 1;
                 return false;
             }
         }
@@ -145,7 +170,7 @@ impl Shaper {
             && g.check().is_err()
         {
             self.stats.rate_limited_global.fetch_add(1, Ordering::Relaxed);
-            *self.unlogged_drops.entry(rule.to_string()).or_default() += 1;
+            *self.unlogged_drops.entry(source).or_default() += 1;
             return false;
         }
         true
@@ -185,8 +210,10 @@ impl Shaper {
 
     fn log_drops(&mut self, now: Instant) {
         let total: u64 = self.unlogged_drops.values().sum();
-        let by_rule: Vec<String> = self.unlogged_drops.drain().map(|(r, n)| format!("{r}={n}")).collect();
-        tracing::warn!(dropped = total, by_rule = %by_rule.join(","), "alerts over the rate limit dropped (alerts.rule_rate / alerts.global_rate)");
+        let mut by_source: Vec<String> =
+            self.unlogged_drops.drain().map(|((rule, container), n)| format!("{rule}@{container}={n}")).collect();
+        by_source.sort();
+        tracing::warn!(dropped = total, by_rule_and_container = %by_source.join(","), "alerts over the rate limit dropped (alerts.rule_rate / alerts.global_rate)");
         self.last_drop_log = now;
     }
 }
@@ -407,6 +434,38 @@ mod tests {
         assert_eq!(s.stats.rate_limited_rule.load(Ordering::Relaxed), 15);
         // Another rule has its own bucket.
         assert_eq!(s.shape(vec![alert("quiet", "y", 1)], t0).len(), 1);
+    }
+
+    #[test]
+    fn one_noisy_container_does_not_use_up_the_bucket_of_another() {
+        let mut s = Shaper::new(&config(0, 1, 5));
+        let t0 = Instant::now();
+        let in_container = |name: &str, p: u64| {
+            let mut a = alert("shell", &format!("sh {p}"), p);
+            a.output_fields.insert("container.id".into(), format!("{:0>12}", name.len()).into());
+            a.output_fields.insert("container.name".into(), name.into());
+            a
+        };
+        let noisy = s.shape((0..5000).map(|p| in_container("ci-runner", p)).collect(), t0);
+        assert_eq!(noisy.len(), 5, "the noisy container gets its burst");
+        // The one shell in the production container still goes out, and so does the host's.
+        assert_eq!(s.shape(vec![in_container("payments", 1)], t0).len(), 1);
+        assert_eq!(s.shape(vec![alert("shell", "host sh", 2)], t0).len(), 1);
+        assert_eq!(s.stats.rate_limited_rule.load(Ordering::Relaxed), 4995);
+        assert_eq!(s.unlogged_drops.get(&("shell".to_string(), "ci-runner/000000000009".to_string())), Some(&4995));
+        // A container named like another is still limited by its own id.
+        let impostor = s.shape(
+            (0..100)
+                .map(|p| {
+                    let mut a = in_container("payments", p);
+                    a.output_fields.insert("container.id".into(), "bbbbbbbbbbbb".into());
+                    a
+                })
+                .collect(),
+            t0,
+        );
+        assert_eq!(impostor.len(), 5);
+        assert_eq!(s.shape(vec![in_container("payments", 2)], t0).len(), 1, "the real one still has its bucket");
     }
 
     #[test]
