@@ -198,11 +198,11 @@ impl Daemon {
         let RunningSource { events, thread, .. } = running;
         tracing::info!(source = source_name, "streaming events");
         let mut lifecycle = live.lifecycle;
-        let keep = |e: &Event| kinds == KindSet::EMPTY || kinds.contains(e.kind) || e.kind == EventKind::EventsLost;
+        let keep = |e: &Event| kinds.contains(e.kind) || e.kind == EventKind::EventsLost;
         // Wakes up to see a stop while the source is quiet.
         let tick = crossbeam_channel::tick(Duration::from_millis(200));
         loop {
-            let batch = select! {
+            let mut batch = select! {
                 recv(events) -> b => match b {
                     Ok(b) => b,
                     Err(_) => break,
@@ -222,7 +222,9 @@ impl Daemon {
                 },
             };
             // Sources that cannot filter (replay) are filtered here.
-            let batch: Vec<Event> = batch.into_iter().filter(keep).collect();
+            if kinds != KindSet::EMPTY {
+                batch.retain(keep);
+            }
             if !batch.is_empty() && f(batch).is_break() {
                 break;
             }

@@ -100,6 +100,12 @@ pub fn pids() -> Vec<u32> {
     all.filter_map(|p| p.ok()).filter_map(|p| u32::try_from(p.pid).ok()).collect()
 }
 
+/// The executable of `pid` (empty when unreadable): one readlink, for the
+/// exec path, where opening the process's directory first would cost more.
+pub fn exe_of(pid: u32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/exe")).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
 /// Whether `pid` still exists.
 pub fn exists(pid: u32) -> bool {
     std::fs::metadata(format!("/proc/{pid}")).is_ok()
@@ -122,7 +128,8 @@ pub fn ancestry(mut pid: u32) -> Vec<Ancestor> {
 /// Clock ticks (as `stat` counts them) to nanoseconds, without overflowing
 /// on long uptimes.
 pub fn ticks_to_ns(ticks: u64) -> u64 {
-    let hz = procfs::ticks_per_second().max(1);
+    static HZ: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let hz = *HZ.get_or_init(|| procfs::ticks_per_second().max(1));
     (ticks / hz).saturating_mul(1_000_000_000).saturating_add(ticks % hz * 1_000_000_000 / hz)
 }
 

@@ -207,7 +207,7 @@ impl Decoder {
         let mut exe = lossy(ev.filename, ev.filename_len as usize);
         if !exe.starts_with('/') {
             // A relative path as given to execve: the kernel's view is in /proc.
-            let resolved = ProcDir::open(t.tgid).map(|d| d.exe()).unwrap_or_default();
+            let resolved = crate::proc::exe_of(t.tgid);
             if !resolved.is_empty() {
                 exe = resolved;
             }
