@@ -1,6 +1,8 @@
 //! The programs. Every `try_*` returns `Err(())` when the event could not
 //! be delivered, after counting why.
 
+mod exec;
+
 use core::ffi::c_void;
 
 use aya_ebpf::Global;
@@ -13,8 +15,7 @@ use aya_ebpf::maps::ring_buf::RingBufEntry;
 use aya_ebpf::maps::{Array, PerCpuArray, RingBuf};
 use aya_ebpf::programs::BtfTracePointContext;
 use vigil_ebpf_common::{
-    ARGS_LEN, CGROUP_PATH_LEN, CgroupEvent, EXEC_ARGS_TRUNCATED, EXEC_ARGS_UNREADABLE, EXEC_FILENAME_TRUNCATED,
-    ExecEvent, ExitEvent, FILENAME_LEN, ForkEvent, Header, Offsets, Task, counter, filter, kind,
+    CGROUP_PATH_LEN, CgroupEvent, ExitEvent, ForkEvent, Header, Offsets, Task, counter, filter, kind,
 };
 
 /// The ring buffer of records; its size is set by the daemon at load time.
@@ -64,12 +65,44 @@ static OFFSETS: Global<Offsets> = Global::new(Offsets {
     cgroup_level: 0,
     kernfs_node_id: 0,
     cgroup_root_hierarchy_id: 0,
+    linux_binprm_file: 0,
+    linux_binprm_interp: 0,
+    task_struct_fs: 0,
+    task_struct_signal: 0,
+    task_struct_loginuid: 0,
+    task_struct_sessionid: 0,
+    fs_struct_root: 0,
+    fs_struct_pwd: 0,
+    path_mnt: 0,
+    path_dentry: 0,
+    dentry_d_parent: 0,
+    dentry_d_name: 0,
+    qstr_name: 0,
+    vfsmount_mnt_root: 0,
+    mount_mnt: 0,
+    mount_mnt_parent: 0,
+    mount_mnt_mountpoint: 0,
+    file_f_path: 0,
+    file_f_inode: 0,
+    inode_i_mode: 0,
+    inode_i_nlink: 0,
+    inode_i_ino: 0,
+    inode_i_sb: 0,
+    super_block_s_dev: 0,
+    super_block_s_magic: 0,
+    ovl_inode_upperdentry: 0,
+    signal_struct_tty: 0,
+    tty_struct_index: 0,
+    tty_struct_driver: 0,
+    tty_driver_major: 0,
+    tty_driver_minor_start: 0,
+    tty_driver_type: 0,
     ready: 0,
 });
 
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn sched_process_exec(ctx: BtfTracePointContext) -> u32 {
-    let _ = try_exec(&ctx);
+    let _ = exec::try_exec(&ctx);
     0
 }
 
@@ -97,17 +130,32 @@ pub fn cgroup_rmdir(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
-/// The offsets and the filter mask when the offsets are set and `kind` is
-/// wanted; counts it as seen.
+/// One field of `OFFSETS`, read from `.rodata` where it is used (a
+/// volatile load, so the compiler does not fold the placeholder zeros in;
+/// the verifier sees the value the daemon set). A copy of the whole
+/// struct would take half the BPF stack.
+macro_rules! off {
+    ($field:ident) => {
+        // SAFETY: `Global` is `repr(transparent)` over the initialized value.
+        unsafe {
+            core::ptr::read_volatile(core::ptr::addr_of!(
+                (*(core::ptr::addr_of!(crate::programs::OFFSETS) as *const vigil_ebpf_common::Offsets)).$field
+            ))
+        }
+    };
+}
+use off;
+
+/// The filter mask when the offsets are set and `kind` is wanted; counts
+/// it as seen.
 #[inline(always)]
-fn start(kind: u32) -> Option<(Offsets, u32)> {
-    let offsets = OFFSETS.load();
+fn start(kind: u32) -> Option<u32> {
     let mask = FILTER.get(0).copied().unwrap_or(kind::ALL_MASK);
-    if offsets.ready == 0 || mask & (1 << kind) == 0 {
+    if off!(ready) == 0 || mask & (1 << kind) == 0 {
         return None;
     }
     count(counter::SEEN + kind);
-    Some((offsets, mask))
+    Some(mask)
 }
 
 #[inline(always)]
@@ -145,11 +193,11 @@ fn header(kind: u32, flags: u32) -> Header {
 /// cgroup (the current task's: the task itself at exec, its parent at
 /// fork), and zeroes the rest.
 #[inline(always)]
-fn fill_task_brief(out: *mut Task, task: *const u8, o: &Offsets) -> Result<(), ()> {
-    let pid: i32 = field(task, o.task_struct_pid)?;
-    let tgid: i32 = field(task, o.task_struct_tgid)?;
-    let parent: *const u8 = field(task, o.task_struct_real_parent)?;
-    let ppid: i32 = field(parent, o.task_struct_tgid).unwrap_or(0);
+fn fill_task_brief(out: *mut Task, task: *const u8) -> Result<(), ()> {
+    let pid: i32 = field(task, off!(task_struct_pid))?;
+    let tgid: i32 = field(task, off!(task_struct_tgid))?;
+    let parent: *const u8 = field(task, off!(task_struct_real_parent))?;
+    let ppid: i32 = field(parent, off!(task_struct_tgid)).unwrap_or(0);
     // SAFETY: `out` points into a reserved ring buffer entry.
     let out = unsafe { &mut *out };
     out.pid = pid as u32;
@@ -160,7 +208,7 @@ fn fill_task_brief(out: *mut Task, task: *const u8, o: &Offsets) -> Result<(), (
     out._pad = 0;
     // SAFETY: a helper with no preconditions.
     out.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    out.start_boot_ns = field(task, o.task_struct_start_boottime).unwrap_or(0);
+    out.start_boot_ns = field(task, off!(task_struct_start_boottime)).unwrap_or(0);
     out.ns = [0; 7];
     out._pad2 = 0;
     out.comm = [0; 16];
@@ -170,8 +218,8 @@ fn fill_task_brief(out: *mut Task, task: *const u8, o: &Offsets) -> Result<(), (
 /// Fills the whole task: [`fill_task_brief`], plus uid, gid and comm (of
 /// the current task) and the task's namespaces.
 #[inline(always)]
-fn fill_task(out: *mut Task, task: *const u8, o: &Offsets) -> Result<(), ()> {
-    fill_task_brief(out, task, o)?;
+fn fill_task(out: *mut Task, task: *const u8) -> Result<(), ()> {
+    fill_task_brief(out, task)?;
     let ids = bpf_get_current_uid_gid();
     // SAFETY: `out` points into a reserved ring buffer entry.
     let out = unsafe { &mut *out };
@@ -179,35 +227,23 @@ fn fill_task(out: *mut Task, task: *const u8, o: &Offsets) -> Result<(), ()> {
     out.gid = (ids >> 32) as u32;
     out.comm = bpf_get_current_comm().unwrap_or([0; 16]);
 
-    let nsproxy: *const u8 = field(task, o.task_struct_nsproxy).unwrap_or(core::ptr::null());
+    let nsproxy: *const u8 = field(task, off!(task_struct_nsproxy)).unwrap_or(core::ptr::null());
     let inum = |holder: *const u8, ptr_offset: u32, ns_offset: u32| -> u32 {
         let ns: *const u8 = match field(holder, ptr_offset) {
             Ok(p) => p,
             Err(()) => return 0,
         };
-        field(ns, ns_offset + o.ns_common_inum).unwrap_or(0)
+        field(ns, ns_offset + off!(ns_common_inum)).unwrap_or(0)
     };
-    out.ns[0] = inum(nsproxy, o.nsproxy_pid_ns_for_children, o.pid_namespace_ns);
-    out.ns[1] = inum(nsproxy, o.nsproxy_mnt_ns, o.mnt_namespace_ns);
-    out.ns[2] = inum(nsproxy, o.nsproxy_net_ns, o.net_ns);
-    out.ns[3] = inum(nsproxy, o.nsproxy_uts_ns, o.uts_namespace_ns);
-    out.ns[4] = inum(nsproxy, o.nsproxy_ipc_ns, o.ipc_namespace_ns);
-    let cred: *const u8 = field(task, o.task_struct_real_cred).unwrap_or(core::ptr::null());
-    out.ns[5] = inum(cred, o.cred_user_ns, o.user_namespace_ns);
-    out.ns[6] = inum(nsproxy, o.nsproxy_cgroup_ns, o.cgroup_namespace_ns);
+    out.ns[0] = inum(nsproxy, off!(nsproxy_pid_ns_for_children), off!(pid_namespace_ns));
+    out.ns[1] = inum(nsproxy, off!(nsproxy_mnt_ns), off!(mnt_namespace_ns));
+    out.ns[2] = inum(nsproxy, off!(nsproxy_net_ns), off!(net_ns));
+    out.ns[3] = inum(nsproxy, off!(nsproxy_uts_ns), off!(uts_namespace_ns));
+    out.ns[4] = inum(nsproxy, off!(nsproxy_ipc_ns), off!(ipc_namespace_ns));
+    let cred: *const u8 = field(task, off!(task_struct_real_cred)).unwrap_or(core::ptr::null());
+    out.ns[5] = inum(cred, off!(cred_user_ns), off!(user_namespace_ns));
+    out.ns[6] = inum(nsproxy, off!(nsproxy_cgroup_ns), off!(cgroup_namespace_ns));
     Ok(())
-}
-
-fn try_exec(ctx: &BtfTracePointContext) -> Result<(), ()> {
-    let (o, _) = start(kind::EXEC).ok_or(())?;
-    let task: *const u8 = ctx.arg(0);
-    let bprm: *const u8 = ctx.arg(2);
-    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
-        count(counter::LOST_RING_FULL);
-        return Err(());
-    };
-    let filled = fill_exec(entry.as_mut_ptr(), task, bprm, &o);
-    submit_or_count(entry, filled)
 }
 
 /// Submits a filled entry, or discards it and counts the failed read.
@@ -226,67 +262,15 @@ fn submit_or_count<T: 'static>(entry: RingBufEntry<T>, filled: Result<(), ()>) -
     }
 }
 
-#[inline(always)]
-fn fill_exec(ev: *mut ExecEvent, task: *const u8, bprm: *const u8, o: &Offsets) -> Result<(), ()> {
-    // SAFETY: `ev` is a reserved ring buffer entry of the right size; every
-    // field is written before it is submitted.
-    let ev = unsafe { &mut *ev };
-    ev.header = header(kind::EXEC, 0);
-    fill_task(&mut ev.task, task, o)?;
-    ev.flags = 0;
-    ev._pad = 0;
-
-    ev.filename_len = 0;
-    if let Ok(name) = field::<*const u8>(bprm, o.linux_binprm_filename) {
-        // SAFETY: the destination is the entry's own buffer of that size.
-        let n = unsafe {
-            generated::bpf_probe_read_kernel_str(
-                ev.filename.as_mut_ptr() as *mut c_void,
-                FILENAME_LEN as u32,
-                name as *const c_void,
-            )
-        };
-        if n > 0 {
-            ev.filename_len = (n - 1) as u32;
-            if n as usize == FILENAME_LEN {
-                ev.flags |= EXEC_FILENAME_TRUNCATED;
-            }
-        }
-    }
-
-    ev.args_len = 0;
-    let mm: *const u8 = field(task, o.task_struct_mm).unwrap_or(core::ptr::null());
-    let (Ok(start), Ok(end)) = (field::<u64>(mm, o.mm_struct_arg_start), field::<u64>(mm, o.mm_struct_arg_end)) else {
-        ev.flags |= EXEC_ARGS_UNREADABLE;
-        return Ok(());
-    };
-    let len = end.saturating_sub(start);
-    let n = if len > ARGS_LEN as u64 {
-        ev.flags |= EXEC_ARGS_TRUNCATED;
-        ARGS_LEN as u32
-    } else {
-        len as u32
-    };
-    // SAFETY: at most ARGS_LEN bytes into the entry's own ARGS_LEN buffer.
-    let rc = unsafe { generated::bpf_probe_read_user(ev.args.as_mut_ptr() as *mut c_void, n, start as *const c_void) };
-    if rc == 0 {
-        ev.args_len = n;
-    } else {
-        ev.flags |= EXEC_ARGS_UNREADABLE;
-    }
-    Ok(())
-}
-
 fn try_fork(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let child: *const u8 = ctx.arg(1);
-    let o = OFFSETS.load();
     // New threads are not new processes: skip them before counting.
-    let pid: i32 = field(child, o.task_struct_pid)?;
-    let tgid: i32 = field(child, o.task_struct_tgid)?;
+    let pid: i32 = field(child, off!(task_struct_pid))?;
+    let tgid: i32 = field(child, off!(task_struct_tgid))?;
     if pid != tgid {
         return Ok(());
     }
-    let (o, mask) = start(kind::FORK).ok_or(())?;
+    let mask = start(kind::FORK).ok_or(())?;
     let Some(mut entry) = EVENTS.reserve::<ForkEvent>(0) else {
         count(counter::LOST_RING_FULL);
         return Err(());
@@ -296,10 +280,10 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let filled = unsafe {
         if mask & filter::FORK_BRIEF != 0 {
             (*ev).header = header(kind::FORK, vigil_ebpf_common::header::BRIEF);
-            fill_task_brief(&mut (*ev).task, child, &o)
+            fill_task_brief(&mut (*ev).task, child)
         } else {
             (*ev).header = header(kind::FORK, 0);
-            fill_task(&mut (*ev).task, child, &o)
+            fill_task(&mut (*ev).task, child)
         }
     };
     submit_or_count(entry, filled)
@@ -312,9 +296,9 @@ fn try_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
     if pid != tgid {
         return Ok(());
     }
-    let (o, _) = start(kind::EXIT).ok_or(())?;
+    start(kind::EXIT).ok_or(())?;
     let task: *const u8 = ctx.arg(0);
-    let exit_code: i32 = field(task, o.task_struct_exit_code).unwrap_or(0);
+    let exit_code: i32 = field(task, off!(task_struct_exit_code)).unwrap_or(0);
     let ev = ExitEvent { header: header(kind::EXIT, 0), pid, tgid, exit_code: exit_code as u32, _pad: 0 };
     EVENTS.output::<ExitEvent>(&ev, 0).map_err(|_| count(counter::LOST_RING_FULL))
 }
@@ -322,15 +306,14 @@ fn try_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
 fn try_cgroup(ctx: &BtfTracePointContext, kind: u32) -> Result<(), ()> {
     let cgrp: *const u8 = ctx.arg(0);
     let path: *const u8 = ctx.arg(1);
-    let o = OFFSETS.load();
     // Only the cgroup v2 hierarchy (id 0): v1 controllers repeat the same
     // directories once per controller.
-    let root: *const u8 = field(cgrp, o.cgroup_root)?;
-    let hierarchy_id: i32 = field(root, o.cgroup_root_hierarchy_id)?;
+    let root: *const u8 = field(cgrp, off!(cgroup_root))?;
+    let hierarchy_id: i32 = field(root, off!(cgroup_root_hierarchy_id))?;
     if hierarchy_id != 0 {
         return Ok(());
     }
-    let (o, _) = start(kind).ok_or(())?;
+    start(kind).ok_or(())?;
     let Some(mut entry) = EVENTS.reserve::<CgroupEvent>(0) else {
         count(counter::LOST_RING_FULL);
         return Err(());
@@ -340,8 +323,8 @@ fn try_cgroup(ctx: &BtfTracePointContext, kind: u32) -> Result<(), ()> {
     ev.header = header(kind, 0);
     ev.hierarchy_id = hierarchy_id as u32;
     ev._pad = 0;
-    let kn: *const u8 = field(cgrp, o.cgroup_kn).unwrap_or(core::ptr::null());
-    let (Ok(id), Ok(level)) = (field::<u64>(kn, o.kernfs_node_id), field::<i32>(cgrp, o.cgroup_level)) else {
+    let kn: *const u8 = field(cgrp, off!(cgroup_kn)).unwrap_or(core::ptr::null());
+    let (Ok(id), Ok(level)) = (field::<u64>(kn, off!(kernfs_node_id)), field::<i32>(cgrp, off!(cgroup_level))) else {
         entry.discard(0);
         count(counter::LOST_READ);
         return Err(());

@@ -147,6 +147,30 @@ pub fn event_fields(e: &Event) -> BTreeMap<String, Value> {
         }
         put("user.uid", p.uid.into());
         put("group.gid", p.gid.into());
+        let named = [("user.name", &p.user), ("group.name", &p.group), ("user.loginname", &p.login_user)];
+        for (key, name) in named.into_iter().filter(|(_, n)| !n.is_empty()) {
+            put(key, name.clone().into());
+        }
+        if let Some(uid) = p.login_uid {
+            put("user.loginuid", uid.into());
+        }
+        if let Some(tty) = &p.tty {
+            put("proc.tty", tty.device.into());
+            put("proc.tty_name", tty.name.clone().into());
+        }
+        if !p.script.is_empty() {
+            put("proc.script", p.script.clone().into());
+        }
+        let exe = &p.exe_file;
+        for (key, set) in [
+            ("proc.is_exe_upper_layer", exe.upper_layer),
+            ("proc.is_exe_from_memfd", exe.memfd),
+            ("proc.is_exe_unlinked", exe.unlinked),
+        ] {
+            if set {
+                put(key, true.into());
+            }
+        }
     }
     if let Some(c) = &e.container {
         put("container.id", c.id.get(..12).unwrap_or(&c.id).into());

@@ -264,6 +264,8 @@ impl Pipeline {
         for c in controls {
             dispatcher.apply(c);
         }
+        // Compiling or deserializing components freed much on this thread.
+        crate::release_freed_memory();
         if dispatcher.rules().is_empty() {
             tracing::warn!(dir = %self.rules_dir.display(), failed = report.failed.len(), "no rules loaded: nothing can alert, and the sources build no process events until a rule is added");
         }

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use procfs::process::Process as ProcProcess;
-use vigil_event::{Ancestor, Namespaces};
+use vigil_event::{Ancestor, ExeFile, Namespaces};
 
 /// argv is cut at this many bytes (as the eBPF source cuts it).
 pub const MAX_ARGV_BYTES: usize = 4096;
@@ -24,6 +24,8 @@ pub struct Stat {
     pub ppid: u32,
     /// Start time since boot, in ns.
     pub start_ns: u64,
+    /// The controlling terminal's (major, minor); `None` without one.
+    pub tty: Option<(u32, u32)>,
 }
 
 impl ProcDir {
@@ -34,7 +36,11 @@ impl ProcDir {
 
     pub fn stat(&self) -> Option<Stat> {
         let s = self.0.stat().ok()?;
-        Some(Stat { comm: s.comm, ppid: s.ppid.max(0) as u32, start_ns: ticks_to_ns(s.starttime) })
+        let tty = (s.tty_nr != 0).then(|| {
+            let (major, minor) = s.tty_nr();
+            (major as u32, minor as u32)
+        });
+        Some(Stat { comm: s.comm, ppid: s.ppid.max(0) as u32, start_ns: ticks_to_ns(s.starttime), tty })
     }
 
     /// The real uid and gid.
@@ -59,6 +65,32 @@ impl ProcDir {
     /// The working directory (empty when unreadable).
     pub fn cwd(&self) -> String {
         self.0.cwd().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default()
+    }
+
+    /// The audit login uid and session id (`None` when unset or the
+    /// kernel keeps none).
+    pub fn login(&self) -> (Option<u32>, Option<u32>) {
+        let set = |v: u32| Some(v).filter(|v| *v != u32::MAX);
+        let session = std::fs::read_to_string(format!("/proc/{}/sessionid", self.0.pid)).ok();
+        (self.0.loginuid().ok().and_then(set), session.and_then(|s| s.trim().parse().ok()).and_then(set))
+    }
+
+    /// The executed file as the kernel holds it (`/proc/<pid>/exe` is the
+    /// open file, so a deleted file or a memfd still stats). /proc cannot
+    /// tell an overlayfs upper layer: `upper_layer` stays false.
+    pub fn exe_file(&self, exe: &str) -> ExeFile {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(m) = std::fs::metadata(format!("/proc/{}/exe", self.0.pid)) else { return ExeFile::default() };
+        let memfd = exe.starts_with("/memfd:");
+        let device = (u64::from(libc::major(m.dev())) << 32) | u64::from(libc::minor(m.dev()));
+        ExeFile {
+            inode: m.ino(),
+            device,
+            mode: m.mode(),
+            upper_layer: false,
+            memfd,
+            unlinked: m.nlink() == 0 && !memfd,
+        }
     }
 
     /// The process's cgroup v2 path (the hierarchy-0 line of `cgroup`).

@@ -4,60 +4,13 @@
 //! the proc connector, and a recording replays with them. As root, with a
 //! private Docker.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vigil_engine::event::{Event, EventKind};
 
 use crate::require_root;
+use crate::streaming::Streaming;
 use crate::support::*;
-
-/// `vigil ARGS --config <docker only>` running, its stdout lines on a
-/// channel, ready once its Docker watcher connected and its source runs.
-struct Streaming {
-    child: ChildGuard,
-    lines: std::sync::mpsc::Receiver<String>,
-    log: std::thread::JoinHandle<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl Streaming {
-    fn start(rt: &RuntimeDaemon, args: &[&str]) -> Streaming {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("vigil.toml");
-        let docker = rt.socket();
-        std::fs::write(
-            &cfg,
-            format!("[containers]\ndocker_socket = {docker:?}\npodman_socket = \"\"\ncri_socket = \"\"\n"),
-        )
-        .unwrap();
-        let mut cmd = vigil();
-        cmd.args(args).arg("--config").arg(&cfg);
-        let (child, lines, log) = spawn_logged(cmd, &["watching runtime", "streaming events"]);
-        Streaming { child, lines, log, _dir: dir }
-    }
-
-    /// The first event on stdout that `wanted` accepts, within `timeout`.
-    fn event(&self, timeout: Duration, wanted: impl Fn(&Event) -> bool) -> Option<Event> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200))
-                && let Ok(e) = serde_json::from_str::<Event>(&line)
-                && wanted(&e)
-            {
-                return Some(e);
-            }
-        }
-        None
-    }
-
-    fn stop(mut self) -> String {
-        self.child.signal(libc::SIGTERM);
-        let status = self.child.wait_timeout(Duration::from_secs(15)).expect("stopped on SIGTERM");
-        let log = self.log.join().unwrap();
-        assert!(status.success(), "{status:?}\n{log}");
-        log
-    }
-}
 
 /// A container that runs `marker` as an argument of `/bin/sh -c`, then sleeps.
 /// The script does more after `sleep`, so the shell does not exec `sleep` in
@@ -100,7 +53,7 @@ fn assert_described(e: &Event, id: &str, name: &str, rt: &RuntimeDaemon) {
 
 fn events_show_the_container(source: &str) {
     let rt = RuntimeDaemon::docker();
-    let events = Streaming::start(&rt, &["events", "--source", source, "--kind", "process-exec"]);
+    let events = Streaming::start(Some(&rt), &["events", "--source", source, "--kind", "process-exec"]);
     let marker = format!("vigil-events-{source}-{}", std::process::id());
     let name = format!("vigil-e2e-events-{source}-{}", std::process::id());
     let id = run_marked(&rt, &name, &marker);
@@ -130,7 +83,7 @@ fn a_vigil_record_replays_with_the_containers_description() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("recorded.jsonl");
     let file_arg = file.to_string_lossy().into_owned();
-    let recording = Streaming::start(&rt, &["record", "--source", "ebpf", "--out", &file_arg]);
+    let recording = Streaming::start(Some(&rt), &["record", "--source", "ebpf", "--out", &file_arg]);
     let marker = format!("vigil-record-{}", std::process::id());
     let name = format!("vigil-e2e-record-{}", std::process::id());
     let id = run_marked(&rt, &name, &marker);

@@ -62,6 +62,13 @@ pub const FILENAME_LEN: usize = 512;
 /// Bytes of an exec's argv kept (a power of two); longer argv is cut and
 /// flagged [`EXEC_ARGS_TRUNCATED`].
 pub const ARGS_LEN: usize = 1024;
+/// Bytes of a path (cwd, executable) kept: its components, leaf first,
+/// each NUL-terminated; a longer path is cut at the root's end and flagged.
+pub const PATH_LEN: usize = 512;
+/// Bytes of one path component read (the kernel's NAME_MAX + NUL).
+pub const NAME_LEN: usize = 256;
+/// Most path components walked (mount crossings count as one).
+pub const PATH_DEPTH: usize = 32;
 /// Bytes of a cgroup path kept.
 pub const CGROUP_PATH_LEN: usize = 256;
 
@@ -71,6 +78,30 @@ pub const EXEC_ARGS_TRUNCATED: u32 = 1;
 pub const EXEC_FILENAME_TRUNCATED: u32 = 2;
 /// `ExecEvent::flags`: argv could not be read.
 pub const EXEC_ARGS_UNREADABLE: u32 = 4;
+/// `ExecEvent::flags`: the cwd's root-most components were cut.
+pub const EXEC_CWD_TRUNCATED: u32 = 8;
+/// `ExecEvent::flags`: the executable's root-most components were cut.
+pub const EXEC_EXE_TRUNCATED: u32 = 16;
+/// `ExecEvent::flags`: the cwd could not be read.
+pub const EXEC_CWD_UNREADABLE: u32 = 32;
+/// `ExecEvent::flags`: the executed file could not be read.
+pub const EXEC_EXE_UNREADABLE: u32 = 64;
+/// `ExecEvent::flags`: a script started through its `#!` line: the
+/// filename is the script, the executable its interpreter.
+pub const EXEC_SCRIPT: u32 = 128;
+/// `ExecEvent::flags`: the executable is on an overlayfs upper layer
+/// (written or changed after the overlay was mounted).
+pub const EXEC_EXE_UPPER_LAYER: u32 = 256;
+/// `ExecEvent::flags`: the task has a controlling terminal (`tty_*` set).
+pub const EXEC_TTY: u32 = 512;
+/// `ExecEvent::flags`: the kernel keeps login identities (CONFIG_AUDIT):
+/// `login_uid` and `session_id` are read.
+pub const EXEC_LOGIN: u32 = 1024;
+
+/// The kernel's `TTY_DRIVER_TYPE_PTY`.
+pub const TTY_DRIVER_TYPE_PTY: u32 = 4;
+/// overlayfs's superblock magic.
+pub const OVERLAYFS_SUPER_MAGIC: u64 = 0x794c_7630;
 
 /// Starts every record.
 #[repr(C)]
@@ -106,22 +137,65 @@ pub struct Task {
     pub comm: [u8; COMM_LEN],
 }
 
-/// `sched_process_exec`: a successful execve.
+/// `sched_process_exec`: a successful execve. The record is this fixed
+/// part followed by `filename_len + args_len + cwd_len + exe_len` bytes of
+/// data, in that order: only what is used crosses the ring buffer.
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct ExecEvent {
     pub header: Header,
     pub task: Task,
-    /// Bytes of `filename` used (without the NUL).
+    /// Bytes of the filename given to execve (without a NUL).
     pub filename_len: u32,
-    /// Bytes of `args` used: NUL-separated arguments.
+    /// Bytes of argv: NUL-separated arguments.
     pub args_len: u32,
     /// `EXEC_*` flags.
     pub flags: u32,
+    /// Bytes of the working directory's components, leaf first, each
+    /// NUL-terminated, up to the task's root.
+    pub cwd_len: u32,
+    /// Bytes of the executed file's components (`bprm->file`, what the
+    /// kernel maps, not the path string), as for `cwd_len`.
+    pub exe_len: u32,
+    /// The audit login uid (`u32::MAX`: unset), with [`EXEC_LOGIN`].
+    pub login_uid: u32,
+    /// The audit session id (`u32::MAX`: unset), with [`EXEC_LOGIN`].
+    pub session_id: u32,
+    /// The controlling terminal's major and minor (with [`EXEC_TTY`]).
+    pub tty_major: u32,
+    pub tty_minor: u32,
+    /// Its driver's type (`TTY_DRIVER_TYPE_*`).
+    pub tty_driver_type: u32,
+    /// The executed file's mode bits (type, setuid, setgid, permissions).
+    pub exe_mode: u32,
+    /// Its link count: 0 for a deleted file or a memfd.
+    pub exe_nlink: u32,
+    /// Its inode number.
+    pub exe_ino: u64,
+    /// The device of its filesystem (the kernel's dev_t: major << 20 | minor).
+    pub exe_dev: u32,
     pub _pad: u32,
-    /// The path given to execve.
-    pub filename: [u8; FILENAME_LEN],
-    pub args: [u8; ARGS_LEN],
+    /// Its filesystem's magic number (e.g. [`OVERLAYFS_SUPER_MAGIC`]).
+    pub exe_fs_magic: u64,
+}
+
+/// Bytes of data after an [`ExecEvent`] at most.
+pub const EXEC_DATA_MAX: usize = FILENAME_LEN + ARGS_LEN + 2 * PATH_LEN;
+/// The per-CPU scratch buffer an exec record is built in: the data area is
+/// twice the most used, so that every write at an offset masked with
+/// [`EXEC_DATA_MASK`] stays inside it (what the verifier checks).
+pub const EXEC_DATA_AREA: usize = 8192;
+/// Mask for offsets into the data area.
+pub const EXEC_DATA_MASK: usize = 4095;
+
+/// The exec record as built, before only its used part is output.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExecScratch {
+    pub event: ExecEvent,
+    pub data: [u8; EXEC_DATA_AREA],
+    /// A path walk's component name pointers, then how it ended (not output).
+    pub names: [u64; PATH_DEPTH + 1],
 }
 
 /// `sched_process_fork` of a new process (new threads are not reported).
@@ -199,9 +273,72 @@ pub struct Offsets {
     pub cgroup_level: u32,
     pub kernfs_node_id: u32,
     pub cgroup_root_hierarchy_id: u32,
+    pub linux_binprm_file: u32,
+    pub linux_binprm_interp: u32,
+    pub task_struct_fs: u32,
+    pub task_struct_signal: u32,
+    /// 0 when the kernel has no audit support (no `loginuid`).
+    pub task_struct_loginuid: u32,
+    pub task_struct_sessionid: u32,
+    pub fs_struct_root: u32,
+    pub fs_struct_pwd: u32,
+    pub path_mnt: u32,
+    pub path_dentry: u32,
+    pub dentry_d_parent: u32,
+    pub dentry_d_name: u32,
+    pub qstr_name: u32,
+    pub vfsmount_mnt_root: u32,
+    /// Where `struct mount` holds its `struct vfsmount`.
+    pub mount_mnt: u32,
+    pub mount_mnt_parent: u32,
+    pub mount_mnt_mountpoint: u32,
+    pub file_f_path: u32,
+    pub file_f_inode: u32,
+    pub inode_i_mode: u32,
+    pub inode_i_nlink: u32,
+    pub inode_i_ino: u32,
+    pub inode_i_sb: u32,
+    pub super_block_s_dev: u32,
+    pub super_block_s_magic: u32,
+    /// From an overlayfs inode to its upper dentry (`ovl_inode.__upperdentry
+    /// - ovl_inode.vfs_inode`); 0 when unknown.
+    pub ovl_inode_upperdentry: u32,
+    pub signal_struct_tty: u32,
+    pub tty_struct_index: u32,
+    pub tty_struct_driver: u32,
+    pub tty_driver_major: u32,
+    pub tty_driver_minor_start: u32,
+    pub tty_driver_type: u32,
     /// Non-zero once filled in: programs emit nothing before.
     pub ready: u32,
 }
+
+/// A record of type `T` from the start of `bytes`; `None` when too short.
+/// For the daemon's side, where records arrive as bytes.
+#[cfg(feature = "user")]
+pub fn from_bytes<T: Copy + Records>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < core::mem::size_of::<T>() {
+        return None;
+    }
+    // SAFETY: the length is checked; every `Records` type is a plain
+    // `#[repr(C)]` record of integers and byte arrays, valid for any bit
+    // pattern.
+    Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr() as *const T) })
+}
+
+/// The record types (plain data, any bit pattern valid).
+#[cfg(feature = "user")]
+pub trait Records {}
+#[cfg(feature = "user")]
+impl Records for Header {}
+#[cfg(feature = "user")]
+impl Records for ExecEvent {}
+#[cfg(feature = "user")]
+impl Records for ForkEvent {}
+#[cfg(feature = "user")]
+impl Records for ExitEvent {}
+#[cfg(feature = "user")]
+impl Records for CgroupEvent {}
 
 #[cfg(feature = "user")]
 // SAFETY: plain `#[repr(C)]` data of u32s, no padding, any bit pattern valid.
@@ -211,9 +348,10 @@ unsafe impl aya::Pod for Offsets {}
 const _: () = {
     assert!(core::mem::size_of::<Header>() == 16);
     assert!(core::mem::size_of::<Task>() == 88);
-    assert!(core::mem::size_of::<ExecEvent>() == 16 + 88 + 16 + FILENAME_LEN + ARGS_LEN);
+    assert!(core::mem::size_of::<ExecEvent>() == 16 + 88 + 48 + 24);
+    assert!(EXEC_DATA_MAX <= EXEC_DATA_MASK + 1 && EXEC_DATA_MASK + 1 + ARGS_LEN <= EXEC_DATA_AREA);
     assert!(core::mem::size_of::<ForkEvent>() == 104);
     assert!(core::mem::size_of::<ExitEvent>() == 32);
     assert!(core::mem::size_of::<CgroupEvent>() == 16 + 24 + CGROUP_PATH_LEN);
-    assert!(core::mem::size_of::<Offsets>() == 32 * 4);
+    assert!(core::mem::size_of::<Offsets>() == 64 * 4);
 };

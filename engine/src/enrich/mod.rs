@@ -10,7 +10,9 @@
 //! - [`containers`]: what the runtimes' watchers say of each container
 //!   (name, image, labels, pod);
 //! - [`hold`]: events of containers the watchers have not described yet
-//!   wait briefly, so that rules see them described.
+//!   wait briefly, so that rules see them described;
+//! - [`users`]: an exec's user, group and login user names, from the
+//!   process's own /etc/passwd and /etc/group.
 //!
 //! Replayed events carry the context they were recorded with.
 
@@ -19,6 +21,7 @@ pub mod cgroups;
 pub mod containers;
 pub mod hold;
 pub(crate) mod process_tree;
+pub mod users;
 
 use std::sync::Arc;
 
@@ -29,6 +32,7 @@ use cgroups::{CgroupStats, Cgroups, Context};
 use containers::ContainerCache;
 use hold::{HoldLimits, HoldQueue, HoldStats};
 use process_tree::ProcessTree;
+use users::UserNames;
 
 /// The enrichment of one live source's events.
 pub struct Enricher {
@@ -40,6 +44,7 @@ pub struct Enricher {
     hold: HoldQueue,
     /// Held events a full queue let go, to send ahead of the next ones.
     released: Vec<Event>,
+    users: UserNames,
 }
 
 impl Enricher {
@@ -52,6 +57,7 @@ impl Enricher {
             containers: None,
             hold: HoldQueue::new(HoldLimits::default()),
             released: Vec::new(),
+            users: UserNames::default(),
         }
     }
 
@@ -94,6 +100,7 @@ impl Enricher {
     /// Attaches to `event` the container and pod of the cgroup `cgroup_id`
     /// (from the cgroup map), then the runtime's description ([`Self::describe`]).
     pub fn contextualize(&mut self, cgroup_id: u64, mut event: Event) -> Option<Event> {
+        self.name_users(&mut event);
         if cgroup_id == 0 {
             return Some(event);
         }
@@ -105,8 +112,19 @@ impl Enricher {
     /// Attaches `ctx` (a container and pod the source read itself, e.g.
     /// from /proc), then the runtime's description ([`Self::describe`]).
     pub fn contextualize_as(&mut self, ctx: &Context, mut event: Event) -> Option<Event> {
+        self.name_users(&mut event);
         ctx.apply(&mut event);
         self.describe(event)
+    }
+
+    /// Names an exec's users and group (other kinds keep ids only: their
+    /// process's names are its exec's).
+    fn name_users(&mut self, event: &mut Event) {
+        if event.kind == vigil_event::EventKind::ProcessExec
+            && let Some(p) = &mut event.process
+        {
+            self.users.fill(p, crate::time::boottime_ns());
+        }
     }
 
     /// Adds the runtime's description of the event's container once its

@@ -20,7 +20,7 @@ use std::mem::size_of;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 
-use vigil_event::{Event, EventKind, Process};
+use vigil_event::{Event, EventKind, Process, Tty};
 
 use super::{EventSender, Interest, Source, SourceError, Stop};
 use crate::enrich::Enricher;
@@ -236,6 +236,8 @@ impl ProcReader {
         let stat = dir.stat();
         let (uid, gid) = dir.ids().unwrap_or((0, 0));
         let (argv, argv_truncated) = dir.argv();
+        let exe = dir.exe();
+        let (login_uid, session_id) = dir.login();
         let mut p = Process {
             pid,
             tgid,
@@ -243,14 +245,18 @@ impl ProcReader {
             uid,
             gid,
             comm: stat.as_ref().map(|s| s.comm.clone()).unwrap_or_default(),
-            exe: dir.exe(),
+            exe_file: dir.exe_file(&exe),
+            exe,
             argv,
             argv_truncated,
             cwd: dir.cwd(),
             start_time_ns: stat.as_ref().map_or(0, |s| s.start_ns),
             cgroup_id: cgroup.as_deref().map_or(0, |rel| self.cgroup_id(rel)),
             namespaces: dir.namespaces(),
-            ancestry: Vec::new(),
+            tty: stat.as_ref().and_then(|s| s.tty).map(|(major, minor)| Tty::of(major, minor, false)),
+            login_uid,
+            session_id,
+            ..Default::default()
         };
         p.ancestry = ancestry(p.ppid);
         (p, cgroup.as_deref().map(Context::of_path).unwrap_or_default())

@@ -262,6 +262,92 @@ pub struct Process {
     pub cgroup_id: u64,
     pub namespaces: Namespaces,
     pub ancestry: Vec<Ancestor>,
+    /// True when `cwd` was cut at the source's cap (its root-most part lost).
+    pub cwd_truncated: bool,
+    /// The script started through its `#!` line (then `exe` is the
+    /// interpreter the kernel ran); empty otherwise.
+    pub script: String,
+    /// The file the kernel executed.
+    pub exe_file: ExeFile,
+    /// The controlling terminal; `None` without one.
+    pub tty: Option<Tty>,
+    /// The audit login uid: the user who logged in, kept across `su` and
+    /// `sudo`; `None` when unset (daemons, containers) or unknown.
+    pub login_uid: Option<u32>,
+    /// The audit session id; `None` when unset or unknown.
+    pub session_id: Option<u32>,
+    /// Names of `uid`, `gid` and `login_uid` in the process's own
+    /// /etc/passwd and /etc/group (its container's for a container
+    /// process); empty when not found.
+    pub user: String,
+    pub group: String,
+    pub login_user: String,
+}
+
+/// The file a process executed, as the kernel opened it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+pub struct ExeFile {
+    /// Inode number (0 when unknown).
+    pub inode: u64,
+    /// Device of its filesystem, as `major << 32 | minor`.
+    pub device: u64,
+    /// Mode bits: file type, setuid (0o4000), setgid (0o2000), permissions.
+    pub mode: u32,
+    /// On an overlayfs upper layer: written or changed in the container
+    /// after it started (a container's own image is the lower layers).
+    pub upper_layer: bool,
+    /// A memfd (`memfd_create`): never on any filesystem.
+    pub memfd: bool,
+    /// Deleted from its directory before or while running (not a memfd).
+    pub unlinked: bool,
+}
+
+impl ExeFile {
+    /// Set-user-id or set-group-id.
+    pub fn setuid_or_setgid(&self) -> bool {
+        self.mode & 0o6000 != 0
+    }
+
+    /// Run without a file on any filesystem: a memfd or an unlinked file.
+    pub fn fileless(&self) -> bool {
+        self.memfd || self.unlinked
+    }
+}
+
+/// A controlling terminal.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+pub struct Tty {
+    /// Device number as in /proc/<pid>/stat's `tty_nr` (and Falco's `proc.tty`).
+    pub device: u32,
+    /// E.g. `pts/3`, `tty1`, `ttyS0`.
+    pub name: String,
+    /// A pseudo-terminal (ssh, `docker exec -t`, `kubectl exec -t`, terminals).
+    pub pty: bool,
+}
+
+impl Tty {
+    /// The `tty_nr` encoding of a device (the kernel's `new_encode_dev`).
+    pub fn encode(major: u32, minor: u32) -> u32 {
+        (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12)
+    }
+
+    /// The terminal of device `major:minor`, named as under /dev.
+    pub fn of(major: u32, minor: u32, pty: bool) -> Tty {
+        let name = match (major, minor) {
+            (136..=143, _) => format!("pts/{}", (major - 136) * 256 + minor),
+            (4, 0..=63) => format!("tty{minor}"),
+            (4, _) => format!("ttyS{}", minor - 64),
+            (5, 0) => "tty".into(),
+            (5, 1) => "console".into(),
+            (5, 2) => "ptmx".into(),
+            _ => format!("{major}:{minor}"),
+        };
+        Tty { device: Tty::encode(major, minor), name, pty: pty || (136..=143).contains(&major) }
+    }
 }
 
 /// A key/value label.

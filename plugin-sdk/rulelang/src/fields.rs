@@ -9,6 +9,9 @@ use std::cell::OnceCell;
 use vigil_event::EventKind;
 use vigil_event::packed::{AncestorView, EventView, ProcessView};
 
+pub use crate::text::image_parts;
+use crate::text::{falco_cmdline, join};
+
 /// Deepest ancestor the process tree gives (`proc.aname[N]`).
 pub const MAX_ANCESTOR: u8 = 8;
 
@@ -38,6 +41,18 @@ pub enum Field {
     ACmdline(Option<u8>),
     UserUid,
     GroupGid,
+    /// The controlling terminal's device number (0: none), as Falco's `proc.tty`.
+    ProcTty,
+    ExeUpperLayer,
+    ExeFromMemfd,
+    ExeInode,
+    UserName,
+    GroupName,
+    /// The audit login uid (-1: unset, as Falco gives it).
+    LoginUid,
+    LoginName,
+    /// The audit session id (Sigma's `LogonId`).
+    SessionId,
     ContainerId,
     ContainerFullId,
     ContainerName,
@@ -62,21 +77,14 @@ pub enum Field {
 
 /// Fields known to Falco that Vigil has no source for yet, with what is missing.
 const NOT_YET: &[(&str, &str)] = &[
-    ("proc.tty", "the controlling terminal is not collected yet"),
-    ("proc.sid", "the session id is not collected yet"),
+    ("proc.sid", "the POSIX session id is not collected yet (the audit session is Sigma's LogonId)"),
     ("proc.sname", "the session leader is not collected yet"),
     ("proc.vpid", "the pid inside the container's pid namespace is not collected yet"),
     ("proc.vpgid", "process groups are not collected yet"),
     ("proc.pgid", "process groups are not collected yet"),
-    ("proc.is_exe_upper_layer", "the executable's overlay layer is not collected yet"),
-    ("proc.is_exe_from_memfd", "memfd execution is not collected yet"),
-    ("proc.is_exe_writable", "the executable's mode is not collected yet"),
+    ("proc.is_exe_writable", "whether the process may write its executable is not computed"),
     ("proc.env", "the environment is not collected"),
     ("proc.loginshellid", "login shells are not tracked"),
-    ("user.name", "user names are not resolved yet"),
-    ("user.loginuid", "the login uid is not collected yet"),
-    ("user.loginname", "the login uid is not collected yet"),
-    ("group.name", "group names are not resolved yet"),
 ];
 
 impl Field {
@@ -128,6 +136,14 @@ impl Field {
             "proc.acmdline" => Field::ACmdline(index(arg)?),
             "user.uid" => no_arg(Field::UserUid)?,
             "group.gid" => no_arg(Field::GroupGid)?,
+            "proc.tty" => no_arg(Field::ProcTty)?,
+            "proc.is_exe_upper_layer" => no_arg(Field::ExeUpperLayer)?,
+            "proc.is_exe_from_memfd" => no_arg(Field::ExeFromMemfd)?,
+            "proc.exe_ino" => no_arg(Field::ExeInode)?,
+            "user.name" => no_arg(Field::UserName)?,
+            "group.name" => no_arg(Field::GroupName)?,
+            "user.loginuid" => no_arg(Field::LoginUid)?,
+            "user.loginname" => no_arg(Field::LoginName)?,
             "container.id" => no_arg(Field::ContainerId)?,
             "container.full_id" => no_arg(Field::ContainerFullId)?,
             "container.name" => no_arg(Field::ContainerName)?,
@@ -171,8 +187,8 @@ impl Field {
             "CurrentDirectory" => Field::ProcCwd,
             "ProcessId" => Field::ProcPid,
             "ParentProcessId" => Field::ProcPpid,
-            "User" => return Err("field User: user names are not resolved yet".into()),
-            "LogonId" => return Err("field LogonId: the login uid is not collected yet".into()),
+            "User" => Field::UserName,
+            "LogonId" => Field::SessionId,
             "OriginalFileName" => return Err("field OriginalFileName: Linux executables have no such name".into()),
             _ => return Err(format!("field {name} has no source in Vigil's process events")),
         })
@@ -190,6 +206,10 @@ impl Field {
                 | Field::APid(_)
                 | Field::UserUid
                 | Field::GroupGid
+                | Field::ProcTty
+                | Field::ExeInode
+                | Field::LoginUid
+                | Field::SessionId
         )
     }
 
@@ -450,6 +470,15 @@ fn process_field<'a>(field: &Field, p: ProcessView<'a>) -> Value<'a> {
         Field::ProcCwd => non_empty(p.cwd()),
         Field::UserUid => Value::Num(p.uid() as i64),
         Field::GroupGid => Value::Num(p.gid() as i64),
+        Field::ProcTty => Value::Num(p.tty().map_or(0, |(dev, _)| dev as i64)),
+        Field::ExeUpperLayer => Value::Bool(p.exe_upper_layer()),
+        Field::ExeFromMemfd => Value::Bool(p.exe_memfd()),
+        Field::ExeInode => Value::Num(p.exe_inode() as i64),
+        Field::UserName => non_empty(p.user()),
+        Field::GroupName => non_empty(p.group()),
+        Field::LoginUid => Value::Num(p.login_uid().map_or(-1, i64::from)),
+        Field::LoginName => non_empty(p.login_user()),
+        Field::SessionId => p.session_id().map_or(Value::Missing, |s| Value::Num(s.into())),
         Field::AName(n) => ancestor_field(p, *n, |a| s(a.comm), || s(p.comm())),
         Field::APid(n) => ancestor_field(p, *n, |a| Value::Num(a.pid as i64), || Value::Num(p.tgid() as i64)),
         Field::AExe(n) => ancestor_field(
@@ -519,58 +548,17 @@ fn non_empty(s: &str) -> Value<'_> {
     if s.is_empty() { Value::Missing } else { Value::Str(Cow::Borrowed(s)) }
 }
 
-fn join<'s>(parts: impl Iterator<Item = &'s str>) -> String {
-    let mut out = String::new();
-    for (i, part) in parts.enumerate() {
-        if i > 0 {
-            out.push(' ');
-        }
-        out.push_str(part);
-    }
-    out
-}
-
-fn falco_cmdline<'s>(name: &str, args: impl Iterator<Item = &'s str>) -> String {
-    let mut out = name.to_string();
-    for a in args {
-        out.push(' ');
-        out.push_str(a);
-    }
-    out
-}
-
-/// `registry:5000/team/app:1.2@sha256:ab` → (`registry:5000/team/app`, `1.2`, `sha256:ab`).
-pub fn image_parts(image: &str) -> (&str, &str, &str) {
-    let (rest, digest) = match image.split_once('@') {
-        Some((r, d)) => (r, d),
-        None => (image, ""),
-    };
-    let slash = rest.rfind('/').map_or(0, |i| i + 1);
-    match rest[slash..].rfind(':') {
-        Some(colon) => (&rest[..slash + colon], &rest[slash + colon + 1..], digest),
-        None => (rest, "", digest),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn image_references_split() {
-        assert_eq!(image_parts("nginx"), ("nginx", "", ""));
-        assert_eq!(image_parts("nginx:1.25"), ("nginx", "1.25", ""));
-        assert_eq!(image_parts("reg:5000/team/app:1.2@sha256:ab"), ("reg:5000/team/app", "1.2", "sha256:ab"));
-        assert_eq!(image_parts("reg:5000/team/app"), ("reg:5000/team/app", "", ""));
-    }
-
-    #[test]
     fn unknown_and_not_yet_fields_say_why() {
-        assert!(Field::falco("proc.tty", None).unwrap_err().contains("terminal"));
+        assert!(Field::falco("proc.sid", None).unwrap_err().contains("session"));
         assert!(Field::falco("fd.name", None).unwrap_err().contains("file and socket"));
         assert!(Field::falco("proc.aname", Some("9")).is_err());
         assert_eq!(Field::falco("proc.aname", Some("2")).unwrap(), Field::AName(Some(2)));
         assert_eq!(Field::falco("container.label", Some("app")).unwrap(), Field::ContainerLabel("app".into()));
-        assert!(Field::sigma("User").unwrap_err().contains("user names"));
+        assert_eq!(Field::sigma("User").unwrap(), Field::UserName);
     }
 }

@@ -27,6 +27,7 @@ pub mod fields;
 mod index;
 pub mod sigma;
 pub mod testing;
+mod text;
 
 use serde::{Deserialize, Serialize};
 use serde_norway::Value as Yaml;

@@ -303,21 +303,20 @@ fn what_cannot_run_is_reported_per_rule_and_the_rest_loads() {
     let status = |n: &str| f.rules.iter().find(|r| r.name == n).unwrap().clone();
     assert_eq!(status("Good").status, Status::Loaded);
     assert_eq!(status("Good").kinds, vec!["process-exec"]);
+    assert_eq!(status("Terminal shell").status, Status::Loaded);
     assert_eq!(status("Off").status, Status::Disabled);
-    for (n, why) in [
-        ("Write below etc", "file and socket"),
-        ("Terminal shell", "terminal"),
-        ("K8s audit", "k8s_audit"),
-        ("Connect", "event types"),
-    ] {
+    for (n, why) in [("Write below etc", "file and socket"), ("K8s audit", "k8s_audit"), ("Connect", "event types")] {
         let r = status(n);
         assert_eq!(r.status, Status::Unsupported, "{n}");
         assert!(r.reason.as_deref().unwrap().contains(why), "{n}: {:?}", r.reason);
     }
     assert_eq!(status("Broken").status, Status::Invalid);
     assert!(status("Undefined macro").reason.unwrap().contains("undefined macro nope"));
-    assert_eq!(set.rules().len(), 1);
+    assert_eq!(set.rules().len(), 2);
     assert_eq!(fired(&set, &exec("/bin/nc", &["nc"])), vec!["Good"]);
+    let mut on_a_terminal = exec("/bin/bash", &["bash"]);
+    on_a_terminal.process.as_mut().unwrap().tty = Some(vigil_event::Tty::of(136, 0, true));
+    assert_eq!(fired(&set, &on_a_terminal), vec!["Terminal shell"]);
 }
 
 #[test]

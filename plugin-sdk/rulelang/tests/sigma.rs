@@ -104,7 +104,7 @@ detection:
     Image|endswith: /xmrig
   condition: sel
 ---
-title: Needs a user name
+title: Root user
 detection:
   sel:
     User: root
@@ -147,7 +147,7 @@ detection:
     assert_eq!(status("From global").status, Status::Loaded);
     assert_eq!(status("From global").kinds, vec!["process-exec"]);
     assert_eq!(status("From global").priority, "Critical");
-    assert!(status("Needs a user name").reason.unwrap().contains("user names"));
+    assert_eq!(status("Root user").status, Status::Loaded);
     assert!(status("Auditd").reason.unwrap().contains("auditd"));
     assert!(status("Aggregation").reason.unwrap().contains("aggregation"));
     assert_eq!(status("Bad condition").status, Status::Invalid);
@@ -158,6 +158,12 @@ detection:
     let m = set.matches(batch.get(0).unwrap());
     assert_eq!(m.len(), 1);
     assert_eq!(m[0].name, "From global");
+    let mut as_root = exec("/usr/bin/id", &["id"]);
+    as_root.process.as_mut().unwrap().user = "root".into();
+    vigil_event::packed::encode_batch([&as_root], &mut buf);
+    let batch = vigil_event::packed::BatchView::new(&buf).unwrap();
+    let names: Vec<_> = set.matches(batch.get(0).unwrap()).iter().map(|m| m.name.to_string()).collect();
+    assert_eq!(names, ["Root user"]);
     assert_eq!(m[0].message, "From global");
     assert_eq!(m[0].priority, Priority::Critical);
     assert!(m[0].fields.contains(&("sigma.id".to_string(), "aaaa".to_string())));

@@ -18,6 +18,7 @@
 //! kernel's struct offsets, [`tracefs`] mounts tracefs.
 
 pub(crate) mod error;
+mod exec;
 mod filter;
 mod load;
 mod offsets;
@@ -51,6 +52,7 @@ impl EbpfSource {
     pub fn open(config: &EbpfConfig, mut enricher: Enricher) -> Result<Self, EbpfError> {
         let started = Instant::now();
         let loaded = load::load(config)?;
+        crate::release_freed_memory();
         let attached = started.elapsed();
         let processes = enricher.scan();
         let open_time = started.elapsed();

@@ -56,6 +56,39 @@ pub fn read_offsets(path: &Path) -> Result<Offsets, EbpfError> {
         cgroup_level: f("cgroup", "level")?,
         kernfs_node_id: f("kernfs_node", "id")?,
         cgroup_root_hierarchy_id: f("cgroup_root", "hierarchy_id")?,
+        linux_binprm_file: f("linux_binprm", "file")?,
+        linux_binprm_interp: f("linux_binprm", "interp")?,
+        task_struct_fs: f("task_struct", "fs")?,
+        task_struct_signal: f("task_struct", "signal")?,
+        // Only with CONFIG_AUDIT: without it, execs carry no login identity.
+        task_struct_loginuid: lookup.offset("task_struct", "loginuid").unwrap_or(0),
+        task_struct_sessionid: lookup.offset("task_struct", "sessionid").unwrap_or(0),
+        fs_struct_root: f("fs_struct", "root")?,
+        fs_struct_pwd: f("fs_struct", "pwd")?,
+        path_mnt: f("path", "mnt")?,
+        path_dentry: f("path", "dentry")?,
+        dentry_d_parent: f("dentry", "d_parent")?,
+        dentry_d_name: f("dentry", "d_name")?,
+        qstr_name: f("qstr", "name")?,
+        vfsmount_mnt_root: f("vfsmount", "mnt_root")?,
+        mount_mnt: f("mount", "mnt")?,
+        mount_mnt_parent: f("mount", "mnt_parent")?,
+        mount_mnt_mountpoint: f("mount", "mnt_mountpoint")?,
+        file_f_path: f("file", "f_path")?,
+        file_f_inode: f("file", "f_inode")?,
+        inode_i_mode: f("inode", "i_mode")?,
+        inode_i_nlink: f("inode", "i_nlink")?,
+        inode_i_ino: f("inode", "i_ino")?,
+        inode_i_sb: f("inode", "i_sb")?,
+        super_block_s_dev: f("super_block", "s_dev")?,
+        super_block_s_magic: f("super_block", "s_magic")?,
+        ovl_inode_upperdentry: lookup.ovl_upper_dentry(),
+        signal_struct_tty: f("signal_struct", "tty")?,
+        tty_struct_index: f("tty_struct", "index")?,
+        tty_struct_driver: f("tty_struct", "driver")?,
+        tty_driver_major: f("tty_driver", "major")?,
+        tty_driver_minor_start: f("tty_driver", "minor_start")?,
+        tty_driver_type: f("tty_driver", "type")?,
         ready: 1,
     })
 }
@@ -67,19 +100,38 @@ struct Lookup<'a> {
 }
 
 impl Lookup<'_> {
+    /// From an overlayfs inode (`ovl_inode.vfs_inode`) to its upper dentry
+    /// (`ovl_inode.__upperdentry`), which is set when the file is on the
+    /// upper layer. With overlayfs built as a module its types are not in
+    /// vmlinux: then `__upperdentry` is taken to follow `vfs_inode` (as it
+    /// has since overlayfs gained `struct ovl_inode`, as Falco assumes);
+    /// 0 (not checked) when `struct inode` is unknown too.
+    fn ovl_upper_dentry(&self) -> u32 {
+        if let (Ok(inode), Ok(upper)) =
+            (self.offset("ovl_inode", "vfs_inode"), self.offset("ovl_inode", "__upperdentry"))
+        {
+            return upper.saturating_sub(inode);
+        }
+        self.strukt("inode").map(|s| s.size() as u32).unwrap_or(0)
+    }
+
+    fn strukt(&self, name: &str) -> Option<btf_rs::Struct> {
+        let types = self.btf.resolve_types_by_name(name).unwrap_or_default();
+        types.into_iter().find_map(|t| match t {
+            Type::Struct(s) => Some(s),
+            _ => None,
+        })
+    }
+
     fn offset(&self, strukt: &str, field: &str) -> Result<u32, EbpfError> {
         let missing = |what: String| EbpfError::BtfLacks { path: self.path.to_path_buf(), what };
         if self.hidden == Some(&format!("{strukt}.{field}")) {
             return Err(missing(format!("`struct {strukt}`.`{field}` (hidden by {HIDE_FIELD_ENV})")));
         }
-        let types = self.btf.resolve_types_by_name(strukt).unwrap_or_default();
-        let Some(s) = types.iter().find_map(|t| match t {
-            Type::Struct(s) => Some(s),
-            _ => None,
-        }) else {
+        let Some(s) = self.strukt(strukt) else {
             return Err(missing(format!("`struct {strukt}`")));
         };
-        self.find(s, field).ok_or_else(|| missing(format!("`struct {strukt}`.`{field}`")))
+        self.find(&s, field).ok_or_else(|| missing(format!("`struct {strukt}`.`{field}`")))
     }
 
     /// The byte offset of `field` in `s`, looking into anonymous struct and
@@ -121,5 +173,7 @@ mod tests {
         assert!(o.task_struct_pid > 0 && o.task_struct_tgid > o.task_struct_pid);
         assert!(o.mm_struct_arg_end > o.mm_struct_arg_start, "{o:?}");
         assert!(o.nsproxy_uts_ns > 0);
+        assert!(o.fs_struct_pwd > o.fs_struct_root && o.dentry_d_parent > 0 && o.qstr_name > 0, "{o:?}");
+        assert!(o.ovl_inode_upperdentry > 0, "{o:?}");
     }
 }

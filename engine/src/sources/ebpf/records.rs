@@ -4,11 +4,10 @@
 //! description, hold queue).
 
 use aya::maps::{MapData, RingBuf};
-use vigil_ebpf_common::{
-    CgroupEvent, EXEC_ARGS_TRUNCATED, ExecEvent, ExitEvent, ForkEvent, Header, Task, header as rec_header, kind as rec,
-};
+use vigil_ebpf_common::{CgroupEvent, ExitEvent, ForkEvent, Header, Task, header as rec_header, kind as rec};
 use vigil_event::{Cgroup, Event, EventKind, Namespaces, Process};
 
+use super::exec::ExecRecord;
 use crate::enrich::Enricher;
 use crate::proc::{MAX_ANCESTRY, ProcDir, exit_code};
 use crate::sources::{Closed, EventSender, Interest, LossReason};
@@ -111,16 +110,16 @@ impl Decoder {
         let time_ns = header.boot_ns.saturating_add(self.boot_to_wall);
         match header.kind {
             rec::EXEC => {
-                let ev = ExecRecord::parse(bytes)?;
+                let ev = ExecRecord::parse(bytes).ok_or(Malformed)?;
                 let mut process = self.exec(&ev);
                 // Read once: a rule loaded between two reads must not get
                 // an exec without its ancestry.
                 if !self.interest.wants(EventKind::ProcessExec) {
                     return Ok(None);
                 }
-                process.ancestry = self.enrich.tree.ancestry(ev.task.ppid, MAX_ANCESTRY);
+                process.ancestry = self.enrich.tree.ancestry(ev.event.task.ppid, MAX_ANCESTRY);
                 Ok(self.enrich.contextualize(
-                    ev.task.cgroup_id,
+                    ev.event.task.cgroup_id,
                     Event { time_ns, process: Some(process), ..Event::new(EventKind::ProcessExec) },
                 ))
             }
@@ -202,54 +201,10 @@ impl Decoder {
 
     /// The process of an exec record (without its ancestry); updates the tree.
     fn exec(&mut self, ev: &ExecRecord) -> Process {
-        let t = &ev.task;
-        let mut process = task_process(t);
-        let mut exe = lossy(ev.filename, ev.filename_len as usize);
-        if !exe.starts_with('/') {
-            // A relative path as given to execve: the kernel's view is in /proc.
-            let resolved = crate::proc::exe_of(t.tgid);
-            if !resolved.is_empty() {
-                exe = resolved;
-            }
-        }
-        process.exe = exe;
-        let args = &ev.args[..(ev.args_len as usize).min(ev.args.len())];
-        let args = args.strip_suffix(&[0]).unwrap_or(args);
-        if !args.is_empty() {
-            process.argv = args.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-        }
-        process.argv_truncated = ev.flags & EXEC_ARGS_TRUNCATED != 0;
+        let mut process = task_process(&ev.event.task);
+        ev.fill(&mut process);
         self.enrich.tree.exec(&process);
         process
-    }
-}
-
-/// An exec record read in place: its fixed fields copied, its filename
-/// and argv buffers (1.5 KiB) borrowed from the ring.
-struct ExecRecord<'a> {
-    task: Task,
-    filename_len: u32,
-    args_len: u32,
-    flags: u32,
-    filename: &'a [u8],
-    args: &'a [u8],
-}
-
-impl<'a> ExecRecord<'a> {
-    fn parse(bytes: &'a [u8]) -> Result<Self, Malformed> {
-        use std::mem::offset_of;
-        if bytes.len() < size_of::<ExecEvent>() {
-            return Err(Malformed);
-        }
-        let at = |offset: usize| &bytes[offset..];
-        Ok(ExecRecord {
-            task: read(at(offset_of!(ExecEvent, task)))?,
-            filename_len: read(at(offset_of!(ExecEvent, filename_len)))?,
-            args_len: read(at(offset_of!(ExecEvent, args_len)))?,
-            flags: read(at(offset_of!(ExecEvent, flags)))?,
-            filename: &at(offset_of!(ExecEvent, filename))[..vigil_ebpf_common::FILENAME_LEN],
-            args: &at(offset_of!(ExecEvent, args))[..vigil_ebpf_common::ARGS_LEN],
-        })
     }
 }
 
@@ -292,14 +247,9 @@ fn lossy(bytes: &[u8], len: usize) -> String {
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
-/// A `T` from the start of `bytes`, which must be long enough.
-fn read<T: Copy>(bytes: &[u8]) -> Result<T, Malformed> {
-    if bytes.len() < size_of::<T>() {
-        return Err(Malformed);
-    }
-    // SAFETY: the length is checked; T is a plain `#[repr(C)]` record of
-    // integers and byte arrays, valid for any bit pattern.
-    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const T) })
+/// A record from the start of `bytes`, which must be long enough.
+fn read<T: Copy + vigil_ebpf_common::Records>(bytes: &[u8]) -> Result<T, Malformed> {
+    vigil_ebpf_common::from_bytes(bytes).ok_or(Malformed)
 }
 
 #[cfg(test)]
@@ -314,22 +264,32 @@ mod tests {
     }
 
     fn exec_record(pid: u32, ppid: u32, filename: &str, args: &[&str]) -> Vec<u8> {
-        // SAFETY: all-zero is a valid ExecEvent.
-        let mut ev: ExecEvent = unsafe { std::mem::zeroed() };
+        let mut ev = vigil_ebpf_common::ExecEvent::default();
         ev.header.kind = rec::EXEC;
         ev.header.boot_ns = 1;
         ev.task =
             Task { pid, tgid: pid, ppid, uid: 1000, comm: *b"sh\0\0\0\0\0\0\0\0\0\0\0\0\0\0", ..Default::default() };
-        ev.filename[..filename.len()].copy_from_slice(filename.as_bytes());
+        let mut data = filename.as_bytes().to_vec();
         ev.filename_len = filename.len() as u32;
-        let mut n = 0;
         for a in args {
-            ev.args[n..n + a.len()].copy_from_slice(a.as_bytes());
-            n += a.len() + 1;
+            data.extend_from_slice(a.as_bytes());
+            data.push(0);
         }
-        ev.args_len = n as u32;
+        ev.args_len = (data.len() - filename.len()) as u32;
+        // The executed file, as the kernel walks it: leaf first.
+        let exe: Vec<&str> = filename.split('/').filter(|p| !p.is_empty()).rev().collect();
+        for part in exe {
+            data.extend_from_slice(part.as_bytes());
+            data.push(0);
+            ev.exe_len += part.len() as u32 + 1;
+        }
         // SAFETY: a plain record viewed as its bytes.
-        unsafe { std::slice::from_raw_parts(&ev as *const ExecEvent as *const u8, size_of::<ExecEvent>()) }.to_vec()
+        let mut bytes = unsafe {
+            std::slice::from_raw_parts(&ev as *const _ as *const u8, size_of::<vigil_ebpf_common::ExecEvent>())
+        }
+        .to_vec();
+        bytes.extend_from_slice(&data);
+        bytes
     }
 
     #[test]

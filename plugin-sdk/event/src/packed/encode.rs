@@ -36,6 +36,33 @@ pub fn encode_event(event: &Event, out: &mut Vec<u8>) {
         rec.put_str(Str::Comm, &p.comm);
         rec.put_str(Str::Exe, &p.exe);
         rec.put_str(Str::Cwd, &p.cwd);
+        rec.put_u32(LOGIN_UID, p.login_uid.unwrap_or(u32::MAX));
+        rec.put_u32(SESSION_ID, p.session_id.unwrap_or(u32::MAX));
+        let f = &p.exe_file;
+        rec.put_u32(EXE_MODE, f.mode);
+        rec.put_u64(EXE_INODE, f.inode);
+        rec.put_u64(EXE_DEVICE, f.device);
+        let mut pflags = 0;
+        for (set, flag) in [
+            (p.cwd_truncated, P_CWD_TRUNCATED),
+            (f.upper_layer, P_EXE_UPPER_LAYER),
+            (f.memfd, P_EXE_MEMFD),
+            (f.unlinked, P_EXE_UNLINKED),
+        ] {
+            if set {
+                pflags |= flag;
+            }
+        }
+        if let Some(tty) = &p.tty {
+            pflags |= P_TTY | if tty.pty { P_TTY_PTY } else { 0 };
+            rec.put_u32(TTY, tty.device);
+            rec.put_str(Str::TtyName, &tty.name);
+        }
+        rec.put_u32(PROCESS_FLAGS, pflags);
+        rec.put_str(Str::Script, &p.script);
+        rec.put_str(Str::User, &p.user);
+        rec.put_str(Str::Group, &p.group);
+        rec.put_str(Str::LoginUser, &p.login_user);
         let table = rec.list(List::Argv, p.argv.len(), 8);
         for (i, arg) in p.argv.iter().enumerate() {
             let r = rec.data(arg.as_bytes());
@@ -158,7 +185,7 @@ impl Record<'_> {
     fn put_str(&mut self, slot: Str, s: &str) {
         if !s.is_empty() {
             let r = self.data(s.as_bytes());
-            self.put_ref(STRINGS + 8 * slot as usize, r);
+            self.put_ref(slot.at(), r);
         }
     }
     /// Reserves a table of `count` entries of `entry_len` bytes for list

@@ -19,7 +19,10 @@ pub use view::*;
 /// First four bytes of a batch.
 pub const MAGIC: [u8; 4] = *b"VGB2";
 /// Size of an event record's fixed header.
-pub const HEADER_LEN: usize = 288;
+pub const HEADER_LEN: usize = 384;
+/// The header's size before interface 0.2.1 added the exec facts (bytes
+/// 288..384): a rule built for 0.2.0 reads only below it.
+pub const HEADER_LEN_0_2_0: usize = 288;
 
 // Field offsets in the fixed header.
 pub(crate) const KIND: usize = 0;
@@ -43,6 +46,23 @@ pub(crate) const LOST_COUNT: usize = 128;
 pub(crate) const CGROUP_EVENT_ID: usize = 136;
 pub(crate) const STRINGS: usize = 144;
 pub(crate) const LISTS: usize = 256;
+// Since 0.2.1.
+pub(crate) const LOGIN_UID: usize = 288;
+pub(crate) const SESSION_ID: usize = 292;
+pub(crate) const TTY: usize = 296;
+pub(crate) const EXE_MODE: usize = 300;
+pub(crate) const EXE_INODE: usize = 304;
+pub(crate) const EXE_DEVICE: usize = 312;
+pub(crate) const PROCESS_FLAGS: usize = 320;
+pub(crate) const STRINGS_2: usize = 328;
+
+// process flags (u32 at PROCESS_FLAGS)
+pub(crate) const P_CWD_TRUNCATED: u32 = 1;
+pub(crate) const P_TTY: u32 = 2;
+pub(crate) const P_TTY_PTY: u32 = 4;
+pub(crate) const P_EXE_UPPER_LAYER: u32 = 8;
+pub(crate) const P_EXE_MEMFD: u32 = 16;
+pub(crate) const P_EXE_UNLINKED: u32 = 32;
 
 // flags
 pub(crate) const F_PROCESS: u8 = 1;
@@ -72,6 +92,20 @@ pub(crate) enum Str {
     PodUid,
     CgroupPath,
     LostReason,
+    User,
+    Group,
+    // Since 0.2.1, in the second table (at STRINGS_2).
+    Script,
+    LoginUser,
+    TtyName,
+}
+
+impl Str {
+    /// Where the slot's (offset, len) lies in the header.
+    pub(crate) fn at(self) -> usize {
+        let i = self as usize;
+        if i < 14 { STRINGS + 8 * i } else { STRINGS_2 + 8 * (i - 14) }
+    }
 }
 
 /// The list slots, in layout order.

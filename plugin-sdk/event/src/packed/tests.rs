@@ -32,6 +32,22 @@ fn full_event() -> Event {
                 },
                 Ancestor { pid: 1, comm: "init".into(), exe: "/sbin/init".into(), argv: Arc::from([]) },
             ],
+            cwd_truncated: true,
+            script: "/tmp/run.sh".into(),
+            exe_file: ExeFile {
+                inode: 1234,
+                device: (8 << 32) | 1,
+                mode: 0o104755,
+                upper_layer: true,
+                memfd: true,
+                unlinked: false,
+            },
+            tty: Some(Tty::of(136, 3, true)),
+            login_uid: Some(1000),
+            session_id: Some(7),
+            user: "alice".into(),
+            group: "staff".into(),
+            login_user: "alice".into(),
         }),
         container: Some(Arc::new(Container {
             id: "a".repeat(64),
@@ -80,6 +96,15 @@ fn every_field_round_trips() {
     assert_eq!(p.cgroup_id(), 4242);
     assert_eq!(p.namespaces(), [1, 2, 3, 4, 5, 6, 7]);
     assert_eq!(p.exe_basename(), "bash");
+    assert!(p.cwd_truncated());
+    assert_eq!(p.script(), "/tmp/run.sh");
+    assert_eq!((p.exe_inode(), p.exe_device(), p.exe_mode()), (1234, (8 << 32) | 1, 0o104755));
+    assert!(p.exe_setuid_or_setgid() && p.exe_upper_layer() && p.exe_memfd() && !p.exe_unlinked());
+    assert!(p.exe_fileless());
+    assert_eq!(p.tty(), Some((Tty::encode(136, 3), "pts/3")));
+    assert!(p.tty_is_pty());
+    assert_eq!((p.login_uid(), p.session_id()), (Some(1000), Some(7)));
+    assert_eq!((p.user(), p.group(), p.login_user()), ("alice", "staff", "alice"));
     assert!(!v.is_entrypoint());
     assert_eq!(p.cmdline(), "bash -c echo ü");
     assert!(p.argv_contains("-c") && !p.argv_contains("bash") && p.argv_contains_substr("echo"));
@@ -105,7 +130,34 @@ fn every_field_round_trips() {
     assert_eq!(bare.kind(), Some(EventKind::ProcessFork));
     assert!(bare.process().is_none() && bare.container().is_none() && bare.pod().is_none());
     assert!(bare.exit_code().is_none() && bare.lost().is_none() && bare.cgroup().is_none());
+    let p = batch.get(0).unwrap().process().unwrap();
+    let unset = Event { process: Some(Process::default()), ..Event::new(EventKind::ProcessExec) };
+    let mut buf2 = Vec::new();
+    encode_batch([&unset], &mut buf2);
+    let q = BatchView::new(&buf2).unwrap().get(0).unwrap().process().unwrap();
+    assert!(q.tty().is_none() && !q.tty_is_pty() && q.login_uid().is_none() && q.session_id().is_none());
+    assert!(!q.exe_fileless() && !q.cwd_truncated() && q.script().is_empty() && p.tty().is_some());
     assert!(batch.get(2).is_none());
+}
+
+/// A rule built for interface 0.2.0 reads a 0.2.1 batch: every field it
+/// knows lies where it was, and its check of each event's header length
+/// (288 bytes then) still holds.
+#[test]
+fn a_rule_of_0_2_0_reads_a_0_2_1_batch() {
+    let mut buf = Vec::new();
+    encode_batch([&full_event()], &mut buf);
+    let off = u32::from_le_bytes(buf[8..12].try_into().unwrap()) as usize;
+    assert!(off + HEADER_LEN_0_2_0 <= buf.len());
+    let rec = &buf[off..];
+    let str_at = |slot: usize| {
+        let at = STRINGS + 8 * slot;
+        let o = u32::from_le_bytes(rec[at..at + 4].try_into().unwrap()) as usize;
+        let n = u32::from_le_bytes(rec[at + 4..at + 8].try_into().unwrap()) as usize;
+        std::str::from_utf8(&rec[o..o + n]).unwrap()
+    };
+    assert_eq!((str_at(0), str_at(1), str_at(2), str_at(3)), ("bash", "/usr/bin/bash", "/root", &*"a".repeat(64)));
+    assert_eq!(u32::from_le_bytes(rec[PID..PID + 4].try_into().unwrap()), 10);
 }
 
 #[test]

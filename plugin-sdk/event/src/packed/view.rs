@@ -121,7 +121,7 @@ impl<'a> EventView<'a> {
         self.rec[FLAGS] & f != 0
     }
     fn str(&self, slot: Str) -> &'a str {
-        read_str(self.rec, STRINGS + 8 * slot as usize)
+        read_str(self.rec, slot.at())
     }
     fn list(&self, slot: List, entry_len: usize) -> (usize, usize) {
         list_bounds(self.rec, LISTS + 8 * slot as usize, entry_len)
@@ -223,6 +223,81 @@ impl<'a> ProcessView<'a> {
     /// Working directory ("" when unknown).
     pub fn cwd(&self) -> &'a str {
         self.ev.str(Str::Cwd)
+    }
+    /// True when the working directory was cut (its root-most part lost).
+    pub fn cwd_truncated(&self) -> bool {
+        self.flags() & P_CWD_TRUNCATED != 0
+    }
+    /// The script started through its `#!` line (then [`exe`](Self::exe)
+    /// is its interpreter); "" otherwise.
+    pub fn script(&self) -> &'a str {
+        self.ev.str(Str::Script)
+    }
+    /// The executed file's inode number (0 when unknown).
+    pub fn exe_inode(&self) -> u64 {
+        read_u64(self.ev.rec, EXE_INODE)
+    }
+    /// The device of its filesystem, `major << 32 | minor`.
+    pub fn exe_device(&self) -> u64 {
+        read_u64(self.ev.rec, EXE_DEVICE)
+    }
+    /// Its mode bits (type, setuid 0o4000, setgid 0o2000, permissions).
+    pub fn exe_mode(&self) -> u32 {
+        self.u32(EXE_MODE)
+    }
+    /// Set-user-id or set-group-id executable.
+    pub fn exe_setuid_or_setgid(&self) -> bool {
+        self.exe_mode() & 0o6000 != 0
+    }
+    /// On an overlayfs upper layer: written or changed in the container
+    /// after it started (drift from its image).
+    pub fn exe_upper_layer(&self) -> bool {
+        self.flags() & P_EXE_UPPER_LAYER != 0
+    }
+    /// Executed from a memfd.
+    pub fn exe_memfd(&self) -> bool {
+        self.flags() & P_EXE_MEMFD != 0
+    }
+    /// Executed from a file deleted from its directory (not a memfd).
+    pub fn exe_unlinked(&self) -> bool {
+        self.flags() & P_EXE_UNLINKED != 0
+    }
+    /// Fileless: a memfd or an unlinked file.
+    pub fn exe_fileless(&self) -> bool {
+        self.flags() & (P_EXE_MEMFD | P_EXE_UNLINKED) != 0
+    }
+    /// The controlling terminal's device (`tty_nr` encoding) and name
+    /// (`pts/3`); `None` without one.
+    pub fn tty(&self) -> Option<(u32, &'a str)> {
+        (self.flags() & P_TTY != 0).then(|| (self.u32(TTY), self.ev.str(Str::TtyName)))
+    }
+    /// True when the controlling terminal is a pseudo-terminal (ssh,
+    /// `docker exec -t`, `kubectl exec -t`): an interactive session.
+    pub fn tty_is_pty(&self) -> bool {
+        self.flags() & P_TTY_PTY != 0
+    }
+    /// The audit login uid, kept across `su` and `sudo`; `None` when unset.
+    pub fn login_uid(&self) -> Option<u32> {
+        Some(self.u32(LOGIN_UID)).filter(|u| *u != u32::MAX)
+    }
+    /// The audit session id; `None` when unset.
+    pub fn session_id(&self) -> Option<u32> {
+        Some(self.u32(SESSION_ID)).filter(|u| *u != u32::MAX)
+    }
+    /// The user name of `uid` in the process's own /etc/passwd ("" when unknown).
+    pub fn user(&self) -> &'a str {
+        self.ev.str(Str::User)
+    }
+    /// The group name of `gid` in the process's own /etc/group ("" when unknown).
+    pub fn group(&self) -> &'a str {
+        self.ev.str(Str::Group)
+    }
+    /// The user name of the login uid ("" when unknown).
+    pub fn login_user(&self) -> &'a str {
+        self.ev.str(Str::LoginUser)
+    }
+    fn flags(&self) -> u32 {
+        self.u32(PROCESS_FLAGS)
     }
     /// Nanoseconds since boot.
     pub fn start_time_ns(&self) -> u64 {

@@ -159,11 +159,13 @@ impl Builder {
         let pid = self.next_pid;
         // An applet run by its bare name from a shell or another applet is
         // exec'd through /proc/self/exe (the first process, exec'd by the
-        // runtime, is not).
+        // runtime, is not): the task is named `exe`; the executable is the
+        // file the kernel maps, /bin/busybox.
         let applet_exec =
             self.place == Place::Container && depth > 0 && exe == "/bin/busybox" && !program.contains('/');
-        let (comm, exe) =
-            if applet_exec { ("exe".to_string(), "/proc/self/exe".to_string()) } else { (comm_of(program), exe) };
+        let comm = if applet_exec { "exe".to_string() } else { comm_of(program) };
+        // In a container, a file the script made is on the overlay's upper layer.
+        let upper_layer = self.place == Place::Container && self.made.contains(&exe);
         let process = Process {
             pid,
             tgid: pid,
@@ -175,6 +177,7 @@ impl Builder {
             argv: argv.clone(),
             cwd: "/".into(),
             ancestry: parents.clone(),
+            exe_file: vigil_event::ExeFile { upper_layer, ..Default::default() },
             ..Default::default()
         };
         let event = Event {

@@ -74,6 +74,7 @@ fn corpus() -> Vec<Case> {
 }
 
 mod events;
+mod facts;
 mod places;
 mod shell;
 
