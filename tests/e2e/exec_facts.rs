@@ -103,6 +103,10 @@ fn the_ebpf_source_reads_the_exec_facts_in_the_kernel() {
         libc::close(fd2);
     }
 
+    // A re-exec through /proc/self/exe (busybox applets, runc): the file.
+    let reexec_marker = format!("reexec-{pid}");
+    run(Command::new("/bin/sh").args(["-c", "exec /proc/self/exe -c : \"$0\"", &reexec_marker]));
+
     // A terminal: a pty `script` opens.
     let tty_marker = format!("tty-{pid}");
     let has_script = on_path("script");
@@ -140,6 +144,10 @@ fn the_ebpf_source_reads_the_exec_facts_in_the_kernel() {
     let p = process_of(&events, &unlinked_marker);
     assert!(p.exe_file.unlinked && !p.exe_file.memfd, "{p:?}");
     assert!(p.exe.ends_with("/doomed"), "the deleted file's path: {}", p.exe);
+
+    let p = events.event(WAIT, exact(&["/proc/self/exe", "-c", ":", &reexec_marker])).expect("the re-exec").process;
+    let p = p.unwrap();
+    assert_eq!(p.exe, Path::new("/bin/sh").canonicalize().unwrap().to_string_lossy(), "the real file: {p:?}");
 
     if has_script {
         let p = process_of(&events, &tty_marker);

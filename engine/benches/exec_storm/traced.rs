@@ -68,10 +68,14 @@ pub(crate) fn traced(
         Tracer::VigilEvents => "events",
         Tracer::VigilRun | Tracer::VigilRunRules(_) => "run",
     };
-    let vigil = env!("CARGO_BIN_EXE_vigil");
+    // Another build to compare with (`VIGIL_BENCH_VIGIL`, with its own
+    // `VIGIL_BENCH_RULES` when the rule interface changed between them).
+    let vigil = std::env::var("VIGIL_BENCH_VIGIL").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vigil").to_string());
     let rules = match tracer {
         Tracer::VigilRunRules(dir) => dir.to_path_buf(),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/rules"),
+        _ => std::env::var_os("VIGIL_BENCH_RULES")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/rules")),
     };
     let mut cmd = match tracer {
         Tracer::Bpftrace => {

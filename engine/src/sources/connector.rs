@@ -64,7 +64,11 @@ impl Source for ProcSource {
         let ProcSource { sock, cgroup2, mut enricher } = *self;
         let reader = ProcReader { cgroup2 };
         let mut buf = vec![0u8; 64 << 10];
-        tracing::info!("proc connector source started");
+        tracing::info!(
+            "proc connector source started: exec facts are read from /proc after the event (a process gone by then \
+             is reported with its pid only); /proc cannot tell an executable's overlayfs layer or a #! script, which \
+             stay unset"
+        );
         while !stop.is_stopped() {
             let n = match sock.recv(&mut buf) {
                 Ok(n) => n,
