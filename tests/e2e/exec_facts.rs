@@ -260,3 +260,41 @@ fn a_rule_built_for_interface_0_2_0_still_loads_and_sees_every_event() {
     assert_eq!(echo.faults(), 0);
     assert_eq!(output.alerts().len(), N, "one alert per event");
 }
+
+/// `nsenter -t <pid>` from the host stays in a host cgroup: its exec is
+/// attributed to the container whose namespaces it entered, marked
+/// `vigil.entered-via=setns`; `docker exec` is the container's own, unmarked.
+#[test]
+fn a_host_process_entering_a_container_with_nsenter_is_attributed_to_it_marked() {
+    require_root!();
+    if !on_path("nsenter") {
+        skipped(module_path!(), "`nsenter` (util-linux) is not installed");
+        return;
+    }
+    let rt = RuntimeDaemon::docker();
+    let events = Streaming::start(Some(&rt), &["events", "--source", "ebpf", "--kind", "process-exec"]);
+    let pid = std::process::id();
+    let name = format!("vigil-e2e-nsenter-{pid}");
+    let id = rt.cli(&["run", "-d", "--name", &name, "--network", "none", rt.image(), "/bin/sleep", "30"]);
+    let (exec_marker, nsenter_marker) = (format!("docker-exec-{pid}"), format!("nsenter-{pid}"));
+    rt.cli(&["exec", &name, "/bin/busybox", "true", &exec_marker]);
+    let by_exec = events.event(Duration::from_secs(20), exact(&["/bin/busybox", "true", &exec_marker]));
+    let target = rt.cli(&["inspect", "-f", "{{.State.Pid}}", &name]);
+    run(Command::new("nsenter")
+        .args(["-t", target.trim(), "-m", "-u", "-i", "-n", "-p", "/bin/busybox", "true"])
+        .arg(&nsenter_marker));
+    let by_nsenter = events.event(WAIT, exact(&["/bin/busybox", "true", &nsenter_marker]));
+    rt.cli(&["rm", "-f", &name]);
+    let log = events.stop();
+
+    let marked = |e: &Event| {
+        e.container.as_ref().is_some_and(|c| c.labels.iter().any(|(k, v)| k == "vigil.entered-via" && v == "setns"))
+    };
+    let e = by_exec.unwrap_or_else(|| panic!("the docker exec ran\n{log}"));
+    assert_eq!(e.container.as_ref().map(|c| c.id.as_str()), Some(id.as_str()));
+    assert!(!marked(&e), "docker exec joins the container's cgroup: {:?}", e.container);
+    let e = by_nsenter.unwrap_or_else(|| panic!("the nsenter exec ran\n{log}"));
+    let c = e.container.as_ref().unwrap_or_else(|| panic!("attributed to the container: {e:?}"));
+    assert_eq!((c.id.as_str(), c.name.as_str()), (id.as_str(), name.as_str()), "described as the container");
+    assert!(marked(&e), "{:?}", c.labels);
+}

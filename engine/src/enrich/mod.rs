@@ -12,13 +12,16 @@
 //! - [`hold`]: events of containers the watchers have not described yet
 //!   wait briefly, so that rules see them described;
 //! - [`users`]: an exec's user, group and login user names, from the
-//!   process's own /etc/passwd and /etc/group.
+//!   process's own /etc/passwd and /etc/group;
+//! - [`entered`]: a host-cgroup process in a container's mount namespace
+//!   (nsenter, setns) is attributed to that container, marked.
 //!
 //! Replayed events carry the context they were recorded with.
 
 pub mod cgroup_path;
 pub mod cgroups;
 pub mod containers;
+pub mod entered;
 pub mod hold;
 pub(crate) mod process_tree;
 pub mod users;
@@ -30,6 +33,7 @@ use vigil_event::Event;
 use crate::config::EbpfConfig;
 use cgroups::{CgroupStats, Cgroups, Context};
 use containers::ContainerCache;
+use entered::Entered;
 use hold::{HoldLimits, HoldQueue, HoldStats};
 use process_tree::ProcessTree;
 use users::UserNames;
@@ -45,6 +49,7 @@ pub struct Enricher {
     /// Held events a full queue let go, to send ahead of the next ones.
     released: Vec<Event>,
     users: UserNames,
+    entered: Entered,
 }
 
 impl Enricher {
@@ -58,6 +63,7 @@ impl Enricher {
             hold: HoldQueue::new(HoldLimits::default()),
             released: Vec::new(),
             users: UserNames::default(),
+            entered: Entered::new(),
         }
     }
 
@@ -101,12 +107,12 @@ impl Enricher {
     /// (from the cgroup map), then the runtime's description ([`Self::describe`]).
     pub fn contextualize(&mut self, cgroup_id: u64, mut event: Event) -> Option<Event> {
         self.name_users(&mut event);
-        if cgroup_id == 0 {
-            return Some(event);
+        if cgroup_id != 0
+            && let Some(ctx) = self.cgroups.get(cgroup_id)
+        {
+            ctx.apply(&mut event);
         }
-        let Some(ctx) = self.cgroups.get(cgroup_id) else { return Some(event) };
-        ctx.apply(&mut event);
-        self.describe(event)
+        self.describe_or_attribute(event)
     }
 
     /// Attaches `ctx` (a container and pod the source read itself, e.g.
@@ -114,7 +120,20 @@ impl Enricher {
     pub fn contextualize_as(&mut self, ctx: &Context, mut event: Event) -> Option<Event> {
         self.name_users(&mut event);
         ctx.apply(&mut event);
-        self.describe(event)
+        self.describe_or_attribute(event)
+    }
+
+    /// A container's event gets its description ([`Self::describe`]) and
+    /// teaches its mount namespace; a host event in a known container's
+    /// mount namespace is attributed to it ([`entered`]).
+    fn describe_or_attribute(&mut self, mut event: Event) -> Option<Event> {
+        if event.container.is_none() {
+            self.entered.attribute(&mut event);
+            return Some(event);
+        }
+        let event = self.describe(event)?;
+        self.entered.learn(&event);
+        Some(event)
     }
 
     /// Names an exec's users and group (other kinds keep ids only: their
@@ -161,11 +180,15 @@ impl Enricher {
     /// Adds to `batch` the held events that can go now (described, timed
     /// out, or of a runtime no longer watched).
     pub fn release_held(&mut self, batch: &mut Vec<Event>) {
+        let from = batch.len();
         batch.append(&mut self.released);
         if let Some(cache) = &self.containers
             && !self.hold.is_empty()
         {
             self.hold.release(cache, crate::time::boottime_ns(), batch);
+        }
+        for e in &batch[from..] {
+            self.entered.learn(e);
         }
     }
 

@@ -63,4 +63,16 @@ fn rules_on_exec_facts_fire_on_them_and_only_on_them() {
         p.ancestry = vec![events::ancestor(6999, "/usr/bin/sudo", &["sudo", "-i"])];
     });
     assert!(!names(&rules, &daemon_shell).contains(&"Root Shell Opened From A User Login".to_string()));
+
+    // A host process that entered a container's namespaces (nsenter): the
+    // enricher marks its container; the container's own execs are not.
+    let mut entered = exec_event("/bin/sh", &["sh"], true, |p| {
+        p.ancestry = vec![events::ancestor(6999, "/usr/bin/nsenter", &["nsenter", "-t", "42", "-a"])]
+    });
+    let mut c = (**entered.container.as_ref().unwrap()).clone();
+    c.labels.push(("vigil.entered-via".into(), "setns".into()));
+    entered.container = Some(Arc::new(c));
+    assert!(names(&rules, &entered).contains(&"Host Process Entered A Container".to_string()));
+    let own = exec_event("/bin/sh", &["sh", "-c", "true"], true, |_| {});
+    assert!(!names(&rules, &own).contains(&"Host Process Entered A Container".to_string()));
 }
