@@ -7,9 +7,13 @@
 //! exec` and the runtimes' own execs join the container's cgroup too: they
 //! are the container's, unmarked.)
 //!
-//! The mount namespaces of containers are learned from their own described
-//! events (a container that has run nothing since the daemon started is
-//! not known yet); at most [`MAX_NAMESPACES`] are kept.
+//! The mount namespaces of containers are learned from their own events,
+//! only once a runtime's watcher described the container (a cgroup merely
+//! named like a container, e.g. in a user's delegated subtree, teaches
+//! nothing) and never the host's or the daemon's own namespace: otherwise
+//! one fake container in the host's namespace would turn every host process
+//! into it. A container that has run nothing since the daemon started is
+//! not known yet; at most [`MAX_NAMESPACES`] are kept.
 
 use std::sync::Arc;
 
@@ -25,34 +29,33 @@ pub const MAX_NAMESPACES: usize = 16_384;
 
 /// Container mount namespaces, learned from the containers' own events.
 pub struct Entered {
-    /// The host's mount namespace (`/proc/1/ns/mnt`), never learned as a
-    /// container's (a container run in it); 0 when unknown (some sandboxes
-    /// deny even root a look at pid 1's namespaces).
-    host_mnt: u64,
+    /// The host's mount namespace (`/proc/1/ns/mnt`; 0 when unknown: some
+    /// sandboxes deny even root a look at pid 1's namespaces) and the
+    /// daemon's own: never learned as a container's.
+    host_mnt: [u64; 2],
     by_mnt: FxHashMap<u64, Context>,
 }
 
 impl Entered {
     pub fn new() -> Self {
         use std::os::unix::fs::MetadataExt;
-        let host_mnt = std::fs::metadata("/proc/1/ns/mnt").map_or(0, |m| m.ino());
-        Entered::with_host(host_mnt)
+        let ino = |path: &str| std::fs::metadata(path).map_or(0, |m| m.ino());
+        Entered { host_mnt: [ino("/proc/1/ns/mnt"), ino("/proc/self/ns/mnt")], by_mnt: FxHashMap::default() }
     }
 
     /// With `host_mnt` as the host's mount namespace (tests).
     pub fn with_host(host_mnt: u64) -> Self {
-        Entered { host_mnt, by_mnt: FxHashMap::default() }
+        Entered { host_mnt: [host_mnt, host_mnt], by_mnt: FxHashMap::default() }
     }
 
     /// Notes the mount namespace of an event of a described container.
     pub fn learn(&mut self, e: &Event) {
         let (Some(p), Some(c)) = (&e.process, &e.container) else { return };
         let mnt = p.namespaces.mnt;
-        if mnt == 0
-            || (self.host_mnt != 0 && mnt == self.host_mnt)
-            || c.id.is_empty()
-            || c.labels.iter().any(|(k, _)| k == ENTERED_VIA_LABEL)
-        {
+        // Described by a runtime (it has a name), and not marked as
+        // anything else (entered, unverified, unresolved).
+        let vouched = !c.name.is_empty() && !c.labels.iter().any(|(k, _)| k.starts_with("vigil."));
+        if mnt == 0 || self.host_mnt.contains(&mnt) || c.id.is_empty() || !vouched {
             return;
         }
         if self.by_mnt.get(&mnt).and_then(|ctx| ctx.container.as_ref()).is_some_and(|known| Arc::ptr_eq(known, c)) {
@@ -128,5 +131,17 @@ mod tests {
         entered.learn(&marked);
         entered.learn(&exec_in(1, Some(web)));
         assert!(!entered.attribute(&mut exec_in(9, None)) && !entered.attribute(&mut exec_in(1, None)));
+        // A cgroup named like a container, never described (no name), or
+        // unverified: teaches nothing.
+        let fake = Arc::new(Container { id: "c".repeat(64), ..Default::default() });
+        entered.learn(&exec_in(11, Some(fake)));
+        let unverified = Arc::new(Container {
+            id: "d".repeat(64),
+            name: "x".into(),
+            labels: vec![("vigil.unverified".into(), "user-delegated-cgroup".into())],
+            ..Default::default()
+        });
+        entered.learn(&exec_in(12, Some(unverified)));
+        assert!(!entered.attribute(&mut exec_in(11, None)) && !entered.attribute(&mut exec_in(12, None)));
     }
 }

@@ -45,6 +45,9 @@ struct Names {
     passwd: Table,
     group: Table,
     checked_ns: u64,
+    /// The last process read through: another process of the namespace,
+    /// for when the event's own is gone.
+    reader: u32,
 }
 
 /// One file's id → name table, with what identifies its version.
@@ -60,16 +63,22 @@ impl UserNames {
         if self.by_mnt.len() >= MAX_NAMESPACES && !self.by_mnt.contains_key(&p.namespaces.mnt) {
             self.by_mnt.clear();
         }
-        let names = self.by_mnt.entry(p.namespaces.mnt).or_default();
+        let mnt = p.namespaces.mnt;
+        let names = self.by_mnt.entry(mnt).or_default();
         let since = now_ns.saturating_sub(names.checked_ns);
         let missing = !names.passwd.names.contains_key(&p.uid)
             || !names.group.names.contains_key(&p.gid)
             || p.login_uid.is_some_and(|u| !names.passwd.names.contains_key(&u));
         if names.checked_ns == 0 || since >= RECHECK_NS || (missing && since >= RECHECK_MISS_NS) {
-            // The process may be gone already: its parent shares its root
-            // almost always.
-            if names.refresh(p.tgid) || names.refresh(p.ppid) {
-                names.checked_ns = now_ns;
+            // The process may be gone already: then its parent, or the
+            // last process read through, if still in the same namespace (a
+            // `docker exec`'s parent is the runtime's shim, on the host).
+            for pid in [p.tgid, p.ppid, names.reader] {
+                if names.refresh(pid, mnt) {
+                    names.checked_ns = now_ns;
+                    names.reader = pid;
+                    break;
+                }
             }
         }
         let name = |t: &Table, id: u32| t.names.get(&id).map(|n| n.to_string()).unwrap_or_default();
@@ -81,9 +90,13 @@ impl UserNames {
 
 impl Names {
     /// Re-reads what changed under the root of `pid`; false when its root
-    /// cannot be opened.
-    fn refresh(&mut self, pid: u32) -> bool {
+    /// cannot be opened or it is not in the mount namespace `mnt` (0: any).
+    fn refresh(&mut self, pid: u32, mnt: u64) -> bool {
+        use std::os::unix::fs::MetadataExt;
         if pid == 0 {
+            return false;
+        }
+        if mnt != 0 && std::fs::metadata(format!("/proc/{pid}/ns/mnt")).map_or(true, |m| m.ino() != mnt) {
             return false;
         }
         let Ok(root) = rustix::fs::open(
