@@ -7,7 +7,8 @@
 //! input: opened with `openat2(RESOLVE_IN_ROOT)` (a symlink such as
 //! `/etc/passwd -> /etc/shadow` resolves inside the container's root, never
 //! the host's), non-blocking and only if a regular file (a FIFO cannot
-//! stall the source), at most [`MAX_FILE`] bytes and [`MAX_NAMES`] entries.
+//! stall the source), at most [`MAX_FILE`] bytes and [`MAX_NAMES`] entries a
+//! file, and 262,144 names across all namespaces.
 //! Parsed tables are cached per mount namespace and re-read when a file
 //! changes (its inode, size or mtime): checked once a second per
 //! namespace, and when an id is not found, at most every millisecond (a
@@ -25,9 +26,13 @@ use vigil_event::Process;
 /// Files larger than this are not read (their names stay unknown).
 pub const MAX_FILE: u64 = 4 << 20;
 /// Entries kept per file at most.
-pub const MAX_NAMES: usize = 65_536;
+pub const MAX_NAMES: usize = 16_384;
 /// Mount namespaces cached at most (the cache starts over past it).
-const MAX_NAMESPACES: usize = 4096;
+const MAX_NAMESPACES: usize = 1024;
+/// Names kept across every namespace at most (some 10-15 MiB): hostile
+/// containers with huge files cannot grow the daemon past it; past it,
+/// the other namespaces' caches start over.
+const MAX_TOTAL_NAMES: usize = 262_144;
 /// How often a namespace's files are checked for changes.
 const RECHECK_NS: u64 = 1_000_000_000;
 /// How often, at most, an id not found has them checked (an unchanged
@@ -80,7 +85,12 @@ impl UserNames {
                     break;
                 }
             }
+            let total: usize = self.by_mnt.values().map(|n| n.passwd.names.len() + n.group.names.len()).sum();
+            if total > MAX_TOTAL_NAMES {
+                self.by_mnt.retain(|ns, _| *ns == mnt);
+            }
         }
+        let Some(names) = self.by_mnt.get(&mnt) else { return };
         let name = |t: &Table, id: u32| t.names.get(&id).map(|n| n.to_string()).unwrap_or_default();
         p.user = name(&names.passwd, p.uid);
         p.group = name(&names.group, p.gid);
@@ -173,6 +183,12 @@ mod tests {
         assert_eq!((&*t[&0], &*t[&33], t.len()), ("root", "www", 2));
         let g = parse("root:x:0:\nstaff:x:50:alice,bob\n", 2);
         assert_eq!(&*g[&50], "staff");
+    }
+
+    #[test]
+    fn a_huge_file_is_cut_at_its_cap() {
+        let text: String = (0..MAX_NAMES as u32 + 100).map(|i| format!("u{i}:x:{i}:{i}::/:/bin/sh\n")).collect();
+        assert_eq!(parse(&text, 2).len(), MAX_NAMES);
     }
 
     #[test]
