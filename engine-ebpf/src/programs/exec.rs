@@ -8,7 +8,8 @@
 //!
 //! The record is built in a per-CPU scratch buffer and only its used part
 //! is copied into the ring buffer (`bpf_ringbuf_output`): a typical exec
-//! takes ~400 bytes of ring instead of the ~2.7 KiB the caps allow.
+//! takes ~230 bytes of ring (BENCHMARKS.md) instead of the ~2.7 KiB the caps
+//! allow.
 
 use core::ffi::c_void;
 
