@@ -11,6 +11,11 @@
 #                                  remove the /docker cgroups it left
 #   runtimes.sh kill-docker DIR    stop dockerd by pid, keeping its containers
 #                                  (start-docker DIR brings it back)
+#                                  With CGROUP_V1_ONLY=1, dockerd runs in a
+#                                  private mount namespace without the unified
+#                                  cgroup hierarchy, so its containers live in
+#                                  cgroup v1 only (as on a legacy v1 host); it
+#                                  needs v1 controllers mounted (hybrid host)
 #   runtimes.sh start-podman DIR   start `podman system service` (Docker-
 #   runtimes.sh stop-podman DIR    compatible API) on DIR/podman.sock, same
 #   runtimes.sh kill-podman DIR    image, same verbs
@@ -79,8 +84,18 @@ install)
 start-docker)
     dir=${2:?usage: runtimes.sh start-docker DIR}
     mkdir -p "$dir"
+    launch=()
+    if [ "${CGROUP_V1_ONLY:-}" = 1 ]; then
+        grep -q ' - cgroup cgroup ' /proc/self/mountinfo || {
+            echo "runtimes: no cgroup v1 controller is mounted here; CGROUP_V1_ONLY needs a hybrid host" >&2
+            exit 2
+        }
+        unified=$(awk '$9 == "cgroup2" { print $5; exit }' /proc/self/mountinfo)
+        # unshare execs sh, which execs dockerd: $! stays dockerd's pid.
+        launch=(unshare --mount --propagation private -- sh -c '[ -z "$1" ] || umount -l "$1"; shift; exec "$@"' sh "$unified")
+    fi
     # No iptables rules, no bridge: the host's network is left alone.
-    dockerd -H "unix://$dir/docker.sock" --data-root "$dir/data" --exec-root "$dir/exec" \
+    "${launch[@]}" dockerd -H "unix://$dir/docker.sock" --data-root "$dir/data" --exec-root "$dir/exec" \
         --pidfile "$dir/docker.pid" --iptables=false --ip6tables=false --bridge=none \
         >"$dir/dockerd.log" 2>&1 </dev/null &
     export DOCKER_HOST="unix://$dir/docker.sock"

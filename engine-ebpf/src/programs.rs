@@ -97,6 +97,10 @@ static OFFSETS: Global<Offsets> = Global::new(Offsets {
     tty_driver_major: 0,
     tty_driver_minor_start: 0,
     tty_driver_type: 0,
+    task_struct_cgroups: 0,
+    css_set_v1_subsys: 0,
+    cgroup_subsys_state_cgroup: 0,
+    cgroup_v1_hierarchy: 0,
     ready: 0,
 });
 
@@ -208,11 +212,28 @@ fn fill_task_brief(out: *mut Task, task: *const u8) -> Result<(), ()> {
     out._pad = 0;
     // SAFETY: a helper with no preconditions.
     out.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    out.cgroup_v1_id = if off!(cgroup_v1_hierarchy) != 0 { cgroup_v1_id(task) } else { 0 };
     out.start_boot_ns = field(task, off!(task_struct_start_boottime)).unwrap_or(0);
     out.ns = [0; 7];
     out._pad2 = 0;
     out.comm = [0; 16];
     Ok(())
+}
+
+/// The id of `task`'s cgroup in the chosen v1 hierarchy
+/// (`task->cgroups->subsys[ssid]->cgroup->kn->id`); 0 when unreadable. On a
+/// v1 host every task's v2 id is the root's, so this is what tells a
+/// container's processes from the host's.
+#[inline(always)]
+fn cgroup_v1_id(task: *const u8) -> u64 {
+    let read = || -> Result<u64, ()> {
+        let css_set: *const u8 = field(task, off!(task_struct_cgroups))?;
+        let css: *const u8 = field(css_set, off!(css_set_v1_subsys))?;
+        let cgroup: *const u8 = field(css, off!(cgroup_subsys_state_cgroup))?;
+        let kn: *const u8 = field(cgroup, off!(cgroup_kn))?;
+        field(kn, off!(kernfs_node_id))
+    };
+    read().unwrap_or(0)
 }
 
 /// Fills the whole task: [`fill_task_brief`], plus uid, gid and comm (of
@@ -306,11 +327,12 @@ fn try_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
 fn try_cgroup(ctx: &BtfTracePointContext, kind: u32) -> Result<(), ()> {
     let cgrp: *const u8 = ctx.arg(0);
     let path: *const u8 = ctx.arg(1);
-    // Only the cgroup v2 hierarchy (id 0): v1 controllers repeat the same
-    // directories once per controller.
+    // Only the cgroup v2 hierarchy (id 0) and the chosen v1 one: the other
+    // v1 hierarchies repeat the same directories once per controller.
     let root: *const u8 = field(cgrp, off!(cgroup_root))?;
     let hierarchy_id: i32 = field(root, off!(cgroup_root_hierarchy_id))?;
-    if hierarchy_id != 0 {
+    let v1 = off!(cgroup_v1_hierarchy);
+    if hierarchy_id != 0 && (v1 == 0 || hierarchy_id as u32 != v1) {
         return Ok(());
     }
     start(kind).ok_or(())?;

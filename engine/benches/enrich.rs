@@ -15,7 +15,7 @@ use std::time::Instant;
 use vigil_engine::config::EbpfConfig;
 use vigil_engine::enrich::Enricher;
 use vigil_engine::enrich::cgroup_path::container_of;
-use vigil_engine::enrich::cgroups::Cgroups;
+use vigil_engine::enrich::cgroups::{CgroupIds, Cgroups};
 use vigil_engine::enrich::containers::ContainerCache;
 use vigil_engine::enrich::hold::HoldLimits;
 use vigil_engine::event::{Event, EventKind};
@@ -73,7 +73,7 @@ fn main() {
                 let slot = &mut events[(i & 1023) as usize];
                 let e = std::mem::replace(slot, Event::new(EventKind::ProcessExec));
                 // Every container is described: nothing is held.
-                *slot = enricher.contextualize(id, e).expect("not held");
+                *slot = enricher.contextualize(CgroupIds { v2: id, v1: 0 }, e).expect("not held");
             }
             medians.push(start.elapsed().as_nanos() as f64 / n as f64);
         }

@@ -93,10 +93,12 @@ impl ProcDir {
         }
     }
 
-    /// The process's cgroup v2 path (the hierarchy-0 line of `cgroup`).
-    pub fn cgroup2_path(&self) -> Option<String> {
-        let groups = self.0.cgroups().ok()?;
-        groups.into_iter().find(|g| g.hierarchy == 0).map(|g| g.pathname)
+    /// The process's cgroup v2 path (the hierarchy-0 line of `cgroup`) and
+    /// its v1 paths (one per v1 hierarchy, in the file's order).
+    pub fn cgroup_paths(&self) -> (Option<String>, Vec<String>) {
+        let Ok(groups) = self.0.cgroups() else { return (None, Vec::new()) };
+        let (v2, v1): (Vec<_>, Vec<_>) = groups.into_iter().partition(|g| g.hierarchy == 0);
+        (v2.into_iter().next().map(|g| g.pathname), v1.into_iter().map(|g| g.pathname).collect())
     }
 
     /// Its namespaces' inode numbers (0 for those unreadable).
@@ -172,7 +174,7 @@ pub fn exit_code(status: u32) -> i32 {
 }
 
 /// This process's mounts, from /proc/self/mountinfo.
-fn mounts() -> Vec<procfs::process::MountInfo> {
+pub fn mounts() -> Vec<procfs::process::MountInfo> {
     match ProcProcess::myself().and_then(|me| me.mountinfo()) {
         Ok(m) => m.0,
         Err(e) => {

@@ -8,6 +8,7 @@
 
 mod support;
 
+mod cgroup_v1;
 mod cli;
 mod deploy;
 mod ebpf_source;

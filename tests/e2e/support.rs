@@ -408,6 +408,7 @@ impl Drop for ContainerCgroup {
 pub struct RuntimeDaemon {
     runtime: vigil_engine::event::Runtime,
     dir: tempfile::TempDir,
+    cgroup_v1_only: bool,
 }
 
 impl RuntimeDaemon {
@@ -424,8 +425,21 @@ impl RuntimeDaemon {
         Self::start(vigil_engine::event::Runtime::Containerd)
     }
 
+    /// dockerd in a private mount namespace without the unified cgroup
+    /// hierarchy: its containers live in cgroup v1 only, as on a legacy v1
+    /// host. Needs a hybrid host (v1 controllers mounted).
+    pub fn docker_in_cgroup_v1() -> RuntimeDaemon {
+        let d = RuntimeDaemon {
+            runtime: vigil_engine::event::Runtime::Docker,
+            dir: tempfile::tempdir().unwrap(),
+            cgroup_v1_only: true,
+        };
+        assert!(d.script("start").success(), "dockerd did not start in cgroup v1 only");
+        d
+    }
+
     fn start(runtime: vigil_engine::event::Runtime) -> RuntimeDaemon {
-        let d = RuntimeDaemon { runtime, dir: tempfile::tempdir().unwrap() };
+        let d = RuntimeDaemon { runtime, dir: tempfile::tempdir().unwrap(), cgroup_v1_only: false };
         assert!(d.script("start").success(), "{} did not start (scripts/runtimes.sh install first)", d.name());
         d
     }
@@ -434,6 +448,7 @@ impl RuntimeDaemon {
         Command::new(workspace().join("scripts/runtimes.sh"))
             .arg(format!("{verb}-{}", self.name()))
             .arg(self.dir.path())
+            .env("CGROUP_V1_ONLY", if self.cgroup_v1_only { "1" } else { "" })
             .stdin(Stdio::null())
             .status()
             .unwrap()

@@ -128,6 +128,10 @@ pub struct Task {
     pub _pad: u32,
     /// The id (inode number) of the task's cgroup v2 directory.
     pub cgroup_id: u64,
+    /// The id of its cgroup in the cgroup v1 hierarchy the daemon chose
+    /// ([`Offsets::cgroup_v1_hierarchy`]); 0 when none was chosen (v2-only
+    /// hosts) or unreadable.
+    pub cgroup_v1_id: u64,
     /// When the task started, nanoseconds since boot.
     pub start_boot_ns: u64,
     /// Namespace inode numbers: pid (for children), mnt, net, uts, ipc,
@@ -219,7 +223,8 @@ pub struct ExitEvent {
     pub _pad: u32,
 }
 
-/// `cgroup_mkdir` / `cgroup_rmdir` on the cgroup v2 hierarchy.
+/// `cgroup_mkdir` / `cgroup_rmdir` on the cgroup v2 hierarchy (`hierarchy_id`
+/// 0) or on the v1 hierarchy the daemon chose.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct CgroupEvent {
@@ -309,6 +314,15 @@ pub struct Offsets {
     pub tty_driver_major: u32,
     pub tty_driver_minor_start: u32,
     pub tty_driver_type: u32,
+    pub task_struct_cgroups: u32,
+    /// Where `struct css_set` holds the chosen v1 controller's state
+    /// (`subsys[<controller>_cgrp_id]`).
+    pub css_set_v1_subsys: u32,
+    pub cgroup_subsys_state_cgroup: u32,
+    /// Not an offset: the cgroup v1 hierarchy whose cgroup ids tasks carry
+    /// and whose mkdir/rmdir is reported (its `hierarchy_id`, as in
+    /// /proc/cgroups); 0: none (tasks carry their v2 id only).
+    pub cgroup_v1_hierarchy: u32,
     /// Non-zero once filled in: programs emit nothing before.
     pub ready: u32,
 }
@@ -347,11 +361,11 @@ unsafe impl aya::Pod for Offsets {}
 /// Size checks: the layout is part of the contract between the two sides.
 const _: () = {
     assert!(core::mem::size_of::<Header>() == 16);
-    assert!(core::mem::size_of::<Task>() == 88);
-    assert!(core::mem::size_of::<ExecEvent>() == 16 + 88 + 48 + 24);
+    assert!(core::mem::size_of::<Task>() == 96);
+    assert!(core::mem::size_of::<ExecEvent>() == 16 + 96 + 48 + 24);
     assert!(EXEC_DATA_MAX <= EXEC_DATA_MASK + 1 && EXEC_DATA_MASK + 1 + ARGS_LEN <= EXEC_DATA_AREA);
-    assert!(core::mem::size_of::<ForkEvent>() == 104);
+    assert!(core::mem::size_of::<ForkEvent>() == 112);
     assert!(core::mem::size_of::<ExitEvent>() == 32);
     assert!(core::mem::size_of::<CgroupEvent>() == 16 + 24 + CGROUP_PATH_LEN);
-    assert!(core::mem::size_of::<Offsets>() == 64 * 4);
+    assert!(core::mem::size_of::<Offsets>() == 68 * 4);
 };

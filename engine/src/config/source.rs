@@ -87,6 +87,14 @@ pub struct EbpfConfig {
     /// other eBPF agents do. Vigil's programs attach by BTF id and do not
     /// need it; tools that inspect tracing (bpftool, perf, bpftrace) do.
     pub mount_tracefs: bool,
+    /// On cgroup v1 and hybrid hosts, the v1 controller whose hierarchy
+    /// tells containers apart when the v2 cgroup does not (on v1 hosts,
+    /// always): `auto` (the first mounted of memory, pids, cpu, cpuset,
+    /// freezer, devices), `off`, or a controller's name (used even when
+    /// mounted only in another mount namespace; then containers started
+    /// before the daemon are not resolved from it). The kernel reads each
+    /// task's cgroup in it at exec and fork.
+    pub cgroup_v1: String,
 }
 
 impl Default for EbpfConfig {
@@ -100,6 +108,7 @@ impl Default for EbpfConfig {
             wakeup_delay: Duration::from_micros(500),
             inline_dispatch: true,
             mount_tracefs: true,
+            cgroup_v1: "auto".to_string(),
         }
     }
 }

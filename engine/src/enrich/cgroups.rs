@@ -25,6 +25,15 @@ use super::cgroup_path::container_of;
 /// once a watcher has one, replaces it.
 pub const UNVERIFIED_LABEL: &str = "vigil.unverified";
 
+/// A task's cgroup ids, as the eBPF programs read them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CgroupIds {
+    /// In the v2 hierarchy (the root's on a v1 host).
+    pub v2: u64,
+    /// In the chosen v1 hierarchy ([`super::hierarchies`]); 0: none.
+    pub v1: u64,
+}
+
 /// A cgroup's context, shared by the events of its processes.
 #[derive(Debug, Clone, Default)]
 pub struct Context {
@@ -88,7 +97,8 @@ impl Cgroups {
         Cgroups { by_id: FxHashMap::default(), removed: VecDeque::new(), grace_ns, hits: 0, misses: 0 }
     }
 
-    /// Walks the cgroup2 tree mounted at `root`.
+    /// Walks the cgroup tree mounted at `root` (v2, or one v1 hierarchy:
+    /// its directories' inode numbers are its cgroups' ids too).
     pub fn scan(&mut self, root: &Path) -> std::io::Result<()> {
         use std::os::unix::fs::MetadataExt;
         let mut dirs = vec![(root.to_path_buf(), String::new())];
@@ -142,6 +152,11 @@ impl Cgroups {
                 None
             }
         }
+    }
+
+    /// How long removed cgroups are kept, in ns.
+    pub fn grace_ns(&self) -> u64 {
+        self.grace_ns
     }
 
     /// cgroups known.

@@ -6,7 +6,7 @@
 //! - [`process_tree`]: ancestry, and the exe/argv of processes that started
 //!   before the daemon (kept current by the eBPF source's fork/exec/exit);
 //! - [`cgroups`] and [`cgroup_path`]: each event's container and pod from
-//!   its cgroup;
+//!   its cgroup, v2 or, on v1 and hybrid hosts, v1 ([`hierarchies`]);
 //! - [`containers`]: what the runtimes' watchers say of each container
 //!   (name, image, labels, pod);
 //! - [`hold`]: events of containers the watchers have not described yet
@@ -22,6 +22,7 @@ pub mod cgroup_path;
 pub mod cgroups;
 pub mod containers;
 pub mod entered;
+pub mod hierarchies;
 pub mod hold;
 pub(crate) mod process_tree;
 pub mod users;
@@ -31,9 +32,10 @@ use std::sync::Arc;
 use vigil_event::Event;
 
 use crate::config::EbpfConfig;
-use cgroups::{CgroupStats, Cgroups, Context};
+use cgroups::{CgroupIds, CgroupStats, Cgroups, Context};
 use containers::ContainerCache;
 use entered::Entered;
+use hierarchies::Hierarchies;
 use hold::{HoldLimits, HoldQueue, HoldStats};
 use process_tree::ProcessTree;
 use users::UserNames;
@@ -42,6 +44,10 @@ use users::UserNames;
 pub struct Enricher {
     pub tree: ProcessTree,
     pub cgroups: Cgroups,
+    /// The chosen v1 hierarchy's id and cgroups, on v1 and hybrid hosts.
+    pub cgroups_v1: Option<(u32, Cgroups)>,
+    /// The hierarchies found at start.
+    hierarchies: Hierarchies,
     /// The watchers' descriptions, by container id (none: events carry the
     /// container ids their cgroups give, undescribed).
     containers: Option<Arc<ContainerCache>>,
@@ -53,12 +59,19 @@ pub struct Enricher {
 }
 
 impl Enricher {
-    /// An enricher with an empty tree and cgroup map (see [`Self::scan`]),
-    /// keeping exited processes and removed cgroups as `config` says.
+    /// An enricher with an empty tree and cgroup maps (see [`Self::scan`])
+    /// for the host's cgroup hierarchies (v1 as `config` chooses), keeping
+    /// exited processes and removed cgroups as `config` says.
     pub fn new(config: &EbpfConfig) -> Self {
+        Self::empty(config).with_hierarchies(Hierarchies::detect(&config.cgroup_v1))
+    }
+
+    fn empty(config: &EbpfConfig) -> Self {
         Enricher {
             tree: ProcessTree::new(config.exited_grace, config.max_exited),
             cgroups: Cgroups::new(config.exited_grace.as_nanos() as u64),
+            cgroups_v1: None,
+            hierarchies: Hierarchies::default(),
             containers: None,
             hold: HoldQueue::new(HoldLimits::default()),
             released: Vec::new(),
@@ -80,20 +93,76 @@ impl Enricher {
         self.containers.as_ref()
     }
 
-    /// Fills the tree from /proc and the cgroup map from the cgroup2
-    /// hierarchy: what was there before the source started. Returns the
+    /// Resolves containers from `hierarchies` (see [`Self::scan`]): the v2
+    /// one, and the chosen v1 one if any.
+    fn with_hierarchies(mut self, hierarchies: Hierarchies) -> Self {
+        self.cgroups_v1 = hierarchies.v1.as_ref().map(|h| (h.hierarchy_id, Cgroups::new(self.cgroups.grace_ns())));
+        self.hierarchies = hierarchies;
+        self
+    }
+
+    /// Fills the tree from /proc and the cgroup maps from the hierarchies'
+    /// trees: what was there before the source started. Returns the
     /// processes found.
     pub fn scan(&mut self) -> usize {
         let processes = self.tree.scan_proc();
-        match crate::proc::cgroup2_mount() {
+        match &self.hierarchies.v2 {
             Some(root) => {
-                if let Err(e) = self.cgroups.scan(&root) {
+                if let Err(e) = self.cgroups.scan(root) {
                     tracing::warn!(root = %root.display(), error = %e, "cannot scan the cgroup2 tree; containers are resolved from new cgroups only");
                 }
             }
-            None => tracing::warn!("no cgroup2 hierarchy mounted: events carry no container"),
+            None if self.cgroups_v1.is_none() => {
+                tracing::warn!("no cgroup2 hierarchy mounted and no cgroup v1 one chosen: events carry no container")
+            }
+            None => {}
+        }
+        if let (Some(v1), Some((_, cgroups))) = (&self.hierarchies.v1, &mut self.cgroups_v1) {
+            match &v1.mount {
+                Some(root) => {
+                    if let Err(e) = cgroups.scan(root) {
+                        tracing::warn!(root = %root.display(), error = %e, "cannot scan the cgroup v1 tree; containers are resolved from new cgroups only");
+                    }
+                }
+                None => tracing::warn!(
+                    controller = %v1.controller,
+                    "the chosen cgroup v1 hierarchy is not mounted here: containers started before the daemon are not resolved from it"
+                ),
+            }
         }
         processes
+    }
+
+    /// The hierarchies it resolves containers from.
+    pub fn hierarchies(&self) -> &Hierarchies {
+        &self.hierarchies
+    }
+
+    /// Whether a cgroup2 hierarchy is mounted (not a v1 host).
+    pub fn has_v2(&self) -> bool {
+        self.hierarchies.v2.is_some()
+    }
+
+    /// A cgroup was made (`hierarchy_id` 0: v2) at `path`.
+    pub fn cgroup_mkdir(&mut self, hierarchy_id: u32, id: u64, path: &str) {
+        if let Some(cgroups) = self.cgroups_of(hierarchy_id) {
+            cgroups.mkdir(id, path);
+        }
+    }
+
+    /// A cgroup was removed at `now_ns` (boot clock).
+    pub fn cgroup_rmdir(&mut self, hierarchy_id: u32, id: u64, now_ns: u64) {
+        if let Some(cgroups) = self.cgroups_of(hierarchy_id) {
+            cgroups.rmdir(id, now_ns);
+        }
+    }
+
+    fn cgroups_of(&mut self, hierarchy_id: u32) -> Option<&mut Cgroups> {
+        match &mut self.cgroups_v1 {
+            _ if hierarchy_id == 0 => Some(&mut self.cgroups),
+            Some((id, cgroups)) if *id == hierarchy_id => Some(cgroups),
+            _ => None,
+        }
     }
 
     /// Periodic work: frees exited processes and removed cgroups past their
@@ -101,14 +170,25 @@ impl Enricher {
     pub fn sweep(&mut self, now_ns: u64) {
         self.tree.sweep(now_ns);
         self.cgroups.sweep(now_ns);
+        if let Some((_, cgroups)) = &mut self.cgroups_v1 {
+            cgroups.sweep(now_ns);
+        }
     }
 
-    /// Attaches to `event` the container and pod of the cgroup `cgroup_id`
-    /// (from the cgroup map), then the runtime's description ([`Self::describe`]).
-    pub fn contextualize(&mut self, cgroup_id: u64, mut event: Event) -> Option<Event> {
+    /// Attaches to `event` the container and pod of its cgroups (from the
+    /// cgroup maps: the v2 cgroup's, else the v1 one's), then the runtime's
+    /// description ([`Self::describe`]).
+    pub fn contextualize(&mut self, ids: CgroupIds, mut event: Event) -> Option<Event> {
         self.name_users(&mut event);
-        if cgroup_id != 0
-            && let Some(ctx) = self.cgroups.get(cgroup_id)
+        if ids.v2 != 0
+            && let Some(ctx) = self.cgroups.get(ids.v2)
+        {
+            ctx.apply(&mut event);
+        }
+        if event.container.is_none()
+            && ids.v1 != 0
+            && let Some((_, cgroups)) = &mut self.cgroups_v1
+            && let Some(ctx) = cgroups.get(ids.v1)
         {
             ctx.apply(&mut event);
         }
@@ -212,7 +292,42 @@ impl Enricher {
         self.hold.stats()
     }
 
+    /// The cgroup maps' counts, v2 and v1 summed.
     pub fn cgroup_stats(&self) -> CgroupStats {
-        self.cgroups.stats()
+        let mut stats = self.cgroups.stats();
+        if let Some((_, v1)) = &self.cgroups_v1 {
+            let v1 = v1.stats();
+            stats.cgroups += v1.cgroups;
+            stats.containers += v1.containers;
+            stats.hits += v1.hits;
+            stats.misses += v1.misses;
+        }
+        stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hierarchies::V1Hierarchy;
+    use vigil_event::EventKind;
+
+    const ID: &str = "3f2a9c1d7e8b4a6f5c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b";
+
+    #[test]
+    fn a_v1_cgroup_names_the_container_when_the_v2_one_does_not() {
+        let v1 = V1Hierarchy { controller: "memory".into(), hierarchy_id: 4, mount: None };
+        let hierarchies = Hierarchies { v2: None, v1_mounted: true, v1: Some(v1) };
+        let mut e = Enricher::empty(&EbpfConfig::default()).with_hierarchies(hierarchies);
+        // Ids are per hierarchy: the same id names other cgroups in each.
+        e.cgroup_mkdir(0, 10, "/system.slice/cron.service");
+        e.cgroup_mkdir(4, 10, &format!("/docker/{ID}"));
+        e.cgroup_mkdir(6, 11, &format!("/docker/{}", "a".repeat(64)));
+        let exec = || Event::new(EventKind::ProcessExec);
+        let id_of = |e: Option<Event>| e.unwrap().container.map(|c| c.id.clone());
+        assert_eq!(id_of(e.contextualize(CgroupIds { v2: 10, v1: 10 }, exec())), Some(ID.to_string()));
+        assert_eq!(id_of(e.contextualize(CgroupIds { v2: 10, v1: 0 }, exec())), None, "v2 alone: the host");
+        assert_eq!(id_of(e.contextualize(CgroupIds { v2: 1, v1: 11 }, exec())), None, "another hierarchy's");
+        assert_eq!(e.cgroup_stats().containers, 1);
     }
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use rustc_hash::FxHashMap;
 use vigil_event::{Ancestor, Process};
 
+use super::cgroups::CgroupIds;
 use crate::proc::ProcDir;
 
 /// One process.
@@ -27,8 +28,8 @@ pub struct Node {
     pub argv: Arc<[String]>,
     /// Nanoseconds since boot; tells a reused pid from the process before.
     pub start_ns: u64,
-    /// Its cgroup v2 id (0 when unknown).
-    pub cgroup_id: u64,
+    /// Its cgroup ids (0 when unknown).
+    pub cgroups: CgroupIds,
     pub exited: bool,
 }
 
@@ -104,24 +105,25 @@ impl ProcessTree {
     }
 
     /// A process forked `pid` from `ppid`: it runs its parent's program.
-    pub fn fork(&mut self, pid: u32, ppid: u32, start_ns: u64, cgroup_id: u64) {
+    pub fn fork(&mut self, pid: u32, ppid: u32, start_ns: u64, cgroups: CgroupIds) {
         let (comm, exe, argv) = match self.nodes.get(&ppid) {
             Some(p) => (p.comm.clone(), p.exe.clone(), p.argv.clone()),
             None => (Arc::from(""), Arc::from(""), Arc::from(Vec::new())),
         };
-        self.nodes.insert(pid, Node { ppid, comm, exe, argv, start_ns, cgroup_id, exited: false });
+        self.nodes.insert(pid, Node { ppid, comm, exe, argv, start_ns, cgroups, exited: false });
         self.stats.peak = self.stats.peak.max(self.nodes.len());
     }
 
-    /// `process` executed a new program.
-    pub fn exec(&mut self, process: &Process) {
+    /// `process` executed a new program; `cgroup_v1_id`: its cgroup in the
+    /// chosen v1 hierarchy (0: none).
+    pub fn exec(&mut self, process: &Process, cgroup_v1_id: u64) {
         let node = Node {
             ppid: process.ppid,
             comm: Arc::from(process.comm.as_str()),
             exe: Arc::from(process.exe.as_str()),
             argv: Arc::from(process.argv.as_slice()),
             start_ns: process.start_time_ns,
-            cgroup_id: process.cgroup_id,
+            cgroups: CgroupIds { v2: process.cgroup_id, v1: cgroup_v1_id },
             exited: false,
         };
         self.nodes.insert(process.tgid, node);
@@ -213,7 +215,7 @@ pub fn node_from_proc(pid: u32) -> Option<Node> {
         exe: Arc::from(dir.exe()),
         argv: Arc::from(argv),
         start_ns: stat.start_ns,
-        cgroup_id: 0,
+        cgroups: CgroupIds::default(),
         exited: false,
     })
 }
@@ -237,7 +239,7 @@ mod tests {
                 argv: argv.to_vec(),
                 ..Default::default()
             };
-            self.exec(&p);
+            self.exec(&p, 0);
         }
     }
 
@@ -247,7 +249,7 @@ mod tests {
     fn fork_inherits_the_parents_image_and_exec_replaces_it() {
         let mut t = ProcessTree::default();
         t.exec_(10, 1, 5, "bash", "/bin/bash", &["bash".into()]);
-        t.fork(11, 10, 6, 0);
+        t.fork(11, 10, 6, CgroupIds::default());
         assert_eq!(&*t.get(11).unwrap().exe, "/bin/bash");
         t.exec_(11, 10, 6, "ls", "/bin/ls", &["ls".into(), "-l".into()]);
         let anc = t.ancestry(11, 8);
@@ -274,7 +276,7 @@ mod tests {
         let mut t = ProcessTree::new(Duration::from_secs(1), 100);
         t.exec_(10, 0, 1, "old", "/old", &[]);
         t.exit(10, 10 * S);
-        t.fork(10, 0, 2, 0); // pid reused by a new process
+        t.fork(10, 0, 2, CgroupIds::default()); // pid reused by a new process
         t.sweep(20 * S);
         assert_eq!(t.get(10).unwrap().start_ns, 2);
     }
@@ -285,7 +287,7 @@ mod tests {
         t.exec_(1, 0, 0, "init", "/sbin/init", &[]);
         for i in 0..100_000u32 {
             let pid = 1000 + i;
-            t.fork(pid, 1, i as u64, 0);
+            t.fork(pid, 1, i as u64, CgroupIds::default());
             t.exit(pid, i as u64);
         }
         assert!(t.len() <= 1 + 1000, "{}", t.len());

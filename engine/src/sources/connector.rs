@@ -236,7 +236,7 @@ impl ProcReader {
         let Some(dir) = ProcDir::open(tgid) else {
             return (Process { pid, tgid, ..Default::default() }, Context::default());
         };
-        let cgroup = dir.cgroup2_path();
+        let (cgroup, v1_cgroups) = dir.cgroup_paths();
         let stat = dir.stat();
         let (uid, gid) = dir.ids().unwrap_or((0, 0));
         let (argv, argv_truncated) = dir.argv();
@@ -263,7 +263,10 @@ impl ProcReader {
             ..Default::default()
         };
         p.ancestry = ancestry(p.ppid);
-        (p, cgroup.as_deref().map(Context::of_path).unwrap_or_default())
+        // The v2 cgroup's container, else (v1 and hybrid hosts) a v1 one's.
+        let ctx = cgroup.as_deref().map(Context::of_path).filter(|c| c.container.is_some());
+        let ctx = ctx.or_else(|| v1_cgroups.iter().map(|path| Context::of_path(path)).find(|c| c.container.is_some()));
+        (p, ctx.unwrap_or_default())
     }
 
     /// The id (inode under the cgroup2 mount) of the cgroup at `rel`.

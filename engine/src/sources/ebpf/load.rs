@@ -13,6 +13,7 @@ use super::error::EbpfError;
 use super::offsets::read_offsets;
 use super::tracefs;
 use crate::config::EbpfConfig;
+use crate::enrich::hierarchies::V1Hierarchy;
 
 /// The programs, built by engine/build.rs; empty when built without bpf-linker.
 static PROGRAMS_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vigil-ebpf"));
@@ -37,14 +38,14 @@ pub struct Loaded {
 
 /// Loads and attaches every program; fails (attaching nothing that stays)
 /// when the kernel lacks what they need.
-pub fn load(config: &EbpfConfig) -> Result<Loaded, EbpfError> {
+pub fn load(config: &EbpfConfig, v1: Option<&V1Hierarchy>) -> Result<Loaded, EbpfError> {
     if !built_in() {
         return Err(EbpfError::NotBuiltIn);
     }
     if config.mount_tracefs {
         tracefs::ensure();
     }
-    let offsets = read_offsets(&config.btf)?;
+    let offsets = read_offsets(&config.btf, v1)?;
     let btf = Btf::parse_file(&config.btf, Endianness::default())
         .map_err(|source| EbpfError::ParseBtf { path: config.btf.clone(), source })?;
     let mut bpf = EbpfLoader::new()

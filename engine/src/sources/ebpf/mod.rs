@@ -51,7 +51,8 @@ impl EbpfSource {
     /// they need.
     pub fn open(config: &EbpfConfig, mut enricher: Enricher) -> Result<Self, EbpfError> {
         let started = Instant::now();
-        let loaded = load::load(config)?;
+        let hierarchies = enricher.hierarchies().clone();
+        let loaded = load::load(config, hierarchies.v1.as_ref())?;
         crate::release_freed_memory();
         let attached = started.elapsed();
         let processes = enricher.scan();
@@ -60,8 +61,10 @@ impl EbpfSource {
             attach_ms = attached.as_secs_f64() * 1e3,
             scan_ms = (open_time - attached).as_secs_f64() * 1e3,
             processes,
-            cgroups = enricher.cgroups.len(),
+            cgroups = enricher.cgroup_stats().cgroups,
             containers = enricher.cgroup_stats().containers,
+            cgroup_layout = %hierarchies.layout(),
+            cgroup_v1 = hierarchies.v1.as_ref().map_or("none", |h| h.controller.as_str()),
             ring_buffer = %config.ring_buffer,
             "eBPF programs attached"
         );

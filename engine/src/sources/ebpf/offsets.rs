@@ -8,6 +8,7 @@ use btf_rs::{Btf, Type};
 use vigil_ebpf_common::Offsets;
 
 use super::error::EbpfError;
+use crate::enrich::hierarchies::V1Hierarchy;
 
 /// Where the running kernel describes its types.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -17,13 +18,24 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 pub const HIDE_FIELD_ENV: &str = "VIGIL_TEST_HIDE_BTF_FIELD";
 
 /// Reads every offset from the BTF at `path`; a missing struct or field is
-/// an error that names it.
-pub fn read_offsets(path: &Path) -> Result<Offsets, EbpfError> {
+/// an error that names it. With `v1`, tasks' cgroups in that v1 hierarchy
+/// are read too (when the kernel's BTF knows its controller; else a warning).
+pub fn read_offsets(path: &Path, v1: Option<&V1Hierarchy>) -> Result<Offsets, EbpfError> {
     let btf =
         Btf::from_file(path).map_err(|e| EbpfError::ReadBtf { path: path.to_path_buf(), message: e.to_string() })?;
     let hidden = std::env::var(HIDE_FIELD_ENV).ok();
     let lookup = Lookup { btf: &btf, path, hidden: hidden.as_deref() };
     let f = |s: &str, field: &str| lookup.offset(s, field);
+    let (css_set_v1_subsys, cgroup_v1_hierarchy) = match v1 {
+        None => (0, 0),
+        Some(h) => match lookup.subsys_id(&h.controller) {
+            Some(ssid) => (f("css_set", "subsys")? + 8 * ssid, h.hierarchy_id),
+            None => {
+                tracing::warn!(controller = %h.controller, "the kernel's BTF has no such cgroup controller: cgroup v1 ids are not read");
+                (0, 0)
+            }
+        },
+    };
     Ok(Offsets {
         task_struct_pid: f("task_struct", "pid")?,
         task_struct_tgid: f("task_struct", "tgid")?,
@@ -89,6 +101,10 @@ pub fn read_offsets(path: &Path) -> Result<Offsets, EbpfError> {
         tty_driver_major: f("tty_driver", "major")?,
         tty_driver_minor_start: f("tty_driver", "minor_start")?,
         tty_driver_type: f("tty_driver", "type")?,
+        task_struct_cgroups: f("task_struct", "cgroups")?,
+        css_set_v1_subsys,
+        cgroup_subsys_state_cgroup: f("cgroup_subsys_state", "cgroup")?,
+        cgroup_v1_hierarchy,
         ready: 1,
     })
 }
@@ -113,6 +129,19 @@ impl Lookup<'_> {
             return upper.saturating_sub(inode);
         }
         self.strukt("inode").map(|s| s.size() as u32).unwrap_or(0)
+    }
+
+    /// The index of `controller` in `css_set.subsys` (the kernel's
+    /// `enum cgroup_subsys_id`: `<controller>_cgrp_id`).
+    fn subsys_id(&self, controller: &str) -> Option<u32> {
+        let want = format!("{controller}_cgrp_id");
+        let types = self.btf.resolve_types_by_name("cgroup_subsys_id").unwrap_or_default();
+        types.into_iter().find_map(|t| match t {
+            Type::Enum(e) => {
+                e.members.iter().find(|m| self.btf.resolve_name(*m).is_ok_and(|n| n == want)).map(|m| m.val())
+            }
+            _ => None,
+        })
     }
 
     fn strukt(&self, name: &str) -> Option<btf_rs::Struct> {
@@ -167,7 +196,7 @@ mod tests {
             eprintln!("skipped: this kernel has no {VMLINUX_BTF}");
             return;
         }
-        let o = read_offsets(Path::new(VMLINUX_BTF)).unwrap();
+        let o = read_offsets(Path::new(VMLINUX_BTF), None).unwrap();
         assert_eq!(o.ready, 1);
         // Fields that are never first in their struct.
         assert!(o.task_struct_pid > 0 && o.task_struct_tgid > o.task_struct_pid);
@@ -175,5 +204,23 @@ mod tests {
         assert!(o.nsproxy_uts_ns > 0);
         assert!(o.fs_struct_pwd > o.fs_struct_root && o.dentry_d_parent > 0 && o.qstr_name > 0, "{o:?}");
         assert!(o.ovl_inode_upperdentry > 0, "{o:?}");
+        assert_eq!(o.cgroup_v1_hierarchy, 0);
+    }
+
+    #[test]
+    fn finds_a_v1_controllers_slot() {
+        if !Path::new(VMLINUX_BTF).exists() {
+            eprintln!("skipped: this kernel has no {VMLINUX_BTF}");
+            return;
+        }
+        let h = |controller: &str| V1Hierarchy { controller: controller.into(), hierarchy_id: 9, mount: None };
+        let cpuset = read_offsets(Path::new(VMLINUX_BTF), Some(&h("cpuset"))).unwrap();
+        let memory = read_offsets(Path::new(VMLINUX_BTF), Some(&h("memory"))).unwrap();
+        // cpuset is the kernel's first controller; memory comes later.
+        assert_eq!(cpuset.cgroup_v1_hierarchy, 9);
+        assert!(memory.css_set_v1_subsys > cpuset.css_set_v1_subsys, "{memory:?}");
+        assert_eq!((memory.css_set_v1_subsys - cpuset.css_set_v1_subsys) % 8, 0);
+        let none = read_offsets(Path::new(VMLINUX_BTF), Some(&h("no-such"))).unwrap();
+        assert_eq!(none.cgroup_v1_hierarchy, 0, "unknown controller: off");
     }
 }

@@ -9,6 +9,7 @@ use vigil_event::{Cgroup, Event, EventKind, Namespaces, Process};
 
 use super::exec::ExecRecord;
 use crate::enrich::Enricher;
+use crate::enrich::cgroups::CgroupIds;
 use crate::proc::{MAX_ANCESTRY, ProcDir, exit_code};
 use crate::sources::{Closed, EventSender, Interest, LossReason};
 
@@ -119,7 +120,7 @@ impl Decoder {
                 }
                 process.ancestry = self.enrich.tree.ancestry(ev.event.task.ppid, MAX_ANCESTRY);
                 Ok(self.enrich.contextualize(
-                    ev.event.task.cgroup_id,
+                    cgroup_ids(&ev.event.task),
                     Event { time_ns, process: Some(process), ..Event::new(EventKind::ProcessExec) },
                 ))
             }
@@ -128,7 +129,7 @@ impl Decoder {
                 let t = &ev.task;
                 let brief = header.flags & rec_header::BRIEF != 0;
                 self.brief_forks += u64::from(brief);
-                self.enrich.tree.fork(t.tgid, t.ppid, t.start_boot_ns, t.cgroup_id);
+                self.enrich.tree.fork(t.tgid, t.ppid, t.start_boot_ns, cgroup_ids(t));
                 if !self.interest.wants(EventKind::ProcessFork) {
                     return Ok(None);
                 }
@@ -149,7 +150,7 @@ impl Decoder {
                     return Ok(None);
                 }
                 process.ancestry = self.enrich.tree.ancestry(t.ppid, MAX_ANCESTRY);
-                Ok(self.event(EventKind::ProcessFork, time_ns, t.cgroup_id, |e| e.process = Some(process)))
+                Ok(self.event(EventKind::ProcessFork, time_ns, cgroup_ids(t), |e| e.process = Some(process)))
             }
             rec::EXIT => {
                 let ev: ExitEvent = read(bytes)?;
@@ -158,16 +159,18 @@ impl Decoder {
                     return Ok(None);
                 }
                 let mut process = Process { pid: ev.pid, tgid: ev.tgid, ..Default::default() };
+                let mut cgroups = CgroupIds::default();
                 if let Some(node) = self.enrich.tree.get(ev.tgid) {
                     process.ppid = node.ppid;
                     process.comm = node.comm.to_string();
                     process.exe = node.exe.to_string();
                     process.argv = node.argv.to_vec();
                     process.start_time_ns = node.start_ns;
-                    process.cgroup_id = node.cgroup_id;
+                    process.cgroup_id = node.cgroups.v2;
+                    cgroups = node.cgroups;
                 }
                 self.enrich.tree.exit(ev.tgid, header.boot_ns);
-                Ok(self.event(EventKind::ProcessExit, time_ns, process.cgroup_id, |e| {
+                Ok(self.event(EventKind::ProcessExit, time_ns, cgroups, |e| {
                     e.process = Some(process);
                     e.exit_code = Some(exit_code(ev.exit_code));
                 }))
@@ -178,34 +181,51 @@ impl Decoder {
                 let path = lossy(&ev.path, ev.path_len as usize);
                 // A removed cgroup lingers, so its rmdir event still resolves.
                 if kind == EventKind::CgroupMkdir {
-                    self.enrich.cgroups.mkdir(ev.id, &path);
+                    self.enrich.cgroup_mkdir(ev.hierarchy_id, ev.id, &path);
                 } else {
-                    self.enrich.cgroups.rmdir(ev.id, header.boot_ns);
+                    self.enrich.cgroup_rmdir(ev.hierarchy_id, ev.id, header.boot_ns);
                 }
-                Ok(self.event(kind, time_ns, ev.id, |e| e.cgroup = Some(Cgroup { id: ev.id, path })))
+                // Rules see one hierarchy's: v2's, or the v1 one's on a v1 host.
+                let ids = match ev.hierarchy_id {
+                    0 => CgroupIds { v2: ev.id, v1: 0 },
+                    _ if self.enrich.has_v2() => return Ok(None),
+                    _ => CgroupIds { v2: 0, v1: ev.id },
+                };
+                Ok(self.event(kind, time_ns, ids, |e| e.cgroup = Some(Cgroup { id: ev.id, path })))
             }
             _ => Err(Malformed),
         }
     }
 
     /// An event of `kind`, if a rule wants it, with the container and pod of
-    /// the cgroup `cgroup_id` (none for the host or an unknown cgroup).
-    fn event(&mut self, kind: EventKind, time_ns: u64, cgroup_id: u64, fill: impl FnOnce(&mut Event)) -> Option<Event> {
+    /// its cgroups (none for the host or an unknown cgroup).
+    fn event(
+        &mut self,
+        kind: EventKind,
+        time_ns: u64,
+        cgroups: CgroupIds,
+        fill: impl FnOnce(&mut Event),
+    ) -> Option<Event> {
         if !self.interest.wants(kind) {
             return None;
         }
         let mut event = Event { time_ns, ..Event::new(kind) };
         fill(&mut event);
-        self.enrich.contextualize(cgroup_id, event)
+        self.enrich.contextualize(cgroups, event)
     }
 
     /// The process of an exec record (without its ancestry); updates the tree.
     fn exec(&mut self, ev: &ExecRecord) -> Process {
         let mut process = task_process(&ev.event.task);
         ev.fill(&mut process);
-        self.enrich.tree.exec(&process);
+        self.enrich.tree.exec(&process, ev.event.task.cgroup_v1_id);
         process
     }
+}
+
+/// A task's cgroup ids.
+fn cgroup_ids(t: &Task) -> CgroupIds {
+    CgroupIds { v2: t.cgroup_id, v1: t.cgroup_v1_id }
 }
 
 /// The fields of a [`Task`] as a process (without exe, argv, ancestry).
@@ -296,7 +316,7 @@ mod tests {
     fn decodes_exec_with_argv_and_ancestry_from_the_tree() {
         let mut d = Decoder::new(enricher(), Interest::all());
         let bash = Process { tgid: 4_000_000, comm: "bash".into(), exe: "/bin/bash".into(), ..Default::default() };
-        d.enrich.tree.exec(&bash);
+        d.enrich.tree.exec(&bash, 0);
         let e = d.decode(&exec_record(4_000_001, 4_000_000, "/bin/ls", &["ls", "-l", "/tmp"])).unwrap().unwrap();
         let p = e.process.unwrap();
         assert_eq!(p.exe, "/bin/ls");
@@ -360,7 +380,7 @@ mod tests {
         // This test's own process stands for a child whose record came brief.
         let me = std::process::id();
         let bash = Process { tgid: 4_000_200, comm: "bash".into(), exe: "/bin/bash".into(), ..Default::default() };
-        d.enrich.tree.exec(&bash);
+        d.enrich.tree.exec(&bash, 0);
         let p = d.decode(&fork_record(me, 4_000_200, rec_header::BRIEF)).unwrap().unwrap().process.unwrap();
         assert_eq!((p.tgid, p.ppid), (me, 4_000_200));
         assert_eq!((p.comm.as_str(), p.exe.as_str()), ("bash", "/bin/bash"), "the parent's image");
