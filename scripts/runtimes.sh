@@ -15,7 +15,11 @@
 #                                  private mount namespace without the unified
 #                                  cgroup hierarchy, so its containers live in
 #                                  cgroup v1 only (as on a legacy v1 host); it
-#                                  needs v1 controllers mounted (hybrid host)
+#                                  needs v1 controllers mounted (hybrid host).
+#                                  With OWN_NETNS=1, dockerd runs in a network
+#                                  namespace of its own (only lo): its
+#                                  networks and published ports never touch
+#                                  the host's
 #   runtimes.sh start-podman DIR   start `podman system service` (Docker-
 #   runtimes.sh stop-podman DIR    compatible API) on DIR/podman.sock, same
 #   runtimes.sh kill-podman DIR    image, same verbs
@@ -85,14 +89,20 @@ start-docker)
     dir=${2:?usage: runtimes.sh start-docker DIR}
     mkdir -p "$dir"
     launch=()
+    unshare_flags=() unified=""
     if [ "${CGROUP_V1_ONLY:-}" = 1 ]; then
         grep -q ' - cgroup cgroup ' /proc/self/mountinfo || {
             echo "runtimes: no cgroup v1 controller is mounted here; CGROUP_V1_ONLY needs a hybrid host" >&2
             exit 2
         }
         unified=$(awk '$9 == "cgroup2" { print $5; exit }' /proc/self/mountinfo)
+        unshare_flags+=(--mount --propagation private)
+    fi
+    [ "${OWN_NETNS:-}" = 1 ] && unshare_flags+=(--net)
+    if [ ${#unshare_flags[@]} -gt 0 ]; then
         # unshare execs sh, which execs dockerd: $! stays dockerd's pid.
-        launch=(unshare --mount --propagation private -- sh -c '[ -z "$1" ] || umount -l "$1"; shift; exec "$@"' sh "$unified")
+        launch=(unshare "${unshare_flags[@]}" -- sh -c \
+            '[ -z "$1" ] || umount -l "$1"; ip link set lo up 2>/dev/null; shift; exec "$@"' sh "$unified")
     fi
     # No iptables rules, no bridge: the host's network is left alone.
     "${launch[@]}" dockerd -H "unix://$dir/docker.sock" --data-root "$dir/data" --exec-root "$dir/exec" \

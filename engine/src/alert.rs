@@ -101,7 +101,9 @@ impl AlertBuilder {
                 EventKind::ContainerCreate
                 | EventKind::ContainerStart
                 | EventKind::ContainerStop
-                | EventKind::ContainerDelete => "container",
+                | EventKind::ContainerDelete
+                | EventKind::ContainerCopyIn
+                | EventKind::ContainerCopyOut => "container",
                 _ => "syscall",
             }
             .into(),
@@ -182,6 +184,15 @@ pub fn event_fields(e: &Event) -> BTreeMap<String, Value> {
         }
         put("container.type", c.runtime.name().into());
         put("container.privileged", c.privileged.into());
+        if !c.network_mode.is_empty() {
+            put("container.network_mode", c.network_mode.clone().into());
+        }
+        if let Some(ip) = c.networks.iter().map(|n| &n.ip).find(|ip| !ip.is_empty()) {
+            put("container.ip", ip.clone().into());
+        }
+        if let Some(root) = c.runs_as_root {
+            put("container.runs_as_root", root.into());
+        }
     } else if e.process.is_some() {
         put("container.id", "host".into());
     }
@@ -189,6 +200,12 @@ pub fn event_fields(e: &Event) -> BTreeMap<String, Value> {
         put("k8s.pod.name", p.name.clone().into());
         put("k8s.ns.name", p.namespace.clone().into());
         put("k8s.pod.uid", p.uid.clone().into());
+        if let Some(ip) = p.ips.first() {
+            put("k8s.pod.ip", ip.clone().into());
+        }
+    }
+    if let Some(path) = &e.copy_path {
+        put("container.copy_path", path.clone().into());
     }
     if let Some(code) = e.exit_code {
         put("evt.exit_code", code.into());

@@ -40,7 +40,7 @@ fn rules_check_prints_metadata_and_rejects_malformed_files() {
     let (code, out, _) = output(vigil().args(["rules", "check"]).arg(rule_wasm("shell-in-container")));
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("id:            shell-in-container") && out.contains("subscriptions: process-exec"), "{out}");
-    assert!(out.contains("vigil:rules/host@0.2.1: provided"), "{out}");
+    assert!(out.contains("vigil:rules/host@0.2.2: provided"), "{out}");
     assert!(out.contains("wasi:cli/environment@0.2.6: denied (traps if called)"), "ungranted WASI is denied: {out}");
 
     for (file, expect) in [

@@ -387,6 +387,8 @@ fn a_cri_pod_of_two_containers_is_described_from_the_first_exec() {
         assert_eq!(c.id, app, "{mark}");
         assert_eq!(c.runtime, vigil_engine::event::Runtime::Containerd);
         assert_eq!((c.name.as_str(), c.image.as_str()), ("app", rt.image()), "{mark}");
+        // The kubelet's pods here use the node's network (no CNI).
+        assert_eq!(c.network_mode, "host", "{mark}: its sandbox's network");
         let p = e.pod.as_ref().unwrap_or_else(|| panic!("no pod on {mark}"));
         assert_eq!((p.name.as_str(), p.namespace.as_str(), p.uid.as_str()), ("web-7d9f", "shop", pod.uid.as_str()));
         assert!(!p.sandbox);

@@ -408,7 +408,8 @@ impl Drop for ContainerCgroup {
 pub struct RuntimeDaemon {
     runtime: vigil_engine::event::Runtime,
     dir: tempfile::TempDir,
-    cgroup_v1_only: bool,
+    /// How scripts/runtimes.sh starts it (`CGROUP_V1_ONLY`, `OWN_NETNS`).
+    env: &'static [(&'static str, &'static str)],
 }
 
 impl RuntimeDaemon {
@@ -429,17 +430,24 @@ impl RuntimeDaemon {
     /// hierarchy: its containers live in cgroup v1 only, as on a legacy v1
     /// host. Needs a hybrid host (v1 controllers mounted).
     pub fn docker_in_cgroup_v1() -> RuntimeDaemon {
-        let d = RuntimeDaemon {
-            runtime: vigil_engine::event::Runtime::Docker,
-            dir: tempfile::tempdir().unwrap(),
-            cgroup_v1_only: true,
-        };
-        assert!(d.script("start").success(), "dockerd did not start in cgroup v1 only");
-        d
+        Self::start_with(vigil_engine::event::Runtime::Docker, &[("CGROUP_V1_ONLY", "1")])
+    }
+
+    /// dockerd in a network namespace of its own: its networks and
+    /// published ports never touch the host's.
+    pub fn docker_in_own_netns() -> RuntimeDaemon {
+        Self::start_with(vigil_engine::event::Runtime::Docker, &[("OWN_NETNS", "1")])
     }
 
     fn start(runtime: vigil_engine::event::Runtime) -> RuntimeDaemon {
-        let d = RuntimeDaemon { runtime, dir: tempfile::tempdir().unwrap(), cgroup_v1_only: false };
+        Self::start_with(runtime, &[])
+    }
+
+    fn start_with(
+        runtime: vigil_engine::event::Runtime,
+        env: &'static [(&'static str, &'static str)],
+    ) -> RuntimeDaemon {
+        let d = RuntimeDaemon { runtime, dir: tempfile::tempdir().unwrap(), env };
         assert!(d.script("start").success(), "{} did not start (scripts/runtimes.sh install first)", d.name());
         d
     }
@@ -448,7 +456,7 @@ impl RuntimeDaemon {
         Command::new(workspace().join("scripts/runtimes.sh"))
             .arg(format!("{verb}-{}", self.name()))
             .arg(self.dir.path())
-            .env("CGROUP_V1_ONLY", if self.cgroup_v1_only { "1" } else { "" })
+            .envs(self.env.iter().copied())
             .stdin(Stdio::null())
             .status()
             .unwrap()

@@ -210,7 +210,7 @@ pub fn pod_from_labels(labels: &Labels) -> Option<Pod> {
         namespace: label(POD_NAMESPACE).unwrap_or_default(),
         uid: label(POD_UID).unwrap_or_default(),
         sandbox,
-        labels: Vec::new(),
+        ..Default::default()
     })
 }
 

@@ -29,7 +29,7 @@ pub fn content_hash(bytes: &[u8]) -> String {
 /// The interface this daemon speaks, as components name it.
 pub const DETECTOR_INTERFACE: &str = "vigil:rules/detector";
 /// Its version.
-pub const INTERFACE_VERSION: &str = "0.2.1";
+pub const INTERFACE_VERSION: &str = "0.2.2";
 
 /// What a rule's store holds: its identity for logs, its memory limit, and
 /// the WASI context it was granted (empty and unlinked unless granted).

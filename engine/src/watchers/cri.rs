@@ -22,7 +22,7 @@ use k8s_cri::v1::{
 };
 use prost::Message;
 use tonic::transport::Channel;
-use vigil_event::{Container, EventKind, Pod, Runtime};
+use vigil_event::{Container, EventKind, Pod, Port, Runtime};
 
 use super::watcher::{Listed, WatchContext, WatchError, Watcher};
 use crate::enrich::containers::{Known, pod_from_labels};
@@ -233,7 +233,16 @@ pub struct Cri {
     client: RuntimeServiceClient<Channel>,
     channel: Channel,
     runtime: Runtime,
-    pods: HashMap<String, Pod>,
+    pods: HashMap<String, Sandbox>,
+}
+
+/// What a pod's sandbox says that its containers share.
+#[derive(Clone)]
+struct Sandbox {
+    pod: Pod,
+    /// `host` (the node's network) or `pod`.
+    network_mode: String,
+    ports: Vec<Port>,
 }
 
 impl Cri {
@@ -273,13 +282,20 @@ impl Cri {
                 return None;
             }
         };
-        let (container, sandbox_id) = container_of_status(response, self.runtime)?;
-        let pod = match self.pods.get(&sandbox_id) {
-            Some(p) => Some(p.clone()),
-            None => self.describe_sandbox(&sandbox_id).await.and_then(|(_, p)| p),
+        let (mut container, sandbox_id) = container_of_status(response, self.runtime)?;
+        if !self.pods.contains_key(&sandbox_id) {
+            self.describe_sandbox(&sandbox_id).await;
         }
-        .or_else(|| pod_from_labels(&container.labels))
-        .map(|p| Pod { sandbox: false, ..p });
+        let sandbox = self.pods.get(&sandbox_id);
+        // Its pod's network: the sandbox holds it for every container.
+        if let Some(s) = sandbox {
+            container.network_mode = s.network_mode.clone();
+            container.ports = s.ports.clone();
+        }
+        let pod = sandbox
+            .map(|s| s.pod.clone())
+            .or_else(|| pod_from_labels(&container.labels))
+            .map(|p| Pod { sandbox: false, ..p });
         Some((container, pod))
     }
 
@@ -292,7 +308,9 @@ impl Cri {
         let request = PodSandboxStatusRequest { pod_sandbox_id: id.to_string(), verbose: true };
         let response = tokio::time::timeout(CALL_TIMEOUT, self.client.pod_sandbox_status(request)).await.ok()?.ok()?;
         let (container, pod) = sandbox_of_status(response.into_inner(), self.runtime)?;
-        self.pods.insert(id.to_string(), pod.clone());
+        let network_mode = container.network_mode.clone();
+        let ports = container.ports.clone();
+        self.pods.insert(id.to_string(), Sandbox { pod: pod.clone(), network_mode, ports });
         Some((container, Some(pod)))
     }
 }
@@ -322,6 +340,11 @@ fn container_of_status(response: ContainerStatusResponse, runtime: Runtime) -> O
         pid: info["pid"].as_u64().unwrap_or(0) as u32,
         privileged: info["privileged"].as_bool().unwrap_or(false),
         started_at_ns: status.started_at.max(0) as u64,
+        // Its sandbox's, set by the caller.
+        network_mode: "pod".into(),
+        // The OCI spec the runtime made: the uid its process runs as.
+        runs_as_root: info["runtimeSpec"]["process"]["user"]["uid"].as_u64().map(|uid| uid == 0),
+        ..Default::default()
     };
     Some((container, info["sandboxID"].as_str().unwrap_or_default().to_string()))
 }
@@ -335,7 +358,21 @@ fn sandbox_of_status(response: PodSandboxStatusResponse, runtime: Runtime) -> Op
     let meta = status.metadata.unwrap_or_default();
     let mut labels: Vec<(String, String)> = status.labels.into_iter().collect();
     labels.sort();
-    let pod = Pod { name: meta.name.clone(), namespace: meta.namespace, uid: meta.uid, sandbox: true, labels };
+    let ips = status
+        .network
+        .map(|n| {
+            std::iter::once(n.ip)
+                .chain(n.additional_ips.into_iter().map(|a| a.ip))
+                .filter(|ip| !ip.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let host_network = status
+        .linux
+        .and_then(|l| l.namespaces)
+        .and_then(|n| n.options)
+        .is_some_and(|o| o.network == k8s_cri::v1::NamespaceMode::Node as i32);
+    let pod = Pod { name: meta.name.clone(), namespace: meta.namespace, uid: meta.uid, sandbox: true, labels, ips };
     let container = Container {
         id: status.id,
         name: meta.name,
@@ -343,9 +380,34 @@ fn sandbox_of_status(response: PodSandboxStatusResponse, runtime: Runtime) -> Op
         runtime,
         pid: info["pid"].as_u64().unwrap_or(0) as u32,
         started_at_ns: status.created_at.max(0) as u64,
+        network_mode: if host_network { "host" } else { "pod" }.into(),
+        ports: sandbox_ports(&info["config"]["port_mappings"]),
         ..Default::default()
     };
     Some((container, pod))
+}
+
+/// The pod's port mappings, from the sandbox config in a verbose status
+/// (containerd and CRI-O: `{"protocol", "container_port", "host_port",
+/// "host_ip"}`, the protocol as CRI's enum number or its name).
+fn sandbox_ports(mappings: &serde_json::Value) -> Vec<Port> {
+    let Some(list) = mappings.as_array() else { return Vec::new() };
+    let port = |v: &serde_json::Value| v.as_u64().and_then(|p| u16::try_from(p).ok()).unwrap_or(0);
+    list.iter()
+        .filter(|m| m["host_port"].as_u64().unwrap_or(0) != 0)
+        .map(|m| Port {
+            container_port: port(&m["container_port"]),
+            protocol: match &m["protocol"] {
+                serde_json::Value::Number(n) => {
+                    ["tcp", "udp", "sctp"].get(n.as_u64().unwrap_or(0) as usize).unwrap_or(&"tcp").to_string()
+                }
+                serde_json::Value::String(s) => s.to_lowercase(),
+                _ => "tcp".into(),
+            },
+            host_ip: m["host_ip"].as_str().unwrap_or_default().to_string(),
+            host_port: port(&m["host_port"]),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -394,7 +456,10 @@ mod tests {
             assert_eq!(c.image_digest, "quay.io/shop/web@sha256:5d41402abc4b2a76b9719d911017c592");
             assert_eq!((c.pid, c.privileged, c.started_at_ns), (4242, true, 1_763_000_000_000_000_000));
             assert_eq!(c.labels[0].0, "io.kubernetes.pod.name");
+            assert_eq!(c.runs_as_root, None, "no process in the spec");
         }
+        let spec = r#"{"sandboxID":"s1","runtimeSpec":{"process":{"user":{"uid":0,"gid":0}}}}"#;
+        assert_eq!(container_of_status(status(Some(spec)), Runtime::Containerd).unwrap().0.runs_as_root, Some(true));
     }
 
     #[test]
@@ -419,14 +484,31 @@ mod tests {
                 }),
                 created_at: 5,
                 labels: labels(&[("app", "web")]),
+                network: Some(k8s_cri::v1::PodSandboxNetworkStatus {
+                    ip: "10.244.1.7".into(),
+                    additional_ips: vec![k8s_cri::v1::PodIp { ip: "fd00:10:244:1::7".into() }],
+                }),
                 ..Default::default()
             }),
-            info: [("info".to_string(), r#"{"pid":77,"image":"registry.k8s.io/pause:3.9"}"#.to_string())]
-                .into_iter()
-                .collect(),
+            info: [(
+                "info".to_string(),
+                r#"{"pid":77,"image":"registry.k8s.io/pause:3.9","config":{"port_mappings":[
+                    {"protocol":1,"container_port":53,"host_port":5353,"host_ip":"127.0.0.1"},
+                    {"container_port":80}]}}"#
+                    .to_string(),
+            )]
+            .into_iter()
+            .collect(),
             ..Default::default()
         };
         let (c, pod) = sandbox_of_status(response, Runtime::CriO).unwrap();
+        assert_eq!(pod.ips, ["10.244.1.7", "fd00:10:244:1::7"]);
+        assert_eq!(c.network_mode, "pod");
+        assert_eq!(
+            c.ports,
+            [Port { container_port: 53, protocol: "udp".into(), host_ip: "127.0.0.1".into(), host_port: 5353 }],
+            "published mappings only"
+        );
         assert_eq!((c.name.as_str(), c.image.as_str(), c.pid), ("web-1", "registry.k8s.io/pause:3.9", 77));
         assert_eq!((pod.name.as_str(), pod.namespace.as_str()), ("web-1", "shop"));
         assert_eq!(pod.uid, "0f6c5d62-8d4c-4a51-9d7c-2b1f0f0b9a11");

@@ -3,7 +3,10 @@
 //! lists every container (running and stopped) and inspects each, so the
 //! [`ContainerCache`] is complete; then it follows the container events:
 //! inspecting on create and start, and sending each create, start, stop
-//! (with the exit code) and delete to rules as a lifecycle event. It also
+//! (with the exit code) and delete to rules as a lifecycle event, and each
+//! copy into or out of a container (`docker cp`) as `container-copy-in` /
+//! `-out`. A network connect or disconnect inspects the container again (its
+//! networks and addresses are part of its description). It also
 //! answers lookups of containers the kernel showed before any event did.
 //! Which runtime answers is read from its version, not assumed from the
 //! socket's name.
@@ -14,9 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::Docker;
+use bollard::models::{ContainerInspectResponse, EventMessageTypeEnum, PortMap};
 use bollard::query_parameters::{EventsOptions, ListContainersOptionsBuilder};
 use futures_util::StreamExt;
-use vigil_event::{Container, EventKind, Runtime};
+use vigil_event::{Container, EventKind, Network, Port, Runtime};
 
 use super::watcher::{Listed, WatchContext, WatchError, Watcher};
 use crate::enrich::containers::{ContainerCache, Known, pod_from_labels};
@@ -70,7 +74,7 @@ async fn follow(socket: &Path, expected: Runtime, watch: &mut WatchContext) -> R
     // (as far as the runtime still has it: a restarted dockerd keeps only
     // its own events since it started; Podman's event log keeps all).
     let mut filters = HashMap::new();
-    filters.insert("type".to_string(), vec!["container".to_string()]);
+    filters.insert("type".to_string(), vec!["container".to_string(), "network".to_string()]);
     let since = watch.resume_ns.map(|ns| format!("{}.{:09}", ns / 1_000_000_000, ns % 1_000_000_000));
     let options = EventsOptions { since, until: None, filters: Some(filters) };
     let subscribed_ns = crate::time::now_ns();
@@ -123,6 +127,15 @@ async fn follow(socket: &Path, expected: Runtime, watch: &mut WatchContext) -> R
         }
         watch.last_event_ns = watch.last_event_ns.max(time_ns);
         watch.resume_ns = Some(time_ns.max(watch.resume_ns.unwrap_or(0)));
+        if msg.typ == Some(EventMessageTypeEnum::NETWORK) {
+            // The actor is the network; the container is an attribute.
+            if matches!(action.as_str(), "connect" | "disconnect")
+                && let Some(container) = attributes.get("container")
+            {
+                inspect_into(&docker, container, runtime, &watch.cache).await;
+            }
+            continue;
+        }
         match action.as_str() {
             "create" | "start" | "die" => {
                 let (kind, exit_code) = match action.as_str() {
@@ -141,6 +154,22 @@ async fn follow(socket: &Path, expected: Runtime, watch: &mut WatchContext) -> R
             }
             "rename" => {
                 inspect_into(&docker, &id, runtime, &watch.cache).await;
+            }
+            // `docker cp` into a container (PUT .../archive), out of it (GET
+            // .../archive; `copy` is the old API's). Docker 20.10 names no
+            // path in these events; a runtime that does (attribute `path`)
+            // has it carried.
+            "extract-to-dir" | "archive-path" | "copy" => {
+                let kind =
+                    if action == "extract-to-dir" { EventKind::ContainerCopyIn } else { EventKind::ContainerCopyOut };
+                let known = match watch.cache.get(&id) {
+                    Some(k) => k,
+                    None => inspect_into(&docker, &id, runtime, &watch.cache)
+                        .await
+                        .unwrap_or_else(|| from_attributes(&id, runtime, &attributes)),
+                };
+                let path = attributes.get("path").filter(|p| !p.is_empty()).cloned();
+                watch.lifecycle.send_with(kind, &known, time_ns, |e| e.copy_path = path);
             }
             // Docker says destroy, Podman remove.
             "destroy" | "remove" => {
@@ -164,7 +193,7 @@ async fn identify(docker: &Docker) -> Result<Runtime, bollard::errors::Error> {
 fn from_attributes(id: &str, runtime: Runtime, attributes: &HashMap<String, String>) -> Known {
     let mut labels: Vec<(String, String)> = attributes
         .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "name" | "image" | "exitCode" | "containerExitCode" | "podId"))
+        .filter(|(k, _)| !matches!(k.as_str(), "name" | "image" | "exitCode" | "containerExitCode" | "podId" | "path"))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     labels.sort();
@@ -222,8 +251,15 @@ async fn inspect_into(docker: &Docker, id: &str, runtime: Runtime, cache: &Conta
 /// One container's metadata, pod and state.
 async fn inspect(docker: &Docker, id: &str, runtime: Runtime) -> Result<Listed, bollard::errors::Error> {
     let info = docker.inspect_container(id, None).await?;
+    Ok(describe(info, id, runtime))
+}
+
+/// What an inspect says: the container, its pod and its state.
+fn describe(info: ContainerInspectResponse, id: &str, runtime: Runtime) -> Listed {
     let config = info.config.unwrap_or_default();
     let state = info.state.unwrap_or_default();
+    let host = info.host_config.unwrap_or_default();
+    let net = info.network_settings.unwrap_or_default();
     let started_at_ns = state
         .started_at
         .as_deref()
@@ -233,6 +269,23 @@ async fn inspect(docker: &Docker, id: &str, runtime: Runtime) -> Result<Listed, 
     let mut labels: Vec<(String, String)> = config.labels.unwrap_or_default().into_iter().collect();
     labels.sort();
     let status = state.status.map(|s| s.to_string()).unwrap_or_default();
+    let mut networks: Vec<Network> = net
+        .networks
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, n)| Network {
+            name,
+            ip: n.ip_address.unwrap_or_default(),
+            prefix_len: n.ip_prefix_len.unwrap_or(0).clamp(0, 128) as u8,
+            ipv6: n.global_ipv6_address.unwrap_or_default(),
+            ipv6_prefix_len: n.global_ipv6_prefix_len.unwrap_or(0).clamp(0, 128) as u8,
+            mac: n.mac_address.unwrap_or_default(),
+            gateway: n.gateway.unwrap_or_default(),
+        })
+        .collect();
+    networks.sort_by(|a, b| a.name.cmp(&b.name));
+    // Bound while running; as configured otherwise.
+    let ports = ports_of(net.ports.filter(|p| !p.is_empty()).or(host.port_bindings));
     let container = Container {
         id: info.id.unwrap_or_else(|| id.to_string()),
         name: info.name.unwrap_or_default().trim_start_matches('/').to_string(),
@@ -241,9 +294,104 @@ async fn inspect(docker: &Docker, id: &str, runtime: Runtime) -> Result<Listed, 
         runtime,
         labels,
         pid: state.pid.unwrap_or(0).max(0) as u32,
-        privileged: info.host_config.and_then(|h| h.privileged).unwrap_or(false),
+        privileged: host.privileged.unwrap_or(false),
         started_at_ns,
+        network_mode: host.network_mode.unwrap_or_default(),
+        networks,
+        ports,
+        runs_as_root: Some(user_is_root(config.user.as_deref().unwrap_or(""))),
     };
     let pod = pod_from_labels(&container.labels);
-    Ok((container, pod, status))
+    (container, pod, status)
+}
+
+/// Published ports from a port map (`"80/tcp" → [host ip and port]`).
+fn ports_of(map: Option<PortMap>) -> Vec<Port> {
+    let mut ports = Vec::new();
+    for (key, bindings) in map.unwrap_or_default() {
+        let (port, protocol) = key.split_once('/').unwrap_or((&key, "tcp"));
+        let Ok(container_port) = port.parse::<u16>() else { continue };
+        for b in bindings.unwrap_or_default() {
+            ports.push(Port {
+                container_port,
+                protocol: protocol.to_string(),
+                host_ip: b.host_ip.unwrap_or_default(),
+                host_port: b.host_port.and_then(|p| p.parse().ok()).unwrap_or(0),
+            });
+        }
+    }
+    ports.sort_by(|a, b| (a.container_port, &a.protocol, &a.host_ip).cmp(&(b.container_port, &b.protocol, &b.host_ip)));
+    ports
+}
+
+/// Whether a container's `User` (`name`, `uid`, `uid:gid`, `name:group`;
+/// empty: the image's default, root) runs as uid 0. A name other than
+/// `root` is taken as not root: its uid is in the image's /etc/passwd.
+fn user_is_root(user: &str) -> bool {
+    let user = user.split(':').next().unwrap_or("");
+    matches!(user, "" | "root" | "0")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::{ContainerConfig, EndpointSettings, HostConfig, NetworkSettings, PortBinding};
+
+    #[test]
+    fn an_inspect_describes_networks_ports_and_user() {
+        let endpoint = EndpointSettings {
+            ip_address: Some("10.88.0.5".into()),
+            ip_prefix_len: Some(16),
+            global_ipv6_address: Some("fd00::5".into()),
+            global_ipv6_prefix_len: Some(64),
+            mac_address: Some("02:42:0a:58:00:05".into()),
+            gateway: Some("10.88.0.1".into()),
+            ..Default::default()
+        };
+        let binding = |ip: &str, port: &str| PortBinding { host_ip: Some(ip.into()), host_port: Some(port.into()) };
+        let ports = HashMap::from([
+            ("80/tcp".to_string(), Some(vec![binding("127.0.0.1", "8080"), binding("::1", "8080")])),
+            ("53/udp".to_string(), Some(vec![binding("", "5353")])),
+            ("9000/tcp".to_string(), None), // exposed, not published
+        ]);
+        let info = ContainerInspectResponse {
+            id: Some("c1".into()),
+            config: Some(ContainerConfig { user: Some("1000:1000".into()), ..Default::default() }),
+            host_config: Some(HostConfig { network_mode: Some("backend".into()), ..Default::default() }),
+            network_settings: Some(NetworkSettings {
+                networks: Some(HashMap::from([("backend".to_string(), endpoint)])),
+                ports: Some(ports),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let (c, _, _) = describe(info, "c1", Runtime::Docker);
+        assert_eq!(c.network_mode, "backend");
+        assert_eq!(
+            c.networks,
+            [Network {
+                name: "backend".into(),
+                ip: "10.88.0.5".into(),
+                prefix_len: 16,
+                ipv6: "fd00::5".into(),
+                ipv6_prefix_len: 64,
+                mac: "02:42:0a:58:00:05".into(),
+                gateway: "10.88.0.1".into(),
+            }]
+        );
+        let ports: Vec<_> =
+            c.ports.iter().map(|p| (p.container_port, p.protocol.as_str(), p.host_ip.as_str(), p.host_port)).collect();
+        assert_eq!(ports, [(53, "udp", "", 5353), (80, "tcp", "127.0.0.1", 8080), (80, "tcp", "::1", 8080)]);
+        assert_eq!(c.runs_as_root, Some(false));
+    }
+
+    #[test]
+    fn users_that_run_as_root() {
+        for user in ["", "root", "0", "0:0", "root:wheel"] {
+            assert!(user_is_root(user), "{user:?}");
+        }
+        for user in ["1000", "nobody", "1000:0", "app:root"] {
+            assert!(!user_is_root(user), "{user:?}");
+        }
+    }
 }

@@ -69,11 +69,16 @@ impl Lifecycle {
     /// Sends a lifecycle event of `kind` for `known`, at `time_ns` (0: now).
     /// A full pipeline drops it and reports the loss, as live sources do.
     pub fn send(&mut self, kind: EventKind, known: &Known, exit_code: Option<i32>, time_ns: u64) {
+        self.send_with(kind, known, time_ns, |e| e.exit_code = exit_code);
+    }
+
+    /// [`Self::send`], with what `fill` adds to the event.
+    pub fn send_with(&mut self, kind: EventKind, known: &Known, time_ns: u64, fill: impl FnOnce(&mut Event)) {
         let Some(out) = &mut self.out else { return };
         let mut e = Event::new(kind);
         e.time_ns = if time_ns == 0 { crate::time::now_ns() } else { time_ns };
         known.apply(&mut e);
-        e.exit_code = exit_code;
+        fill(&mut e);
         let _ = out.send_or_drop(vec![e]);
     }
 }

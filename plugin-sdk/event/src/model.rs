@@ -24,11 +24,14 @@ pub enum EventKind {
     ContainerStop = 7,
     ContainerDelete = 8,
     EventsLost = 9,
+    /// Since 0.2.2.
+    ContainerCopyIn = 10,
+    ContainerCopyOut = 11,
 }
 
 impl EventKind {
     /// Every kind, in WIT order.
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 12] = [
         EventKind::ProcessExec,
         EventKind::ProcessFork,
         EventKind::ProcessExit,
@@ -39,6 +42,8 @@ impl EventKind {
         EventKind::ContainerStop,
         EventKind::ContainerDelete,
         EventKind::EventsLost,
+        EventKind::ContainerCopyIn,
+        EventKind::ContainerCopyOut,
     ];
 
     /// The kind whose WIT case index is `index`.
@@ -59,6 +64,8 @@ impl EventKind {
             EventKind::ContainerStop => "container-stop",
             EventKind::ContainerDelete => "container-delete",
             EventKind::EventsLost => "events-lost",
+            EventKind::ContainerCopyIn => "container-copy-in",
+            EventKind::ContainerCopyOut => "container-copy-out",
         }
     }
 
@@ -368,6 +375,48 @@ pub struct Container {
     pub pid: u32,
     pub privileged: bool,
     pub started_at_ns: u64,
+    // Since 0.2.2: its network, as the runtime describes it.
+    /// `bridge`, `host`, `none`, `container:<id>`, a network's name, or
+    /// `pod` (a CRI container: its pod's network); empty when unknown.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "String::is_empty"))]
+    pub network_mode: String,
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Vec::is_empty"))]
+    pub networks: Vec<Network>,
+    /// Published ports.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Vec::is_empty"))]
+    pub ports: Vec<Port>,
+    /// Whether its processes run as uid 0 by its config (`None`: unknown).
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub runs_as_root: Option<bool>,
+}
+
+/// A network a container is attached to.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+pub struct Network {
+    pub name: String,
+    /// IPv4 address (empty: none) and prefix length.
+    pub ip: String,
+    pub prefix_len: u8,
+    /// IPv6 address (empty: none) and prefix length.
+    pub ipv6: String,
+    pub ipv6_prefix_len: u8,
+    pub mac: String,
+    pub gateway: String,
+}
+
+/// A published port.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(Serialize, Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+pub struct Port {
+    pub container_port: u16,
+    /// `tcp`, `udp` or `sctp`.
+    pub protocol: String,
+    /// The host address it is bound on (empty: all).
+    pub host_ip: String,
+    pub host_port: u16,
 }
 
 /// A Kubernetes pod.
@@ -381,6 +430,9 @@ pub struct Pod {
     pub sandbox: bool,
     #[cfg_attr(feature = "serde", serde(with = "label_map"))]
     pub labels: Labels,
+    /// Since 0.2.2: the pod's IP addresses (CRI), the first the primary.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Vec::is_empty"))]
+    pub ips: Vec<String>,
 }
 
 /// A cgroup (for cgroup events).
@@ -426,6 +478,10 @@ pub struct Event {
     pub exit_code: Option<i32>,
     #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "Option::is_none"))]
     pub lost: Option<Lost>,
+    /// Since 0.2.2: the path a `container-copy-in`/`-out` copied, inside
+    /// the container.
+    #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "Option::is_none"))]
+    pub copy_path: Option<String>,
 }
 
 impl Event {
@@ -441,6 +497,7 @@ impl Event {
             cgroup: None,
             exit_code: None,
             lost: None,
+            copy_path: None,
         }
     }
 

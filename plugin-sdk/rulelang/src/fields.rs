@@ -62,6 +62,11 @@ pub enum Field {
     ImageDigest,
     ContainerPrivileged,
     ContainerType,
+    /// The first of its networks' IPv4 addresses (Falco's `container.ip`).
+    ContainerIp,
+    ContainerNetworkMode,
+    /// The pod's primary IP (CRI).
+    PodIp,
     ContainerLabel(String),
     ContainerLabels,
     PodName,
@@ -153,6 +158,9 @@ impl Field {
             "container.image.digest" => no_arg(Field::ImageDigest)?,
             "container.privileged" => no_arg(Field::ContainerPrivileged)?,
             "container.type" => no_arg(Field::ContainerType)?,
+            "container.ip" => no_arg(Field::ContainerIp)?,
+            "container.network_mode" => no_arg(Field::ContainerNetworkMode)?,
+            "k8s.pod.ip" => no_arg(Field::PodIp)?,
             "container.label" => key(Field::ContainerLabel)?,
             "container.labels" => no_arg(Field::ContainerLabels)?,
             "k8s.pod.name" => no_arg(Field::PodName)?,
@@ -419,6 +427,11 @@ impl<'a> EventCtx<'a> {
             }),
             Field::ContainerPrivileged => c.map_or(Value::Missing, |c| Value::Bool(c.privileged())),
             Field::ContainerType => c.map_or(Value::Missing, |c| s(c.runtime().name())),
+            Field::ContainerIp => {
+                c.and_then(|c| c.networks().map(|n| n.ip).find(|ip| !ip.is_empty())).map_or(Value::Missing, s)
+            }
+            Field::ContainerNetworkMode => c.map_or(Value::Missing, |c| non_empty(c.network_mode())),
+            Field::PodIp => pod.and_then(|p| p.ips().next()).map_or(Value::Missing, non_empty),
             Field::ContainerLabel(k) => c.and_then(|c| c.label(k)).map_or(Value::Missing, s),
             Field::ContainerLabels => c.map_or(Value::Missing, |c| {
                 Value::Many(c.labels().map(|(k, v)| Cow::Owned(format!("{k}:{v}"))).collect())

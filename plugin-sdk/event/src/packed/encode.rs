@@ -97,6 +97,30 @@ pub fn encode_event(event: &Event, out: &mut Vec<u8>) {
         rec.put_str(Str::Image, &c.image);
         rec.put_str(Str::ImageDigest, &c.image_digest);
         rec.put_labels(List::ContainerLabels, &c.labels);
+        rec.put_str(Str::NetworkMode, &c.network_mode);
+        if let Some(root) = c.runs_as_root {
+            rec.put_u32(CONTAINER_FLAGS, C_RUNS_AS_ROOT_KNOWN | if root { C_RUNS_AS_ROOT } else { 0 });
+        }
+        let table = rec.list(List::Networks, c.networks.len(), NETWORK_LEN);
+        for (i, n) in c.networks.iter().enumerate() {
+            let at = table + NETWORK_LEN * i;
+            for (j, s) in [&n.name, &n.ip, &n.ipv6, &n.mac, &n.gateway].into_iter().enumerate() {
+                let r = rec.data(s.as_bytes());
+                rec.put_ref(at + 8 * j, r);
+            }
+            rec.put_u8(at + 40, n.prefix_len);
+            rec.put_u8(at + 41, n.ipv6_prefix_len);
+        }
+        let table = rec.list(List::Ports, c.ports.len(), PORT_LEN);
+        for (i, p) in c.ports.iter().enumerate() {
+            let at = table + PORT_LEN * i;
+            rec.put_u16(at, p.container_port);
+            rec.put_u16(at + 2, p.host_port);
+            let r = rec.data(p.protocol.as_bytes());
+            rec.put_ref(at + 4, r);
+            let r = rec.data(p.host_ip.as_bytes());
+            rec.put_ref(at + 12, r);
+        }
     }
     if let Some(p) = &event.pod {
         flags |= F_POD;
@@ -107,6 +131,14 @@ pub fn encode_event(event: &Event, out: &mut Vec<u8>) {
         rec.put_str(Str::PodNamespace, &p.namespace);
         rec.put_str(Str::PodUid, &p.uid);
         rec.put_labels(List::PodLabels, &p.labels);
+        let table = rec.list(List::PodIps, p.ips.len(), 8);
+        for (i, ip) in p.ips.iter().enumerate() {
+            let r = rec.data(ip.as_bytes());
+            rec.put_ref(table + 8 * i, r);
+        }
+    }
+    if let Some(path) = &event.copy_path {
+        rec.put_str(Str::CopyPath, path);
     }
     if let Some(c) = &event.cgroup {
         flags |= F_CGROUP;
@@ -164,6 +196,10 @@ impl Record<'_> {
     fn put_u8(&mut self, at: usize, v: u8) {
         self.out[self.start + at] = v;
     }
+    fn put_u16(&mut self, at: usize, v: u16) {
+        let at = self.start + at;
+        self.out[at..at + 2].copy_from_slice(&v.to_le_bytes());
+    }
     fn put_u32(&mut self, at: usize, v: u32) {
         let at = self.start + at;
         self.out[at..at + 4].copy_from_slice(&v.to_le_bytes());
@@ -198,7 +234,7 @@ impl Record<'_> {
     }
     fn list(&mut self, slot: List, count: usize, entry_len: usize) -> usize {
         let off = self.table(count, entry_len);
-        self.put_ref(LISTS + 8 * slot as usize, (off as u32, count as u32));
+        self.put_ref(slot.at(), (off as u32, count as u32));
         off
     }
     fn put_labels(&mut self, slot: List, labels: &[(String, String)]) {

@@ -19,7 +19,10 @@ pub use view::*;
 /// First four bytes of a batch.
 pub const MAGIC: [u8; 4] = *b"VGB2";
 /// Size of an event record's fixed header.
-pub const HEADER_LEN: usize = 384;
+pub const HEADER_LEN: usize = 416;
+/// The header's size before interface 0.2.2 added container networks and
+/// copy events (bytes 384..416).
+pub const HEADER_LEN_0_2_1: usize = 384;
 /// The header's size before interface 0.2.1 added the exec facts (bytes
 /// 288..384): a rule built for 0.2.0 reads only below it.
 pub const HEADER_LEN_0_2_0: usize = 288;
@@ -55,6 +58,13 @@ pub(crate) const EXE_INODE: usize = 304;
 pub(crate) const EXE_DEVICE: usize = 312;
 pub(crate) const PROCESS_FLAGS: usize = 320;
 pub(crate) const STRINGS_2: usize = 328;
+// Since 0.2.2.
+pub(crate) const CONTAINER_FLAGS: usize = 376;
+pub(crate) const LISTS_2: usize = 384;
+
+// container flags (u32 at CONTAINER_FLAGS)
+pub(crate) const C_RUNS_AS_ROOT_KNOWN: u32 = 1;
+pub(crate) const C_RUNS_AS_ROOT: u32 = 2;
 
 // process flags (u32 at PROCESS_FLAGS)
 pub(crate) const P_CWD_TRUNCATED: u32 = 1;
@@ -98,6 +108,9 @@ pub(crate) enum Str {
     Script,
     LoginUser,
     TtyName,
+    // Since 0.2.2.
+    NetworkMode,
+    CopyPath,
 }
 
 impl Str {
@@ -116,7 +129,24 @@ pub(crate) enum List {
     Ancestry,
     ContainerLabels,
     PodLabels,
+    // Since 0.2.2, in the second table (at LISTS_2).
+    Networks,
+    Ports,
+    PodIps,
+}
+
+impl List {
+    /// Where the list's (offset, count) lies in the header.
+    pub(crate) fn at(self) -> usize {
+        let i = self as usize;
+        if i < 4 { LISTS + 8 * i } else { LISTS_2 + 8 * (i - 4) }
+    }
 }
 
 pub(crate) const ANCESTOR_LEN: usize = 28;
+/// A network: name, ip, ipv6, mac, gateway refs · prefix-len:u8 ·
+/// ipv6-prefix-len:u8 · 6 reserved.
+pub(crate) const NETWORK_LEN: usize = 48;
+/// A port: container-port:u16 · host-port:u16 · protocol ref · host-ip ref · 4 reserved.
+pub(crate) const PORT_LEN: usize = 24;
 pub(crate) const LABEL_LEN: usize = 16;

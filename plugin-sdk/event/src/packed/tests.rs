@@ -59,6 +59,26 @@ fn full_event() -> Event {
             pid: 77,
             privileged: true,
             started_at_ns: 5,
+            network_mode: "bridge".into(),
+            networks: vec![
+                Network {
+                    name: "bridge".into(),
+                    ip: "172.17.0.2".into(),
+                    prefix_len: 16,
+                    ipv6: "fd00::2".into(),
+                    ipv6_prefix_len: 64,
+                    mac: "02:42:ac:11:00:02".into(),
+                    gateway: "172.17.0.1".into(),
+                },
+                Network { name: "backend".into(), ..Default::default() },
+            ],
+            ports: vec![Port {
+                container_port: 8080,
+                protocol: "tcp".into(),
+                host_ip: "127.0.0.1".into(),
+                host_port: 65535,
+            }],
+            runs_as_root: Some(false),
         })),
         pod: Some(Arc::new(Pod {
             name: "web-0".into(),
@@ -66,10 +86,12 @@ fn full_event() -> Event {
             uid: "uid-1".into(),
             sandbox: true,
             labels: vec![("k".into(), "v".into())],
+            ips: vec!["10.0.0.7".into(), "fd00::7".into()],
         })),
         cgroup: Some(Cgroup { id: 8, path: "/docker/x".into() }),
         exit_code: Some(-9),
         lost: Some(Lost { count: 3, reason: "ring".into() }),
+        copy_path: Some("/etc/cron.d/job".into()),
     }
 }
 
@@ -125,11 +147,37 @@ fn every_field_round_trips() {
     let pod = v.pod().unwrap();
     assert_eq!((pod.name(), pod.namespace(), pod.uid(), pod.sandbox()), ("web-0", "prod", "uid-1", true));
     assert_eq!(pod.labels().collect::<Vec<_>>(), [("k", "v")]);
+    assert_eq!(pod.ips().collect::<Vec<_>>(), ["10.0.0.7", "fd00::7"]);
+    assert_eq!(c.network_mode(), "bridge");
+    let nets: Vec<_> = c.networks().collect();
+    assert_eq!(nets.len(), 2);
+    let n = &nets[0];
+    assert_eq!((n.name, n.ip, n.prefix_len, n.ipv6, n.ipv6_prefix_len), ("bridge", "172.17.0.2", 16, "fd00::2", 64));
+    assert_eq!((n.mac, n.gateway), ("02:42:ac:11:00:02", "172.17.0.1"));
+    assert_eq!((nets[1].name, nets[1].ip, nets[1].prefix_len), ("backend", "", 0));
+    let ports: Vec<_> = c.ports().collect();
+    assert_eq!(ports.len(), 1);
+    assert_eq!(
+        (ports[0].container_port, ports[0].protocol, ports[0].host_ip, ports[0].host_port),
+        (8080, "tcp", "127.0.0.1", 65535)
+    );
+    assert_eq!(c.runs_as_root(), Some(false));
+    assert_eq!(v.copy_path(), Some("/etc/cron.d/job"));
 
     let bare = batch.get(1).unwrap();
     assert_eq!(bare.kind(), Some(EventKind::ProcessFork));
     assert!(bare.process().is_none() && bare.container().is_none() && bare.pod().is_none());
     assert!(bare.exit_code().is_none() && bare.lost().is_none() && bare.cgroup().is_none());
+    assert!(bare.copy_path().is_none());
+    let unknown = Event { container: Some(Arc::new(Container::default())), ..Event::new(EventKind::ContainerCopyIn) };
+    let mut buf3 = Vec::new();
+    encode_batch([&unknown], &mut buf3);
+    let u = BatchView::new(&buf3).unwrap().get(0).unwrap();
+    assert_eq!(u.kind(), Some(EventKind::ContainerCopyIn));
+    let c = u.container().unwrap();
+    assert!(
+        c.runs_as_root().is_none() && c.networks().len() == 0 && c.ports().len() == 0 && c.network_mode().is_empty()
+    );
     let p = batch.get(0).unwrap().process().unwrap();
     let unset = Event { process: Some(Process::default()), ..Event::new(EventKind::ProcessExec) };
     let mut buf2 = Vec::new();
@@ -158,6 +206,11 @@ fn a_rule_of_0_2_0_reads_a_0_2_1_batch() {
     };
     assert_eq!((str_at(0), str_at(1), str_at(2), str_at(3)), ("bash", "/usr/bin/bash", "/root", &*"a".repeat(64)));
     assert_eq!(u32::from_le_bytes(rec[PID..PID + 4].try_into().unwrap()), 10);
+    // 0.2.1's fields too, below its header length.
+    assert!(off + HEADER_LEN_0_2_1 <= buf.len());
+    let at = STRINGS_2;
+    let o = u32::from_le_bytes(rec[at..at + 4].try_into().unwrap()) as usize;
+    assert_eq!(&rec[o..o + 11], b"/tmp/run.sh", "script");
 }
 
 #[test]
@@ -189,7 +242,7 @@ fn bad_bytes_are_refused_not_panicked_on() {
             for v in b.iter() {
                 let p = v.process().unwrap();
                 let _ = (p.exe(), p.argv().count(), p.ancestors().count());
-                let _ = v.container().map(|c| c.labels().count());
+                let _ = v.container().map(|c| (c.labels().count(), c.networks().count(), c.ports().count()));
             }
         }
     }
@@ -209,15 +262,19 @@ fn huge_counts_are_cut_to_what_the_bytes_hold() {
     assert_eq!(BatchView::new(&bad).err(), Some(DecodeError::Truncated));
     // Each list's count.
     let header = 8 + 4;
-    for slot in 0..4 {
+    for slot in
+        [List::Argv, List::Ancestry, List::ContainerLabels, List::PodLabels, List::Networks, List::Ports, List::PodIps]
+    {
         let mut bad = buf.clone();
-        let at = header + LISTS + 8 * slot + 4;
+        let at = header + slot.at() + 4;
         bad[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
         let batch = BatchView::new(&bad).unwrap();
         let v = batch.get(0).unwrap();
         let p = v.process().unwrap();
         assert!(p.argv().count() < 1000 && p.ancestors().count() < 1000);
-        assert!(v.container().unwrap().labels().count() < 1000 && v.pod().unwrap().labels().count() < 1000);
+        let c = v.container().unwrap();
+        assert!(c.labels().count() < 1000 && v.pod().unwrap().labels().count() < 1000);
+        assert!(c.networks().count() < 1000 && c.ports().count() < 1000 && v.pod().unwrap().ips().count() < 1000);
     }
 }
 

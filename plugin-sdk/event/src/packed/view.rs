@@ -124,7 +124,7 @@ impl<'a> EventView<'a> {
         read_str(self.rec, slot.at())
     }
     fn list(&self, slot: List, entry_len: usize) -> (usize, usize) {
-        list_bounds(self.rec, LISTS + 8 * slot as usize, entry_len)
+        list_bounds(self.rec, slot.at(), entry_len)
     }
 
     /// What happened. An unknown kind (from a newer host) reads as `None`.
@@ -160,6 +160,13 @@ impl<'a> EventView<'a> {
         self.flag(F_EXIT_CODE).then(|| read_u32(self.rec, EXIT_CODE) as i32)
     }
     /// For events-lost: (count, reason).
+    /// The path a `container-copy-in`/`-out` copied, inside the container
+    /// (since 0.2.2).
+    pub fn copy_path(&self) -> Option<&'a str> {
+        let path = self.str(Str::CopyPath);
+        (!path.is_empty()).then_some(path)
+    }
+
     pub fn lost(&self) -> Option<(u64, &'a str)> {
         self.flag(F_LOST).then(|| (read_u64(self.rec, LOST_COUNT), self.str(Str::LostReason)))
     }
@@ -471,6 +478,96 @@ impl<'a> Iterator for LabelsView<'a> {
 
 impl ExactSizeIterator for LabelsView<'_> {}
 
+/// One network of a container (see [`crate::model::Network`]).
+#[derive(Clone, Debug)]
+pub struct NetworkView<'a> {
+    pub name: &'a str,
+    pub ip: &'a str,
+    pub prefix_len: u8,
+    pub ipv6: &'a str,
+    pub ipv6_prefix_len: u8,
+    pub mac: &'a str,
+    pub gateway: &'a str,
+}
+
+/// Iterator over a container's networks.
+#[derive(Clone)]
+pub struct NetworksView<'a> {
+    rec: &'a [u8],
+    off: usize,
+    count: usize,
+    i: usize,
+}
+
+impl<'a> Iterator for NetworksView<'a> {
+    type Item = NetworkView<'a>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.i >= self.count {
+            return None;
+        }
+        let at = self.off + NETWORK_LEN * self.i;
+        self.i += 1;
+        let byte = |k: usize| self.rec.get(at + k).copied().unwrap_or(0);
+        Some(NetworkView {
+            name: read_str(self.rec, at),
+            ip: read_str(self.rec, at + 8),
+            ipv6: read_str(self.rec, at + 16),
+            mac: read_str(self.rec, at + 24),
+            gateway: read_str(self.rec, at + 32),
+            prefix_len: byte(40),
+            ipv6_prefix_len: byte(41),
+        })
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.count - self.i;
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for NetworksView<'_> {}
+
+/// One published port of a container (see [`crate::model::Port`]).
+#[derive(Clone, Debug)]
+pub struct PortView<'a> {
+    pub container_port: u16,
+    pub protocol: &'a str,
+    pub host_ip: &'a str,
+    pub host_port: u16,
+}
+
+/// Iterator over a container's published ports.
+#[derive(Clone)]
+pub struct PortsView<'a> {
+    rec: &'a [u8],
+    off: usize,
+    count: usize,
+    i: usize,
+}
+
+impl<'a> Iterator for PortsView<'a> {
+    type Item = PortView<'a>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.i >= self.count {
+            return None;
+        }
+        let at = self.off + PORT_LEN * self.i;
+        self.i += 1;
+        let word = read_u32(self.rec, at);
+        Some(PortView {
+            container_port: word as u16,
+            host_port: (word >> 16) as u16,
+            protocol: read_str(self.rec, at + 4),
+            host_ip: read_str(self.rec, at + 12),
+        })
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.count - self.i;
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for PortsView<'_> {}
+
 fn labels<'a>(ev: &EventView<'a>, slot: List) -> LabelsView<'a> {
     let (off, count) = ev.list(slot, LABEL_LEN);
     LabelsView { rec: ev.rec, off, count, i: 0 }
@@ -512,6 +609,31 @@ impl<'a> ContainerView<'a> {
         self.ev.flag(F_PRIVILEGED)
     }
     /// Start time, nanoseconds since the Unix epoch (0 when not started).
+    /// How it is networked (`bridge`, `host`, `none`, `container:<id>`,
+    /// a network's name, `pod`); empty when unknown (since 0.2.2).
+    pub fn network_mode(&self) -> &'a str {
+        self.ev.str(Str::NetworkMode)
+    }
+
+    /// The networks it is attached to (since 0.2.2).
+    pub fn networks(&self) -> NetworksView<'a> {
+        let (off, count) = self.ev.list(List::Networks, NETWORK_LEN);
+        NetworksView { rec: self.ev.rec, off, count, i: 0 }
+    }
+
+    /// Its published ports (since 0.2.2).
+    pub fn ports(&self) -> PortsView<'a> {
+        let (off, count) = self.ev.list(List::Ports, PORT_LEN);
+        PortsView { rec: self.ev.rec, off, count, i: 0 }
+    }
+
+    /// Whether its processes run as uid 0 by its config; `None` when
+    /// unknown (since 0.2.2).
+    pub fn runs_as_root(&self) -> Option<bool> {
+        let flags = read_u32(self.ev.rec, CONTAINER_FLAGS);
+        (flags & C_RUNS_AS_ROOT_KNOWN != 0).then_some(flags & C_RUNS_AS_ROOT != 0)
+    }
+
     pub fn started_at_ns(&self) -> u64 {
         read_u64(self.ev.rec, STARTED_AT)
     }
@@ -550,6 +672,12 @@ impl<'a> PodView<'a> {
         self.ev.str(Str::PodUid)
     }
     /// True for the pod's sandbox (pause) container.
+    /// The pod's IP addresses, the primary first (CRI; since 0.2.2).
+    pub fn ips(&self) -> Strings<'a> {
+        let (off, count) = self.ev.list(List::PodIps, 8);
+        Strings { rec: self.ev.rec, off, count, i: 0 }
+    }
+
     pub fn sandbox(&self) -> bool {
         self.ev.rec[EXTRA_FLAGS] & X_POD_SANDBOX != 0
     }
