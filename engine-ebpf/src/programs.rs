@@ -10,12 +10,13 @@ use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
     bpf_ktime_get_boot_ns, generated,
 };
-use aya_ebpf::macros::{btf_tracepoint, map};
+use aya_ebpf::macros::{btf_tracepoint, map, tracepoint};
 use aya_ebpf::maps::ring_buf::RingBufEntry;
 use aya_ebpf::maps::{Array, PerCpuArray, RingBuf};
-use aya_ebpf::programs::BtfTracePointContext;
+use aya_ebpf::programs::{BtfTracePointContext, TracePointContext};
 use vigil_ebpf_common::{
-    CGROUP_PATH_LEN, CgroupEvent, ExitEvent, ForkEvent, Header, Offsets, Task, counter, filter, kind,
+    CGROUP_PATH_LEN, CgroupEvent, ExitEvent, ForkEvent, Header, NS_SETNS, NS_UNSHARE, NamespacesEvent, Offsets, Task,
+    counter, filter, kind,
 };
 
 /// The ring buffer of records; its size is set by the daemon at load time.
@@ -134,6 +135,22 @@ pub fn cgroup_rmdir(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
+// setns and unshare have no BTF tracepoint of their own: their syscall
+// exit tracepoints fire for them alone (`sys_exit` would fire for every
+// syscall of every process).
+
+#[tracepoint(category = "syscalls", name = "sys_exit_setns")]
+pub fn sys_exit_setns(ctx: TracePointContext) -> u32 {
+    let _ = try_namespaces(&ctx, NS_SETNS);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_unshare")]
+pub fn sys_exit_unshare(ctx: TracePointContext) -> u32 {
+    let _ = try_namespaces(&ctx, NS_UNSHARE);
+    0
+}
+
 /// One field of `OFFSETS`, read from `.rodata` where it is used (a
 /// volatile load, so the compiler does not fold the placeholder zeros in;
 /// the verifier sees the value the daemon set). A copy of the whole
@@ -248,6 +265,13 @@ fn fill_task(out: *mut Task, task: *const u8) -> Result<(), ()> {
     out.gid = (ids >> 32) as u32;
     out.comm = bpf_get_current_comm().unwrap_or([0; 16]);
 
+    namespaces(task, &mut out.ns);
+    Ok(())
+}
+
+/// `task`'s namespace inode numbers, in [`Task::ns`]'s order (0 where unreadable).
+#[inline(always)]
+fn namespaces(task: *const u8, out: &mut [u32; 7]) {
     let nsproxy: *const u8 = field(task, off!(task_struct_nsproxy)).unwrap_or(core::ptr::null());
     let inum = |holder: *const u8, ptr_offset: u32, ns_offset: u32| -> u32 {
         let ns: *const u8 = match field(holder, ptr_offset) {
@@ -256,15 +280,14 @@ fn fill_task(out: *mut Task, task: *const u8) -> Result<(), ()> {
         };
         field(ns, ns_offset + off!(ns_common_inum)).unwrap_or(0)
     };
-    out.ns[0] = inum(nsproxy, off!(nsproxy_pid_ns_for_children), off!(pid_namespace_ns));
-    out.ns[1] = inum(nsproxy, off!(nsproxy_mnt_ns), off!(mnt_namespace_ns));
-    out.ns[2] = inum(nsproxy, off!(nsproxy_net_ns), off!(net_ns));
-    out.ns[3] = inum(nsproxy, off!(nsproxy_uts_ns), off!(uts_namespace_ns));
-    out.ns[4] = inum(nsproxy, off!(nsproxy_ipc_ns), off!(ipc_namespace_ns));
+    out[0] = inum(nsproxy, off!(nsproxy_pid_ns_for_children), off!(pid_namespace_ns));
+    out[1] = inum(nsproxy, off!(nsproxy_mnt_ns), off!(mnt_namespace_ns));
+    out[2] = inum(nsproxy, off!(nsproxy_net_ns), off!(net_ns));
+    out[3] = inum(nsproxy, off!(nsproxy_uts_ns), off!(uts_namespace_ns));
+    out[4] = inum(nsproxy, off!(nsproxy_ipc_ns), off!(ipc_namespace_ns));
     let cred: *const u8 = field(task, off!(task_struct_real_cred)).unwrap_or(core::ptr::null());
-    out.ns[5] = inum(cred, off!(cred_user_ns), off!(user_namespace_ns));
-    out.ns[6] = inum(nsproxy, off!(nsproxy_cgroup_ns), off!(cgroup_namespace_ns));
-    Ok(())
+    out[5] = inum(cred, off!(cred_user_ns), off!(user_namespace_ns));
+    out[6] = inum(nsproxy, off!(nsproxy_cgroup_ns), off!(cgroup_namespace_ns));
 }
 
 /// Submits a filled entry, or discards it and counts the failed read.
@@ -322,6 +345,31 @@ fn try_exit(ctx: &BtfTracePointContext) -> Result<(), ()> {
     let exit_code: i32 = field(task, off!(task_struct_exit_code)).unwrap_or(0);
     let ev = ExitEvent { header: header(kind::EXIT, 0), pid, tgid, exit_code: exit_code as u32, _pad: 0 };
     EVENTS.output::<ExitEvent>(&ev, 0).map_err(|_| count(counter::LOST_RING_FULL))
+}
+
+/// The namespaces of the task that just called setns or unshare, if the
+/// call succeeded.
+fn try_namespaces(ctx: &TracePointContext, how: u32) -> Result<(), ()> {
+    // `struct trace_event_raw_sys_exit`: the return value at 16.
+    // SAFETY: the syscall exit tracepoint's record has `long ret` at 16.
+    let ret: i64 = unsafe { ctx.read_at(16) }.map_err(|_| ())?;
+    if ret != 0 {
+        return Ok(());
+    }
+    start(kind::NAMESPACES).ok_or(())?;
+    // SAFETY: a helper with no preconditions; its result is a BTF-typed
+    // pointer to the current task, read like the BTF tracepoints' arguments.
+    let task = unsafe { generated::bpf_get_current_task_btf() } as *const u8;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let mut ev = NamespacesEvent {
+        header: header(kind::NAMESPACES, 0),
+        pid: pid_tgid as u32,
+        tgid: (pid_tgid >> 32) as u32,
+        ns: [0; 7],
+        how,
+    };
+    namespaces(task, &mut ev.ns);
+    EVENTS.output::<NamespacesEvent>(&ev, 0).map_err(|_| count(counter::LOST_RING_FULL))
 }
 
 fn try_cgroup(ctx: &BtfTracePointContext, kind: u32) -> Result<(), ()> {

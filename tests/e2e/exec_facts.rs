@@ -298,3 +298,43 @@ fn a_host_process_entering_a_container_with_nsenter_is_attributed_to_it_marked()
     assert_eq!((c.id.as_str(), c.name.as_str()), (id.as_str(), name.as_str()), "described as the container");
     assert!(marked(&e), "{:?}", c.labels);
 }
+
+/// A container that ran nothing since the daemon started is known by its
+/// first process; a host process that joins its mount namespace with
+/// setns(2) and exits without an exec is attributed to it at its exit: the
+/// kernel's setns is traced and the process tree's namespaces follow it.
+#[test]
+fn a_host_process_that_joins_a_container_with_setns_is_attributed_without_an_exec() {
+    require_root!();
+    if !on_path("python3") {
+        skipped(module_path!(), "`python3` (to call setns(2) without an exec) is not installed");
+        return;
+    }
+    let rt = RuntimeDaemon::docker();
+    let pid = std::process::id();
+    let name = format!("vigil-e2e-setns-{pid}");
+    // Started before the daemon: none of its execs is seen.
+    let id = rt.cli(&["run", "-d", "--name", &name, "--network", "none", rt.image(), "/bin/sleep", "30"]);
+    let events = Streaming::start(Some(&rt), &["events", "--source", "ebpf", "--kind", "process-exit"]);
+    let target = rt.cli(&["inspect", "-f", "{{.State.Pid}}", &name]);
+    // setns(fd, 0) through libc, then _exit: no exec after the setns.
+    let joiner = format!(
+        "import ctypes, os\nfd = os.open('/proc/{}/ns/mnt', os.O_RDONLY)\n\
+         assert ctypes.CDLL(None, use_errno=True).setns(fd, 0) == 0, ctypes.get_errno()\nos._exit(7)",
+        target.trim()
+    );
+    let status = Command::new("python3").args(["-c", &joiner]).status().unwrap();
+    assert_eq!(status.code(), Some(7), "the setns helper ran");
+    let exit = events.event(WAIT, |e: &Event| {
+        e.kind == EventKind::ProcessExit
+            && e.exit_code == Some(7)
+            && e.process.as_ref().is_some_and(|p| p.comm.starts_with("python"))
+    });
+    rt.cli(&["rm", "-f", &name]);
+    let log = events.stop();
+
+    let e = exit.unwrap_or_else(|| panic!("the helper's exit\n{log}"));
+    let c = e.container.as_ref().unwrap_or_else(|| panic!("attributed to the container it joined: {e:?}\n{log}"));
+    assert_eq!((c.id.as_str(), c.name.as_str()), (id.as_str(), name.as_str()));
+    assert!(c.labels.iter().any(|(k, v)| k == "vigil.entered-via" && v == "setns"), "{:?}", c.labels);
+}

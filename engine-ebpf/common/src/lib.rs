@@ -17,8 +17,10 @@ pub mod kind {
     pub const EXIT: u32 = 2;
     pub const CGROUP_MKDIR: u32 = 3;
     pub const CGROUP_RMDIR: u32 = 4;
+    /// A process changed namespaces (setns or unshare succeeded).
+    pub const NAMESPACES: u32 = 5;
     /// How many kinds there are.
-    pub const COUNT: u32 = 5;
+    pub const COUNT: u32 = 6;
     /// Every kind.
     pub const ALL_MASK: u32 = (1 << COUNT) - 1;
 }
@@ -48,11 +50,11 @@ pub mod counter {
     /// filter): `SEEN + kind`.
     pub const SEEN: u32 = 0;
     /// Events not delivered because the ring buffer was full.
-    pub const LOST_RING_FULL: u32 = 5;
+    pub const LOST_RING_FULL: u32 = super::kind::COUNT;
     /// Events not delivered because the task could not be read.
-    pub const LOST_READ: u32 = 6;
+    pub const LOST_READ: u32 = super::kind::COUNT + 1;
     /// Size of the counter map.
-    pub const COUNT: u32 = 7;
+    pub const COUNT: u32 = super::kind::COUNT + 2;
 }
 
 /// Bytes of `comm` (the kernel's TASK_COMM_LEN).
@@ -223,6 +225,24 @@ pub struct ExitEvent {
     pub _pad: u32,
 }
 
+/// A successful `setns(2)` or `unshare(2)`: the task's namespaces after it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NamespacesEvent {
+    pub header: Header,
+    pub pid: u32,
+    pub tgid: u32,
+    /// As [`Task::ns`].
+    pub ns: [u32; 7],
+    /// [`NS_SETNS`] or [`NS_UNSHARE`].
+    pub how: u32,
+}
+
+/// `NamespacesEvent::how`: joined another process's namespaces.
+pub const NS_SETNS: u32 = 1;
+/// `NamespacesEvent::how`: made new ones.
+pub const NS_UNSHARE: u32 = 2;
+
 /// `cgroup_mkdir` / `cgroup_rmdir` on the cgroup v2 hierarchy (`hierarchy_id`
 /// 0) or on the v1 hierarchy the daemon chose.
 #[repr(C)]
@@ -353,6 +373,8 @@ impl Records for ForkEvent {}
 impl Records for ExitEvent {}
 #[cfg(feature = "user")]
 impl Records for CgroupEvent {}
+#[cfg(feature = "user")]
+impl Records for NamespacesEvent {}
 
 #[cfg(feature = "user")]
 // SAFETY: plain `#[repr(C)]` data of u32s, no padding, any bit pattern valid.
@@ -366,6 +388,7 @@ const _: () = {
     assert!(EXEC_DATA_MAX <= EXEC_DATA_MASK + 1 && EXEC_DATA_MASK + 1 + ARGS_LEN <= EXEC_DATA_AREA);
     assert!(core::mem::size_of::<ForkEvent>() == 112);
     assert!(core::mem::size_of::<ExitEvent>() == 32);
+    assert!(core::mem::size_of::<NamespacesEvent>() == 16 + 8 + 28 + 4);
     assert!(core::mem::size_of::<CgroupEvent>() == 16 + 24 + CGROUP_PATH_LEN);
     assert!(core::mem::size_of::<Offsets>() == 68 * 4);
 };

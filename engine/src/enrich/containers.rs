@@ -3,7 +3,7 @@
 //! watchers that fill it and the source that attaches it to events.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,8 @@ pub struct ContainerCache {
     /// events the kernel sent before (and the runtime reported after).
     removed: Mutex<VecDeque<(Instant, String)>>,
     changed: Notify,
+    /// Bumped by every description added.
+    generation: AtomicU64,
 }
 
 /// How long a removed container stays described.
@@ -71,8 +73,21 @@ impl ContainerCache {
         self.by_id.write().unwrap_or_else(|e| e.into_inner()).insert(known.container.id.clone(), known.clone());
         self.asked.lock().unwrap_or_else(|e| e.into_inner()).remove(&known.container.id);
         self.given_up.lock().unwrap_or_else(|e| e.into_inner()).remove(&known.container.id);
+        self.generation.fetch_add(1, Ordering::Relaxed);
         self.changed.notify_one();
         known
+    }
+
+    /// Changes with every description added (to redo work that depends on
+    /// the set of containers only when it changed).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// The described containers whose first process's host pid is known.
+    pub fn with_pids(&self) -> Vec<Known> {
+        let by_id = self.by_id.read().unwrap_or_else(|e| e.into_inner());
+        by_id.values().filter(|k| k.container.pid != 0).cloned().collect()
     }
 
     /// Inserts what a lookup found, unless the container is known already
@@ -126,6 +141,7 @@ impl ContainerCache {
         // A fresh listing: what was unknown may be asked about again.
         self.asked.lock().unwrap_or_else(|e| e.into_inner()).clear();
         self.given_up.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.generation.fetch_add(1, Ordering::Relaxed);
         self.changed.notify_one();
     }
 

@@ -10,17 +10,26 @@
 //! The mount namespaces of containers are learned from their own events,
 //! only once a runtime's watcher described the container (a cgroup merely
 //! named like a container, e.g. in a user's delegated subtree, teaches
-//! nothing) and never the host's or the daemon's own namespace: otherwise
-//! one fake container in the host's namespace would turn every host process
-//! into it. A container that has run nothing since the daemon started is
-//! not known yet; at most [`MAX_NAMESPACES`] are kept.
+//! nothing), and from the first process of every described container
+//! (`/proc/<pid>/ns/mnt`, the pid the runtime gave, checked to be in that
+//! container's cgroup), so a container that has run nothing since the
+//! daemon started is known too. Never the host's or the daemon's own
+//! namespace: otherwise one fake container in the host's namespace would
+//! turn every host process into it. At most [`MAX_NAMESPACES`] are kept.
+//!
+//! The eBPF source traces setns and unshare in the kernel and keeps each
+//! process's namespaces current in the process tree, so every event after
+//! the change (an exit, a fork) is attributed, not only the next exec.
 
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
-use vigil_event::Event;
+use std::os::unix::fs::MetadataExt;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+use vigil_event::{Event, EventKind, Namespaces, Process};
 
 use super::cgroups::Context;
+use super::containers::ContainerCache;
 
 /// The container label that marks an event attributed through its namespaces.
 pub const ENTERED_VIA_LABEL: &str = "vigil.entered-via";
@@ -34,18 +43,58 @@ pub struct Entered {
     /// daemon's own: never learned as a container's.
     host_mnt: [u64; 2],
     by_mnt: FxHashMap<u64, Context>,
+    /// The container cache's generation last learned from.
+    cache_generation: Option<u64>,
+    /// Containers (id, first process) already learned from.
+    learned_ids: FxHashSet<(String, u32)>,
 }
 
 impl Entered {
     pub fn new() -> Self {
-        use std::os::unix::fs::MetadataExt;
         let ino = |path: &str| std::fs::metadata(path).map_or(0, |m| m.ino());
-        Entered { host_mnt: [ino("/proc/1/ns/mnt"), ino("/proc/self/ns/mnt")], by_mnt: FxHashMap::default() }
+        Self::with_hosts([ino("/proc/1/ns/mnt"), ino("/proc/self/ns/mnt")])
     }
 
     /// With `host_mnt` as the host's mount namespace (tests).
     pub fn with_host(host_mnt: u64) -> Self {
-        Entered { host_mnt: [host_mnt, host_mnt], by_mnt: FxHashMap::default() }
+        Self::with_hosts([host_mnt, host_mnt])
+    }
+
+    fn with_hosts(host_mnt: [u64; 2]) -> Self {
+        Entered { host_mnt, by_mnt: FxHashMap::default(), cache_generation: None, learned_ids: FxHashSet::default() }
+    }
+
+    /// Learns the mount namespaces of the described containers not learned
+    /// yet, from their first process, when the cache changed since the last
+    /// time. Cheap when it did not (one atomic read).
+    pub fn learn_from(&mut self, cache: &ContainerCache) {
+        let generation = cache.generation();
+        if self.cache_generation == Some(generation) {
+            return;
+        }
+        self.cache_generation = Some(generation);
+        if self.learned_ids.len() >= MAX_NAMESPACES {
+            self.learned_ids.clear();
+        }
+        for known in cache.with_pids() {
+            let c = &known.container;
+            if !self.learned_ids.insert((c.id.clone(), c.pid)) {
+                continue;
+            }
+            // The runtime's pid, if it is still that container's process
+            // (a pid is reused once the container stops).
+            let pid = c.pid;
+            let in_it = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|cg| cg.contains(&c.id));
+            let mnt = std::fs::metadata(format!("/proc/{pid}/ns/mnt")).map_or(0, |m| m.ino());
+            if in_it && mnt != 0 {
+                let mut e = Event::new(EventKind::ProcessExec);
+                let namespaces = Namespaces { mnt, ..Default::default() };
+                e.process = Some(Process { namespaces, ..Default::default() });
+                e.container = Some(c.clone());
+                e.pod = known.pod.clone();
+                self.learn(&e);
+            }
+        }
     }
 
     /// Notes the mount namespace of an event of a described container.
@@ -93,7 +142,7 @@ impl Default for Entered {
 
 #[cfg(test)]
 mod tests {
-    use vigil_event::{Container, EventKind, Process};
+    use vigil_event::Container;
 
     use super::*;
 

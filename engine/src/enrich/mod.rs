@@ -208,6 +208,11 @@ impl Enricher {
     /// mount namespace is attributed to it ([`entered`]).
     fn describe_or_attribute(&mut self, mut event: Event) -> Option<Event> {
         if event.container.is_none() {
+            if let Some(cache) = &self.containers
+                && event.process.as_ref().is_some_and(|p| p.namespaces.mnt != 0)
+            {
+                self.entered.learn_from(cache);
+            }
             self.entered.attribute(&mut event);
             return Some(event);
         }

@@ -30,6 +30,10 @@ pub struct Node {
     pub start_ns: u64,
     /// Its cgroup ids (0 when unknown).
     pub cgroups: CgroupIds,
+    /// Its namespaces' inode numbers, as `Namespaces::to_array` orders them
+    /// (0 when unknown): from its exec or fork, then from every setns or
+    /// unshare it made.
+    pub ns: [u32; 7],
     pub exited: bool,
 }
 
@@ -105,12 +109,15 @@ impl ProcessTree {
     }
 
     /// A process forked `pid` from `ppid`: it runs its parent's program.
-    pub fn fork(&mut self, pid: u32, ppid: u32, start_ns: u64, cgroups: CgroupIds) {
-        let (comm, exe, argv) = match self.nodes.get(&ppid) {
-            Some(p) => (p.comm.clone(), p.exe.clone(), p.argv.clone()),
-            None => (Arc::from(""), Arc::from(""), Arc::from(Vec::new())),
+    /// `ns`: the child's namespaces, all 0 when not read (a brief fork
+    /// record): then its parent's.
+    pub fn fork(&mut self, pid: u32, ppid: u32, start_ns: u64, cgroups: CgroupIds, ns: [u32; 7]) {
+        let (comm, exe, argv, parent_ns) = match self.nodes.get(&ppid) {
+            Some(p) => (p.comm.clone(), p.exe.clone(), p.argv.clone(), p.ns),
+            None => (Arc::from(""), Arc::from(""), Arc::from(Vec::new()), [0; 7]),
         };
-        self.nodes.insert(pid, Node { ppid, comm, exe, argv, start_ns, cgroups, exited: false });
+        let ns = if ns == [0; 7] { parent_ns } else { ns };
+        self.nodes.insert(pid, Node { ppid, comm, exe, argv, start_ns, cgroups, ns, exited: false });
         self.stats.peak = self.stats.peak.max(self.nodes.len());
     }
 
@@ -124,10 +131,18 @@ impl ProcessTree {
             argv: Arc::from(process.argv.as_slice()),
             start_ns: process.start_time_ns,
             cgroups: CgroupIds { v2: process.cgroup_id, v1: cgroup_v1_id },
+            ns: process.namespaces.to_array().map(|n| n as u32),
             exited: false,
         };
         self.nodes.insert(process.tgid, node);
         self.stats.peak = self.stats.peak.max(self.nodes.len());
+    }
+
+    /// `pid` changed namespaces (setns, unshare): they are now `ns`.
+    pub fn set_namespaces(&mut self, pid: u32, ns: [u32; 7]) {
+        if let Some(node) = self.nodes.get_mut(&pid) {
+            node.ns = ns;
+        }
     }
 
     /// `pid` exited at `now_ns` (boot time): kept for the grace period.
@@ -216,6 +231,7 @@ pub fn node_from_proc(pid: u32) -> Option<Node> {
         argv: Arc::from(argv),
         start_ns: stat.start_ns,
         cgroups: CgroupIds::default(),
+        ns: dir.namespaces().to_array().map(|n| n as u32),
         exited: false,
     })
 }
@@ -249,7 +265,7 @@ mod tests {
     fn fork_inherits_the_parents_image_and_exec_replaces_it() {
         let mut t = ProcessTree::default();
         t.exec_(10, 1, 5, "bash", "/bin/bash", &["bash".into()]);
-        t.fork(11, 10, 6, CgroupIds::default());
+        t.fork(11, 10, 6, CgroupIds::default(), [0; 7]);
         assert_eq!(&*t.get(11).unwrap().exe, "/bin/bash");
         t.exec_(11, 10, 6, "ls", "/bin/ls", &["ls".into(), "-l".into()]);
         let anc = t.ancestry(11, 8);
@@ -276,7 +292,7 @@ mod tests {
         let mut t = ProcessTree::new(Duration::from_secs(1), 100);
         t.exec_(10, 0, 1, "old", "/old", &[]);
         t.exit(10, 10 * S);
-        t.fork(10, 0, 2, CgroupIds::default()); // pid reused by a new process
+        t.fork(10, 0, 2, CgroupIds::default(), [0; 7]); // pid reused by a new process
         t.sweep(20 * S);
         assert_eq!(t.get(10).unwrap().start_ns, 2);
     }
@@ -287,7 +303,7 @@ mod tests {
         t.exec_(1, 0, 0, "init", "/sbin/init", &[]);
         for i in 0..100_000u32 {
             let pid = 1000 + i;
-            t.fork(pid, 1, i as u64, CgroupIds::default());
+            t.fork(pid, 1, i as u64, CgroupIds::default(), [0; 7]);
             t.exit(pid, i as u64);
         }
         assert!(t.len() <= 1 + 1000, "{}", t.len());

@@ -141,9 +141,9 @@ impl Telemetry {
                 "Events the eBPF programs saw (after the in-kernel filter), by kind.",
                 &["kind"],
             );
-            for (i, kind) in
-                ["process-exec", "process-fork", "process-exit", "cgroup-mkdir", "cgroup-rmdir"].into_iter().enumerate()
-            {
+            let kinds =
+                ["process-exec", "process-fork", "process-exit", "cgroup-mkdir", "cgroup-rmdir", "namespace-change"];
+            for (i, kind) in kinds.into_iter().enumerate() {
                 seen.with_label_values(&[kind]).inc_by(k.seen[i]);
             }
             let one = |m: &mut Families, name: &str, help: &str, v: u64| {
@@ -354,7 +354,7 @@ mod tests {
         t.set_source("ebpf");
         let kernel: EbpfStatsHandle = Default::default();
         *kernel.lock().unwrap() = Some(crate::sources::ebpf::EbpfStats {
-            seen: [5, 4, 3, 0, 0],
+            seen: [5, 4, 3, 0, 0, 0],
             tree: crate::enrich::process_tree::TreeStats { nodes: 70, proc_lookups: 2, ..Default::default() },
             cgroups: crate::enrich::cgroups::CgroupStats { cgroups: 5, containers: 3, hits: 9, misses: 1 },
             ..Default::default()

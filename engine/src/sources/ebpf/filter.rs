@@ -65,8 +65,9 @@ pub fn kernel_mask(interest: &Interest, mode: KernelFilter) -> u32 {
         }
         mask |= 1 << rec::EXEC | 1 << rec::FORK | 1 << rec::EXIT;
     }
-    // cgroup changes are rare and keep container resolution current.
-    mask | 1 << rec::CGROUP_MKDIR | 1 << rec::CGROUP_RMDIR
+    // cgroup and namespace changes are rare and keep container resolution
+    // current.
+    mask | 1 << rec::CGROUP_MKDIR | 1 << rec::CGROUP_RMDIR | 1 << rec::NAMESPACES
 }
 
 #[cfg(test)]
@@ -79,7 +80,7 @@ mod tests {
     fn the_mask_follows_what_rules_want() {
         let interest = Interest::all();
         interest.set(Wanted::Kinds(KindSet::from_iter([EventKind::ProcessExec])));
-        let cgroups = 1 << rec::CGROUP_MKDIR | 1 << rec::CGROUP_RMDIR;
+        let cgroups = 1 << rec::CGROUP_MKDIR | 1 << rec::CGROUP_RMDIR | 1 << rec::NAMESPACES;
         assert_eq!(kernel_mask(&interest, KernelFilter::Rules), 1 << rec::EXEC | cgroups);
         assert_eq!(kernel_mask(&interest, KernelFilter::Tree), 0b111 | cgroups | filter::FORK_BRIEF);
         assert_eq!(kernel_mask(&Interest::all(), KernelFilter::Rules), rec::ALL_MASK);

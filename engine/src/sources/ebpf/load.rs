@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
-use aya::programs::BtfTracePoint;
+use aya::programs::{BtfTracePoint, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader, Endianness};
 use vigil_ebpf_common::kind as rec;
 
@@ -21,6 +21,12 @@ static PROGRAMS_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 /// Each program; it attaches to the tracepoint of the same name.
 const PROGRAMS: [&str; 5] =
     ["sched_process_exec", "sched_process_fork", "sched_process_exit", "cgroup_mkdir", "cgroup_rmdir"];
+
+/// Programs on syscall exit tracepoints (`syscalls/<name>`): namespace
+/// changes. Optional: without syscall tracepoints (a kernel without
+/// CONFIG_FTRACE_SYSCALLS, no tracefs) a process that enters a container
+/// is seen at its next exec instead, and the log says so.
+const SYSCALL_PROGRAMS: [&str; 2] = ["sys_exit_setns", "sys_exit_unshare"];
 
 /// True when this binary carries the eBPF programs.
 pub fn built_in() -> bool {
@@ -69,7 +75,28 @@ pub fn load(config: &EbpfConfig, v1: Option<&V1Hierarchy>) -> Result<Loaded, Ebp
         load_program(program, name, &btf)?;
         program.attach().map_err(|source| EbpfError::Attach { name, source })?;
     }
+    for name in SYSCALL_PROGRAMS {
+        if let Err(e) = attach_syscall_program(&mut bpf, name) {
+            tracing::warn!(
+                program = name,
+                error = %crate::error_chain(&e),
+                "namespace changes are not traced: a process entering a container is seen at its next exec"
+            );
+        }
+    }
     Ok(Loaded { bpf, ring, counters, filter })
+}
+
+fn attach_syscall_program(bpf: &mut Ebpf, name: &'static str) -> Result<(), EbpfError> {
+    let program: &mut TracePoint = bpf
+        .program_mut(name)
+        .ok_or(EbpfError::Missing { what: "program", name })?
+        .try_into()
+        .map_err(|source| EbpfError::Program { name, source })?;
+    let _blocked = SignalsBlocked::here();
+    program.load().map_err(|source| EbpfError::Program { name, source })?;
+    program.attach("syscalls", name).map_err(|source| EbpfError::Attach { name, source })?;
+    Ok(())
 }
 
 /// Loads one program. The verifier gives up with EAGAIN when a signal is

@@ -161,6 +161,7 @@ impl Reader {
             seen_exit = seen[rec::EXIT as usize],
             seen_cgroup_mkdir = seen[rec::CGROUP_MKDIR as usize],
             seen_cgroup_rmdir = seen[rec::CGROUP_RMDIR as usize],
+            seen_namespaces = seen[rec::NAMESPACES as usize],
             seen_total = stats.seen_total(),
             decoded = stats.decoded,
             lost_ring_full = stats.lost_ring_full,

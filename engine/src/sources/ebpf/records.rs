@@ -4,7 +4,9 @@
 //! description, hold queue).
 
 use aya::maps::{MapData, RingBuf};
-use vigil_ebpf_common::{CgroupEvent, ExitEvent, ForkEvent, Header, Task, header as rec_header, kind as rec};
+use vigil_ebpf_common::{
+    CgroupEvent, ExitEvent, ForkEvent, Header, NamespacesEvent, Task, header as rec_header, kind as rec,
+};
 use vigil_event::{Cgroup, Event, EventKind, Namespaces, Process};
 
 use super::exec::ExecRecord;
@@ -129,7 +131,7 @@ impl Decoder {
                 let t = &ev.task;
                 let brief = header.flags & rec_header::BRIEF != 0;
                 self.brief_forks += u64::from(brief);
-                self.enrich.tree.fork(t.tgid, t.ppid, t.start_boot_ns, cgroup_ids(t));
+                self.enrich.tree.fork(t.tgid, t.ppid, t.start_boot_ns, cgroup_ids(t), t.ns);
                 if !self.interest.wants(EventKind::ProcessFork) {
                     return Ok(None);
                 }
@@ -167,6 +169,7 @@ impl Decoder {
                     process.argv = node.argv.to_vec();
                     process.start_time_ns = node.start_ns;
                     process.cgroup_id = node.cgroups.v2;
+                    process.namespaces = Namespaces::from_array(node.ns.map(u64::from));
                     cgroups = node.cgroups;
                 }
                 self.enrich.tree.exit(ev.tgid, header.boot_ns);
@@ -174,6 +177,14 @@ impl Decoder {
                     e.process = Some(process);
                     e.exit_code = Some(exit_code(ev.exit_code));
                 }))
+            }
+            // Not an event of its own: the process's events from now on
+            // (its exit, its forks' brief records) carry the namespaces it
+            // joined, and so the container it entered.
+            rec::NAMESPACES => {
+                let ev: NamespacesEvent = read(bytes)?;
+                self.enrich.tree.set_namespaces(ev.tgid, ev.ns);
+                Ok(None)
             }
             rec::CGROUP_MKDIR | rec::CGROUP_RMDIR => {
                 let ev: CgroupEvent = read(bytes)?;
