@@ -131,7 +131,9 @@ pub struct WebhookConfig {
     /// A file holding the HMAC secret, instead of `hmac_secret`.
     pub hmac_secret_file: Option<PathBuf>,
     /// Bound of the on-disk spool; when full, the oldest alerts are dropped,
-    /// counted, and reported by an `alerts-dropped` alert.
+    /// counted, and reported by an `alerts-dropped` alert. The batch being
+    /// delivered is never dropped (it may arrive), so the spool can exceed
+    /// the bound by one batch (`max_alerts`, `max_bytes`).
     pub spool_max_bytes: ByteSize,
     /// First retry delay; doubles up to `retry_max`, each with up to 100%
     /// random jitter added (so the longest wait is twice `retry_max`).

@@ -5,8 +5,12 @@
 //! they survive outages, restarts and `kill -9`. Keys are increasing
 //! sequence numbers: delivery is in order. When the spool would grow past
 //! its bound, the oldest alerts are dropped and the drop is returned to the
-//! caller, who counts and reports it. Removals are not fsynced: after a
-//! crash, an acknowledged alert may be sent again (at-least-once).
+//! caller, who counts and reports it; never the batch being delivered (the
+//! last one [`Spool::peek`] returned, until [`Spool::remove_through`]): it
+//! may arrive, and an alert that arrived must not be reported dropped. The
+//! spool can so exceed its bound by one batch in flight. Removals are not
+//! fsynced: after a crash, an acknowledged alert may be sent again
+//! (at-least-once).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -35,6 +39,8 @@ pub struct Spool {
     next_seq: Mutex<u64>,
     len: AtomicU64,
     bytes: AtomicU64,
+    /// The last sequence number of the batch being delivered (0: none).
+    in_flight: AtomicU64,
 }
 
 /// One spooled alert.
@@ -99,6 +105,7 @@ impl Spool {
                 next_seq: Mutex::new(1),
                 len: AtomicU64::new(0),
                 bytes: AtomicU64::new(0),
+                in_flight: AtomicU64::new(0),
             };
             spool.load()?;
             Ok(spool)
@@ -177,7 +184,7 @@ impl Spool {
                 bytes += r.len() as u64 + RECORD_OVERHEAD;
             }
             // Never the newest: an alert larger than the bound still goes.
-            dropped = self.drop_oldest(&mut table, &mut len, &mut bytes, self.max_bytes, 1)?;
+            dropped = self.drop_oldest(&mut table, &mut len, &mut bytes, self.max_bytes, true)?;
         }
         tx.commit().map_err(|e| self.err(e))?;
         *next = seq;
@@ -198,7 +205,7 @@ impl Spool {
         let tx = self.db.begin_write().map_err(|e| self.err(e))?;
         let dropped = {
             let mut table = tx.open_table(ALERTS).map_err(|e| self.err(e))?;
-            self.drop_oldest(&mut table, &mut len, &mut bytes, budget, 0)?
+            self.drop_oldest(&mut table, &mut len, &mut bytes, budget, false)?
         };
         tx.commit().map_err(|e| self.err(e))?;
         self.len.store(len, Ordering::Relaxed);
@@ -206,19 +213,29 @@ impl Spool {
         Ok(dropped)
     }
 
-    /// Pops the oldest alerts while more than `budget` bytes are stored and
-    /// more than `keep` alerts; returns how many it popped.
+    /// Removes the oldest alerts after the batch in flight while more than
+    /// `budget` bytes are stored (and, with `keep_newest`, never the newest);
+    /// returns how many it removed.
     fn drop_oldest(
         &self,
         table: &mut redb::Table<u64, &[u8]>,
         len: &mut u64,
         bytes: &mut u64,
         budget: u64,
-        keep: u64,
+        keep_newest: bool,
     ) -> Result<u64, SpoolError> {
+        let after = self.in_flight.load(Ordering::Relaxed) + 1;
+        let newest = table.last().map_err(|e| self.err(e))?.map(|(k, _)| k.value());
         let mut dropped = 0;
-        while *bytes > budget && *len > keep {
-            let Some((_, v)) = table.pop_first().map_err(|e| self.err(e))? else { break };
+        while *bytes > budget && *len > 0 {
+            let victim = match table.range(after..).map_err(|e| self.err(e))?.next() {
+                Some(row) => row.map_err(|e| self.err(e))?.0.value(),
+                None => break,
+            };
+            if keep_newest && Some(victim) == newest {
+                break;
+            }
+            let Some(v) = table.remove(victim).map_err(|e| self.err(e))? else { break };
             *bytes -= v.value().len() as u64 + RECORD_OVERHEAD;
             *len -= 1;
             dropped += 1;
@@ -227,8 +244,12 @@ impl Spool {
     }
 
     /// The oldest alerts, at most `max_alerts` of them and `max_bytes` in
-    /// all (at least one, whatever its size).
+    /// all (at least one, whatever its size): the batch in flight, kept from
+    /// drops until [`Self::remove_through`]. One delivery task peeks.
     pub fn peek(&self, max_alerts: usize, max_bytes: u64) -> Result<Vec<Record>, SpoolError> {
+        // Under the writers' lock: no append drops what is read here before
+        // it is marked in flight.
+        let _writers = self.lock();
         let rx = self.db.begin_read().map_err(|e| self.err(e))?;
         let table = rx.open_table(ALERTS).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
@@ -242,6 +263,7 @@ impl Spool {
             total += v.len() as u64;
             out.push(Record { seq: k.value(), bytes: v.to_vec() });
         }
+        self.in_flight.store(out.last().map_or(0, |r| r.seq), Ordering::Relaxed);
         Ok(out)
     }
 
@@ -265,6 +287,7 @@ impl Spool {
         tx.commit().map_err(|e| self.err(e))?;
         self.len.fetch_sub(removed, Ordering::Relaxed);
         self.bytes.fetch_sub(freed, Ordering::Relaxed);
+        self.in_flight.store(0, Ordering::Relaxed);
         Ok(())
     }
 
@@ -336,6 +359,30 @@ mod tests {
         assert_eq!(left.last().unwrap().bytes, rec(24));
     }
 
+    /// The batch being delivered is never dropped (it may arrive: an alert
+    /// both delivered and reported dropped was over-counted), the ones after
+    /// it are; once removed, drops start from the oldest again.
+    #[test]
+    fn the_batch_in_flight_is_never_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = Spool::open(&dir.path().join("s"), 10 * (100 + RECORD_OVERHEAD)).unwrap();
+        let rec = |i: u8| vec![i; 100];
+        for i in 0..10 {
+            assert_eq!(s.append([rec(i).as_slice()]).unwrap(), 0);
+        }
+        let batch = s.peek(3, u64::MAX).unwrap();
+        assert_eq!(batch.len(), 3);
+        assert_eq!(s.append([rec(10).as_slice(), rec(11).as_slice()]).unwrap(), 2);
+        let left: Vec<u8> = s.peek(100, u64::MAX).unwrap().iter().map(|r| r.bytes[0]).collect();
+        assert_eq!(left, [0, 1, 2, 5, 6, 7, 8, 9, 10, 11], "3 and 4 went, not the batch in flight");
+        // That peek put all ten in flight: the newest still arrives, over the bound.
+        assert_eq!(s.append([rec(12).as_slice()]).unwrap(), 0);
+        s.remove_through(batch[2].seq).unwrap();
+        assert_eq!(s.append([rec(13).as_slice(), rec(14).as_slice(), rec(15).as_slice()]).unwrap(), 1);
+        let left: Vec<u8> = s.peek(100, u64::MAX).unwrap().iter().map(|r| r.bytes[0]).collect();
+        assert_eq!(left, [6, 7, 8, 9, 10, 11, 12, 13, 14, 15], "nothing in flight: the oldest go again");
+    }
+
     #[test]
     fn make_room_drops_just_enough_of_the_oldest() {
         let dir = tempfile::tempdir().unwrap();
@@ -350,10 +397,10 @@ mod tests {
         assert_eq!(s.make_room(10).unwrap(), 0, "room left over");
         assert_eq!(
             s.make_room(10 * (100 + RECORD_OVERHEAD) - RECORD_OVERHEAD).unwrap(),
-            8,
-            "all of the bound: all of it"
+            7,
+            "all of the bound: all of it but the one in flight (peeked above)"
         );
-        assert!(s.is_empty());
+        assert_eq!(s.len(), 1);
     }
 
     #[test]
