@@ -213,3 +213,51 @@ fn a_flood_of_alerts_or_a_giant_return_is_bounded_and_a_good_rule_keeps_alerting
         }
     }
 }
+
+/// A pod with ~600 KB of labels once made every exec rule exceed its memory
+/// cap and be quarantined, and the attacks that followed went unalerted
+/// (batches are now split at 1 MiB, which alone would carry that one). Here
+/// each event carries 2 × 40 MB of labels, more than a rule's memory: the
+/// events are cut to the per-event bounds and flagged, every rule keeps
+/// running, and every attack from that pod is alerted.
+#[test]
+fn an_oversized_event_degrades_itself_never_the_rules() {
+    use std::sync::Arc;
+    use vigil_engine::event::{Container, Pod};
+    let rules = rule_dir(&["echo", "crypto-miner"]);
+    let cache = tempfile::tempdir().unwrap();
+    let mut c = config(cache.path());
+    // The cap the bundled DaemonSet's rules get, not the test's 16 MiB.
+    c.dispatch.memory_limit = bytesize::ByteSize::mib(64);
+    c.rules.settings.insert("crypto-miner".into(), toml::from_str("call_timeout = \"2s\"").unwrap());
+    let labels: Vec<(String, String)> = (0..400_000).map(|i| (format!("annotation-{i:06}"), "x".repeat(90))).collect();
+    let container = Arc::new(Container {
+        id: "e".repeat(64),
+        name: "huge-labels".into(),
+        image: "shop/web:1".into(),
+        labels: labels.clone(),
+        ..Default::default()
+    });
+    let pod = Arc::new(Pod { name: "web-0".into(), namespace: "shop".into(), labels, ..Default::default() });
+    let (mut events, mut miners) = (Vec::new(), 0);
+    for i in 0..500 {
+        let mut e = if i % 50 == 25 {
+            miners += 1;
+            exec("/tmp/xmrig", &["xmrig", "-o", "stratum+tcp://pool.example:3333"])
+        } else {
+            exec("/bin/ok", &["ok"])
+        };
+        e.container = Some(container.clone());
+        e.pod = Some(pod.clone());
+        events.push(e);
+    }
+    let source = PacedSource { events, per_sec: 20_000, batch: 100, hooks: vec![] };
+    let (summary, output) = run_pipeline(c, rules.path(), false, source);
+    let alerts = output.alerts();
+    assert_eq!(alerts.iter().filter(|a| a.rule == "echo").count(), 500, "the good rule saw every event");
+    assert_eq!(alerts.iter().filter(|a| a.rule == "crypto-miner").count(), miners, "every attack alerted");
+    for (id, s) in &summary.rules {
+        assert_eq!(s.faults(), 0, "{id} never faulted");
+    }
+    assert_eq!(summary.dispatch.events_truncated.load(Ordering::Relaxed), 500, "each cut and flagged");
+}

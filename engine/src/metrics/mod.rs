@@ -127,6 +127,13 @@ impl Telemetry {
             m.counter("vigil_events_unrouted_total", "Events no loaded rule subscribes to.", &[])
                 .with_label_values::<&str>(&[])
                 .inc_by(d.events_unrouted.load(Ordering::Relaxed));
+            m.counter(
+                "vigil_events_truncated_total",
+                "Events cut to the per-event bounds (labels, argv, ancestry, long strings), flagged truncated.",
+                &[],
+            )
+            .with_label_values::<&str>(&[])
+            .inc_by(d.events_truncated.load(Ordering::Relaxed));
             m.counter("vigil_alerts_total", "Alerts raised by rules, before shaping.", &[])
                 .with_label_values::<&str>(&[])
                 .inc_by(d.alerts.load(Ordering::Relaxed));

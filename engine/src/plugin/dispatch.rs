@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use vigil_event::packed::{assemble_batch, encode_event};
 use vigil_event::{Event, EventKind, KindSet};
 
+use super::bounds::Bounds;
 use super::rule::{Fault, LoadedRule, RuleStats};
 use crate::alert::{Alert, AlertBuilder};
 use crate::sources::{Interest, Wanted};
@@ -42,6 +43,8 @@ pub struct DispatchStats {
     /// Events lost before the rules (summed from `events-lost` events), by reason.
     pub lost: Mutex<BTreeMap<String, u64>>,
     pub events_unrouted: AtomicU64,
+    /// Events cut to the per-event bounds ([`super::bounds`]).
+    pub events_truncated: AtomicU64,
     pub alerts: AtomicU64,
     pub swaps: AtomicU64,
     /// When the most recent swaps were applied (ns since the Unix epoch,
@@ -54,6 +57,11 @@ pub struct DispatchStats {
 
 /// The loaded rules' ids and figures, kept current as rules change (for metrics).
 pub type RuleRegistry = Arc<Mutex<Vec<(String, Arc<RuleStats>)>>>;
+
+/// Bytes of a packed batch at most: a chunk's events for a group are split
+/// into batches of this size (an event alone may be larger, up to the
+/// per-event bounds, ~0.5 MiB), far below a rule's memory cap.
+pub const MAX_BATCH_BYTES: usize = 1 << 20;
 
 /// How many swap times [`DispatchStats::recent_swaps_ns`] keeps.
 pub const RECENT_SWAPS: usize = 32;
@@ -90,6 +98,7 @@ pub struct Dispatcher {
     builder: AlertBuilder,
     stats: Arc<DispatchStats>,
     registry: RuleRegistry,
+    bounds: Bounds,
 }
 
 impl Dispatcher {
@@ -112,6 +121,7 @@ impl Dispatcher {
             builder,
             stats: Arc::new(DispatchStats::default()),
             registry: RuleRegistry::default(),
+            bounds: Bounds::default(),
         }
     }
 
@@ -207,10 +217,14 @@ impl Dispatcher {
     /// Runs `events` through the rules; appends alerts to `out`.
     pub fn dispatch(&mut self, events: &mut [Event], out: &mut Vec<Alert>) {
         let mut by_kind = [0u64; EventKind::ALL.len()];
+        let mut truncated = 0;
         for e in events.iter_mut() {
             e.id = self.next_id;
             self.next_id += 1;
             by_kind[e.kind as usize] += 1;
+            if self.bounds.apply(e) {
+                truncated += 1;
+            }
             if let Some(lost) = &e.lost {
                 let mut m = self.stats.lost.lock().unwrap_or_else(|e| e.into_inner());
                 *m.entry(lost.reason.clone()).or_default() += lost.count;
@@ -222,6 +236,17 @@ impl Dispatcher {
             }
         }
         self.stats.events.fetch_add(events.len() as u64, Ordering::Relaxed);
+        if truncated > 0 {
+            let before = self.stats.events_truncated.fetch_add(truncated, Ordering::Relaxed);
+            // The first, then every 10,000th: a host full of them says so
+            // without flooding the log.
+            if before == 0 || before / 10_000 != (before + truncated) / 10_000 {
+                tracing::warn!(
+                    total = before + truncated,
+                    "events over the per-event bounds (labels, argv, ancestry, long strings) were cut and flagged `truncated`"
+                );
+            }
+        }
         let before = out.len();
         for chunk in events.chunks(self.batch_size) {
             self.dispatch_chunk(chunk, out);
@@ -250,35 +275,47 @@ impl Dispatcher {
             let group = &self.groups[g];
             self.selected.clear();
             self.selected.extend(chunk.iter().enumerate().filter(|(_, e)| group.wants(e)).map(|(i, _)| i));
-            if self.selected.is_empty() {
-                continue;
-            }
-            let ranges = self.selected.iter().map(|&i| self.ranges[i].clone());
-            assemble_batch(&self.records, ranges, &mut self.batch);
-            for m in 0..self.groups[g].members.len() {
-                let r = self.groups[g].members[m];
-                let rule = &mut self.rules[r];
-                match rule.on_batch(&self.batch, self.selected.len()) {
-                    Ok(alerts) => {
-                        for a in alerts {
-                            let Some(&index) = self.selected.get(a.event_index as usize) else {
-                                rule.stats.alerts_dropped.fetch_add(1, Ordering::Relaxed);
-                                if rule.may_warn() {
-                                    tracing::warn!(rule = %rule.meta.id, index = a.event_index, "alert names an event outside its batch; dropped");
-                                }
-                                continue;
-                            };
-                            self.pending.push((
-                                index,
-                                r,
-                                self.builder.build(rule.meta.alerting(&a.rule), a, &chunk[index]),
-                            ));
-                        }
+            // In batches of at most MAX_BATCH_BYTES (an event goes alone if
+            // it is larger), so that no batch can exceed a rule's memory.
+            let mut from = 0;
+            while from < self.selected.len() {
+                let (mut to, mut bytes) = (from, 0);
+                while to < self.selected.len() {
+                    let len = self.ranges[self.selected[to]].len();
+                    if to > from && bytes + len > MAX_BATCH_BYTES {
+                        break;
                     }
-                    Err(Fault::Quarantined(_)) => {}
-                    // Logged and counted by the rule.
-                    Err(_) => {}
+                    bytes += len;
+                    to += 1;
                 }
+                let batch = &self.selected[from..to];
+                assemble_batch(&self.records, batch.iter().map(|&i| self.ranges[i].clone()), &mut self.batch);
+                for m in 0..self.groups[g].members.len() {
+                    let r = self.groups[g].members[m];
+                    let rule = &mut self.rules[r];
+                    match rule.on_batch(&self.batch, batch.len()) {
+                        Ok(alerts) => {
+                            for a in alerts {
+                                let Some(&index) = batch.get(a.event_index as usize) else {
+                                    rule.stats.alerts_dropped.fetch_add(1, Ordering::Relaxed);
+                                    if rule.may_warn() {
+                                        tracing::warn!(rule = %rule.meta.id, index = a.event_index, "alert names an event outside its batch; dropped");
+                                    }
+                                    continue;
+                                };
+                                self.pending.push((
+                                    index,
+                                    r,
+                                    self.builder.build(rule.meta.alerting(&a.rule), a, &chunk[index]),
+                                ));
+                            }
+                        }
+                        Err(Fault::Quarantined(_)) => {}
+                        // Logged and counted by the rule.
+                        Err(_) => {}
+                    }
+                }
+                from = to;
             }
         }
         // Rules run group by group; output follows the events' order, and

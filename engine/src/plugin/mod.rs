@@ -11,6 +11,7 @@
 //! - [`dispatch`]: routing events to rules and applying swaps;
 //! - [`reload`]: the directory watcher and reloader thread.
 
+pub mod bounds;
 pub mod dispatch;
 pub mod host;
 pub mod meta;

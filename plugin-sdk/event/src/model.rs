@@ -482,6 +482,10 @@ pub struct Event {
     /// the container.
     #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "Option::is_none"))]
     pub copy_path: Option<String>,
+    /// Since 0.2.2: part of the event was cut to the daemon's per-event
+    /// bounds (labels, argv, ancestry, long strings).
+    #[cfg_attr(feature = "serde", serde(default, skip_serializing_if = "std::ops::Not::not"))]
+    pub truncated: bool,
 }
 
 impl Event {
@@ -498,6 +502,7 @@ impl Event {
             exit_code: None,
             lost: None,
             copy_path: None,
+            truncated: false,
         }
     }
 

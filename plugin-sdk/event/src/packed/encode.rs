@@ -140,6 +140,9 @@ pub fn encode_event(event: &Event, out: &mut Vec<u8>) {
     if let Some(path) = &event.copy_path {
         rec.put_str(Str::CopyPath, path);
     }
+    if event.truncated {
+        extra |= X_TRUNCATED;
+    }
     if let Some(c) = &event.cgroup {
         flags |= F_CGROUP;
         rec.put_u64(CGROUP_EVENT_ID, c.id);

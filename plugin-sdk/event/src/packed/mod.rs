@@ -85,6 +85,7 @@ pub(crate) const F_ARGV_TRUNCATED: u8 = 64;
 pub(crate) const F_PRIVILEGED: u8 = 128;
 // extra flags
 pub(crate) const X_POD_SANDBOX: u8 = 1;
+pub(crate) const X_TRUNCATED: u8 = 2;
 
 /// The string slots, in layout order.
 #[derive(Clone, Copy)]

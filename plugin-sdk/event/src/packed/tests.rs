@@ -92,6 +92,7 @@ fn full_event() -> Event {
         exit_code: Some(-9),
         lost: Some(Lost { count: 3, reason: "ring".into() }),
         copy_path: Some("/etc/cron.d/job".into()),
+        truncated: true,
     }
 }
 
@@ -163,12 +164,13 @@ fn every_field_round_trips() {
     );
     assert_eq!(c.runs_as_root(), Some(false));
     assert_eq!(v.copy_path(), Some("/etc/cron.d/job"));
+    assert!(v.truncated());
 
     let bare = batch.get(1).unwrap();
     assert_eq!(bare.kind(), Some(EventKind::ProcessFork));
     assert!(bare.process().is_none() && bare.container().is_none() && bare.pod().is_none());
     assert!(bare.exit_code().is_none() && bare.lost().is_none() && bare.cgroup().is_none());
-    assert!(bare.copy_path().is_none());
+    assert!(bare.copy_path().is_none() && !bare.truncated());
     let unknown = Event { container: Some(Arc::new(Container::default())), ..Event::new(EventKind::ContainerCopyIn) };
     let mut buf3 = Vec::new();
     encode_batch([&unknown], &mut buf3);

@@ -160,6 +160,12 @@ impl<'a> EventView<'a> {
         self.flag(F_EXIT_CODE).then(|| read_u32(self.rec, EXIT_CODE) as i32)
     }
     /// For events-lost: (count, reason).
+    /// Part of the event was cut to the daemon's per-event bounds (labels,
+    /// argv, ancestry, long strings; since 0.2.2).
+    pub fn truncated(&self) -> bool {
+        self.rec[EXTRA_FLAGS] & X_TRUNCATED != 0
+    }
+
     /// The path a `container-copy-in`/`-out` copied, inside the container
     /// (since 0.2.2).
     pub fn copy_path(&self) -> Option<&'a str> {
