@@ -9,11 +9,13 @@
 //! the fields a rule asks for.
 
 mod encode;
+mod lists;
 #[cfg(test)]
 mod tests;
 mod view;
 
 pub use encode::{assemble_batch, encode_batch, encode_event};
+pub use lists::{AncestorView, Ancestors, LabelsView, NetworkView, NetworksView, PortView, PortsView, Strings};
 pub use view::*;
 
 /// First four bytes of a batch.
