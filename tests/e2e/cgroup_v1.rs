@@ -34,8 +34,9 @@ fn check(source: &str) {
     let events = Streaming::start(Some(&rt), &["events", "--source", source, "--kind", "process-exec"]);
     let pid = std::process::id();
     let (name, marker) = (format!("vigil-e2e-v1-{source}-{pid}"), format!("v1-{source}-{pid}"));
-    // The marker runs after a pause, so that the proc connector can read it.
-    let script = format!("sleep 0.5; /bin/sleep 2 {marker}; sleep 30");
+    // The marker runs after a pause, long enough for the proc connector to
+    // read it, and again (a busy host can overflow the connector's socket).
+    let script = format!("sleep 0.5; for i in 1 2 3 4 5; do /bin/sleep 1 {marker}; done; sleep 30");
     let id = rt.cli(&["run", "-d", "--name", &name, "--network", "none", rt.image(), "/bin/sh", "-c", &script]);
     let target = rt.cli(&["inspect", "-f", "{{.State.Pid}}", &name]);
     let cgroups = std::fs::read_to_string(format!("/proc/{}/cgroup", target.trim())).unwrap_or_default();

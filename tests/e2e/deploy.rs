@@ -31,8 +31,17 @@ fn vigil_config(text: &str) -> vigil_engine::config::Config {
 fn daemonset_has_what_vigil_needs_and_no_more() {
     let docs = documents(&deploy("kubernetes/vigil.yaml"));
     let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["Namespace", "ConfigMap", "DaemonSet"]);
-    let (config_map, ds) = (&docs[1], &docs[2]);
+    assert_eq!(kinds, ["Namespace", "ConfigMap", "DaemonSet", "NetworkPolicy"]);
+    let (config_map, ds, policy) = (&docs[1], &docs[2], &docs[3]);
+    // The metrics port takes connections only from the monitoring namespace.
+    assert_eq!(policy["metadata"]["namespace"], ds["metadata"]["namespace"]);
+    assert_eq!(policy["spec"]["podSelector"]["matchLabels"], ds["spec"]["selector"]["matchLabels"]);
+    assert_eq!(strings(&policy["spec"]["policyTypes"]), ["Ingress"]);
+    let ingress = policy["spec"]["ingress"].as_sequence().unwrap();
+    assert_eq!(ingress.len(), 1, "one way in");
+    assert_eq!(ingress[0]["ports"][0]["port"], 9376);
+    assert!(ingress[0]["from"][0]["namespaceSelector"]["matchLabels"].as_mapping().is_some_and(|m| !m.is_empty()));
+    assert!(ds["spec"]["template"]["spec"]["hostNetwork"].is_null(), "not on the node's network: the policy applies");
     assert_eq!(ds["apiVersion"], "apps/v1");
     assert_eq!(ds["metadata"]["namespace"], config_map["metadata"]["namespace"]);
 

@@ -52,6 +52,9 @@ pub struct EbpfStats {
     pub lost_decode: u64,
     /// Fork records sent brief (only the process tree wanted them).
     pub brief_forks: u64,
+    /// Namespace change records (setns, unshare): seen and decoded, but
+    /// not events; they keep the process tree current.
+    pub namespace_changes: u64,
     pub tree: TreeStats,
     /// Container resolution: cgroups known, and lookups that found one or not.
     pub cgroups: CgroupStats,
@@ -199,6 +202,7 @@ fn snapshot(decoder: &Decoder, drops: &Drops, counters: &PerCpuArray<MapData, u6
         lost_read: drops.read + decoder.unreadable,
         lost_decode: decoder.malformed,
         brief_forks: decoder.brief_forks,
+        namespace_changes: decoder.namespace_changes,
         tree: decoder.enrich.tree.stats(),
         cgroups: decoder.enrich.cgroup_stats(),
         hold: decoder.enrich.hold_stats(),

@@ -47,6 +47,8 @@ pub struct Decoder {
     pub malformed: u64,
     /// Brief fork records decoded (sent while only the tree wanted forks).
     pub brief_forks: u64,
+    /// Namespace change records decoded (they update the tree; no event).
+    pub namespace_changes: u64,
     /// Brief fork records a rule wanted whose process could no longer be
     /// read from /proc: reported as lost (`ebpf: task unreadable`).
     pub unreadable: u64,
@@ -63,6 +65,7 @@ impl Decoder {
             decoded: 0,
             malformed: 0,
             brief_forks: 0,
+            namespace_changes: 0,
             unreadable: 0,
             unreadable_unreported: 0,
         };
@@ -183,6 +186,7 @@ impl Decoder {
             // joined, and so the container it entered.
             rec::NAMESPACES => {
                 let ev: NamespacesEvent = read(bytes)?;
+                self.namespace_changes += 1;
                 self.enrich.tree.set_namespaces(ev.tgid, ev.ns);
                 Ok(None)
             }
