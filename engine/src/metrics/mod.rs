@@ -308,7 +308,7 @@ impl Telemetry {
                 filtered.with_label_values(&l).inc_by(s.filtered.load(Ordering::Relaxed));
                 requests.with_label_values(&l).inc_by(s.requests.load(Ordering::Relaxed));
                 retries.with_label_values(&l).inc_by(s.retries.load(Ordering::Relaxed));
-                recoveries.with_label_values(&l).inc_by(s.spool_recoveries.load(Ordering::Relaxed));
+                recoveries.with_label_values(&l).inc_by(w.spool.recoveries());
                 spool_bytes.with_label_values(&l).set(w.spool.bytes() as i64);
                 spool_alerts.with_label_values(&l).set(w.spool.len() as i64);
                 up.with_label_values(&l).set(s.up.load(Ordering::Relaxed) as i64);

@@ -37,8 +37,6 @@ pub struct WebhookStats {
     pub filtered: AtomicU64,
     /// Whether the last attempt succeeded.
     pub up: AtomicBool,
-    /// Damaged spool files moved aside and started anew.
-    pub spool_recoveries: AtomicU64,
 }
 
 /// The HTTP client of one webhook: its timeout, headers, CA and client certificate.

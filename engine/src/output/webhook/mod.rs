@@ -74,9 +74,8 @@ impl WebhookOutput {
         let setup = |message: String| OutputError::Setup { output: label.clone(), message };
         create_private_dir(spool_dir)
             .map_err(|e| setup(format!("cannot create spool directory {}: {e}", spool_dir.display())))?;
-        let (spool, recovered) =
-            Spool::open(&spool_dir.join(format!("{}.redb", cfg.name)), cfg.spool_max_bytes.as_u64())
-                .map_err(|e| setup(e.to_string()))?;
+        let (spool, _) = Spool::open(&spool_dir.join(format!("{}.redb", cfg.name)), cfg.spool_max_bytes.as_u64())
+            .map_err(|e| setup(e.to_string()))?;
         let client = http_client(cfg).map_err(setup)?;
         let signer = match (&cfg.hmac_secret, &cfg.hmac_secret_file) {
             (Some(s), _) => Some(Signer::new(s.as_bytes())),
@@ -89,7 +88,6 @@ impl WebhookOutput {
         };
         let spool = Arc::new(spool);
         let stats = Arc::new(WebhookStats::default());
-        stats.spool_recoveries.fetch_add(u64::from(recovered), Ordering::Relaxed);
         let wake = Arc::new(Notify::new());
         let (closing, closing_rx) = watch::channel(None);
         let delivery = Delivery {

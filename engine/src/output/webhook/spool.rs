@@ -12,9 +12,10 @@
 //! fsynced: after a crash, an acknowledged alert may be sent again
 //! (at-least-once).
 
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
@@ -33,7 +34,8 @@ pub struct SpoolError {
 
 pub struct Spool {
     path: PathBuf,
-    db: Database,
+    /// Replaced by a new file when the current one turns out damaged.
+    db: RwLock<Database>,
     max_bytes: u64,
     /// Serializes writers and holds the next sequence number.
     next_seq: Mutex<u64>,
@@ -41,6 +43,11 @@ pub struct Spool {
     bytes: AtomicU64,
     /// The last sequence number of the batch being delivered (0: none).
     in_flight: AtomicU64,
+    /// Damaged files moved aside (at open, or while running).
+    recoveries: AtomicU64,
+    /// Test seam: the next operation panics, as redb does on some damage.
+    #[cfg(test)]
+    panic_next: std::sync::atomic::AtomicBool,
 }
 
 /// One spooled alert.
@@ -83,14 +90,66 @@ impl Spool {
             Err(OpenFailure::Error(e)) => e.to_string(),
             Err(OpenFailure::Panicked(p)) => format!("redb panicked reading it: {p}"),
         };
-        let aside = path.with_extension(format!("corrupt-{}", crate::time::now_ns() / 1_000_000_000));
-        tracing::error!(spool = %path.display(), moved_to = %aside.display(), error = %why, "spool file is damaged; moved aside, starting an empty spool");
-        std::fs::rename(path, &aside).map_err(|e| err(redb::Error::Io(e)))?;
+        move_aside(path, &why).map_err(|e| err(redb::Error::Io(e)))?;
         match Self::open_guarded(path, max_bytes) {
-            Ok(spool) => Ok((spool, true)),
+            Ok(spool) => {
+                spool.recoveries.store(1, Ordering::Relaxed);
+                Ok((spool, true))
+            }
             Err(OpenFailure::Error(e)) => Err(err(e)),
             Err(OpenFailure::Panicked(p)) => Err(err(redb::Error::Io(std::io::Error::other(p)))),
         }
+    }
+
+    /// Runs `op`; when it fails because the file is damaged, or redb
+    /// panics inside it, the file is moved aside, a new one started, and
+    /// `op` run once more on it: alerts keep flowing. The alerts in the
+    /// damaged file stay there (logged), undelivered.
+    fn guarded<T>(&self, op: impl Fn() -> Result<T, SpoolError>) -> Result<T, SpoolError> {
+        let first = || {
+            #[cfg(test)]
+            if self.panic_next.swap(false, Ordering::Relaxed) {
+                panic!("injected");
+            }
+            op()
+        };
+        let why = match std::panic::catch_unwind(AssertUnwindSafe(first)) {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) if !is_damage(&e.source) => return Err(e),
+            Ok(Err(e)) => e.source.to_string(),
+            Err(panic) => format!("redb panicked: {}", panic_text(&*panic)),
+        };
+        self.recover(&why)?;
+        op()
+    }
+
+    /// Moves the damaged file aside and starts a new, empty one in its place.
+    fn recover(&self, why: &str) -> Result<(), SpoolError> {
+        let _writers = self.lock();
+        let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
+        let lost = self.len();
+        move_aside(&self.path, why).map_err(|e| self.err(redb::Error::Io(e)))?;
+        let fresh = Database::create(&self.path).map_err(|e| self.err(e))?;
+        restrict(&self.path).map_err(|e| self.err(e))?;
+        let tx = fresh.begin_write().map_err(|e| self.err(e))?;
+        tx.open_table(ALERTS).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        *db = fresh;
+        self.len.store(0, Ordering::Relaxed);
+        self.bytes.store(0, Ordering::Relaxed);
+        self.in_flight.store(0, Ordering::Relaxed);
+        self.recoveries.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(spool = %self.path.display(), alerts = lost, "the spool's alerts stay in the damaged file, undelivered; new alerts go to the new spool");
+        Ok(())
+    }
+
+    /// Damaged spool files moved aside, at open or while running.
+    pub fn recoveries(&self) -> u64 {
+        self.recoveries.load(Ordering::Relaxed)
+    }
+
+    fn db(&self) -> std::sync::RwLockReadGuard<'_, Database> {
+        self.db.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Opens and loads the spool, a panic inside redb caught as a failure.
@@ -100,35 +159,31 @@ impl Spool {
             restrict(path)?;
             let spool = Spool {
                 path: path.to_path_buf(),
-                db,
+                db: RwLock::new(db),
                 max_bytes,
                 next_seq: Mutex::new(1),
                 len: AtomicU64::new(0),
                 bytes: AtomicU64::new(0),
                 in_flight: AtomicU64::new(0),
+                recoveries: AtomicU64::new(0),
+                #[cfg(test)]
+                panic_next: std::sync::atomic::AtomicBool::new(false),
             };
             spool.load()?;
             Ok(spool)
         });
         match opened {
             Ok(r) => r.map_err(OpenFailure::Error),
-            Err(panic) => {
-                let text = panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("(no message)");
-                Err(OpenFailure::Panicked(text.to_string()))
-            }
+            Err(panic) => Err(OpenFailure::Panicked(panic_text(&*panic))),
         }
     }
 
     fn load(&self) -> Result<(), redb::Error> {
         // Creates the table on first use.
-        let tx = self.db.begin_write()?;
+        let tx = self.db().begin_write()?;
         tx.open_table(ALERTS)?;
         tx.commit()?;
-        let rx = self.db.begin_read()?;
+        let rx = self.db().begin_read()?;
         let table = rx.open_table(ALERTS)?;
         let (mut len, mut bytes, mut last) = (0u64, 0u64, 0u64);
         for row in table.iter()? {
@@ -171,13 +226,18 @@ impl Spool {
     /// Appends `records` durably; returns how many of the oldest alerts were
     /// dropped to stay within the bound.
     pub fn append<'a>(&self, records: impl IntoIterator<Item = &'a [u8]>) -> Result<u64, SpoolError> {
+        let records: Vec<&[u8]> = records.into_iter().collect();
+        self.guarded(|| self.append_once(&records))
+    }
+
+    fn append_once(&self, records: &[&[u8]]) -> Result<u64, SpoolError> {
         let mut next = self.lock();
         let (mut seq, mut len, mut bytes) = (*next, self.len(), self.bytes());
         let dropped;
-        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        let tx = self.db().begin_write().map_err(|e| self.err(e))?;
         {
             let mut table = tx.open_table(ALERTS).map_err(|e| self.err(e))?;
-            for r in records {
+            for &r in records {
                 table.insert(seq, r).map_err(|e| self.err(e))?;
                 seq += 1;
                 len += 1;
@@ -196,13 +256,17 @@ impl Spool {
     /// Drops the oldest alerts until a record of `size` bytes fits within
     /// the bound; returns how many were dropped.
     pub fn make_room(&self, size: u64) -> Result<u64, SpoolError> {
+        self.guarded(|| self.make_room_once(size))
+    }
+
+    fn make_room_once(&self, size: u64) -> Result<u64, SpoolError> {
         let _next = self.lock();
         let (mut len, mut bytes) = (self.len(), self.bytes());
         let budget = self.max_bytes.saturating_sub(size + RECORD_OVERHEAD);
         if bytes <= budget {
             return Ok(0);
         }
-        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        let tx = self.db().begin_write().map_err(|e| self.err(e))?;
         let dropped = {
             let mut table = tx.open_table(ALERTS).map_err(|e| self.err(e))?;
             self.drop_oldest(&mut table, &mut len, &mut bytes, budget, false)?
@@ -247,10 +311,14 @@ impl Spool {
     /// all (at least one, whatever its size): the batch in flight, kept from
     /// drops until [`Self::remove_through`]. One delivery task peeks.
     pub fn peek(&self, max_alerts: usize, max_bytes: u64) -> Result<Vec<Record>, SpoolError> {
+        self.guarded(|| self.peek_once(max_alerts, max_bytes))
+    }
+
+    fn peek_once(&self, max_alerts: usize, max_bytes: u64) -> Result<Vec<Record>, SpoolError> {
         // Under the writers' lock: no append drops what is read here before
         // it is marked in flight.
         let _writers = self.lock();
-        let rx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let rx = self.db().begin_read().map_err(|e| self.err(e))?;
         let table = rx.open_table(ALERTS).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         let mut total = 0u64;
@@ -270,8 +338,12 @@ impl Spool {
     /// Removes every alert up to and including `seq` (delivered, or
     /// rejected for good).
     pub fn remove_through(&self, seq: u64) -> Result<(), SpoolError> {
+        self.guarded(|| self.remove_through_once(seq))
+    }
+
+    fn remove_through_once(&self, seq: u64) -> Result<(), SpoolError> {
         let _writer = self.lock();
-        let mut tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        let mut tx = self.db().begin_write().map_err(|e| self.err(e))?;
         // A crash before the next durable commit re-sends these: allowed.
         tx.set_durability(Durability::None).map_err(|e| self.err(e))?;
         let (mut removed, mut freed) = (0u64, 0u64);
@@ -295,16 +367,33 @@ impl Spool {
     /// does not re-send.
     pub fn sync(&self) -> Result<(), SpoolError> {
         let _writer = self.lock();
-        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        let tx = self.db().begin_write().map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))
     }
 
     /// Entries actually in the file (for tests).
     pub fn count_stored(&self) -> Result<u64, SpoolError> {
-        let rx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let rx = self.db().begin_read().map_err(|e| self.err(e))?;
         let table = rx.open_table(ALERTS).map_err(|e| self.err(e))?;
         table.len().map_err(|e| self.err(e))
     }
+}
+
+/// Moves a damaged spool file aside (`<path>.corrupt-<unix time>`), logged.
+fn move_aside(path: &Path, why: &str) -> std::io::Result<()> {
+    let aside = path.with_extension(format!("corrupt-{}", crate::time::now_ns() / 1_000_000_000));
+    tracing::error!(spool = %path.display(), moved_to = %aside.display(), error = %why, "spool file is damaged; moved aside, starting an empty spool");
+    std::fs::rename(path, &aside)
+}
+
+/// What a caught panic said.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)")
+        .to_string()
 }
 
 /// Owner-only permissions (0600) on the spool file: alerts can hold secrets.
@@ -381,6 +470,35 @@ mod tests {
         assert_eq!(s.append([rec(13).as_slice(), rec(14).as_slice(), rec(15).as_slice()]).unwrap(), 1);
         let left: Vec<u8> = s.peek(100, u64::MAX).unwrap().iter().map(|r| r.bytes[0]).collect();
         assert_eq!(left, [6, 7, 8, 9, 10, 11, 12, 13, 14, 15], "nothing in flight: the oldest go again");
+    }
+
+    /// redb can panic (or fail) on a damaged file long after it opened it:
+    /// the file is moved aside, a new one started, and the operation done
+    /// on it; the sink keeps working.
+    #[test]
+    fn damage_found_while_running_moves_the_file_aside_and_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.redb");
+        let (s, _) = Spool::open(&path, 1 << 20).unwrap();
+        s.append([b"old".as_slice()]).unwrap();
+        s.panic_next.store(true, Ordering::Relaxed);
+        assert_eq!(s.append([b"new".as_slice()]).unwrap(), 0);
+        assert_eq!(s.recoveries(), 1);
+        assert_eq!(texts(&s.peek(10, 1 << 20).unwrap()), ["new"], "the new file has the new alert");
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("corrupt-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "the damaged file is kept aside: {aside:?}");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        s.panic_next.store(true, Ordering::Relaxed);
+        let batch = s.peek(10, 1 << 20).unwrap();
+        assert!(batch.is_empty() && s.recoveries() == 2, "a panic in a read too");
+        drop(s);
+        let (again, recovered) = Spool::open(&path, 1 << 20).unwrap();
+        assert!(!recovered && again.is_empty(), "the new file opens cleanly");
     }
 
     #[test]
