@@ -229,7 +229,9 @@ fn fill_task_brief(out: *mut Task, task: *const u8) -> Result<(), ()> {
     out._pad = 0;
     // SAFETY: a helper with no preconditions.
     out.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    out.cgroup_v1_id = if off!(cgroup_v1_hierarchy) != 0 { cgroup_v1_id(task) } else { 0 };
+    // Read at exec only (`exec_cgroup_v1_id`): a fork's is its parent's,
+    // which the daemon's process tree has.
+    out.cgroup_v1_id = 0;
     out.start_boot_ns = field(task, off!(task_struct_start_boottime)).unwrap_or(0);
     out.ns = [0; 7];
     out._pad2 = 0;
@@ -238,11 +240,14 @@ fn fill_task_brief(out: *mut Task, task: *const u8) -> Result<(), ()> {
 }
 
 /// The id of `task`'s cgroup in the chosen v1 hierarchy
-/// (`task->cgroups->subsys[ssid]->cgroup->kn->id`); 0 when unreadable. On a
-/// v1 host every task's v2 id is the root's, so this is what tells a
-/// container's processes from the host's.
+/// (`task->cgroups->subsys[ssid]->cgroup->kn->id`); 0 when none was chosen
+/// or unreadable. On a v1 host every task's v2 id is the root's, so this is
+/// what tells a container's processes from the host's.
 #[inline(always)]
-fn cgroup_v1_id(task: *const u8) -> u64 {
+pub(crate) fn exec_cgroup_v1_id(task: *const u8) -> u64 {
+    if off!(cgroup_v1_hierarchy) == 0 {
+        return 0;
+    }
     let read = || -> Result<u64, ()> {
         let css_set: *const u8 = field(task, off!(task_struct_cgroups))?;
         let css: *const u8 = field(css_set, off!(css_set_v1_subsys))?;

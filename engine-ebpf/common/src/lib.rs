@@ -131,8 +131,9 @@ pub struct Task {
     /// The id (inode number) of the task's cgroup v2 directory.
     pub cgroup_id: u64,
     /// The id of its cgroup in the cgroup v1 hierarchy the daemon chose
-    /// ([`Offsets::cgroup_v1_hierarchy`]); 0 when none was chosen (v2-only
-    /// hosts) or unreadable.
+    /// ([`Offsets::cgroup_v1_hierarchy`]), read at exec only (a fork's is
+    /// its parent's); 0 when none was chosen (v2-only hosts), unreadable, or
+    /// in a fork record.
     pub cgroup_v1_id: u64,
     /// When the task started, nanoseconds since boot.
     pub start_boot_ns: u64,

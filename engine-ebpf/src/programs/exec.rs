@@ -24,7 +24,7 @@ use vigil_ebpf_common::{
     counter, kind,
 };
 
-use super::{EVENTS, count, field, fill_task, header, off, start};
+use super::{EVENTS, count, exec_cgroup_v1_id, field, fill_task, header, off, start};
 
 /// One exec record per CPU, built here before it is output.
 #[map]
@@ -57,6 +57,7 @@ fn fill(s: &mut ExecScratch, task: *const u8, bprm: *const u8) -> Result<usize, 
     let ev = &mut s.event;
     ev.header = header(kind::EXEC, 0);
     fill_task(&mut ev.task, task)?;
+    ev.task.cgroup_v1_id = exec_cgroup_v1_id(task);
     // Every field is written: the buffer holds the previous exec's record.
     ev.filename_len = 0;
     ev.args_len = 0;

@@ -110,13 +110,16 @@ impl ProcessTree {
 
     /// A process forked `pid` from `ppid`: it runs its parent's program.
     /// `ns`: the child's namespaces, all 0 when not read (a brief fork
-    /// record): then its parent's.
-    pub fn fork(&mut self, pid: u32, ppid: u32, start_ns: u64, cgroups: CgroupIds, ns: [u32; 7]) {
-        let (comm, exe, argv, parent_ns) = match self.nodes.get(&ppid) {
-            Some(p) => (p.comm.clone(), p.exe.clone(), p.argv.clone(), p.ns),
-            None => (Arc::from(""), Arc::from(""), Arc::from(Vec::new()), [0; 7]),
+    /// record): then its parent's; so is a v1 cgroup id of 0.
+    pub fn fork(&mut self, pid: u32, ppid: u32, start_ns: u64, mut cgroups: CgroupIds, ns: [u32; 7]) {
+        let (comm, exe, argv, parent_ns, parent_v1) = match self.nodes.get(&ppid) {
+            Some(p) => (p.comm.clone(), p.exe.clone(), p.argv.clone(), p.ns, p.cgroups.v1),
+            None => (Arc::from(""), Arc::from(""), Arc::from(Vec::new()), [0; 7], 0),
         };
         let ns = if ns == [0; 7] { parent_ns } else { ns };
+        if cgroups.v1 == 0 {
+            cgroups.v1 = parent_v1;
+        }
         self.nodes.insert(pid, Node { ppid, comm, exe, argv, start_ns, cgroups, ns, exited: false });
         self.stats.peak = self.stats.peak.max(self.nodes.len());
     }

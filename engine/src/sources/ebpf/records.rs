@@ -155,7 +155,9 @@ impl Decoder {
                     return Ok(None);
                 }
                 process.ancestry = self.enrich.tree.ancestry(t.ppid, MAX_ANCESTRY);
-                Ok(self.event(EventKind::ProcessFork, time_ns, cgroup_ids(t), |e| e.process = Some(process)))
+                // The child's v1 cgroup is its parent's, from the tree.
+                let cgroups = self.enrich.tree.get(t.tgid).map_or(cgroup_ids(t), |n| n.cgroups);
+                Ok(self.event(EventKind::ProcessFork, time_ns, cgroups, |e| e.process = Some(process)))
             }
             rec::EXIT => {
                 let ev: ExitEvent = read(bytes)?;
