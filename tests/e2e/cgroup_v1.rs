@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use vigil_engine::event::Event;
+use vigil_engine::event::{Event, EventKind};
 
 use crate::require_root;
 use crate::streaming::Streaming;
@@ -31,7 +31,8 @@ fn check(source: &str) {
         return;
     }
     let rt = RuntimeDaemon::docker_in_cgroup_v1();
-    let events = Streaming::start(Some(&rt), &["events", "--source", source, "--kind", "process-exec"]);
+    let kinds = ["--kind", "process-exec", "--kind", "process-exit"];
+    let events = Streaming::start(Some(&rt), &[&["events", "--source", source][..], &kinds].concat());
     let pid = std::process::id();
     let (name, marker) = (format!("vigil-e2e-v1-{source}-{pid}"), format!("v1-{source}-{pid}"));
     // The marker runs after a pause, long enough for the proc connector to
@@ -40,9 +41,16 @@ fn check(source: &str) {
     let id = rt.cli(&["run", "-d", "--name", &name, "--network", "none", rt.image(), "/bin/sh", "-c", &script]);
     let target = rt.cli(&["inspect", "-f", "{{.State.Pid}}", &name]);
     let cgroups = std::fs::read_to_string(format!("/proc/{}/cgroup", target.trim())).unwrap_or_default();
-    let e = events.event(Duration::from_secs(20), |e: &Event| {
-        e.process.as_ref().is_some_and(|p| p.argv.iter().any(|a| a == &marker))
-    });
+    let marker = marker.as_str();
+    let marked = |kind: EventKind| {
+        move |e: &Event| e.kind == kind && e.process.as_ref().is_some_and(|p| p.argv.iter().any(|a| a == marker))
+    };
+    let e = events.event(Duration::from_secs(20), marked(EventKind::ProcessExec));
+    // Its exit: the eBPF source reads the v1 id at exec only; later events
+    // take it from the process tree. (The proc connector's exits carry what
+    // /proc still shows of a process that is gone: nothing.)
+    let exit =
+        if source == "ebpf" { events.event(Duration::from_secs(10), marked(EventKind::ProcessExit)) } else { None };
     rt.cli(&["rm", "-f", &name]);
     let log = events.stop();
 
@@ -53,6 +61,10 @@ fn check(source: &str) {
     let e = e.unwrap_or_else(|| panic!("the container's exec ran\n{log}"));
     let c = e.container.as_ref().unwrap_or_else(|| panic!("the exec carries its container: {e:?}\n{log}"));
     assert_eq!((c.id.as_str(), c.name.as_str()), (id.as_str(), name.as_str()), "described by Docker");
+    if source == "ebpf" {
+        let exit = exit.unwrap_or_else(|| panic!("the marker's exit\n{log}"));
+        assert_eq!(exit.container.as_ref().map(|c| c.id.as_str()), Some(id.as_str()), "{exit:?}");
+    }
 }
 
 #[test]
