@@ -3,7 +3,7 @@
 //! compiled components, and the host functions rules import.
 
 use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ use wasmtime::{Config, Engine, OptLevel};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::PluginError;
+use super::cache::CompileCache;
 use super::watchdog::Watchdog;
 
 wasmtime::component::bindgen!({
@@ -180,7 +181,7 @@ pub struct PluginHost {
     linker: Linker<HostState>,
     /// Host interface plus WASI p2, for rules the operator granted WASI.
     linker_wasi: Linker<HostState>,
-    cache_dir: Option<PathBuf>,
+    cache: Option<CompileCache>,
     watchdog: Arc<Watchdog>,
 }
 
@@ -205,24 +206,18 @@ impl PluginHost {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker_wasi).map_err(PluginError::Engine)?;
         deny_blocking_poll(&mut linker_wasi).map_err(PluginError::Engine)?;
 
-        let cache_dir = match &settings.cache_dir {
-            Some(dir) => {
-                create_private_dir(dir).map_err(|e| PluginError::Cache(dir.clone(), e))?;
-                match check_private_dir(dir) {
-                    Ok(()) => Some(dir.clone()),
-                    Err(why) => {
-                        // Compiled code from this directory runs natively in the
-                        // daemon: never trust one someone else can write.
-                        tracing::error!(dir = %dir.display(), "{why}; the compile cache is disabled");
-                        None
-                    }
-                }
+        let cache = settings.cache_dir.as_ref().and_then(|dir| match CompileCache::open(dir) {
+            Ok(cache) => Some(cache),
+            Err(why) => {
+                // Compiled code from this directory runs natively in the
+                // daemon: never trust one someone else can write.
+                tracing::error!(dir = %dir.display(), "{why}; the compile cache is disabled");
+                None
             }
-            None => None,
-        };
+        });
 
         let watchdog = Watchdog::start(engine.clone()).map_err(|e| PluginError::Engine(wasmtime::Error::from(e)))?;
-        Ok(PluginHost { engine, linker, linker_wasi, cache_dir, watchdog: Arc::new(watchdog) })
+        Ok(PluginHost { engine, linker, linker_wasi, cache, watchdog: Arc::new(watchdog) })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -241,37 +236,37 @@ impl PluginHost {
         if !bytes.starts_with(b"\0asm") {
             return Err(PluginError::NotWasm);
         }
-        let Some(path) = self.cache_path(hash) else {
+        let Some(cache) = &self.cache else {
             return Ok((Component::new(&self.engine, bytes).map_err(PluginError::Compile)?, false));
         };
-        if path.exists() {
-            // SAFETY: the cache directory is created 0700 by this daemon and
-            // holds only what `precompile_component` wrote for this exact
-            // engine configuration (its compatibility hash is in the name).
-            match unsafe { Component::deserialize_file(&self.engine, &path) } {
+        let name = self.cache_name(hash);
+        if let Some(compiled) = cache.load(&name) {
+            // SAFETY: read through the cache directory opened at start, which
+            // only this daemon's user can write (checked with every directory
+            // above it), from a file of ours no one else can write; it holds
+            // what `precompile_component` wrote for this exact engine
+            // configuration (its compatibility hash is in the name).
+            match unsafe { Component::deserialize(&self.engine, &compiled) } {
                 Ok(c) => return Ok((c, true)),
                 Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "compiled rule cache entry unusable; recompiling")
+                    tracing::warn!(dir = %cache.path().display(), file = name, error = %e, "compiled rule cache entry unusable; recompiling")
                 }
             }
         }
         let compiled = self.engine.precompile_component(bytes).map_err(PluginError::Compile)?;
         // SAFETY: produced just above by this engine.
         let component = unsafe { Component::deserialize(&self.engine, &compiled) }.map_err(PluginError::Compile)?;
-        // A name no other process uses: two daemons may share the cache.
-        let tmp = path.with_extension(format!("{}.{}.tmp", std::process::id(), crate::time::now_ns()));
-        if let Err(e) = std::fs::write(&tmp, &compiled).and_then(|()| std::fs::rename(&tmp, &path)) {
-            tracing::warn!(path = %path.display(), error = %e, "cannot write compiled rule cache");
+        if let Err(e) = cache.store(&name, &compiled) {
+            tracing::warn!(dir = %cache.path().display(), file = name, error = %e, "cannot write compiled rule cache");
         }
         Ok((component, false))
     }
 
-    fn cache_path(&self, content_hash: &str) -> Option<PathBuf> {
-        let dir = self.cache_dir.as_ref()?;
+    /// The cache file of the component whose content hash is `content_hash`.
+    fn cache_name(&self, content_hash: &str) -> String {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut h);
-        let engine_hash = h.finish();
-        Some(dir.join(format!("{content_hash}-{engine_hash:016x}.cwasm")))
+        format!("{content_hash}-{:016x}.cwasm", h.finish())
     }
 
     /// What `component` imports, and whether a rule gets it: the host
@@ -377,58 +372,9 @@ fn compatible_version(theirs: &str, ours: &str) -> bool {
     }
 }
 
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
-}
-
-/// The cache directory must be ours and closed to everyone else.
-fn check_private_dir(dir: &Path) -> Result<(), String> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::symlink_metadata(dir).map_err(|e| format!("cannot stat the compile cache directory: {e}"))?;
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
-    if !meta.is_dir() {
-        return Err("the compile cache path is not a directory (or is a symlink)".into());
-    }
-    if meta.uid() != me {
-        return Err(format!("the compile cache directory belongs to uid {}, not this daemon's uid {me}", meta.uid()));
-    }
-    let mode = meta.mode() & 0o777;
-    if mode & 0o022 != 0 {
-        // Others could have planted files already: tightening now is too late.
-        return Err(format!("the compile cache directory is writable by others (mode {mode:o}); it must be 0700"));
-    }
-    if mode & 0o077 != 0 {
-        // Ours and written only by us: close it.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| format!("cannot set the compile cache directory to mode 0700: {e}"))?;
-        tracing::info!(dir = %dir.display(), old_mode = format!("{mode:o}"), "compile cache directory set to mode 0700");
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{check_private_dir, compatible_version};
-    use std::os::unix::fs::PermissionsExt;
-
-    #[test]
-    fn cache_directory_must_be_private() {
-        let dir = tempfile::tempdir().unwrap();
-        let mode = |m| std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(m)).unwrap();
-        let current = || std::fs::metadata(dir.path()).unwrap().permissions().mode() & 0o777;
-        mode(0o755);
-        check_private_dir(dir.path()).unwrap();
-        assert_eq!(current(), 0o700, "readable by others: tightened");
-        mode(0o777);
-        assert!(check_private_dir(dir.path()).unwrap_err().contains("writable by others"));
-        mode(0o770);
-        assert!(check_private_dir(dir.path()).is_err());
-        mode(0o700);
-        check_private_dir(dir.path()).unwrap();
-    }
+    use super::compatible_version;
 
     #[test]
     fn interface_versions() {

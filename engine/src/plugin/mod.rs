@@ -12,6 +12,7 @@
 //! - [`reload`]: the directory watcher and reloader thread.
 
 pub mod bounds;
+pub(crate) mod cache;
 pub mod dispatch;
 pub mod host;
 pub mod meta;
@@ -37,9 +38,6 @@ pub enum PluginError {
     /// the daemon's user.
     #[error("rule directory {0} is not trusted: {1}")]
     UntrustedRuleDir(PathBuf, String),
-    /// The compile cache directory is unusable.
-    #[error("compile cache directory {0}: {1}")]
-    Cache(PathBuf, #[source] std::io::Error),
     /// Not WebAssembly at all.
     #[error("not a WebAssembly binary (it does not start with \\0asm)")]
     NotWasm,
