@@ -14,7 +14,11 @@
 //! | Cloud Foundry garden | `/garden/<handle>` | |
 //!
 //! Nested containers (docker-in-docker, kind and minikube nodes, whose pods
-//! live under the node container's cgroup) resolve to the innermost one.
+//! live under the node container's cgroup) resolve to the innermost one,
+//! marked `nested`: a runtime inside the outer container made it (or the
+//! outer container's own processes did, if they can write their cgroup),
+//! so the host's runtimes cannot vouch for it, and their description of a
+//! container with the same id is not its own.
 //! A path under a user's systemd manager (`user@<uid>.service`, a subtree
 //! delegated to that user, where rootless runtimes run) is marked
 //! `delegated`: its owner could have named any cgroup there like a
@@ -35,6 +39,8 @@ pub struct CgroupOwner {
     /// The path is in a subtree delegated to a user (`user@<uid>.service`):
     /// the name alone does not show a runtime made it.
     pub delegated: bool,
+    /// The path is under another container's cgroup.
+    pub nested: bool,
 }
 
 /// The container `path` (relative to its hierarchy's root, as in
@@ -47,7 +53,11 @@ pub fn container_of(path: &str) -> Option<CgroupOwner> {
         if let Some((runtime, id)) = container_component(parts[i], parent, &parts[..i]) {
             let pod_uid = parts[..i].iter().rev().find_map(|p| pod_uid(p));
             let delegated = parts[..i].iter().any(|p| p.starts_with("user@") && p.ends_with(".service"));
-            return Some(CgroupOwner { runtime, id, pod_uid, delegated });
+            let nested = (0..i).any(|j| {
+                let parent = if j > 0 { parts[j - 1] } else { "" };
+                container_component(parts[j], parent, &parts[..j]).is_some()
+            });
+            return Some(CgroupOwner { runtime, id, pod_uid, delegated, nested });
         }
     }
     None
@@ -137,7 +147,7 @@ mod tests {
     const UID: &str = "6b1c7f0e-3a2d-4c5b-9e8f-1a2b3c4d5e6f";
 
     fn owner(runtime: Runtime, id: &str, pod: Option<&str>) -> Option<CgroupOwner> {
-        Some(CgroupOwner { runtime, id: id.into(), pod_uid: pod.map(String::from), delegated: false })
+        Some(CgroupOwner { runtime, id: id.into(), pod_uid: pod.map(String::from), delegated: false, nested: false })
     }
 
     #[test]
@@ -200,13 +210,19 @@ mod tests {
     }
 
     #[test]
-    fn nested_containers_resolve_to_the_innermost() {
+    fn nested_containers_resolve_to_the_innermost_marked_nested() {
+        let nested = |o: Option<CgroupOwner>| o.map(|o| CgroupOwner { nested: true, ..o });
         // docker-in-docker
-        assert_eq!(container_of(&format!("/docker/{ID2}/docker/{ID}")), owner(Runtime::Docker, ID, None));
+        assert_eq!(container_of(&format!("/docker/{ID2}/docker/{ID}")), nested(owner(Runtime::Docker, ID, None)));
+        // a container naming a cgroup of its own after another container
+        assert_eq!(
+            container_of(&format!("/system.slice/docker-{ID2}.scope/docker-{ID}.scope")),
+            nested(owner(Runtime::Docker, ID, None))
+        );
         // a pod in a kind node
         assert_eq!(
             container_of(&format!("/docker/{ID2}/kubepods/besteffort/pod{UID}/{ID}")),
-            owner(Runtime::Containerd, ID, Some(UID))
+            nested(owner(Runtime::Containerd, ID, Some(UID)))
         );
         // the kind node's own services belong to the node container
         assert_eq!(
@@ -219,7 +235,7 @@ mod tests {
             container_of(&format!(
                 "/docker/{ID2}/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice/docker-{ID}.scope"
             )),
-            owner(Runtime::Docker, ID, Some(UID))
+            nested(owner(Runtime::Docker, ID, Some(UID)))
         );
     }
 

@@ -20,10 +20,14 @@ use vigil_event::{Container, Pod};
 
 use super::cgroup_path::container_of;
 
-/// The label on a container that only its cgroup's name vouches for, in a
-/// subtree a user controls (the value says why); a runtime's description,
-/// once a watcher has one, replaces it.
+/// The label on a container that only its cgroup's name vouches for (the
+/// value says why): in a subtree a user controls (`user-delegated-cgroup`;
+/// a runtime's description, once a watcher has one, replaces it), or
+/// under another container's cgroup (`nested-in-container`; never
+/// described: the host's runtimes did not make it).
 pub const UNVERIFIED_LABEL: &str = "vigil.unverified";
+/// The value of [`UNVERIFIED_LABEL`] for a container nested in another.
+pub const NESTED: &str = "nested-in-container";
 
 /// A task's cgroup ids, as the eBPF programs read them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -57,7 +61,9 @@ impl Context {
                     id: owner.id,
                     runtime: owner.runtime,
                     // Said until a runtime's watcher describes it (its description replaces this).
-                    labels: if owner.delegated {
+                    labels: if owner.nested {
+                        vec![(UNVERIFIED_LABEL.to_string(), NESTED.to_string())]
+                    } else if owner.delegated {
                         vec![(UNVERIFIED_LABEL.to_string(), "user-delegated-cgroup".to_string())]
                     } else {
                         Vec::new()

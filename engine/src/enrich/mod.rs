@@ -236,6 +236,11 @@ impl Enricher {
     /// the event is held, if a connected watcher will describe it: `None`.
     pub fn describe(&mut self, mut event: Event) -> Option<Event> {
         let (Some(cache), Some(c)) = (&self.containers, &event.container) else { return Some(event) };
+        // A container nested in another: the host's runtimes did not make
+        // it, and their container of the same id (if any) is another one.
+        if c.labels.iter().any(|(k, v)| k == cgroups::UNVERIFIED_LABEL && v == cgroups::NESTED) {
+            return Some(event);
+        }
         let holding = self.hold.is_holding(&c.id);
         let known = if holding { None } else { cache.get(&c.id) };
         if let Some(k) = known {
@@ -334,5 +339,26 @@ mod tests {
         assert_eq!(id_of(e.contextualize(CgroupIds { v2: 10, v1: 0 }, exec())), None, "v2 alone: the host");
         assert_eq!(id_of(e.contextualize(CgroupIds { v2: 1, v1: 11 }, exec())), None, "another hierarchy's");
         assert_eq!(e.cgroup_stats().containers, 1);
+    }
+
+    /// A process in container A that names a cgroup of its own after
+    /// container B's id is not B: it carries the id, unverified, never B's
+    /// description.
+    #[test]
+    fn a_container_nested_in_another_is_never_described_as_the_hosts() {
+        let cache = containers::ContainerCache::new();
+        let victim = vigil_event::Container { id: ID.into(), name: "payments".into(), ..Default::default() };
+        cache.insert(victim, None);
+        let mut e = Enricher::empty(&EbpfConfig::default()).with_containers(cache, HoldLimits::default());
+        let outer = "a".repeat(64);
+        e.cgroup_mkdir(0, 10, &format!("/system.slice/docker-{outer}.scope/docker-{ID}.scope"));
+        e.cgroup_mkdir(0, 11, &format!("/system.slice/docker-{ID}.scope"));
+        let exec = || Event::new(EventKind::ProcessExec);
+        let fake = e.contextualize(CgroupIds { v2: 10, v1: 0 }, exec()).unwrap();
+        let c = fake.container.unwrap();
+        assert_eq!((c.id.as_str(), c.name.as_str()), (ID, ""), "not described as payments");
+        assert!(c.labels.contains(&(cgroups::UNVERIFIED_LABEL.into(), cgroups::NESTED.into())), "{:?}", c.labels);
+        let real = e.contextualize(CgroupIds { v2: 11, v1: 0 }, exec()).unwrap();
+        assert_eq!(real.container.unwrap().name, "payments");
     }
 }
