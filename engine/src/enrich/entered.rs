@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::os::unix::fs::MetadataExt;
 
 use rustc_hash::{FxHashMap, FxHashSet};
-use vigil_event::{Event, EventKind, Namespaces, Process};
+use vigil_event::{Container, Event, Pod};
 
 use super::cgroups::Context;
 use super::containers::ContainerCache;
@@ -86,13 +86,8 @@ impl Entered {
             let pid = c.pid;
             let in_it = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|cg| cg.contains(&c.id));
             let mnt = std::fs::metadata(format!("/proc/{pid}/ns/mnt")).map_or(0, |m| m.ino());
-            if in_it && mnt != 0 {
-                let mut e = Event::new(EventKind::ProcessExec);
-                let namespaces = Namespaces { mnt, ..Default::default() };
-                e.process = Some(Process { namespaces, ..Default::default() });
-                e.container = Some(c.clone());
-                e.pod = known.pod.clone();
-                self.learn(&e);
+            if in_it {
+                self.remember(mnt, c, known.pod.as_ref());
             }
         }
     }
@@ -100,7 +95,11 @@ impl Entered {
     /// Notes the mount namespace of an event of a described container.
     pub fn learn(&mut self, e: &Event) {
         let (Some(p), Some(c)) = (&e.process, &e.container) else { return };
-        let mnt = p.namespaces.mnt;
+        self.remember(p.namespaces.mnt, c, e.pod.as_ref());
+    }
+
+    /// Notes `mnt` as the mount namespace of `c`, a described container.
+    fn remember(&mut self, mnt: u64, c: &Arc<Container>, pod: Option<&Arc<Pod>>) {
         // Described by a runtime (it has a name), and not marked as
         // anything else (entered, unverified, unresolved).
         let vouched = !c.name.is_empty() && !c.labels.iter().any(|(k, _)| k.starts_with("vigil."));
@@ -113,7 +112,7 @@ impl Entered {
         if self.by_mnt.len() >= MAX_NAMESPACES {
             self.by_mnt.clear();
         }
-        self.by_mnt.insert(mnt, Context { container: Some(c.clone()), pod: e.pod.clone() });
+        self.by_mnt.insert(mnt, Context { container: Some(c.clone()), pod: pod.cloned() });
     }
 
     /// Attributes an event without a container whose process is in a
@@ -142,7 +141,7 @@ impl Default for Entered {
 
 #[cfg(test)]
 mod tests {
-    use vigil_event::Container;
+    use vigil_event::{EventKind, Process};
 
     use super::*;
 

@@ -29,24 +29,53 @@ pub(super) fn list_bounds(rec: &[u8], at: usize, entry_len: usize) -> (usize, us
     (off, count.min(rec.len().saturating_sub(off) / entry_len))
 }
 
-/// Iterator over a packed list of strings.
-#[derive(Clone, Debug)]
-pub struct Strings<'a> {
-    pub(super) rec: &'a [u8],
-    pub(super) off: usize,
-    pub(super) count: usize,
-    pub(super) i: usize,
+/// How one entry of a packed list is read.
+pub trait Entry<'a> {
+    /// Bytes of one entry in the list's table.
+    const LEN: usize;
+    /// The entry whose table slot starts at `at` in `rec`.
+    fn read(rec: &'a [u8], at: usize) -> Self;
 }
 
-impl<'a> Iterator for Strings<'a> {
-    type Item = &'a str;
-    fn next(&mut self) -> Option<&'a str> {
+/// Iterator over a packed list (argv, ancestry, labels, networks, ports),
+/// each entry read from the bytes only when reached.
+pub struct Entries<'a, T> {
+    rec: &'a [u8],
+    off: usize,
+    count: usize,
+    i: usize,
+    entry: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<'a, T: Entry<'a>> Entries<'a, T> {
+    /// The list whose (offset, count) lies at `at` in `rec`.
+    pub(super) fn at(rec: &'a [u8], at: usize) -> Self {
+        let (off, count) = list_bounds(rec, at, T::LEN);
+        Entries { rec, off, count, i: 0, entry: std::marker::PhantomData }
+    }
+}
+
+impl<T> Clone for Entries<'_, T> {
+    fn clone(&self) -> Self {
+        Entries { entry: std::marker::PhantomData, ..*self }
+    }
+}
+
+impl<T> std::fmt::Debug for Entries<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entries").field("count", &self.count).field("next", &self.i).finish()
+    }
+}
+
+impl<'a, T: Entry<'a>> Iterator for Entries<'a, T> {
+    type Item = T;
+    fn next(&mut self) -> Option<T> {
         if self.i >= self.count {
             return None;
         }
-        let s = read_str(self.rec, self.off + 8 * self.i);
+        let at = self.off + T::LEN * self.i;
         self.i += 1;
-        Some(s)
+        Some(T::read(self.rec, at))
     }
     fn size_hint(&self) -> (usize, Option<usize>) {
         let n = self.count - self.i;
@@ -54,7 +83,17 @@ impl<'a> Iterator for Strings<'a> {
     }
 }
 
-impl ExactSizeIterator for Strings<'_> {}
+impl<'a, T: Entry<'a>> ExactSizeIterator for Entries<'a, T> {}
+
+/// Iterator over a packed list of strings.
+pub type Strings<'a> = Entries<'a, &'a str>;
+
+impl<'a> Entry<'a> for &'a str {
+    const LEN: usize = 8;
+    fn read(rec: &'a [u8], at: usize) -> Self {
+        read_str(rec, at)
+    }
+}
 
 /// One ancestor of a process.
 #[derive(Clone, Debug)]
@@ -70,64 +109,29 @@ pub struct AncestorView<'a> {
 }
 
 /// Iterator over a process's ancestors, parent first.
-#[derive(Clone)]
-pub struct Ancestors<'a> {
-    pub(super) rec: &'a [u8],
-    pub(super) off: usize,
-    pub(super) count: usize,
-    pub(super) i: usize,
-}
+pub type Ancestors<'a> = Entries<'a, AncestorView<'a>>;
 
-impl<'a> Iterator for Ancestors<'a> {
-    type Item = AncestorView<'a>;
-    fn next(&mut self) -> Option<AncestorView<'a>> {
-        if self.i >= self.count {
-            return None;
+impl<'a> Entry<'a> for AncestorView<'a> {
+    const LEN: usize = ANCESTOR_LEN;
+    fn read(rec: &'a [u8], at: usize) -> Self {
+        AncestorView {
+            pid: read_u32(rec, at),
+            comm: read_str(rec, at + 4),
+            exe: read_str(rec, at + 12),
+            argv: Entries::at(rec, at + 20),
         }
-        let at = self.off + ANCESTOR_LEN * self.i;
-        self.i += 1;
-        let (off, count) = list_bounds(self.rec, at + 20, 8);
-        Some(AncestorView {
-            pid: read_u32(self.rec, at),
-            comm: read_str(self.rec, at + 4),
-            exe: read_str(self.rec, at + 12),
-            argv: Strings { rec: self.rec, off, count, i: 0 },
-        })
-    }
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        let n = self.count - self.i;
-        (n, Some(n))
     }
 }
-
-impl ExactSizeIterator for Ancestors<'_> {}
 
 /// Iterator over packed key/value labels.
-#[derive(Clone)]
-pub struct LabelsView<'a> {
-    pub(super) rec: &'a [u8],
-    pub(super) off: usize,
-    pub(super) count: usize,
-    pub(super) i: usize,
-}
+pub type LabelsView<'a> = Entries<'a, (&'a str, &'a str)>;
 
-impl<'a> Iterator for LabelsView<'a> {
-    type Item = (&'a str, &'a str);
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.i >= self.count {
-            return None;
-        }
-        let at = self.off + LABEL_LEN * self.i;
-        self.i += 1;
-        Some((read_str(self.rec, at), read_str(self.rec, at + 8)))
-    }
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        let n = self.count - self.i;
-        (n, Some(n))
+impl<'a> Entry<'a> for (&'a str, &'a str) {
+    const LEN: usize = LABEL_LEN;
+    fn read(rec: &'a [u8], at: usize) -> Self {
+        (read_str(rec, at), read_str(rec, at + 8))
     }
 }
-
-impl ExactSizeIterator for LabelsView<'_> {}
 
 /// One network of a container (see [`crate::model::Network`]).
 #[derive(Clone, Debug)]
@@ -142,40 +146,23 @@ pub struct NetworkView<'a> {
 }
 
 /// Iterator over a container's networks.
-#[derive(Clone)]
-pub struct NetworksView<'a> {
-    pub(super) rec: &'a [u8],
-    pub(super) off: usize,
-    pub(super) count: usize,
-    pub(super) i: usize,
-}
+pub type NetworksView<'a> = Entries<'a, NetworkView<'a>>;
 
-impl<'a> Iterator for NetworksView<'a> {
-    type Item = NetworkView<'a>;
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.i >= self.count {
-            return None;
-        }
-        let at = self.off + NETWORK_LEN * self.i;
-        self.i += 1;
-        let byte = |k: usize| self.rec.get(at + k).copied().unwrap_or(0);
-        Some(NetworkView {
-            name: read_str(self.rec, at),
-            ip: read_str(self.rec, at + 8),
-            ipv6: read_str(self.rec, at + 16),
-            mac: read_str(self.rec, at + 24),
-            gateway: read_str(self.rec, at + 32),
+impl<'a> Entry<'a> for NetworkView<'a> {
+    const LEN: usize = NETWORK_LEN;
+    fn read(rec: &'a [u8], at: usize) -> Self {
+        let byte = |k: usize| rec.get(at + k).copied().unwrap_or(0);
+        NetworkView {
+            name: read_str(rec, at),
+            ip: read_str(rec, at + 8),
+            ipv6: read_str(rec, at + 16),
+            mac: read_str(rec, at + 24),
+            gateway: read_str(rec, at + 32),
             prefix_len: byte(40),
             ipv6_prefix_len: byte(41),
-        })
-    }
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        let n = self.count - self.i;
-        (n, Some(n))
+        }
     }
 }
-
-impl ExactSizeIterator for NetworksView<'_> {}
 
 /// One published port of a container (see [`crate::model::Port`]).
 #[derive(Clone, Debug)]
@@ -187,34 +174,17 @@ pub struct PortView<'a> {
 }
 
 /// Iterator over a container's published ports.
-#[derive(Clone)]
-pub struct PortsView<'a> {
-    pub(super) rec: &'a [u8],
-    pub(super) off: usize,
-    pub(super) count: usize,
-    pub(super) i: usize,
-}
+pub type PortsView<'a> = Entries<'a, PortView<'a>>;
 
-impl<'a> Iterator for PortsView<'a> {
-    type Item = PortView<'a>;
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.i >= self.count {
-            return None;
-        }
-        let at = self.off + PORT_LEN * self.i;
-        self.i += 1;
-        let word = read_u32(self.rec, at);
-        Some(PortView {
+impl<'a> Entry<'a> for PortView<'a> {
+    const LEN: usize = PORT_LEN;
+    fn read(rec: &'a [u8], at: usize) -> Self {
+        let word = read_u32(rec, at);
+        PortView {
             container_port: word as u16,
             host_port: (word >> 16) as u16,
-            protocol: read_str(self.rec, at + 4),
-            host_ip: read_str(self.rec, at + 12),
-        })
-    }
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        let n = self.count - self.i;
-        (n, Some(n))
+            protocol: read_str(rec, at + 4),
+            host_ip: read_str(rec, at + 12),
+        }
     }
 }
-
-impl ExactSizeIterator for PortsView<'_> {}

@@ -15,7 +15,9 @@ mod tests;
 mod view;
 
 pub use encode::{assemble_batch, encode_batch, encode_event};
-pub use lists::{AncestorView, Ancestors, LabelsView, NetworkView, NetworksView, PortView, PortsView, Strings};
+pub use lists::{
+    AncestorView, Ancestors, Entries, Entry, LabelsView, NetworkView, NetworksView, PortView, PortsView, Strings,
+};
 pub use view::*;
 
 /// First four bytes of a batch.

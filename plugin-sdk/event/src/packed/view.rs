@@ -98,9 +98,6 @@ impl<'a> EventView<'a> {
     fn str(&self, slot: Str) -> &'a str {
         read_str(self.rec, slot.at())
     }
-    fn list(&self, slot: List, entry_len: usize) -> (usize, usize) {
-        list_bounds(self.rec, slot.at(), entry_len)
-    }
 
     /// What happened. An unknown kind (from a newer host) reads as `None`.
     pub fn kind(&self) -> Option<EventKind> {
@@ -305,13 +302,11 @@ impl<'a> ProcessView<'a> {
     }
     /// The arguments, argv[0] first.
     pub fn argv(&self) -> Strings<'a> {
-        let (off, count) = self.ev.list(List::Argv, 8);
-        Strings { rec: self.ev.rec, off, count, i: 0 }
+        Entries::at(self.ev.rec, List::Argv.at())
     }
     /// The ancestors, parent first.
     pub fn ancestors(&self) -> Ancestors<'a> {
-        let (off, count) = self.ev.list(List::Ancestry, ANCESTOR_LEN);
-        Ancestors { rec: self.ev.rec, off, count, i: 0 }
+        Entries::at(self.ev.rec, List::Ancestry.at())
     }
     /// The parent, when the source knows it.
     pub fn parent(&self) -> Option<AncestorView<'a>> {
@@ -360,8 +355,7 @@ pub(crate) fn basename(path: &str) -> &str {
 }
 
 fn labels<'a>(ev: &EventView<'a>, slot: List) -> LabelsView<'a> {
-    let (off, count) = ev.list(slot, LABEL_LEN);
-    LabelsView { rec: ev.rec, off, count, i: 0 }
+    Entries::at(ev.rec, slot.at())
 }
 
 /// The container of an event.
@@ -408,14 +402,12 @@ impl<'a> ContainerView<'a> {
 
     /// The networks it is attached to (since 0.2.2).
     pub fn networks(&self) -> NetworksView<'a> {
-        let (off, count) = self.ev.list(List::Networks, NETWORK_LEN);
-        NetworksView { rec: self.ev.rec, off, count, i: 0 }
+        Entries::at(self.ev.rec, List::Networks.at())
     }
 
     /// Its published ports (since 0.2.2).
     pub fn ports(&self) -> PortsView<'a> {
-        let (off, count) = self.ev.list(List::Ports, PORT_LEN);
-        PortsView { rec: self.ev.rec, off, count, i: 0 }
+        Entries::at(self.ev.rec, List::Ports.at())
     }
 
     /// Whether its processes run as uid 0 by its config; `None` when
@@ -465,8 +457,7 @@ impl<'a> PodView<'a> {
     /// True for the pod's sandbox (pause) container.
     /// The pod's IP addresses, the primary first (CRI; since 0.2.2).
     pub fn ips(&self) -> Strings<'a> {
-        let (off, count) = self.ev.list(List::PodIps, 8);
-        Strings { rec: self.ev.rec, off, count, i: 0 }
+        Entries::at(self.ev.rec, List::PodIps.at())
     }
 
     pub fn sandbox(&self) -> bool {
