@@ -162,7 +162,10 @@ fn rule_dir(ids: &[&str]) -> tempfile::TempDir {
 
 fn dispatcher(host: &PluginHost, ids: &[&str], batch: usize) -> (Dispatcher, tempfile::TempDir) {
     let dir = rule_dir(ids);
-    let policy = RulePolicy::default();
+    // Flat out, a CPU budget would throttle what is being measured.
+    let mut config = Config::default();
+    config.dispatch.cpu_budget = Duration::ZERO;
+    let policy = RulePolicy::new(&config);
     let mut rd = RuleDir::new(dir.path());
     let (controls, report) = rd.scan(host, &|m| policy.resolve(m)).unwrap();
     assert!(report.failed.is_empty(), "{:?}", report.failed);
@@ -247,7 +250,8 @@ fn replay_pipeline(cache: &Path, file: &Path, ids: &[&str], runs: usize) -> (f64
     let mut rates = Vec::new();
     let mut n = 0;
     for _ in 0..runs {
-        let config = Config { cache_dir: Some(cache.to_path_buf()), ..Default::default() };
+        let mut config = Config { cache_dir: Some(cache.to_path_buf()), ..Default::default() };
+        config.dispatch.cpu_budget = Duration::ZERO;
         let start = Instant::now();
         let summary = daemon(config, rules.path(), false, NullOutput, ReplaySource::new(file, false)).run().unwrap();
         n = summary.dispatch.events.load(Ordering::Relaxed);

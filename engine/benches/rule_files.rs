@@ -185,6 +185,8 @@ fn native(set: &RuleSet, batches: &[Vec<u8>], rounds: usize) -> (f64, usize) {
 fn wasm(host: &PluginHost, interpreter: &[u8], files: &[SourceFile], batches: &[Vec<u8>]) -> (f64, usize, Duration) {
     let mut config = Config::default();
     config.dispatch.call_timeout = Duration::from_secs(5);
+    // Flat out, a CPU budget would throttle what is being measured.
+    config.dispatch.cpu_budget = Duration::ZERO;
     let policy = RulePolicy::new(&config);
     let started = Instant::now();
     let loaded =

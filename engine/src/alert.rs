@@ -53,6 +53,25 @@ pub struct Alert {
     pub output_fields: BTreeMap<String, Value>,
 }
 
+impl Alert {
+    /// About the bytes it takes in memory (its strings; 16 per field that
+    /// is not a string), for bounds on what waits.
+    pub fn approx_bytes(&self) -> usize {
+        let fields: usize = self
+            .output_fields
+            .iter()
+            .map(|(k, v)| k.len() + 48 + if let Value::String(s) = v { s.len() } else { 16 })
+            .sum();
+        std::mem::size_of::<Alert>()
+            + self.output.len()
+            + self.rule.len()
+            + self.id.len()
+            + self.time.len()
+            + self.tags.iter().map(|t| t.len() + 24).sum::<usize>()
+            + fields
+    }
+}
+
 /// Builds output alerts; holds what is the same for all of them.
 #[derive(Debug, Clone)]
 pub struct AlertBuilder {
@@ -110,6 +129,37 @@ impl AlertBuilder {
             hostname: self.hostname.clone(),
             tags,
             output_fields: f,
+        }
+    }
+}
+
+/// Something the daemon itself raises an alert about (a rule quarantined,
+/// rule files that claim the same id): Critical, source `internal`, tagged
+/// `vigil`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alarm {
+    /// The alert's rule name, e.g. "Vigil rule quarantined".
+    pub rule: &'static str,
+    pub message: String,
+    /// Extra `output_fields` (e.g. `vigil.rule.id`).
+    pub fields: Vec<(&'static str, String)>,
+}
+
+impl AlertBuilder {
+    /// The alert for `alarm`, now.
+    pub fn alarm(&self, alarm: Alarm) -> Alert {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        Alert {
+            id: uuid::Uuid::now_v7().to_string(),
+            time: rfc3339_nanos(now),
+            rule: alarm.rule.to_string(),
+            rule_version: env!("CARGO_PKG_VERSION").to_string(),
+            priority: Priority::Critical,
+            output: crate::escape_controls(&alarm.message).into_owned(),
+            source: "internal".into(),
+            hostname: self.hostname.clone(),
+            tags: vec!["vigil".into(), "self-protection".into()],
+            output_fields: alarm.fields.into_iter().map(|(k, v)| (k.to_string(), Value::String(v))).collect(),
         }
     }
 }

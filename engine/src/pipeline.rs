@@ -1,7 +1,7 @@
 //! Wires the stages together and runs them:
 //!
 //! ```text
-//! source thread ──(bounded: batches of events)──▶ dispatch thread ──(bounded: alerts)──▶ output thread
+//! source thread ──(bounded: batches of events)──▶ dispatch thread ──(bounded: alert batches and bytes)──▶ output thread
 //!                                                 ▲    ▲
 //! runtime watchers ──(bounded: lifecycle events)──┘    │
 //!                         reloader thread ──(rule swaps)┘
@@ -28,6 +28,7 @@ use vigil_event::Event;
 use crate::alert::{Alert, AlertBuilder};
 use crate::config::Config;
 use crate::metrics::Telemetry;
+use crate::output::queue::{AlertSender, alert_queue};
 use crate::output::shaping::Shaper;
 use crate::output::{self, Output, OutputStats, Outputs};
 use crate::plugin::PluginError;
@@ -139,7 +140,7 @@ struct Dispatching {
     dispatcher: Dispatcher,
     alerts: Vec<Alert>,
     /// `None` once the pipeline is done: the outputs then finish.
-    to_outputs: Option<Sender<Vec<Alert>>>,
+    to_outputs: Option<AlertSender>,
     stop: Stop,
 }
 
@@ -148,6 +149,17 @@ impl Dispatching {
     /// without outputs, stops the pipeline.
     fn dispatch(&mut self, batch: &mut [Event]) -> Result<(), Closed> {
         self.dispatcher.dispatch(batch, &mut self.alerts);
+        self.send()
+    }
+
+    /// Hands the rules that are restarting what waited for them, and the
+    /// alerts to the outputs (at the end of a run).
+    fn finish(&mut self) {
+        self.dispatcher.finish(&mut self.alerts);
+        let _ = self.send();
+    }
+
+    fn send(&mut self) -> Result<(), Closed> {
         if self.alerts.is_empty() {
             return Ok(());
         }
@@ -185,8 +197,11 @@ fn log_rule_figures<'a>(rules: impl Iterator<Item = (&'a str, &'a RuleStats)>) {
             faults = s.faults(),
             quarantines = s.quarantines.load(Ordering::Relaxed),
             skipped = s.events_skipped.load(Ordering::Relaxed),
+            throttled = s.events_throttled.load(Ordering::Relaxed),
+            restarts = s.restarts.load(Ordering::Relaxed),
             alerts_dropped = s.alerts_dropped.load(Ordering::Relaxed),
             time_ms = s.time_ns.load(Ordering::Relaxed) / 1_000_000,
+            cpu_ms = s.cpu_ns.load(Ordering::Relaxed) / 1_000_000,
             "rule figures"
         );
     }
@@ -283,7 +298,7 @@ impl Pipeline {
         let reloader =
             if self.watch { Some(Reloader::spawn(host.clone(), dir, policy, control_tx.clone())?) } else { None };
 
-        let (alert_tx, alert_rx) = crossbeam_channel::bounded::<Vec<Alert>>(1024);
+        let (alert_tx, alert_rx) = alert_queue(1024);
         let outputs = Outputs::new(self.outputs, Shaper::new(&self.config.alerts));
         self.telemetry.set_outputs(outputs.stats(), outputs.shaping_stats());
         let output_thread = std::thread::Builder::new()
@@ -383,6 +398,7 @@ impl Pipeline {
             while let Ok(c) = control_rx.try_recv() {
                 d.dispatcher.apply(c);
             }
+            d.finish();
             // The outputs finish what they got.
             d.to_outputs = None;
             d.dispatcher.rules().iter().map(|r| (r.meta.id.clone(), r.stats.clone())).collect()

@@ -17,6 +17,9 @@ use crate::support::*;
 fn swap_config(cache: &std::path::Path) -> Config {
     let mut c = Config { cache_dir: Some(cache.to_path_buf()), ..Default::default() };
     c.dispatch.call_timeout = std::time::Duration::from_secs(2);
+    // Echo alerts on every event, 100,000 a second: above the per-rule
+    // safety valve, which is not what these tests are about.
+    c.dispatch.max_alerts_per_sec = 10_000_000;
     c
 }
 
@@ -133,11 +136,13 @@ fn renaming_a_rule_file_keeps_its_state_and_loses_nothing() {
     assert!(summary.dispatch.swaps.load(Ordering::Relaxed) >= 2, "the rename was seen");
 }
 
-/// A file that claims another file's rule id never shadows it: the file
-/// named after the id owns it, whichever name sorts first and whichever
-/// came first.
+/// Files that claim the same rule id are all refused, each with an error
+/// naming both paths, and the daemon raises a Critical alert: a file can
+/// never shadow another's rule, whichever name sorts first and whichever
+/// came first. Once one of them is gone, the other loads.
 #[test]
 fn a_file_claiming_another_rules_id_does_not_shadow_it() {
+    use vigil_engine::plugin::dispatch::Control;
     use vigil_engine::plugin::host::{HostSettings, PluginHost};
     use vigil_engine::plugin::policy::RulePolicy;
     use vigil_engine::plugin::ruledir::RuleDir;
@@ -145,25 +150,44 @@ fn a_file_claiming_another_rules_id_does_not_shadow_it() {
     let policy = RulePolicy::default();
     let settings = |m: &vigil_engine::plugin::meta::RuleMeta| policy.resolve(m);
     let echo = std::fs::read(rule_wasm("echo")).unwrap();
+    let names = |failed: &[(std::path::PathBuf, String)]| -> Vec<String> {
+        failed.iter().map(|(p, _)| p.file_name().unwrap().to_string_lossy().into()).collect()
+    };
+    let alarms = |controls: &[Control]| -> Vec<String> {
+        controls.iter().filter_map(|c| if let Control::Alarm(a) = c { Some(a.message.clone()) } else { None }).collect()
+    };
+    let upserts = |controls: &[Control]| controls.iter().filter(|c| matches!(c, Control::Upsert(_))).count();
 
-    // The impostor sorts first, in one scan.
+    // Both in one scan.
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("aaa-impostor.wasm"), &echo).unwrap();
     std::fs::write(dir.path().join("echo.wasm"), &echo).unwrap();
-    let (_, report) = RuleDir::new(dir.path()).scan(&host, &settings).unwrap();
-    let failed: Vec<String> =
-        report.failed.iter().map(|(p, _)| p.file_name().unwrap().to_string_lossy().into()).collect();
-    assert_eq!(failed, ["aaa-impostor.wasm"], "{:?}", report.failed);
+    let (controls, report) = RuleDir::new(dir.path()).scan(&host, &settings).unwrap();
+    assert_eq!(names(&report.failed), ["aaa-impostor.wasm", "echo.wasm"], "{:?}", report.failed);
+    for (_, msg) in &report.failed {
+        assert!(msg.contains("aaa-impostor.wasm") && msg.contains("echo.wasm"), "names both paths: {msg}");
+    }
+    assert_eq!(upserts(&controls), 0, "neither runs");
+    assert_eq!(alarms(&controls).len(), 1, "one Critical alert");
 
-    // The impostor arrives after the real one was loaded.
+    // The impostor arrives after the real one was loaded: the real one is
+    // unloaded too, loudly, and loads again once the impostor is gone.
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("echo.wasm"), &echo).unwrap();
     let mut rules = RuleDir::new(dir.path());
     let (_, first) = rules.scan(&host, &settings).unwrap();
     assert_eq!(first.loaded, ["echo"]);
-    std::fs::write(dir.path().join("aaa-impostor.wasm"), &echo).unwrap();
+    std::fs::write(dir.path().join("zzz-impostor.wasm"), &echo).unwrap();
     let (controls, second) = rules.scan(&host, &settings).unwrap();
-    assert!(controls.is_empty(), "the running rule is not replaced");
-    assert_eq!(second.failed.len(), 1);
-    assert!(second.failed[0].1.contains("already loaded from"), "{:?}", second.failed);
+    assert_eq!(names(&second.failed), ["echo.wasm", "zzz-impostor.wasm"]);
+    assert!(
+        controls.iter().any(|c| matches!(c, Control::Remove(p) if p.ends_with("echo.wasm"))),
+        "the running one stops"
+    );
+    assert_eq!(upserts(&controls), 0);
+    assert!(alarms(&controls)[0].contains("zzz-impostor.wasm"), "{:?}", alarms(&controls));
+    std::fs::remove_file(dir.path().join("zzz-impostor.wasm")).unwrap();
+    let (controls, third) = rules.scan(&host, &settings).unwrap();
+    assert_eq!(third.loaded, ["echo"], "{:?}", third.failed);
+    assert_eq!(upserts(&controls), 1);
 }

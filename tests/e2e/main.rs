@@ -16,6 +16,7 @@ mod ebpf_source;
 mod events_context;
 mod exec_facts;
 mod golden;
+mod hostile;
 mod hot_reload;
 mod kubelet;
 mod proc_source;

@@ -11,9 +11,11 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
+mod dispatch;
 mod output;
 mod rules;
 mod source;
+pub use dispatch::*;
 pub use output::*;
 pub use rules::*;
 pub use source::*;
@@ -56,80 +58,6 @@ pub struct Config {
     /// `/var/cache/vigil` as root, else `$XDG_CACHE_HOME/vigil` or `~/.cache/vigil`.
     /// Set to "" to disable the cache.
     pub cache_dir: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DispatchConfig {
-    /// Most events handed to a rule in one call.
-    pub batch_size: usize,
-    /// Deadline of one call into a rule (one batch).
-    #[serde(with = "humantime_serde")]
-    pub call_timeout: Duration,
-    /// Memory cap of each rule instance.
-    pub memory_limit: ByteSize,
-    /// Faults (traps, timeouts, memory) within `fault_window` that quarantine a rule.
-    pub max_faults: u32,
-    /// The window `max_faults` are counted in.
-    #[serde(with = "humantime_serde")]
-    pub fault_window: Duration,
-    /// First quarantine; each next one doubles, up to `quarantine_max`.
-    #[serde(with = "humantime_serde")]
-    pub quarantine_initial: Duration,
-    /// The longest quarantine: each one doubles from `quarantine_initial`
-    /// up to this.
-    #[serde(with = "humantime_serde")]
-    pub quarantine_max: Duration,
-    /// The time slice the thread that dispatches (the eBPF source's reader
-    /// with `inline_dispatch`, else the pipeline's) asks the kernel for
-    /// (Linux 6.12+, EEVDF): a short one lets a SCHED_OTHER thread preempt,
-    /// on a saturated host, as soon as it is woken, instead of waiting out a
-    /// busy task's slice; it gets no more CPU share. 0 (the default) keeps
-    /// the kernel's (figures in BENCHMARKS.md).
-    #[serde(with = "humantime_serde")]
-    pub thread_slice: Duration,
-    /// The nice value of that thread (-20..=19; needs CAP_SYS_NICE below
-    /// 0). It does little work but is latency-bound: at -5 its larger share
-    /// gets it onto a saturated CPU sooner once it may run, as auditd's
-    /// `priority_boost` does.
-    /// 0 keeps the default.
-    pub thread_nice: i32,
-    /// Its scheduling policy: "batch" (the default; SCHED_BATCH: its nice
-    /// value's share, but when woken it waits for the running task to block
-    /// or use up its slice, so it never preempts the host's work) or "other"
-    /// (SCHED_OTHER: preempts when woken, as its nice value and slice allow).
-    /// On 2 cores under an exec storm "batch" cost ~90 µs of exec p99 (still
-    /// under 1 ms) and 3-5 points less storm slowdown (BENCHMARKS.md).
-    pub thread_policy: crate::sched::Policy,
-    /// Ignored, with a warning: call deadlines are no longer counted in
-    /// epoch ticks (until 2026-12-06 the granularity of deadlines).
-    #[serde(with = "humantime_serde")]
-    pub epoch_tick: Option<Duration>,
-}
-
-impl DispatchConfig {
-    /// How the dispatching thread asks to be scheduled.
-    pub fn priority(&self) -> crate::sched::Priority {
-        crate::sched::Priority { nice: self.thread_nice, slice: self.thread_slice, policy: self.thread_policy }
-    }
-}
-
-impl Default for DispatchConfig {
-    fn default() -> Self {
-        DispatchConfig {
-            batch_size: 128,
-            call_timeout: Duration::from_millis(10),
-            memory_limit: ByteSize::mib(64),
-            max_faults: 3,
-            fault_window: Duration::from_secs(60),
-            quarantine_initial: Duration::from_secs(10),
-            quarantine_max: Duration::from_secs(600),
-            thread_slice: Duration::ZERO,
-            thread_nice: -5,
-            thread_policy: crate::sched::Policy::Batch,
-            epoch_tick: None,
-        }
-    }
 }
 
 /// `[containers]`.
@@ -222,6 +150,10 @@ impl Config {
             );
         }
         check_memory("dispatch.memory_limit", d.memory_limit)?;
+        check_cpu_budget("dispatch.cpu_budget", d.cpu_budget)?;
+        if d.max_alerts_per_sec == 0 {
+            return Err(invalid("dispatch.max_alerts_per_sec", "must be at least 1"));
+        }
         if d.max_faults == 0 {
             return Err(invalid("dispatch.max_faults", "must be at least 1"));
         }
@@ -266,6 +198,9 @@ impl Config {
             let key = |k: &str| format!("rules.settings.{id}.{k}");
             if !valid_rule_id(id) {
                 return Err(invalid(format!("rules.settings.{id}"), "rule ids are lowercase letters, digits and '-'"));
+            }
+            if let Some(b) = s.cpu_budget {
+                check_cpu_budget(&key("cpu_budget"), b)?;
             }
             if let Some(t) = s.call_timeout {
                 check_timeout(&key("call_timeout"), t)?;
@@ -328,6 +263,13 @@ impl Config {
 fn check_timeout(key: &str, t: Duration) -> Result<(), ConfigError> {
     if t < Duration::from_millis(1) || t > Duration::from_secs(60) {
         return Err(invalid(key, "must be between 1ms and 60s"));
+    }
+    Ok(())
+}
+
+fn check_cpu_budget(key: &str, b: Duration) -> Result<(), ConfigError> {
+    if (!b.is_zero() && b < Duration::from_millis(1)) || b > Duration::from_secs(1) {
+        return Err(invalid(key, "must be 0 (no budget) or between 1ms and 1s (CPU time per second)"));
     }
     Ok(())
 }

@@ -32,6 +32,9 @@ pub struct RuleSettings {
     /// Deadline of one call, overriding `dispatch.call_timeout`.
     #[serde(with = "humantime_serde")]
     pub call_timeout: Option<Duration>,
+    /// CPU time per second, overriding `dispatch.cpu_budget`.
+    #[serde(with = "humantime_serde")]
+    pub cpu_budget: Option<Duration>,
     /// Memory cap, overriding `dispatch.memory_limit`.
     pub memory_limit: Option<ByteSize>,
     /// WASI access granted to this rule. Absent: none (deny by default).

@@ -233,9 +233,27 @@ impl Telemetry {
             let faults =
                 m.counter("vigil_rule_faults_total", "Calls into each rule that failed, by fault.", &["rule", "fault"]);
             let quarantines = m.counter("vigil_rule_quarantines_total", "Times each rule was quarantined.", &["rule"]);
-            let skipped =
-                m.counter("vigil_rule_events_skipped_total", "Events a quarantined rule did not see.", &["rule"]);
+            let skipped = m.counter(
+                "vigil_rule_events_skipped_total",
+                "Events a rule did not see (quarantined, over its CPU budget, or restarting with a full backlog).",
+                &["rule"],
+            );
+            let throttled = m.counter(
+                "vigil_rule_events_throttled_total",
+                "Of the skipped events, those skipped because the rule was over its CPU budget.",
+                &["rule"],
+            );
+            let restarts = m.counter(
+                "vigil_rule_restarts_total",
+                "Instances of each rule made again (after a fault, or to hand its state to a new version).",
+                &["rule"],
+            );
             let time = m.seconds("vigil_rule_seconds_total", "Time spent in each rule's calls.", &["rule"]);
+            let cpu = m.seconds(
+                "vigil_rule_cpu_seconds_total",
+                "CPU time of each rule's calls (its budget's clock).",
+                &["rule"],
+            );
             let by_file_rule = m.counter(
                 "vigil_rule_file_alerts_total",
                 "Alerts raised by each rule of the rule files (Falco rule name, Sigma title).",
@@ -255,7 +273,10 @@ impl Telemetry {
                 }
                 quarantines.with_label_values(&[id]).inc_by(s.quarantines.load(Ordering::Relaxed));
                 skipped.with_label_values(&[id]).inc_by(s.events_skipped.load(Ordering::Relaxed));
+                throttled.with_label_values(&[id]).inc_by(s.events_throttled.load(Ordering::Relaxed));
+                restarts.with_label_values(&[id]).inc_by(s.restarts.load(Ordering::Relaxed));
                 time.with_label_values(&[id]).inc_by(s.time_ns.load(Ordering::Relaxed) as f64 / 1e9);
+                cpu.with_label_values(&[id]).inc_by(s.cpu_ns.load(Ordering::Relaxed) as f64 / 1e9);
                 for (name, n) in s.alerts_by_rule.lock().unwrap_or_else(|e| e.into_inner()).iter() {
                     by_file_rule.with_label_values(&[name.as_str()]).inc_by(*n);
                 }

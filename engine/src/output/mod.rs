@@ -7,10 +7,12 @@
 //! - [`stdout`]: JSON lines on stdout;
 //! - [`file`]: JSON lines appended to a file, with fsync policy and rotation;
 //! - [`webhook`]: HTTP POSTs through a durable spool, at least once;
-//! - [`fields`]: per-output selection of alert fields.
+//! - [`fields`]: per-output selection of alert fields;
+//! - [`queue`]: the queue from the dispatcher, bounded in batches and bytes.
 
 pub(crate) mod fields;
 pub(crate) mod file;
+pub mod queue;
 pub(crate) mod shaping;
 pub(crate) mod stdout;
 pub mod webhook;
@@ -177,7 +179,7 @@ impl Outputs {
 
     /// Shapes and delivers every list of alerts from `rx` until it closes,
     /// then reports what shaping still held, flushes and closes every output.
-    pub fn run(mut self, rx: crossbeam_channel::Receiver<Vec<Alert>>) -> Vec<(String, Arc<OutputStats>)> {
+    pub fn run(mut self, rx: queue::AlertReceiver) -> Vec<(String, Arc<OutputStats>)> {
         loop {
             match rx.recv_timeout(TICK) {
                 Ok(mut alerts) => {

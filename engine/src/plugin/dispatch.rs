@@ -18,9 +18,11 @@ use std::sync::{Arc, Mutex};
 use vigil_event::packed::{assemble_batch, encode_event};
 use vigil_event::{Event, EventKind, KindSet};
 
+use super::backlog::Waiting;
 use super::bounds::Bounds;
-use super::rule::{Fault, LoadedRule, RuleStats};
-use crate::alert::{Alert, AlertBuilder};
+use super::budget::Pressure;
+use super::rule::{Fault, LoadedRule, RuleStats, lost_reason};
+use crate::alert::{Alarm, Alert, AlertBuilder};
 use crate::sources::{Interest, Wanted};
 
 /// A change to the rule set, applied between batches.
@@ -32,6 +34,9 @@ pub enum Control {
     Remove(PathBuf),
     /// Several changes applied together, between the same two batches.
     Batch(Vec<Control>),
+    /// Something about the rules the daemon raises a Critical alert about
+    /// (rule files that claim the same id).
+    Alarm(Alarm),
 }
 
 /// Figures of the dispatcher itself.
@@ -92,6 +97,9 @@ pub struct Dispatcher {
     /// Alerts of the current chunk with their event's index and their
     /// rule's, put in event order, then rule order.
     pending: Vec<(usize, usize, Alert)>,
+    /// Alerts about earlier events (from a backlog, or about events a rule
+    /// did not see) and the daemon's own alarms, output ahead of the chunk's.
+    late: Vec<Alert>,
     /// The kinds any rule wants, for sources that can filter at the source
     /// ([`Wanted::Nothing`] while no rule is loaded).
     interest: Interest,
@@ -99,6 +107,8 @@ pub struct Dispatcher {
     stats: Arc<DispatchStats>,
     registry: RuleRegistry,
     bounds: Bounds,
+    pressure: Pressure,
+    pressed: bool,
 }
 
 impl Dispatcher {
@@ -113,6 +123,7 @@ impl Dispatcher {
             selected: Vec::new(),
             batch: Vec::with_capacity(64 << 10),
             pending: Vec::new(),
+            late: Vec::new(),
             interest: {
                 let i = Interest::all();
                 i.set(Wanted::Nothing);
@@ -122,6 +133,8 @@ impl Dispatcher {
             stats: Arc::new(DispatchStats::default()),
             registry: RuleRegistry::default(),
             bounds: Bounds::default(),
+            pressure: Pressure::default(),
+            pressed: false,
         }
     }
 
@@ -163,16 +176,18 @@ impl Dispatcher {
                     self.apply_one(c);
                 }
             }
+            Control::Alarm(alarm) => {
+                tracing::error!(rule = alarm.rule, "{}", alarm.message);
+                self.late.push(self.builder.alarm(alarm));
+            }
             Control::Upsert(mut new) => {
                 let same = self.rules.iter().position(|r| r.path == new.path || r.meta.id == new.meta.id);
                 match same {
                     Some(i) => {
                         let old = &mut self.rules[i];
-                        if let Some(state) = old.snapshot() {
-                            new.restore(&state);
-                        }
-                        // Figures describe the rule, across its versions.
-                        new.stats = old.stats.clone();
+                        // Its state moves on another thread; figures describe
+                        // the rule across its versions.
+                        new.take_over(old);
                         tracing::info!(
                             rule = %new.meta.id,
                             old_version = %old.meta.version,
@@ -198,6 +213,9 @@ impl Dispatcher {
     }
 
     fn regroup(&mut self) {
+        for rule in &mut self.rules {
+            rule.set_pressed(self.pressed);
+        }
         self.groups.clear();
         for (i, rule) in self.rules.iter().enumerate() {
             let (kinds, containers_only) = (rule.meta.subscriptions, rule.meta.containers_only);
@@ -216,6 +234,23 @@ impl Dispatcher {
 
     /// Runs `events` through the rules; appends alerts to `out`.
     pub fn dispatch(&mut self, events: &mut [Event], out: &mut Vec<Alert>) {
+        let started = std::time::Instant::now();
+        self.dispatch_events(events, out);
+        let now = std::time::Instant::now();
+        let pressed = self.pressure.record(now - started, now);
+        if pressed != self.pressed {
+            self.pressed = pressed;
+            for rule in &mut self.rules {
+                rule.set_pressed(pressed);
+            }
+            tracing::debug!(
+                pressed,
+                "dispatching thread pressure changed: rules over their CPU budget are throttled while it lasts"
+            );
+        }
+    }
+
+    fn dispatch_events(&mut self, events: &mut [Event], out: &mut Vec<Alert>) {
         let mut by_kind = [0u64; EventKind::ALL.len()];
         let mut truncated = 0;
         for e in events.iter_mut() {
@@ -248,6 +283,7 @@ impl Dispatcher {
             }
         }
         let before = out.len();
+        out.append(&mut self.late);
         for chunk in events.chunks(self.batch_size) {
             self.dispatch_chunk(chunk, out);
         }
@@ -271,57 +307,165 @@ impl Dispatcher {
         if unrouted > 0 {
             self.stats.events_unrouted.fetch_add(unrouted, Ordering::Relaxed);
         }
+        let mut selected = std::mem::take(&mut self.selected);
         for g in 0..self.groups.len() {
             let group = &self.groups[g];
-            self.selected.clear();
-            self.selected.extend(chunk.iter().enumerate().filter(|(_, e)| group.wants(e)).map(|(i, _)| i));
+            selected.clear();
+            selected.extend(chunk.iter().enumerate().filter(|(_, e)| group.wants(e)).map(|(i, _)| i));
             // In batches of at most MAX_BATCH_BYTES (an event goes alone if
             // it is larger), so that no batch can exceed a rule's memory.
             let mut from = 0;
-            while from < self.selected.len() {
+            while from < selected.len() {
                 let (mut to, mut bytes) = (from, 0);
-                while to < self.selected.len() {
-                    let len = self.ranges[self.selected[to]].len();
+                while to < selected.len() {
+                    let len = self.ranges[selected[to]].len();
                     if to > from && bytes + len > MAX_BATCH_BYTES {
                         break;
                     }
                     bytes += len;
                     to += 1;
                 }
-                let batch = &self.selected[from..to];
+                let batch = &selected[from..to];
                 assemble_batch(&self.records, batch.iter().map(|&i| self.ranges[i].clone()), &mut self.batch);
                 for m in 0..self.groups[g].members.len() {
                     let r = self.groups[g].members[m];
-                    let rule = &mut self.rules[r];
-                    match rule.on_batch(&self.batch, batch.len()) {
-                        Ok(alerts) => {
-                            for a in alerts {
-                                let Some(&index) = batch.get(a.event_index as usize) else {
-                                    rule.stats.alerts_dropped.fetch_add(1, Ordering::Relaxed);
-                                    if rule.may_warn() {
-                                        tracing::warn!(rule = %rule.meta.id, index = a.event_index, "alert names an event outside its batch; dropped");
-                                    }
-                                    continue;
-                                };
-                                self.pending.push((
-                                    index,
-                                    r,
-                                    self.builder.build(rule.meta.alerting(&a.rule), a, &chunk[index]),
-                                ));
-                            }
-                        }
-                        Err(Fault::Quarantined(_)) => {}
-                        // Logged and counted by the rule.
-                        Err(_) => {}
-                    }
+                    self.call(r, batch, chunk);
                 }
                 from = to;
             }
         }
+        self.selected = selected;
         // Rules run group by group; output follows the events' order, and
         // the rules' on one event.
         self.pending.sort_by_key(|(index, rule, _)| (*index, *rule));
+        out.append(&mut self.late);
         out.extend(self.pending.drain(..).map(|(_, _, a)| a));
+    }
+
+    /// Calls rule `r` with the assembled batch of `chunk`'s events at
+    /// `batch`: after the batches waiting for it and a report of what it
+    /// did not see; into its backlog if it is restarting.
+    fn call(&mut self, r: usize, batch: &[usize], chunk: &[Event]) {
+        self.catch_up(r);
+        let rule = &mut self.rules[r];
+        if rule.backlog.is_empty() {
+            self.report_lost(r);
+            let rule = &mut self.rules[r];
+            match rule.on_batch(&self.batch, batch.len()) {
+                Ok(alerts) => {
+                    for a in alerts {
+                        let Some(&index) = batch.get(a.event_index as usize) else {
+                            rule.stats.alerts_dropped.fetch_add(1, Ordering::Relaxed);
+                            if rule.may_warn() {
+                                tracing::warn!(rule = %rule.meta.id, index = a.event_index, "alert names an event outside its batch; dropped");
+                            }
+                            continue;
+                        };
+                        self.pending.push((
+                            index,
+                            r,
+                            self.builder.build(rule.meta.alerting(&a.rule), a, &chunk[index]),
+                        ));
+                    }
+                    return;
+                }
+                Err(Fault::Restarting) => {}
+                // Skipped, or logged and counted by the rule.
+                Err(_) => return self.raise_quarantine(r),
+            }
+        }
+        // Restarting: the batch waits for it.
+        let rule = &mut self.rules[r];
+        if !rule.backlog.push(&self.batch, batch.iter().map(|&i| &chunk[i])) {
+            rule.skip(batch.len(), lost_reason::RESTARTING);
+        }
+    }
+
+    /// Hands rule `r` the batches that waited for it, if it is ready.
+    fn catch_up(&mut self, r: usize) {
+        let rule = &mut self.rules[r];
+        while let Some(Waiting { batch, events }) = rule.backlog.pop() {
+            match rule.on_batch(&batch, events.len()) {
+                Ok(alerts) => {
+                    for a in alerts {
+                        if let Some(event) = events.get(a.event_index as usize) {
+                            self.late.push(self.builder.build(rule.meta.alerting(&a.rule), a, event));
+                        } else {
+                            rule.stats.alerts_dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                Err(Fault::Restarting) => {
+                    rule.backlog.unpop(Waiting { batch, events });
+                    return;
+                }
+                Err(_) => {}
+            }
+        }
+        self.raise_quarantine(r);
+    }
+
+    /// Tells rule `r`, if it wants `events-lost`, what it did not see since
+    /// it was last told (quarantined, throttled, restarting).
+    fn report_lost(&mut self, r: usize) {
+        let rule = &mut self.rules[r];
+        if !rule.is_live() {
+            return;
+        }
+        let owed = rule.take_owed_lost();
+        if owed.is_empty() || !rule.meta.subscriptions.contains(EventKind::EventsLost) {
+            return;
+        }
+        let events: Vec<Event> = owed
+            .into_iter()
+            .map(|(reason, count)| {
+                let id = self.next_id;
+                self.next_id += 1;
+                Event {
+                    id,
+                    time_ns: crate::time::now_ns(),
+                    lost: Some(vigil_event::Lost { count, reason: reason.into() }),
+                    ..Event::new(EventKind::EventsLost)
+                }
+            })
+            .collect();
+        let mut packed = Vec::new();
+        vigil_event::packed::encode_batch(events.iter(), &mut packed);
+        if let Ok(alerts) = rule.on_batch(&packed, events.len()) {
+            for a in alerts {
+                if let Some(event) = events.get(a.event_index as usize) {
+                    self.late.push(self.builder.build(rule.meta.alerting(&a.rule), a, event));
+                }
+            }
+        }
+    }
+
+    /// Raises the alert about rule `r`'s quarantine, if it was just quarantined.
+    fn raise_quarantine(&mut self, r: usize) {
+        let rule = &mut self.rules[r];
+        if let Some(why) = rule.take_quarantine() {
+            let alarm = Alarm {
+                rule: "Vigil rule quarantined",
+                message: format!("rule {} quarantined: {why}", rule.meta.id),
+                fields: vec![
+                    ("vigil.rule.id", rule.meta.id.clone()),
+                    ("vigil.rule.path", rule.path.display().to_string()),
+                ],
+            };
+            self.late.push(self.builder.alarm(alarm));
+        }
+    }
+
+    /// At the end of a run: waits for the rules that are restarting and
+    /// hands them what waited for them; appends the alerts to `out`.
+    pub fn finish(&mut self, out: &mut Vec<Alert>) {
+        for r in 0..self.rules.len() {
+            self.rules[r].finish_restart();
+            self.catch_up(r);
+        }
+        let before = out.len();
+        out.append(&mut self.late);
+        self.stats.alerts.fetch_add((out.len() - before) as u64, Ordering::Relaxed);
     }
 }
 

@@ -42,7 +42,7 @@ pub struct HostState {
     /// Set when the rule tried to grow memory past its limit.
     pub memory_exceeded: bool,
     /// When the call in progress must have returned (see `watchdog`).
-    call_due: std::time::Instant,
+    call_due: super::watchdog::Deadline,
     /// Guest log lines allowed before the next refill (per second).
     log_budget: u32,
     log_window_start: std::time::Instant,
@@ -52,10 +52,10 @@ pub struct HostState {
 }
 
 impl super::watchdog::CallDue for HostState {
-    fn call_due(&self) -> std::time::Instant {
+    fn call_due(&self) -> super::watchdog::Deadline {
         self.call_due
     }
-    fn set_call_due(&mut self, due: std::time::Instant) {
+    fn set_call_due(&mut self, due: super::watchdog::Deadline) {
         self.call_due = due;
     }
 }
@@ -72,7 +72,7 @@ impl HostState {
             memory_limit,
             memory_used: 0,
             memory_exceeded: false,
-            call_due: std::time::Instant::now(),
+            call_due: super::watchdog::Deadline::after(std::time::Duration::ZERO, crate::config::DeadlineClock::Wall),
             log_budget: LOG_LINES_PER_SEC,
             log_window_start: std::time::Instant::now(),
             logs_dropped: 0,

@@ -52,6 +52,11 @@ pub struct RuleFiles {
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub call_timeout: Duration,
+    /// What `call_timeout` counts.
+    pub deadline_clock: crate::config::DeadlineClock,
+    /// CPU time per second of wall time (see [`super::budget`]).
+    pub cpu_budget: Duration,
+    pub max_alerts_per_sec: u32,
     pub memory: usize,
     /// This many faults within `fault_window` quarantine the rule.
     pub max_faults: u32,

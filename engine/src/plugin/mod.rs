@@ -5,16 +5,22 @@
 //! - [`watchdog`]: call deadlines, watched by a thread that sleeps until one is due;
 //! - [`meta`]: what a rule is, as data (its metadata, limits, settings);
 //! - [`policy`]: what the config gives each rule (limits, config, WASI grant);
-//! - [`rule`]: one loaded rule (limits, faults, quarantine, figures);
+//! - [`rule`]: one loaded rule (limits, faults, quarantine); [`stats`]: its figures;
+//! - [`instance`]: making a rule's instance and handing its state over, off the dispatching thread;
+//! - [`budget`]: CPU time and alerts a rule may spend per second;
+//! - [`backlog`]: batches kept for a rule while it restarts;
 //! - [`returned`]: what rules return (JSON), parsed under hard limits;
 //! - [`ruledir`]: the rule directory and what changed in it;
 //! - [`dispatch`]: routing events to rules and applying swaps;
 //! - [`reload`]: the directory watcher and reloader thread.
 
+pub mod backlog;
 pub mod bounds;
+pub mod budget;
 pub(crate) mod cache;
 pub mod dispatch;
 pub mod host;
+pub(crate) mod instance;
 pub mod meta;
 pub mod policy;
 pub(crate) mod reload;
@@ -22,6 +28,7 @@ pub(crate) mod returned;
 pub mod rule;
 pub mod ruledir;
 pub mod rulefiles;
+pub mod stats;
 pub mod trust;
 pub(crate) mod warnings;
 pub(crate) mod watchdog;

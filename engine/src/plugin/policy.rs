@@ -21,7 +21,14 @@ impl Default for RulePolicy {
 
 impl RulePolicy {
     pub fn new(config: &Config) -> Self {
-        RulePolicy { rules: config.rules.clone(), dispatch: config.dispatch.clone() }
+        let mut dispatch = config.dispatch.clone();
+        if config.source.kind == crate::config::SourceKind::Replay && !config.source.realtime {
+            // Replayed as fast as it reads, a rule's share of the time is
+            // taken from no one, and a budget would make the alerts depend
+            // on the machine's speed.
+            dispatch.cpu_budget = std::time::Duration::ZERO;
+        }
+        RulePolicy { rules: config.rules.clone(), dispatch }
     }
 
     pub fn resolve(&self, meta: &RuleMeta) -> RuleSettingsResolved {
@@ -34,6 +41,9 @@ impl RulePolicy {
         let d = &self.dispatch;
         let limits = Limits {
             call_timeout: settings.call_timeout.unwrap_or(d.call_timeout),
+            deadline_clock: d.deadline_clock,
+            cpu_budget: settings.cpu_budget.unwrap_or(d.cpu_budget),
+            max_alerts_per_sec: d.max_alerts_per_sec,
             memory: settings.memory_limit.unwrap_or(d.memory_limit).as_u64() as usize,
             max_faults: d.max_faults,
             fault_window: d.fault_window,

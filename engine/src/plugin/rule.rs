@@ -8,69 +8,23 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use wasmtime::Store;
 use wasmtime_wasi::WasiCtx;
 
 use super::PluginError;
-use super::host::{HostState, PluginHost, Rule, RulePre, content_hash};
+use super::budget::{AlertRate, CpuBudget, Throttle};
+use super::host::{HostState, PluginHost, RulePre, content_hash};
+use super::instance::{InstantiateError, Live, Recipe, Restart, Restarted, new_store};
 use super::meta::{Limits, RuleMeta, RuleSettingsResolved};
 use super::returned::{RuleAlert, parse_alerts, parse_metadata};
 use super::warnings::WarnBudget;
-use super::watchdog::{self, Watchdog};
-use crate::config::WasiGrant;
+use crate::config::{DeadlineClock, WasiGrant};
 
-/// A rule's figures, shared with whoever reports them.
-#[derive(Debug, Default)]
-pub struct RuleStats {
-    pub events_in: AtomicU64,
-    pub batches: AtomicU64,
-    pub alerts_out: AtomicU64,
-    pub time_ns: AtomicU64,
-    pub timeouts: AtomicU64,
-    pub traps: AtomicU64,
-    pub memory_faults: AtomicU64,
-    /// Calls whose return could not be parsed (counted as faults).
-    pub bad_output: AtomicU64,
-    /// Alerts beyond the per-call limit, dropped.
-    pub alerts_dropped: AtomicU64,
-    pub quarantines: AtomicU64,
-    pub events_skipped: AtomicU64,
-    /// For the rule files' instance: alerts by the rule (Falco rule, Sigma
-    /// title) that raised them.
-    pub alerts_by_rule: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
-}
+pub use super::stats::RuleStats;
 
-impl RuleStats {
-    pub fn faults(&self) -> u64 {
-        self.timeouts.load(Ordering::Relaxed)
-            + self.traps.load(Ordering::Relaxed)
-            + self.memory_faults.load(Ordering::Relaxed)
-            + self.bad_output.load(Ordering::Relaxed)
-    }
-}
-
-/// Why a call did not complete.
-#[derive(Debug, thiserror::Error)]
-pub enum Fault {
-    #[error("exceeded its call deadline of {0:?}")]
-    Timeout(Duration),
-    #[error("exceeded its memory limit of {0} bytes")]
-    Memory(usize),
-    #[error("trapped: {0}")]
-    Trap(String),
-    #[error("{0}")]
-    BadOutput(String),
-    #[error("quarantined for another {0:?}")]
-    Quarantined(Duration),
-}
-
-struct Live {
-    store: Store<HostState>,
-    rule: Rule,
-}
+pub use super::instance::Fault;
 
 #[derive(Debug, Default)]
 struct Health {
@@ -87,23 +41,72 @@ pub struct LoadedRule {
     /// sha256 of the `.wasm` file.
     pub hash: String,
     pub stats: Arc<RuleStats>,
-    pub limits: Limits,
-    config_json: String,
-    wasi: Option<WasiGrant>,
-    pre: RulePre<HostState>,
-    engine: wasmtime::Engine,
-    watchdog: Arc<Watchdog>,
+    recipe: Arc<Recipe>,
     live: Option<Live>,
+    /// The instance being made on another thread.
+    restart: Option<Restart>,
+    /// Batches that arrived while it restarted (see [`super::backlog`]).
+    pub backlog: super::backlog::Backlog,
     health: Health,
     id: Arc<str>,
     /// The host's warnings about this rule, rate-limited.
     warnings: WarnBudget,
+    cpu: CpuBudget,
+    alert_rate: AlertRate,
+    /// Events it did not see, by reason, not yet reported to it.
+    owed_lost: Vec<(&'static str, u64)>,
+    /// Set when the rule was quarantined: taken by the dispatcher, which
+    /// raises an alert about it.
+    quarantined_now: Option<String>,
+    /// Whether the dispatching thread is under pressure (see [`super::budget`]).
+    pressed: bool,
+}
+
+/// Why a rule did not see events, as its `events-lost` event says.
+pub mod lost_reason {
+    pub const QUARANTINED: &str = "rule-quarantined";
+    pub const THROTTLED: &str = "rule-throttled";
+    pub const RESTARTING: &str = "rule-restarting";
 }
 
 impl LoadedRule {
     /// Whether one more host warning about this rule may be logged now.
     pub fn may_warn(&mut self) -> bool {
         self.warnings.allow(&self.id, Instant::now())
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.recipe.limits
+    }
+
+    /// Counts `events` the rule did not see, to report to it as lost.
+    pub fn skip(&mut self, events: usize, reason: &'static str) {
+        self.stats.events_skipped.fetch_add(events as u64, Ordering::Relaxed);
+        match self.owed_lost.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, n)) => *n += events as u64,
+            None => self.owed_lost.push((reason, events as u64)),
+        }
+    }
+
+    /// The events it did not see since it was last told, by reason.
+    pub fn take_owed_lost(&mut self) -> Vec<(&'static str, u64)> {
+        std::mem::take(&mut self.owed_lost)
+    }
+
+    /// Whether its next call would run now (live, not quarantined, not restarting).
+    pub fn is_live(&self) -> bool {
+        self.live.is_some() && self.health.quarantined_until.is_none()
+    }
+
+    /// Whether the dispatching thread is under pressure: a rule over its CPU
+    /// budget is throttled only then.
+    pub fn set_pressed(&mut self, pressed: bool) {
+        self.pressed = pressed;
+    }
+
+    /// Why it was quarantined, once, after it was.
+    pub fn take_quarantine(&mut self) -> Option<String> {
+        self.quarantined_now.take()
     }
 }
 
@@ -124,6 +127,9 @@ pub const RULE_FILES_ID: &str = "rule-files";
 /// 50 ms keeps a loaded host's preemptions from faulting it.
 pub const RULE_FILES_MIN_TIMEOUT: Duration = Duration::from_millis(50);
 
+/// The smallest CPU budget of the rule files' instance: it is many rules.
+pub const RULE_FILES_MIN_CPU_BUDGET: Duration = Duration::from_millis(750);
+
 impl LoadedRule {
     /// Compiles (or loads from cache), validates and instantiates the rule in
     /// `bytes`, then calls its `init`. Nothing of the old rule is touched: on
@@ -143,7 +149,7 @@ impl LoadedRule {
         let probe_id: Arc<str> = Arc::from(path.display().to_string());
         let mut store = new_store(host.engine(), probe_id, 64 << 20, WasiCtx::builder().build());
         let json = {
-            let _armed = host.watchdog().arm(&mut store, PROBE_TIMEOUT);
+            let _armed = host.watchdog().arm(&mut store, PROBE_TIMEOUT, DeadlineClock::Cpu);
             let rule = pre.instantiate(&mut store).map_err(PluginError::Instantiate)?;
             rule.vigil_rules_detector().call_metadata(&mut store).map_err(PluginError::Instantiate)?
         };
@@ -176,27 +182,38 @@ impl LoadedRule {
         wasi: Option<WasiGrant>,
         pre: RulePre<HostState>,
     ) -> Result<LoadedRule, PluginError> {
-        let mut loaded = LoadedRule {
-            id: Arc::from(meta.id.as_str()),
-            meta,
-            path: path.to_path_buf(),
-            hash,
-            stats: Arc::new(RuleStats::default()),
+        let id: Arc<str> = Arc::from(meta.id.as_str());
+        let recipe = Recipe {
+            id: id.clone(),
             limits,
             config_json,
             wasi,
             pre,
             engine: host.engine().clone(),
             watchdog: host.watchdog().clone(),
-            live: None,
-            health: Health::default(),
-            warnings: WarnBudget::default(),
         };
-        loaded.instantiate().map_err(|e| match e {
+        let live = recipe.instantiate().map_err(|e| match e {
             InstantiateError::Refused(msg) => PluginError::InitRefused(msg),
             InstantiateError::Fault(f) => PluginError::InitFault(f.to_string()),
         })?;
-        Ok(loaded)
+        Ok(LoadedRule {
+            id,
+            meta,
+            path: path.to_path_buf(),
+            hash,
+            stats: Arc::new(RuleStats::default()),
+            cpu: CpuBudget::new(recipe.limits.cpu_budget),
+            alert_rate: AlertRate::new(recipe.limits.max_alerts_per_sec),
+            recipe: Arc::new(recipe),
+            live: Some(live),
+            restart: None,
+            backlog: Default::default(),
+            health: Health::default(),
+            warnings: WarnBudget::default(),
+            owed_lost: Vec::new(),
+            quarantined_now: None,
+            pressed: false,
+        })
     }
 
     /// Instantiates the interpreter component in `bytes` with the rule
@@ -226,12 +243,15 @@ impl LoadedRule {
         // One instance runs every rule file: give a batch the time of many rules.
         let mut limits = resolved.limits;
         limits.call_timeout = limits.call_timeout.max(RULE_FILES_MIN_TIMEOUT);
+        if !limits.cpu_budget.is_zero() {
+            limits.cpu_budget = limits.cpu_budget.max(RULE_FILES_MIN_CPU_BUDGET);
+        }
         let hash = content_hash(config_json.as_bytes());
         let mut loaded = Self::start(host, provisional, key, hash, limits, config_json, None, pre)?;
-        let timeout = loaded.init_timeout();
+        let (timeout, clock) = (loaded.recipe.init_timeout(), loaded.recipe.limits.deadline_clock);
         let live = loaded.live.as_mut().expect("instantiated above");
         let json = {
-            let _armed = loaded.watchdog.arm(&mut live.store, timeout);
+            let _armed = loaded.recipe.watchdog.arm(&mut live.store, timeout, clock);
             live.rule.vigil_rules_detector().call_metadata(&mut live.store).map_err(PluginError::Instantiate)?
         };
         let meta = parse_metadata(&json).map_err(PluginError::BadMetadata)?;
@@ -253,82 +273,80 @@ impl LoadedRule {
         &self.meta.id
     }
 
-    /// The deadline of instantiation, `init`, `snapshot` and `restore`:
-    /// one-off calls that may set up tables, so at least 500 ms.
-    fn init_timeout(&self) -> Duration {
-        self.limits.call_timeout.max(Duration::from_millis(500))
-    }
-
-    fn instantiate(&mut self) -> Result<(), InstantiateError> {
-        let wasi = match &self.wasi {
-            Some(grant) => super::policy::wasi_ctx(grant).map_err(|e| InstantiateError::Refused(e.to_string()))?,
-            None => WasiCtx::builder().build(),
-        };
-        let mut store = new_store(&self.engine, self.id.clone(), self.limits.memory, wasi);
-        let _armed = self.watchdog.arm(&mut store, self.init_timeout());
-        let rule = match self.pre.instantiate(&mut store) {
-            Ok(r) => r,
-            Err(e) => return Err(InstantiateError::Fault(self.classify(&store, e))),
-        };
-        match rule.vigil_rules_detector().call_init(&mut store, &self.config_json) {
-            Ok(Ok(())) => {}
-            Ok(Err(msg)) => return Err(InstantiateError::Refused(rule_text(&msg))),
-            Err(e) => return Err(InstantiateError::Fault(self.classify(&store, e))),
-        }
-        self.live = Some(Live { store, rule });
-        Ok(())
-    }
-
-    fn classify(&self, store: &Store<HostState>, e: wasmtime::Error) -> Fault {
-        if store.data().memory_exceeded {
-            Fault::Memory(self.limits.memory)
-        } else if matches!(e.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
-            Fault::Timeout(self.limits.call_timeout)
-        } else {
-            // One line for the log: the trap or the host error that caused it.
-            tracing::debug!(rule = %self.id, error = ?e, "fault details (wasm backtrace)");
-            let cause = match e.downcast_ref::<wasmtime::Trap>() {
-                Some(trap) => trap.to_string(),
-                None => e.root_cause().to_string(),
-            };
-            Fault::Trap(cause)
-        }
-    }
-
-    /// Hands `batch` (packed, `events` of them) to the rule. (`&Vec` because
-    /// that is what the generated binding takes.)
+    /// Hands `batch` (packed, `events` of them) to the rule. A batch it
+    /// cannot take now is either skipped (counted, and owed to it as lost:
+    /// quarantined, throttled) or refused with [`Fault::Restarting`], for
+    /// the caller to keep until its instance is ready. (`&Vec` because that
+    /// is what the generated binding takes.)
     #[allow(clippy::ptr_arg)]
     pub fn on_batch(&mut self, batch: &Vec<u8>, events: usize) -> Result<Vec<RuleAlert>, Fault> {
         let now = Instant::now();
         if let Some(until) = self.health.quarantined_until {
             if now < until {
-                self.stats.events_skipped.fetch_add(events as u64, Ordering::Relaxed);
+                self.skip(events, lost_reason::QUARANTINED);
                 return Err(Fault::Quarantined(until - now));
             }
             self.health.quarantined_until = None;
             tracing::info!(rule = %self.id, "quarantine over; rule runs again");
         }
-        if self.live.is_none()
-            && let Err(e) = self.instantiate()
-        {
-            let fault = match e {
-                InstantiateError::Fault(f) => f,
-                InstantiateError::Refused(msg) => Fault::Trap(format!("init refused on rebuild: {msg}")),
-            };
-            self.record_fault(&fault, now, events);
-            return Err(fault);
+        if self.live.is_none() {
+            let restart = self.restart.get_or_insert_with(|| {
+                self.stats.restarts.fetch_add(1, Ordering::Relaxed);
+                Restart::rebuild(self.recipe.clone())
+            });
+            match restart.poll() {
+                Restarted::Pending => return Err(Fault::Restarting),
+                Restarted::Done(Ok(live)) => {
+                    self.restart = None;
+                    self.live = Some(live);
+                }
+                Restarted::Done(Err(e)) => {
+                    self.restart = None;
+                    let fault = e.into_fault();
+                    self.record_fault(&fault, now, events);
+                    return Err(fault);
+                }
+            }
         }
-        let live = self.live.as_mut().expect("instantiated above");
-        let armed = self.watchdog.arm(&mut live.store, self.limits.call_timeout);
+        match self.cpu.may_run(now, self.pressed) {
+            Throttle::Run => {}
+            throttle => {
+                if throttle == Throttle::Began && self.warnings.allow(&self.id, now) {
+                    tracing::warn!(
+                        rule = %self.id,
+                        budget = ?self.recipe.limits.cpu_budget,
+                        "rule is over its CPU budget per second; its events are skipped until it is back within it"
+                    );
+                }
+                self.stats.events_throttled.fetch_add(events as u64, Ordering::Relaxed);
+                self.skip(events, lost_reason::THROTTLED);
+                return Err(Fault::Throttled);
+            }
+        }
+        let live = self.live.as_mut().expect("live above");
+        let cpu_start = crate::time::thread_cpu_ns();
+        let armed = self.recipe.watchdog.arm(
+            &mut live.store,
+            self.recipe.limits.call_timeout,
+            self.recipe.limits.deadline_clock,
+        );
         let result = live.rule.vigil_rules_detector().call_on_batch(&mut live.store, batch);
         drop(armed);
         // Parsing what it returned is the rule's time too.
         let result = result.map(|json| parse_alerts(&json, events));
+        let cpu = crate::time::thread_cpu_ns().saturating_sub(cpu_start);
+        self.cpu.charge(cpu);
+        self.stats.cpu_ns.fetch_add(cpu, Ordering::Relaxed);
         self.stats.time_ns.fetch_add(now.elapsed().as_nanos() as u64, Ordering::Relaxed);
         self.stats.events_in.fetch_add(events as u64, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         match result {
-            Ok(Ok((alerts, dropped))) => {
+            Ok(Ok((mut alerts, mut dropped))) => {
+                let allowed = self.alert_rate.take(alerts.len(), now);
+                if allowed < alerts.len() {
+                    dropped += alerts.len() - allowed;
+                    alerts.truncate(allowed);
+                }
                 self.stats.alerts_out.fetch_add(alerts.len() as u64, Ordering::Relaxed);
                 if let Some(files) = &self.meta.files
                     && !alerts.is_empty()
@@ -343,7 +361,12 @@ impl LoadedRule {
                 if dropped > 0 {
                     self.stats.alerts_dropped.fetch_add(dropped as u64, Ordering::Relaxed);
                     if self.warnings.allow(&self.id, now) {
-                        tracing::warn!(rule = %self.id, dropped, "rule raised more alerts in one batch than the limit; the rest were dropped");
+                        tracing::warn!(
+                            rule = %self.id,
+                            dropped,
+                            per_sec = self.recipe.limits.max_alerts_per_sec,
+                            "rule raised more alerts than a batch can explain or than its rate allows; the rest were dropped"
+                        );
                     }
                 }
                 Ok(alerts)
@@ -355,7 +378,7 @@ impl LoadedRule {
             }
             Err(e) => {
                 let live = self.live.take().expect("live above");
-                let fault = self.classify(&live.store, e);
+                let fault = self.recipe.classify(&live.store, e);
                 self.record_fault(&fault, now, events);
                 Err(fault)
             }
@@ -367,98 +390,74 @@ impl LoadedRule {
             Fault::Timeout(_) => &self.stats.timeouts,
             Fault::Memory(_) => &self.stats.memory_faults,
             Fault::BadOutput(_) => &self.stats.bad_output,
-            Fault::Trap(_) | Fault::Quarantined(_) => &self.stats.traps,
+            Fault::Trap(_) | Fault::Quarantined(_) | Fault::Throttled | Fault::Restarting => &self.stats.traps,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(rule = %self.id, events, fault = %fault, "rule faulted; its instance is rebuilt and its state reset");
+        if self.warnings.allow(&self.id, now) {
+            tracing::warn!(rule = %self.id, events, fault = %fault, "rule faulted; its instance is rebuilt and its state reset");
+        }
         let h = &mut self.health;
         // A long quiet spell resets the backoff.
-        if h.last_fault.is_some_and(|t| now.duration_since(t) > self.limits.quarantine_max * 2) {
+        let limits = &self.recipe.limits;
+        if h.last_fault.is_some_and(|t| now.duration_since(t) > limits.quarantine_max * 2) {
             h.next_backoff = None;
         }
         h.last_fault = Some(now);
-        h.recent_faults.retain(|t| now.duration_since(*t) < self.limits.fault_window);
+        h.recent_faults.retain(|t| now.duration_since(*t) < limits.fault_window);
         h.recent_faults.push(now);
-        if h.recent_faults.len() as u32 >= self.limits.max_faults {
-            let backoff = h.next_backoff.unwrap_or(self.limits.quarantine_initial);
+        if h.recent_faults.len() as u32 >= limits.max_faults {
+            let backoff = h.next_backoff.unwrap_or(limits.quarantine_initial);
             h.quarantined_until = Some(now + backoff);
-            h.next_backoff = Some((backoff * 2).min(self.limits.quarantine_max));
+            h.next_backoff = Some((backoff * 2).min(limits.quarantine_max));
             h.recent_faults.clear();
             self.stats.quarantines.fetch_add(1, Ordering::Relaxed);
             tracing::error!(
                 rule = %self.id,
-                faults = self.limits.max_faults,
-                window = ?self.limits.fault_window,
+                faults = limits.max_faults,
+                window = ?limits.fault_window,
                 quarantine = ?backoff,
+                last_fault = %fault,
                 "rule quarantined after repeated faults; its events are skipped until the quarantine ends"
             );
+            self.quarantined_now = Some(format!(
+                "{} faults within {:?}, the last: {fault}; its events are skipped for {backoff:?}",
+                limits.max_faults, limits.fault_window
+            ));
+        } else if self.live.is_none() && self.restart.is_none() {
+            // Rebuilt on another thread while the events go on.
+            self.stats.restarts.fetch_add(1, Ordering::Relaxed);
+            self.restart = Some(Restart::rebuild(self.recipe.clone()));
         }
     }
 
-    /// The rule's state, for its successor. Errors are logged; `None` then.
-    pub fn snapshot(&mut self) -> Option<Vec<u8>> {
-        let init_timeout = self.init_timeout();
-        let live = self.live.as_mut()?;
-        let armed = self.watchdog.arm(&mut live.store, init_timeout);
-        let result = live.rule.vigil_rules_detector().call_snapshot(&mut live.store);
-        drop(armed);
-        match result {
-            Ok(state) => state,
-            Err(e) => {
-                tracing::warn!(rule = %self.id, error = %e, "snapshot failed; the new version starts fresh");
-                self.live = None;
-                None
-            }
+    /// Takes over from `old`, the version of this rule it replaces: its
+    /// figures, the batches waiting for it, and its state, handed over on
+    /// another thread (`snapshot` there, `restore` here) while the events
+    /// for this rule wait in its backlog.
+    pub fn take_over(&mut self, old: &mut LoadedRule) {
+        self.stats = old.stats.clone();
+        self.backlog.append(&mut old.backlog);
+        self.owed_lost.append(&mut old.owed_lost);
+        // A version that is restarting has no state to hand over.
+        let old_live = old.live.take().map(|l| (old.recipe.clone(), l));
+        if let Some(live) = self.live.take() {
+            self.stats.restarts.fetch_add(1, Ordering::Relaxed);
+            self.restart = Some(Restart::hand_over(old_live, self.recipe.clone(), live));
         }
     }
 
-    /// Hands `state` from the previous version to this one.
-    #[allow(clippy::ptr_arg)] // the generated binding takes &Vec
-    pub fn restore(&mut self, state: &Vec<u8>) {
-        let init_timeout = self.init_timeout();
-        let Some(live) = self.live.as_mut() else {
-            return;
-        };
-        let armed = self.watchdog.arm(&mut live.store, init_timeout);
-        let result = live.rule.vigil_rules_detector().call_restore(&mut live.store, state);
-        drop(armed);
-        match result {
-            Ok(Ok(())) => tracing::debug!(rule = %self.id, bytes = state.len(), "state restored"),
-            Ok(Err(msg)) => {
-                tracing::warn!(rule = %self.id, error = %rule_text(&msg), "new version refused the old state; starting fresh")
-            }
-            Err(e) => {
-                tracing::warn!(rule = %self.id, error = %e, "restore trapped; starting fresh");
-                self.live = None;
+    /// Waits for an instance being made (at the end of a run).
+    pub fn finish_restart(&mut self) {
+        if let Some(restart) = self.restart.take() {
+            match restart.wait() {
+                Ok(live) => self.live = Some(live),
+                Err(e) => {
+                    let fault = e.into_fault();
+                    self.record_fault(&fault, Instant::now(), 0);
+                }
             }
         }
     }
-}
-
-/// Longest text a rule supplies (an error message) that the host keeps.
-const MAX_RULE_TEXT: usize = 1024;
-
-/// Text a rule supplied, for the daemon's log and errors: cut to
-/// [`MAX_RULE_TEXT`] and with its control characters escaped.
-fn rule_text(text: &str) -> String {
-    let mut end = text.len().min(MAX_RULE_TEXT);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    let cut = if end < text.len() { "… (cut)" } else { "" };
-    format!("{}{cut}", crate::escape_controls(&text[..end]))
-}
-
-enum InstantiateError {
-    Refused(String),
-    Fault(Fault),
-}
-
-fn new_store(engine: &wasmtime::Engine, id: Arc<str>, memory: usize, wasi: WasiCtx) -> Store<HostState> {
-    let mut store = Store::new(engine, HostState::new(id, memory, wasi));
-    store.limiter(|s| s);
-    watchdog::watch(&mut store);
-    store
 }
 
 /// The deadline of the metadata probe (instantiate, then `metadata`).

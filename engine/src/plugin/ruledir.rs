@@ -18,6 +18,7 @@ use super::dispatch::Control;
 use super::host::{PluginHost, content_hash};
 use super::meta::{RuleMeta, RuleSettingsResolved};
 use super::rule::{Loaded, LoadedRule, RULE_FILES_ID};
+use crate::alert::Alarm;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Seen {
@@ -25,12 +26,16 @@ enum Seen {
     Loaded { hash: String, id: String },
     /// Valid but disabled, or refused: not retried until the file changes.
     Skipped { hash: String },
+    /// Valid, but another file claims the same id: neither is loaded, and
+    /// both are tried again at every scan, so the one left loads once the
+    /// other is gone or changed.
+    Clashed { hash: String, id: String },
 }
 
 impl Seen {
     fn hash(&self) -> &str {
         match self {
-            Seen::Loaded { hash, .. } | Seen::Skipped { hash } => hash,
+            Seen::Loaded { hash, .. } | Seen::Skipped { hash } | Seen::Clashed { hash, .. } => hash,
         }
     }
 }
@@ -89,7 +94,7 @@ impl RuleDir {
         // only the hashes go stale.
         for seen in self.seen.values_mut() {
             match seen {
-                Seen::Loaded { hash, .. } | Seen::Skipped { hash } => hash.clear(),
+                Seen::Loaded { hash, .. } | Seen::Skipped { hash } | Seen::Clashed { hash, .. } => hash.clear(),
             }
         }
         self.files_signature.clear();
@@ -133,6 +138,8 @@ impl RuleDir {
             }
         }
 
+        // Rules loaded in this scan: checked for a shared id before they run.
+        let mut candidates = Vec::new();
         for path in files {
             let bytes = match super::trust::read_trusted(&self.dir, &path, super::trust::MAX_COMPONENT_BYTES) {
                 Ok(b) => b,
@@ -152,7 +159,7 @@ impl RuleDir {
                 }
             };
             let hash = content_hash(&bytes);
-            if self.seen.get(&path).is_some_and(|s| s.hash() == hash) {
+            if self.seen.get(&path).is_some_and(|s| s.hash() == hash && !matches!(s, Seen::Clashed { .. })) {
                 continue;
             }
             match LoadedRule::load(host, &path, &bytes, &hash, settings) {
@@ -167,35 +174,7 @@ impl RuleDir {
                         }
                         continue;
                     }
-                    let clash = self
-                        .seen
-                        .iter()
-                        .find(|(p, s)| **p != path && matches!(s, Seen::Loaded { id: other, .. } if *other == id))
-                        .map(|(p, _)| p.clone());
-                    if let Some(other) = clash {
-                        // The file named after the id owns it: a file that claims
-                        // another's id never shadows it, whatever the name order.
-                        if owns(&path, &id) && !owns(&other, &id) {
-                            let msg = format!("rule id {id} belongs to {}; this file claims it", path.display());
-                            tracing::error!(path = %other.display(), "{msg}; it is unloaded");
-                            report.failed.push((other.clone(), msg));
-                            controls.push(Control::Remove(other.clone()));
-                            let other_hash = self.seen.get(&other).map(|s| s.hash().to_string()).unwrap_or_default();
-                            self.seen.insert(other, Seen::Skipped { hash: other_hash });
-                        } else {
-                            let msg = format!("rule id {id} is already loaded from {}", other.display());
-                            tracing::error!(path = %path.display(), "{msg}; this file is ignored");
-                            report.failed.push((path.clone(), msg));
-                            // If this file's previous version is running, it stays.
-                            if !matches!(self.seen.get(&path), Some(Seen::Loaded { .. })) {
-                                self.seen.insert(path, Seen::Skipped { hash });
-                            }
-                            continue;
-                        }
-                    }
-                    report.loaded.push(id.clone());
-                    self.seen.insert(path, Seen::Loaded { hash, id });
-                    controls.push(Control::Upsert(rule));
+                    candidates.push((path, hash, rule));
                 }
                 Ok(Loaded::Interpreter(meta)) => {
                     tracing::info!(path = %path.display(), version = %meta.version, "interpreter of rule files found");
@@ -229,9 +208,66 @@ impl RuleDir {
                 }
             }
         }
+        self.claim_ids(candidates, &mut controls, &mut report);
         self.scan_rule_files(host, settings, &mut controls, &mut report)?;
         controls.sort_by_key(|c| matches!(c, Control::Remove(_)));
         Ok((controls, report))
+    }
+
+    /// Loads the rules of this scan whose id no other file claims. Files
+    /// that claim the same id (loaded in this scan, or running) are all
+    /// refused, a running one unloaded, with an error naming every path and
+    /// a Critical alert: no file can shadow another's rule, and the clash
+    /// cannot go unnoticed.
+    fn claim_ids(
+        &mut self,
+        candidates: Vec<(PathBuf, String, Box<LoadedRule>)>,
+        controls: &mut Vec<Control>,
+        report: &mut ScanReport,
+    ) {
+        // Per id: each file claiming it, its hash, and the rule if loaded now.
+        type Claim = (PathBuf, String, Option<Box<LoadedRule>>);
+        let mut by_id: BTreeMap<String, Vec<Claim>> = BTreeMap::new();
+        for (path, hash, rule) in candidates {
+            by_id.entry(rule.meta.id.clone()).or_default().push((path, hash, Some(rule)));
+        }
+        for (id, mut claims) in by_id {
+            for (path, seen) in &self.seen {
+                if let Seen::Loaded { id: other, hash } | Seen::Clashed { id: other, hash } = seen
+                    && *other == id
+                    && !claims.iter().any(|c| c.0 == *path)
+                {
+                    claims.push((path.clone(), hash.clone(), None));
+                }
+            }
+            if let [(path, hash, Some(_))] = &claims[..] {
+                let (path, hash) = (path.clone(), hash.clone());
+                let rule = claims.pop().and_then(|c| c.2).expect("matched above");
+                report.loaded.push(id.clone());
+                self.seen.insert(path, Seen::Loaded { hash, id });
+                controls.push(Control::Upsert(rule));
+                continue;
+            }
+            claims.sort_by(|a, b| a.0.cmp(&b.0));
+            let paths: Vec<String> = claims.iter().map(|c| c.0.display().to_string()).collect();
+            let msg = format!(
+                "rule id {id} is claimed by {}: none of them runs until only one file claims it",
+                paths.join(" and ")
+            );
+            tracing::error!(rule = %id, "{msg}");
+            for (path, hash, _) in claims {
+                if matches!(self.seen.get(&path), Some(Seen::Loaded { .. })) {
+                    controls.push(Control::Remove(path.clone()));
+                }
+                report.failed.push((path.clone(), msg.clone()));
+                self.seen.insert(path, Seen::Clashed { hash, id: id.clone() });
+            }
+            controls.push(Control::Alarm(Alarm {
+                rule: "Vigil rule id claimed twice",
+                message: msg,
+                fields: vec![("vigil.rule.id", id), ("vigil.rule.paths", paths.join(", "))],
+            }));
+        }
     }
 
     /// Reloads the rule files' instance when a rule file or the interpreter changed.
@@ -419,8 +455,4 @@ pub fn list_files(dir: &Path, extensions: &[&str]) -> std::io::Result<Vec<PathBu
     }
     files.sort();
     Ok(files)
-}
-/// Whether `path` is the file named after rule id `id` (`<id>.wasm`).
-fn owns(path: &Path, id: &str) -> bool {
-    path.file_stem().is_some_and(|stem| stem == id)
 }

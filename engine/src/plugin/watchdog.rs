@@ -9,6 +9,13 @@
 //! a call checks the clock against its own deadline in its epoch callback,
 //! and only the overdue one is interrupted.
 //!
+//! A deadline counts the calling thread's CPU time ([`DeadlineClock::Cpu`],
+//! the default) or wall time. On CPU time, a call preempted on a loaded
+//! host is not taken for a hang: when its wall deadline passes, the epoch
+//! callback compares the thread's CPU clock with the call's budget and lets
+//! it run on if it is within. A hard wall limit (ten times the timeout, at
+//! least a second more) still stops a call that waits without using CPU.
+//!
 //! A call that ends in time costs two lock round-trips and no wake-up: under
 //! a stream of short calls the watchdog wakes about once per deadline period
 //! (10 ms by default), not once per epoch tick. After [`PARK_AFTER`] without
@@ -21,11 +28,46 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{Engine, Store, UpdateDeadline};
 
-/// The deadline a store's data keeps for the watchdog: when the call in
-/// progress must have returned.
+pub use crate::config::DeadlineClock;
+
+/// When a call must have returned.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    /// The wall time at which the watchdog first looks: the timeout from
+    /// the call's start.
+    pub wall: Instant,
+    /// On CPU time: the calling thread's CPU clock (ns) the call may reach.
+    pub cpu_ns: Option<u64>,
+    /// Interrupted then whatever its CPU time.
+    pub hard: Instant,
+}
+
+impl Deadline {
+    /// `timeout` from now on `clock`. Must be made on the thread that makes
+    /// the call: the CPU clock is that thread's.
+    pub fn after(timeout: Duration, clock: DeadlineClock) -> Self {
+        let now = Instant::now();
+        let wall = now + timeout;
+        match clock {
+            DeadlineClock::Wall => Deadline { wall, cpu_ns: None, hard: wall },
+            DeadlineClock::Cpu => Deadline {
+                wall,
+                cpu_ns: Some(crate::time::thread_cpu_ns() + timeout.as_nanos() as u64),
+                hard: now + (timeout * 10).max(timeout + Duration::from_secs(1)),
+            },
+        }
+    }
+
+    /// Whether the call has run past it. Called on the calling thread.
+    fn passed(&self, now: Instant) -> bool {
+        now >= self.hard || (now >= self.wall && self.cpu_ns.is_none_or(|cpu| crate::time::thread_cpu_ns() >= cpu))
+    }
+}
+
+/// The deadline a store's data keeps for the watchdog.
 pub trait CallDue: 'static {
-    fn call_due(&self) -> Instant;
-    fn set_call_due(&mut self, due: Instant);
+    fn call_due(&self) -> Deadline;
+    fn set_call_due(&mut self, due: Deadline);
 }
 
 /// How long without any call before the watchdog parks.
@@ -92,7 +134,7 @@ impl Drop for Armed<'_> {
 /// and otherwise runs on until the next move. Call once per store.
 pub fn watch<T: CallDue>(store: &mut Store<T>) {
     store.epoch_deadline_callback(|ctx| {
-        Ok(if Instant::now() >= ctx.data().call_due() {
+        Ok(if ctx.data().call_due().passed(Instant::now()) {
             UpdateDeadline::Interrupt
         } else {
             UpdateDeadline::Continue(1)
@@ -118,11 +160,13 @@ impl Watchdog {
         Ok(Watchdog { shared, thread: handle.thread().clone() })
     }
 
-    /// Gives the next call into `store` `timeout` from now, and watches it
-    /// until the guard drops. The store must have been passed to [`watch`].
-    pub fn arm<'a, T: CallDue>(&'a self, store: &mut Store<T>, timeout: Duration) -> Armed<'a> {
-        let due = Instant::now() + timeout;
-        store.data_mut().set_call_due(due);
+    /// Gives the next call into `store` `timeout` from now on `clock`, and
+    /// watches it until the guard drops. The store must have been passed to
+    /// [`watch`]; the call must be made on this thread.
+    pub fn arm<'a, T: CallDue>(&'a self, store: &mut Store<T>, timeout: Duration, clock: DeadlineClock) -> Armed<'a> {
+        let deadline = Deadline::after(timeout, clock);
+        let due = deadline.wall;
+        store.data_mut().set_call_due(deadline);
         store.set_epoch_deadline(1);
         let mut st = self.shared.state();
         let id = st.next_id;
@@ -209,15 +253,19 @@ mod tests {
     use super::*;
 
     /// A store's data that only keeps the deadline.
-    struct Due(Instant);
+    struct Due(Deadline);
 
     impl CallDue for Due {
-        fn call_due(&self) -> Instant {
+        fn call_due(&self) -> Deadline {
             self.0
         }
-        fn set_call_due(&mut self, due: Instant) {
+        fn set_call_due(&mut self, due: Deadline) {
             self.0 = due;
         }
+    }
+
+    fn due() -> Due {
+        Due(Deadline::after(Duration::ZERO, DeadlineClock::Wall))
     }
 
     fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
@@ -232,7 +280,7 @@ mod tests {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
         let engine = Engine::new(&config).unwrap();
-        let mut store = Store::new(&engine, Due(Instant::now()));
+        let mut store = Store::new(&engine, due());
         watch(&mut store);
         (Watchdog::start(engine).unwrap(), store)
     }
@@ -247,7 +295,7 @@ mod tests {
 
         let calls = 2_000;
         for _ in 0..calls {
-            let _armed = dog.arm(&mut store, Duration::from_millis(500));
+            let _armed = dog.arm(&mut store, Duration::from_millis(500), DeadlineClock::Wall);
             std::thread::sleep(Duration::from_micros(20));
         }
         assert_eq!(dog.interrupts(), 0, "no call was overdue");
@@ -257,10 +305,27 @@ mod tests {
     }
 
     #[test]
+    fn a_cpu_deadline_counts_the_calling_threads_cpu_time_not_its_waits() {
+        let d = Deadline::after(Duration::from_millis(20), DeadlineClock::Cpu);
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(!d.passed(Instant::now()), "preempted (here: asleep) is not running");
+        let spun = Instant::now();
+        while !d.passed(Instant::now()) {
+            assert!(spun.elapsed() < Duration::from_secs(5), "20 ms of CPU pass it");
+            std::hint::spin_loop();
+        }
+        assert!(d.passed(d.hard), "the hard limit stops a call whatever its CPU time");
+        assert!(d.hard >= d.wall + Duration::from_secs(1));
+        let wall = Deadline::after(Duration::from_millis(20), DeadlineClock::Wall);
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(wall.passed(Instant::now()), "on wall time, waiting counts");
+    }
+
+    #[test]
     fn an_overdue_call_moves_the_epoch_after_its_deadline_until_it_returns() {
         let (dog, mut store) = setup();
         let armed_at = Instant::now();
-        let armed = dog.arm(&mut store, Duration::from_millis(30));
+        let armed = dog.arm(&mut store, Duration::from_millis(30), DeadlineClock::Wall);
         wait_until("the overdue call is interrupted", || dog.interrupts() > 0);
         assert!(armed_at.elapsed() >= Duration::from_millis(30), "not before its deadline");
         // The call has not returned (it may be in host code): keep at it.
@@ -276,11 +341,11 @@ mod tests {
     #[test]
     fn a_shorter_deadline_armed_during_a_longer_one_wakes_the_watchdog() {
         let (dog, mut store) = setup();
-        let mut other = Store::new(store.engine(), Due(Instant::now()));
+        let mut other = Store::new(store.engine(), due());
         watch(&mut other);
-        let _long = dog.arm(&mut store, Duration::from_secs(60));
+        let _long = dog.arm(&mut store, Duration::from_secs(60), DeadlineClock::Wall);
         let short_at = Instant::now();
-        let _short = dog.arm(&mut other, Duration::from_millis(20));
+        let _short = dog.arm(&mut other, Duration::from_millis(20), DeadlineClock::Wall);
         wait_until("the short call is interrupted", || dog.interrupts() > 0);
         assert!(short_at.elapsed() < Duration::from_secs(30), "it did not wait for the long deadline");
     }
