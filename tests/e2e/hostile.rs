@@ -281,6 +281,13 @@ fn a_slow_rule_is_throttled_and_a_slow_rebuild_runs_off_the_dispatching_thread()
     assert_eq!(slow.figure("hostile", "faults"), 0, "within its deadline");
     assert!(slow.figure("hostile", "throttled") > 0, "over its CPU budget: throttled");
     assert!(slow.stderr.contains("over its CPU budget"), "and said so");
+    // What it missed, it is told of when it runs again (an events-lost event).
+    let told: u64 = slow.alerts["hostile"]
+        .iter()
+        .filter_map(|a| a["output"].as_str().unwrap().strip_suffix(" rule-throttled"))
+        .map(|n| n.strip_prefix("lost ").unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert!(told > 0 && told <= slow.figure("hostile", "throttled"), "told of {told} lost events");
 
     let rebuilt = with_hostile("slow-init", ", init_ms = 300, trap_every = 20");
     assert_unharmed("slow init on rebuild", &rebuilt, &alone);

@@ -12,6 +12,9 @@
 //!   batch, so it is rebuilt (and its `init` run again) while events flow;
 //! - `quiet` (default): does nothing.
 //!
+//! Whatever its mode, it alerts on each `events-lost` event it gets with
+//! the count and reason (what it missed while throttled or quarantined).
+//!
 //! Its id is always `hostile`: two copies of it in one directory claim the
 //! same id, as an impostor would.
 //!
@@ -65,14 +68,44 @@ fn burn(us: u64) {
     }
 }
 
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    bytes.get(at..at + 4).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    u32_at(bytes, at) as u64 | (u32_at(bytes, at + 4) as u64) << 32
+}
+
 /// The number of events in a packed batch (its header: magic, count).
 fn events(batch: &[u8]) -> u32 {
-    batch.get(4..8).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    u32_at(batch, 4)
+}
+
+/// Index of `events-lost` in the WIT `event-kind` enum.
+const EVENTS_LOST: u8 = 9;
+
+/// An alert for each `events-lost` event of the batch: "lost <count> <reason>".
+fn lost_alerts(batch: &[u8]) -> Vec<String> {
+    let mut alerts = Vec::new();
+    for i in 0..events(batch) as usize {
+        let at = u32_at(batch, 8 + 4 * i) as usize;
+        if batch.get(at) != Some(&EVENTS_LOST) {
+            continue;
+        }
+        // lost.count at 128; the lost reason is string ref 11 of those at 144.
+        let count = u64_at(batch, at + 128);
+        let (off, len) = (u32_at(batch, at + 144 + 11 * 8) as usize, u32_at(batch, at + 148 + 11 * 8) as usize);
+        let reason = batch.get(at + off..at + off + len).map(String::from_utf8_lossy).unwrap_or_default();
+        alerts.push(format!(
+            r#"{{"priority":"warning","message":"lost {count} {reason}","tags":[],"fields":[],"event-index":{i}}}"#
+        ));
+    }
+    alerts
 }
 
 impl Guest for Hostile {
     fn metadata() -> String {
-        r#"{"id":"hostile","version":"1.0.0","description":"misbehaves on purpose","subscriptions":["process-exec"],"containers-only":false,"tags":["test"]}"#.into()
+        r#"{"id":"hostile","version":"1.0.0","description":"misbehaves on purpose","subscriptions":["process-exec","events-lost"],"containers-only":false,"tags":["test"]}"#.into()
     }
 
     fn init(config: String) -> Result<(), String> {
@@ -95,6 +128,10 @@ impl Guest for Hostile {
     }
 
     fn on_batch(batch: Vec<u8>) -> String {
+        let lost = lost_alerts(&batch);
+        if !lost.is_empty() {
+            return format!("[{}]", lost.join(","));
+        }
         let n = events(&batch);
         BATCHES.set(BATCHES.get() + 1);
         match MODE.get() {
