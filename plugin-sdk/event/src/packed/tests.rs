@@ -287,3 +287,36 @@ fn empty_batch() {
     let b = BatchView::new(&buf).unwrap();
     assert!(b.is_empty());
 }
+
+/// The worked example of `docs/packed-layout.md`, byte for byte.
+#[test]
+fn the_worked_example_of_the_spec_page_holds() {
+    let e = Event {
+        id: 7,
+        time_ns: 1_700_000_000_000_000_000,
+        process: Some(Process {
+            pid: 42,
+            tgid: 42,
+            ppid: 1,
+            comm: "sh".into(),
+            exe: "/bin/sh".into(),
+            argv: vec!["sh".into(), "-c".into(), "id".into()],
+            cwd: "/".into(),
+            ..Default::default()
+        }),
+        ..Event::new(EventKind::ProcessExec)
+    };
+    let mut out = Vec::new();
+    encode_batch([&e], &mut out);
+    let dump: Vec<String> = out
+        .chunks(16)
+        .enumerate()
+        .map(|(i, c)| format!("{:04x}: {}", i * 16, c.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")))
+        .collect();
+    let page = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/packed-layout.md"));
+    let documented: Vec<&str> = page
+        .lines()
+        .filter(|l| l.len() > 6 && l.as_bytes()[4] == b':' && l[..4].chars().all(|c| c.is_ascii_hexdigit()))
+        .collect();
+    assert_eq!(documented, dump, "docs/packed-layout.md's example is what the encoder writes");
+}
