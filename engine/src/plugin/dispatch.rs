@@ -349,9 +349,15 @@ impl Dispatcher {
         self.catch_up(r);
         let rule = &mut self.rules[r];
         if rule.backlog.is_empty() {
+            match rule.admit(batch.len()) {
+                Ok(()) => {}
+                Err(Fault::Restarting) => return self.keep(r, batch, chunk),
+                // Skipped (counted, owed to it as lost), or faulted.
+                Err(_) => return self.raise_quarantine(r),
+            }
             self.report_lost(r);
             let rule = &mut self.rules[r];
-            match rule.on_batch(&self.batch, batch.len()) {
+            match rule.run(&self.batch, batch.len()) {
                 Ok(alerts) => {
                     for a in alerts {
                         let Some(&index) = batch.get(a.event_index as usize) else {
@@ -367,14 +373,20 @@ impl Dispatcher {
                             self.builder.build(rule.meta.alerting(&a.rule), a, &chunk[index]),
                         ));
                     }
-                    return;
                 }
-                Err(Fault::Restarting) => {}
-                // Skipped, or logged and counted by the rule.
-                Err(_) => return self.raise_quarantine(r),
+                // The report of lost events faulted it: the batch waits for its restart.
+                Err(Fault::Restarting) => self.keep(r, batch, chunk),
+                // Logged and counted by the rule.
+                Err(_) => self.raise_quarantine(r),
             }
+            return;
         }
-        // Restarting: the batch waits for it.
+        self.keep(r, batch, chunk);
+    }
+
+    /// Keeps the batch for rule `r`, restarting, in its backlog (or skips it,
+    /// owed to it as lost, if the backlog is full).
+    fn keep(&mut self, r: usize, batch: &[usize], chunk: &[Event]) {
         let rule = &mut self.rules[r];
         if !rule.backlog.push(&self.batch, batch.iter().map(|&i| &chunk[i])) {
             rule.skip(batch.len(), lost_reason::RESTARTING);
@@ -405,13 +417,11 @@ impl Dispatcher {
         self.raise_quarantine(r);
     }
 
-    /// Tells rule `r`, if it wants `events-lost`, what it did not see since
-    /// it was last told (quarantined, throttled, restarting).
+    /// Tells rule `r` (admitted to run now), if it wants `events-lost`,
+    /// what it did not see since it was last told (quarantined, throttled,
+    /// restarting).
     fn report_lost(&mut self, r: usize) {
         let rule = &mut self.rules[r];
-        if !rule.is_live() {
-            return;
-        }
         let owed = rule.take_owed_lost();
         if owed.is_empty() || !rule.meta.subscriptions.contains(EventKind::EventsLost) {
             return;
@@ -431,7 +441,7 @@ impl Dispatcher {
             .collect();
         let mut packed = Vec::new();
         vigil_event::packed::encode_batch(events.iter(), &mut packed);
-        if let Ok(alerts) = rule.on_batch(&packed, events.len()) {
+        if let Ok(alerts) = rule.run(&packed, events.len()) {
             for a in alerts {
                 if let Some(event) = events.get(a.event_index as usize) {
                     self.late.push(self.builder.build(rule.meta.alerting(&a.rule), a, event));

@@ -93,11 +93,6 @@ impl LoadedRule {
         std::mem::take(&mut self.owed_lost)
     }
 
-    /// Whether its next call would run now (live, not quarantined, not restarting).
-    pub fn is_live(&self) -> bool {
-        self.live.is_some() && self.health.quarantined_until.is_none()
-    }
-
     /// Whether the dispatching thread is under pressure: a rule over its CPU
     /// budget is throttled only then.
     pub fn set_pressed(&mut self, pressed: bool) {
@@ -280,6 +275,14 @@ impl LoadedRule {
     /// is what the generated binding takes.)
     #[allow(clippy::ptr_arg)]
     pub fn on_batch(&mut self, batch: &Vec<u8>, events: usize) -> Result<Vec<RuleAlert>, Fault> {
+        self.admit(events)?;
+        self.run(batch, events)
+    }
+
+    /// Whether the rule takes a batch of `events` now: an error if it is
+    /// quarantined or over its CPU budget (the events are then counted as
+    /// skipped and owed to it as lost) or restarting (the batch can wait).
+    pub fn admit(&mut self, events: usize) -> Result<(), Fault> {
         let now = Instant::now();
         if let Some(until) = self.health.quarantined_until {
             if now < until {
@@ -323,7 +326,16 @@ impl LoadedRule {
                 return Err(Fault::Throttled);
             }
         }
-        let live = self.live.as_mut().expect("live above");
+        Ok(())
+    }
+
+    /// Calls the rule with `batch` (admitted by [`Self::admit`]).
+    #[allow(clippy::ptr_arg)]
+    pub fn run(&mut self, batch: &Vec<u8>, events: usize) -> Result<Vec<RuleAlert>, Fault> {
+        let now = Instant::now();
+        let Some(live) = self.live.as_mut() else {
+            return Err(Fault::Restarting);
+        };
         let cpu_start = crate::time::thread_cpu_ns();
         let armed = self.recipe.watchdog.arm(
             &mut live.store,
