@@ -137,6 +137,19 @@ fn host_config_and_systemd_unit() {
     assert_eq!(get("Service", "StateDirectory"), Some("vigil"), "/var/lib/vigil holds the spools");
     let caps = get("Service", "CapabilityBoundingSet").unwrap();
     assert!(caps.contains("CAP_BPF") && caps.contains("CAP_PERFMON") && !caps.contains("CAP_SYS_ADMIN"));
+    // The unit and the DaemonSet grant the same capabilities (the measured
+    // table in docs/deploying.md), and the docs list each one.
+    let unit_caps: BTreeSet<String> =
+        caps.split_whitespace().map(|c| c.trim_start_matches("CAP_").to_string()).collect();
+    let docs = documents(&deploy("kubernetes/vigil.yaml"));
+    let sc = &docs[2]["spec"]["template"]["spec"]["containers"][0]["securityContext"];
+    let ds_caps: BTreeSet<String> = strings(&sc["capabilities"]["add"]).into_iter().collect();
+    assert_eq!(unit_caps, ds_caps, "the systemd unit and the DaemonSet grant the same capabilities");
+    assert_eq!(get("Service", "LimitMEMLOCK"), Some("infinity"), "older kernels' eBPF maps, without SYS_RESOURCE");
+    let deploying = std::fs::read_to_string(workspace().join("docs/deploying.md")).unwrap();
+    for c in &ds_caps {
+        assert!(deploying.contains(&format!("| `{c}`")), "docs/deploying.md says what {c} is for");
+    }
     assert_eq!(get("Install", "WantedBy"), Some("multi-user.target"));
     assert!(cfg.output.spool_dir().starts_with("/var/lib/vigil"));
 

@@ -28,6 +28,34 @@ const PROGRAMS: [&str; 5] =
 /// is seen at its next exec instead, and the log says so.
 const SYSCALL_PROGRAMS: [&str; 2] = ["sys_exit_setns", "sys_exit_unshare"];
 
+/// Kernels before 5.11 charge eBPF maps to RLIMIT_MEMLOCK (later ones to
+/// the memory cgroup): there, the limit is lifted, which takes
+/// CAP_SYS_RESOURCE. Without it the load goes on, and fails with a clear
+/// error only if the maps do not fit the limit.
+fn raise_memlock_before_5_11() {
+    let Some((major, minor)) = kernel_release() else { return };
+    if (major, minor) >= (5, 11) {
+        return;
+    }
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: a valid rlimit for the calling process.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        tracing::warn!(
+            kernel = %format!("{major}.{minor}"),
+            error = %std::io::Error::last_os_error(),
+            "this kernel charges eBPF maps to the locked-memory limit and it cannot be lifted (CAP_SYS_RESOURCE); \
+             loading may fail if the ring buffer does not fit it"
+        );
+    }
+}
+
+/// The running kernel's major and minor version.
+fn kernel_release() -> Option<(u32, u32)> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    let mut parts = release.trim().split(['.', '-']);
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
 /// True when this binary carries the eBPF programs.
 pub fn built_in() -> bool {
     !PROGRAMS_OBJECT.is_empty()
@@ -51,6 +79,7 @@ pub fn load(config: &EbpfConfig, v1: Option<&V1Hierarchy>) -> Result<Loaded, Ebp
     if config.mount_tracefs {
         tracefs::ensure();
     }
+    raise_memlock_before_5_11();
     let offsets = read_offsets(&config.btf, v1)?;
     let btf = Btf::parse_file(&config.btf, Endianness::default())
         .map_err(|source| EbpfError::ParseBtf { path: config.btf.clone(), source })?;
