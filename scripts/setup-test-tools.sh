@@ -3,6 +3,8 @@
 #   - promtool (from Debian's `prometheus` package, unpacked, not installed:
 #     installing the package would start a Prometheus server), which checks
 #     the daemon's /metrics output;
+#   - nats-server (from Debian's `nats-server` package, unpacked the same
+#     way: the tests start it themselves, with JetStream, on loopback);
 #   - Docker and busybox (scripts/runtimes.sh install), for the container tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +27,19 @@ if [ ! -x "$tools/promtool" ]; then
     install -m 0755 "$work/root/usr/bin/promtool" "$tools/promtool"
 fi
 "$tools/promtool" --version 2>&1 | head -n1
+
+if [ ! -x "$tools/nats-server" ]; then
+    echo "setup-test-tools: fetching nats-server from Debian's nats-server package"
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    if ! (cd "$work" && apt-get download nats-server >/dev/null 2>&1); then
+        apt-get update -qq
+        (cd "$work" && apt-get download nats-server >/dev/null)
+    fi
+    dpkg-deb -x "$work"/nats-server_*.deb "$work/root"
+    install -m 0755 "$work/root/usr/sbin/nats-server" "$tools/nats-server"
+fi
+"$tools/nats-server" --version
 
 # Docker (with containerd and runc) for the container tests, as root.
 if [ "$(id -u)" = 0 ]; then

@@ -27,16 +27,15 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::post;
-use vigil_engine::alert::Alert;
-use vigil_engine::config::{AlertsConfig, Config, WebhookConfig};
-use vigil_engine::daemon::Daemon;
-use vigil_engine::event::{Event, EventKind, Process};
-use vigil_engine::output::webhook::WebhookOutput;
+use vigil_engine::config::WebhookConfig;
 use vigil_engine::output::{AlertBatch, Output};
-use vigil_engine::sources::replay::{ReplaySource, ReplayWriter};
+use vigil_engine::sources::replay::ReplayWriter;
 
 mod common;
-use common::{NullOutput, target_dir};
+#[path = "common/workload.rs"]
+mod workload;
+use common::target_dir;
+use workload::{events, median, pipeline_run, sample_alerts};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -106,20 +105,6 @@ impl Receiver {
     }
 }
 
-/// A real alert (the golden file's first), with a fresh id.
-fn sample_alerts(n: usize) -> Vec<Alert> {
-    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/bundled.jsonl");
-    let line = std::fs::read_to_string(golden).unwrap().lines().next().unwrap().to_string();
-    let a: Alert = serde_json::from_str(&line).unwrap();
-    (0..n)
-        .map(|i| {
-            let mut b = a.clone();
-            b.id = format!("{:032x}", i);
-            b
-        })
-        .collect()
-}
-
 fn webhook(url: &str, gzip: bool) -> WebhookConfig {
     WebhookConfig {
         name: "bench".into(),
@@ -137,7 +122,7 @@ fn throughput(gzip: bool) -> (f64, f64, u64) {
     let out = vigil_engine::output::outputs_runtime().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = webhook(&rx.url(), gzip);
-    let mut output = WebhookOutput::open(&cfg, dir.path(), "bench-host", out.handle().clone()).unwrap();
+    let mut output = vigil_engine::output::webhook::open(&cfg, dir.path(), "bench-host", out.handle().clone()).unwrap();
     let batches: Vec<AlertBatch> = sample_alerts(n).chunks(1000).map(|c| AlertBatch::encode(c.to_vec())).collect();
     let start = Instant::now();
     for b in &batches {
@@ -152,60 +137,18 @@ fn throughput(gzip: bool) -> (f64, f64, u64) {
     (n as f64 / secs, n as f64 / written, rx.counts.requests.load(Ordering::Relaxed))
 }
 
-/// Exec events, one in twenty a miner.
-fn events(n: usize) -> Vec<Event> {
-    (0..n)
-        .map(|i| {
-            let argv: Vec<String> = if i % 20 == 0 {
-                vec!["xmrig".into(), "-o".into(), "stratum+tcp://pool.example:3333".into(), format!("--id={i}")]
-            } else {
-                vec!["ls".into(), "-la".into(), format!("/srv/app/{i}")]
-            };
-            Event {
-                time_ns: 1_700_000_000_000_000_000 + i as u64 * 10_000,
-                process: Some(Process {
-                    pid: 10_000 + i as u32,
-                    tgid: 10_000 + i as u32,
-                    ppid: 900,
-                    comm: argv[0].clone(),
-                    exe: format!("/usr/bin/{}", argv[0]),
-                    argv,
-                    ..Default::default()
-                }),
-                ..Event::new(EventKind::ProcessExec)
-            }
-        })
-        .collect()
-}
-
 /// 2. events/s and alerts of one pipeline run over `file`, with or without a webhook.
-fn pipeline_run(file: &Path, rules: &Path, cache: &Path, url: Option<&str>) -> (f64, u64) {
+/// 2. One pipeline run, with or without a webhook to `url`.
+fn pipeline_run_webhook(file: &Path, rules: &Path, cache: &Path, url: Option<&str>) -> (f64, u64) {
     let out = vigil_engine::output::outputs_runtime().unwrap();
     let spool = tempfile::tempdir().unwrap();
-    let mut outputs: Vec<Box<dyn Output>> = vec![Box::new(NullOutput)];
-    if let Some(url) = url {
-        // No drain at the end: this measures the pipeline, not the receiver.
+    // No drain at the end: this measures the pipeline, not the receiver.
+    let output = url.map(|url| {
         let cfg = WebhookConfig { drain_timeout: Duration::ZERO, ..webhook(url, false) };
-        outputs.push(Box::new(WebhookOutput::open(&cfg, spool.path(), "bench-host", out.handle().clone()).unwrap()));
-    }
-    let config = Config {
-        cache_dir: Some(cache.to_path_buf()),
-        alerts: AlertsConfig { rule_rate: 0, global_rate: 0, dedup_window: Duration::ZERO, ..Default::default() },
-        ..Default::default()
-    };
-    let daemon = Daemon::new(config)
-        .rules(rules.to_path_buf(), false)
-        .with_outputs(outputs)
-        .with_source(Box::new(ReplaySource::new(file, false)));
-    let start = Instant::now();
-    let summary = daemon.run().unwrap();
-    let secs = start.elapsed().as_secs_f64();
-    (summary.dispatch.events.load(Ordering::Relaxed) as f64 / secs, summary.dispatch.alerts.load(Ordering::Relaxed))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
+        Box::new(vigil_engine::output::webhook::open(&cfg, spool.path(), "bench-host", out.handle().clone()).unwrap())
+            as Box<dyn Output>
+    });
+    pipeline_run(file, rules, cache, output)
 }
 
 /// 3. The outage run: (sent, lost, duplicated, drain seconds, peak spooled).
@@ -215,7 +158,7 @@ fn outage() -> (u64, usize, usize, f64, u64) {
     let out = vigil_engine::output::outputs_runtime().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cfg = WebhookConfig { drain_timeout: Duration::from_secs(120), ..webhook(&rx.url(), false) };
-    let mut output = WebhookOutput::open(&cfg, dir.path(), "bench-host", out.handle().clone()).unwrap();
+    let mut output = vigil_engine::output::webhook::open(&cfg, dir.path(), "bench-host", out.handle().clone()).unwrap();
     let handle = output.handle();
     let alerts = sample_alerts(90_000);
     let start = Instant::now();
@@ -281,7 +224,7 @@ fn main() {
         println!();
         println!("## 2. Pipeline throughput with and without a webhook (4,000,000 execs, 1 in 20 alerts)");
         let rules_dir = tempfile::tempdir().unwrap();
-        std::fs::copy(target_dir().join("rules/crypto-miner.wasm"), rules_dir.path().join("crypto-miner.wasm"))
+        std::fs::copy(target_dir().join("example-rules/crypto-miner.wasm"), rules_dir.path().join("crypto-miner.wasm"))
             .expect("run scripts/build-rules.sh first");
         let cache = tempfile::tempdir().unwrap();
         let work = tempfile::tempdir().unwrap();
@@ -295,10 +238,10 @@ fn main() {
         let (mut without, mut with) = (Vec::new(), Vec::new());
         let mut alerts = 0;
         // A warm-up run compiles the rule into the cache.
-        pipeline_run(&file, rules_dir.path(), cache.path(), None);
+        pipeline_run_webhook(&file, rules_dir.path(), cache.path(), None);
         for _ in 0..5 {
-            without.push(pipeline_run(&file, rules_dir.path(), cache.path(), None).0);
-            let (rate, a) = pipeline_run(&file, rules_dir.path(), cache.path(), Some(&rx.url()));
+            without.push(pipeline_run_webhook(&file, rules_dir.path(), cache.path(), None).0);
+            let (rate, a) = pipeline_run_webhook(&file, rules_dir.path(), cache.path(), Some(&rx.url()));
             with.push(rate);
             alerts = a;
         }

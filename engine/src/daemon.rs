@@ -23,7 +23,6 @@ use crate::enrich::hold::HoldLimits;
 use crate::metrics::Telemetry;
 use crate::output::file::FileOutput;
 use crate::output::stdout::StdoutOutput;
-use crate::output::webhook::WebhookOutput;
 use crate::output::{Output, OutputError};
 use crate::pipeline::{Pipeline, PipelineError, ReloadHandle, ReloadRequests, RunningSource, Summary};
 use crate::sources::connector::ProcSource;
@@ -138,7 +137,10 @@ impl Daemon {
             return Err(DaemonError::MissingRuleDir(rules_dir));
         }
         // Webhook deliveries and the metrics endpoint run here, off the pipeline's threads.
-        let outputs_runtime = if !self.config.output.webhook.is_empty() || self.config.metrics.enabled {
+        let outputs_runtime = if !self.config.output.webhook.is_empty()
+            || !self.config.output.nats.is_empty()
+            || self.config.metrics.enabled
+        {
             Some(crate::output::outputs_runtime().map_err(DaemonError::OutputsRuntime)?)
         } else {
             None
@@ -253,8 +255,13 @@ impl Daemon {
             let spool_dir = out.spool_dir();
             let hostname = AlertBuilder::from_host().hostname().to_string();
             for w in &out.webhook {
-                let output = WebhookOutput::open(w, &spool_dir, &hostname, rt.handle().clone())?;
-                self.telemetry.add_webhook(output.handle());
+                let output = crate::output::webhook::open(w, &spool_dir, &hostname, rt.handle().clone())?;
+                self.telemetry.add_spooled(output.handle());
+                outputs.push(Box::new(output));
+            }
+            for n in &out.nats {
+                let output = crate::output::nats::open(n, &spool_dir, &hostname, rt.handle().clone())?;
+                self.telemetry.add_spooled(output.handle());
                 outputs.push(Box::new(output));
             }
         }

@@ -11,7 +11,7 @@
 //! oversized labels and argv (`sandbox::an_oversized_event_degrades_itself_never_the_rules`),
 //! planted, foreign, linked and sparse huge rule files (`rule_dir_trust`),
 //! the compile cache swapped after the start (`plugin::cache` unit tests),
-//! damaged spools (`output::webhook::spool` unit tests), fake container
+//! damaged spools (`output::spool` unit tests), fake container
 //! cgroup names (`enrich::cgroup_path` unit tests).
 
 use std::collections::BTreeMap;

@@ -19,6 +19,7 @@ mod golden;
 mod hostile;
 mod hot_reload;
 mod kubelet;
+mod nats;
 mod proc_source;
 mod rule_dir_trust;
 mod rule_files;

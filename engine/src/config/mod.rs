@@ -12,10 +12,12 @@ use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
 
 mod dispatch;
+mod nats;
 mod output;
 mod rules;
 mod source;
 pub use dispatch::*;
+pub use nats::*;
 pub use output::*;
 pub use rules::*;
 pub use source::*;
@@ -232,18 +234,19 @@ impl Config {
     /// string in its URL) and other users can read it; `None` when fine.
     pub fn secrets_exposed_by(&self, path: &Path) -> Option<String> {
         use std::os::unix::fs::MetadataExt;
-        let secrets: Vec<&str> = self
+        let webhooks = self
             .output
             .webhook
             .iter()
             .filter(|w| w.hmac_secret.is_some() || !w.headers.is_empty() || w.url.contains('@') || w.url.contains('?'))
-            .map(|w| w.name.as_str())
-            .collect();
+            .map(|w| format!("webhook {}", w.name));
+        let nats = self.output.nats.iter().filter(|n| n.holds_secrets()).map(|n| format!("nats {}", n.name));
+        let secrets: Vec<String> = webhooks.chain(nats).collect();
         let mode = std::fs::metadata(path).ok()?.mode();
         (!secrets.is_empty() && mode & 0o044 != 0).then(|| {
             format!(
-                "the config file holds secrets (webhooks {}) and other users can read it (mode {:o}): chmod 600 it, \
-                 or move them to files (hmac_secret_file)",
+                "the config file holds secrets ({}) and other users can read it (mode {:o}): chmod 600 it, \
+                 or move them to files (hmac_secret_file, creds_file, nkey_seed_file)",
                 secrets.join(", "),
                 mode & 0o777
             )

@@ -21,7 +21,9 @@ pub struct OutputConfig {
     pub file: Option<FileConfig>,
     /// Webhooks, any number: `[[output.webhook]]`.
     pub webhook: Vec<WebhookConfig>,
-    /// Where webhook spools live (one file per webhook, named after it).
+    /// NATS JetStream streams, any number: `[[output.nats]]`.
+    pub nats: Vec<super::NatsConfig>,
+    /// Where webhook and NATS spools live (one file per output, named after it).
     /// Default: `/var/lib/vigil/spool` as root, else
     /// `$XDG_STATE_HOME/vigil/spool` or `~/.local/state/vigil/spool`.
     pub spool_dir: Option<PathBuf>,
@@ -311,6 +313,16 @@ impl OutputConfig {
             let parent = f.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
             if !parent.is_dir() {
                 return Err(invalid("output.file.path", format!("directory {} does not exist", parent.display())));
+            }
+        }
+        let mut nats_names = std::collections::BTreeSet::new();
+        for (i, n) in self.nats.iter().enumerate() {
+            n.validate(i)?;
+            if !nats_names.insert(n.name.as_str()) {
+                return Err(invalid(
+                    format!("output.nats[{i}].name"),
+                    format!("{:?} is used by two NATS outputs", n.name),
+                ));
             }
         }
         let mut names = std::collections::BTreeSet::new();

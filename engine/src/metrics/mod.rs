@@ -19,7 +19,7 @@ use vigil_rulelang::Status;
 
 use crate::output::OutputStats;
 use crate::output::shaping::ShapingStats;
-use crate::output::webhook::WebhookHandle;
+use crate::output::spooled::SpooledHandle;
 use crate::plugin::dispatch::{DispatchStats, RuleRegistry};
 use crate::sources::ebpf::EbpfStatsHandle;
 use crate::watchers::RuntimeStatus;
@@ -37,7 +37,7 @@ struct Parts {
     dispatch: Option<Arc<DispatchStats>>,
     rules: Option<RuleRegistry>,
     outputs: Vec<(String, Arc<OutputStats>)>,
-    webhooks: Vec<WebhookHandle>,
+    spooled: Vec<SpooledHandle>,
     shaping: Option<Arc<ShapingStats>>,
     kernel: Option<EbpfStatsHandle>,
     runtimes: Vec<Arc<RuntimeStatus>>,
@@ -85,8 +85,8 @@ impl Telemetry {
         self.parts().runtimes.push(status);
     }
 
-    pub fn add_webhook(&self, handle: WebhookHandle) {
-        self.parts().webhooks.push(handle);
+    pub fn add_spooled(&self, handle: SpooledHandle) {
+        self.parts().spooled.push(handle);
     }
 
     /// Every metric, in Prometheus' text exposition format (0.0.4).
@@ -305,21 +305,25 @@ impl Telemetry {
             out_alerts.with_label_values(&[name.as_str()]).inc_by(s.alerts.load(Ordering::Relaxed));
             out_fail.with_label_values(&[name.as_str()]).inc_by(s.failures.load(Ordering::Relaxed));
         }
-        if !p.webhooks.is_empty() {
-            let c = |m: &mut Families, name: &str, help: &str| m.counter(name, help, &["output"]);
-            let sent = c(m, "vigil_webhook_alerts_sent_total", "Alerts the receiver acknowledged.");
-            let spooled = c(m, "vigil_webhook_alerts_spooled_total", "Alerts written to the spool.");
-            let failed = c(m, "vigil_webhook_alerts_failed_total", "Alerts rejected for good (4xx).");
-            let dropped = c(m, "vigil_webhook_alerts_dropped_total", "Alerts dropped from a full spool.");
-            let filtered = c(m, "vigil_webhook_alerts_filtered_total", "Alerts below the output's min_priority.");
-            let requests = c(m, "vigil_webhook_requests_total", "Requests sent.");
-            let retries = c(m, "vigil_webhook_retries_total", "Failed requests that are retried.");
-            let recoveries =
-                c(m, "vigil_webhook_spool_recoveries_total", "Damaged spool files moved aside and started anew.");
-            let spool_bytes = m.gauge("vigil_webhook_spool_bytes", "Bytes waiting in the spool.", &["output"]);
-            let spool_alerts = m.gauge("vigil_webhook_spool_alerts", "Alerts waiting in the spool.", &["output"]);
-            let up = m.gauge("vigil_webhook_up", "1 if the last request succeeded.", &["output"]);
-            for w in &p.webhooks {
+        for (kind, what) in [("webhook", "requests"), ("nats", "publish rounds")] {
+            let outputs: Vec<&SpooledHandle> = p.spooled.iter().filter(|h| h.kind == kind).collect();
+            if outputs.is_empty() {
+                continue;
+            }
+            let name = |n: &str| format!("vigil_{kind}_{n}");
+            let c = |m: &mut Families, n: &str, help: &str| m.counter(&name(n), help, &["output"]);
+            let sent = c(m, "alerts_sent_total", "Alerts the receiver acknowledged.");
+            let spooled = c(m, "alerts_spooled_total", "Alerts written to the spool.");
+            let failed = c(m, "alerts_failed_total", "Alerts rejected for good (a webhook's 4xx).");
+            let dropped = c(m, "alerts_dropped_total", "Alerts dropped from a full spool.");
+            let filtered = c(m, "alerts_filtered_total", "Alerts below the output's min_priority.");
+            let requests = c(m, "requests_total", &format!("Attempts to deliver ({what})."));
+            let retries = c(m, "retries_total", "Failed attempts that are retried.");
+            let recoveries = c(m, "spool_recoveries_total", "Damaged spool files moved aside and started anew.");
+            let spool_bytes = m.gauge(&name("spool_bytes"), "Bytes waiting in the spool.", &["output"]);
+            let spool_alerts = m.gauge(&name("spool_alerts"), "Alerts waiting in the spool.", &["output"]);
+            let up = m.gauge(&name("up"), "1 if the last attempt succeeded.", &["output"]);
+            for w in outputs {
                 let l = [w.name.as_str()];
                 let s = &w.stats;
                 sent.with_label_values(&l).inc_by(s.sent.load(Ordering::Relaxed));

@@ -6,14 +6,20 @@
 //! - [`alert`]: the output alert and how it is built from a rule's alert;
 //! - [`stdout`]: JSON lines on stdout;
 //! - [`file`]: JSON lines appended to a file, with fsync policy and rotation;
-//! - [`webhook`]: HTTP POSTs through a durable spool, at least once;
+//! - [`spooled`]: outputs delivered at least once through a durable [`spool`], by a
+//!   [`delivery`] task: [`webhook`] (HTTP POSTs) and [`nats`] (NATS JetStream);
+//! - [`webhook`]: HTTP POSTs;
 //! - [`fields`]: per-output selection of alert fields;
 //! - [`queue`]: the queue from the dispatcher, bounded in batches and bytes.
 
+pub mod delivery;
 pub(crate) mod fields;
 pub(crate) mod file;
+pub mod nats;
 pub mod queue;
 pub(crate) mod shaping;
+pub(crate) mod spool;
+pub mod spooled;
 pub(crate) mod stdout;
 pub mod webhook;
 

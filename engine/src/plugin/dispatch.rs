@@ -138,7 +138,6 @@ impl Dispatcher {
         }
     }
 
-    /// The shared mask of wanted kinds (kept current as rules change).
     /// The dispatcher's figures, shared with metrics.
     pub fn stats(&self) -> &Arc<DispatchStats> {
         &self.stats
@@ -213,9 +212,7 @@ impl Dispatcher {
     }
 
     fn regroup(&mut self) {
-        for rule in &mut self.rules {
-            rule.set_pressed(self.pressed);
-        }
+        self.rules.iter_mut().for_each(|r| r.set_pressed(self.pressed));
         self.groups.clear();
         for (i, rule) in self.rules.iter().enumerate() {
             let (kinds, containers_only) = (rule.meta.subscriptions, rule.meta.containers_only);
@@ -240,9 +237,7 @@ impl Dispatcher {
         let pressed = self.pressure.record(now - started, now);
         if pressed != self.pressed {
             self.pressed = pressed;
-            for rule in &mut self.rules {
-                rule.set_pressed(pressed);
-            }
+            self.rules.iter_mut().for_each(|r| r.set_pressed(pressed));
             tracing::debug!(
                 pressed,
                 "dispatching thread pressure changed: rules over their CPU budget are throttled while it lasts"
@@ -384,8 +379,7 @@ impl Dispatcher {
         self.keep(r, batch, chunk);
     }
 
-    /// Keeps the batch for rule `r`, restarting, in its backlog (or skips it,
-    /// owed to it as lost, if the backlog is full).
+    /// Keeps the batch for rule `r`, restarting, in its backlog (or skips it if full).
     fn keep(&mut self, r: usize, batch: &[usize], chunk: &[Event]) {
         let rule = &mut self.rules[r];
         if !rule.backlog.push(&self.batch, batch.iter().map(|&i| &chunk[i])) {

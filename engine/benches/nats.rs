@@ -1,0 +1,177 @@
+//! NATS JetStream output figures, printed (BENCHMARKS.md keeps them with
+//! the command). Run after `scripts/build-rules.sh` and
+//! `scripts/setup-test-tools.sh` (which unpacks Debian's nats-server):
+//!
+//!     cargo bench -p vigil-engine --bench nats
+//!
+//! Against a `nats-server -js` this starts on 127.0.0.1 (its store in a
+//! temporary directory), with a stream capturing `vigil.alerts.>`:
+//! 1. throughput: 200,000 real-shaped alerts written as the output thread
+//!    writes them (batches of 1,000, every write fsynced to the spool) until
+//!    JetStream acknowledged them all;
+//! 2. the pipeline's throughput with and without the output: a replay of
+//!    4,000,000 exec events, one in twenty raising an alert, alternating
+//!    rounds, median of 5.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, stream};
+use vigil_engine::config::NatsConfig;
+use vigil_engine::output::{AlertBatch, Output};
+use vigil_engine::sources::replay::ReplayWriter;
+
+mod common;
+#[path = "common/workload.rs"]
+mod workload;
+use common::target_dir;
+use workload::{events, median, pipeline_run, sample_alerts};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The server, killed when dropped; its store goes with it.
+struct Server {
+    child: Child,
+    port: u16,
+    _store: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn server() -> Server {
+    let binary: PathBuf = [target_dir().join("tools/nats-server"), PathBuf::from("/usr/sbin/nats-server")]
+        .into_iter()
+        .find(|p| p.exists())
+        .expect("no nats-server: run scripts/setup-test-tools.sh");
+    let store = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new(binary)
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(store.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let s = Server { child, port, _store: store };
+    rt().block_on(async {
+        let js = jetstream::new(async_nats::connect(s.url()).await.unwrap());
+        js.create_stream(stream::Config {
+            name: "VIGIL".into(),
+            subjects: vec!["vigil.alerts.>".into()],
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    });
+    s
+}
+
+impl Server {
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+    fn messages(&self) -> u64 {
+        rt().block_on(async {
+            let js = jetstream::new(async_nats::connect(self.url()).await.unwrap());
+            js.get_stream("VIGIL").await.unwrap().info().await.unwrap().state.messages
+        })
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+fn nats(url: &str) -> NatsConfig {
+    NatsConfig { name: "bench".into(), servers: vec![url.into()], ..Default::default() }
+}
+
+/// 1. alerts/s from writes to acknowledgements.
+fn throughput() -> f64 {
+    let n = 200_000;
+    let s = server();
+    let out = vigil_engine::output::outputs_runtime().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut output =
+        vigil_engine::output::nats::open(&nats(&s.url()), dir.path(), "bench-host", out.handle().clone()).unwrap();
+    let batches: Vec<AlertBatch> = sample_alerts(n).chunks(1000).map(|c| AlertBatch::encode(c.to_vec())).collect();
+    let start = Instant::now();
+    for b in &batches {
+        output.write(b).unwrap();
+    }
+    while output.spooled() > 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    output.close();
+    assert_eq!(s.messages(), n as u64, "JetStream holds every alert once");
+    n as f64 / secs
+}
+
+/// 2. One pipeline run, with or without the NATS output to `url`.
+fn pipeline_run_nats(file: &Path, rules: &Path, cache: &Path, url: Option<&str>) -> (f64, u64) {
+    let out = vigil_engine::output::outputs_runtime().unwrap();
+    let spool = tempfile::tempdir().unwrap();
+    // No drain at the end: this measures the pipeline, not the server.
+    let output = url.map(|url| {
+        let cfg = NatsConfig { drain_timeout: Duration::ZERO, ..nats(url) };
+        Box::new(vigil_engine::output::nats::open(&cfg, spool.path(), "bench-host", out.handle().clone()).unwrap())
+            as Box<dyn Output>
+    });
+    pipeline_run(file, rules, cache, output)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    println!("# NATS JetStream output (nats-server -js on 127.0.0.1)");
+    println!();
+    println!(
+        "## 1. Throughput: 200,000 alerts of {} bytes, batches of 1,000",
+        serde_json::to_vec(&sample_alerts(1)[0]).unwrap().len()
+    );
+    for round in 1..=3 {
+        println!("- round {round}: {:.0} alerts/s acknowledged by JetStream", throughput());
+    }
+
+    println!();
+    println!("## 2. Pipeline throughput with and without the NATS output (4,000,000 execs, 1 in 20 alerts)");
+    let rules_dir = tempfile::tempdir().unwrap();
+    std::fs::copy(target_dir().join("example-rules/crypto-miner.wasm"), rules_dir.path().join("crypto-miner.wasm"))
+        .expect("run scripts/build-rules.sh first");
+    let cache = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("bench.msgpack");
+    let mut w = ReplayWriter::create(&file).unwrap();
+    for e in events(4_000_000) {
+        w.write(&e).unwrap();
+    }
+    w.finish().unwrap();
+    let s = server();
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    let mut alerts = 0;
+    pipeline_run_nats(&file, rules_dir.path(), cache.path(), None);
+    for _ in 0..5 {
+        without.push(pipeline_run_nats(&file, rules_dir.path(), cache.path(), None).0);
+        let (rate, a) = pipeline_run_nats(&file, rules_dir.path(), cache.path(), Some(&s.url()));
+        with.push(rate);
+        alerts = a;
+    }
+    let (a, b) = (median(without.clone()), median(with.clone()));
+    println!("- without: {a:.0} events/s (runs: {without:.0?})");
+    println!("- with NATS: {b:.0} events/s (runs: {with:.0?}), {alerts} alerts per run");
+    println!("- ratio with/without: {:.3}", b / a);
+}

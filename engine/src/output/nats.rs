@@ -1,0 +1,182 @@
+//! NATS JetStream outputs: alerts published to `<subject_prefix>.<host>.<priority>`,
+//! delivered at least once through the output's spool (see
+//! [`crate::output::spooled`]).
+//!
+//! A round publishes the oldest spooled alerts (up to `max_alerts`), each
+//! with its id as `Nats-Msg-Id`, then awaits every acknowledgement: the
+//! round is delivered, and leaves the spool, only when JetStream stored all
+//! of them. A server that is down, a stream that does not capture the
+//! subject ("no responders"), a missing acknowledgement: the round is
+//! retried with backoff. An alert sent twice (a retried round, a crash
+//! between the acknowledgement and the spool's removal) is dropped by the
+//! stream within its duplicate window.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_nats::HeaderMap;
+use async_nats::jetstream;
+
+use super::OutputError;
+use super::delivery::{Outcome, Transport};
+use super::spool::Record;
+use super::spooled::{Spooled, SpooledOutput};
+use crate::config::NatsConfig;
+
+/// Publishes to one JetStream stream.
+struct JetStream {
+    js: jetstream::Context,
+    /// `<subject_prefix>.<host>`.
+    subject: String,
+    /// Alerts JetStream said it already had (dropped as repeats).
+    duplicates: Arc<AtomicU64>,
+}
+
+/// What the transport reads of an encoded alert: its id (Vigil's `id`,
+/// Falco's `uuid`) and priority.
+#[derive(serde::Deserialize, Default)]
+struct Head {
+    #[serde(alias = "uuid")]
+    id: Option<String>,
+    priority: Option<String>,
+}
+
+impl Transport for JetStream {
+    async fn send(&self, records: &[Record]) -> Outcome {
+        let mut acks = Vec::with_capacity(records.len());
+        for r in records {
+            let head: Head = serde_json::from_slice(&r.bytes).unwrap_or_default();
+            let priority = head.priority.as_deref().map_or_else(|| "unknown".to_string(), subject_token);
+            let mut headers = HeaderMap::new();
+            if let Some(id) = &head.id {
+                headers.insert("Nats-Msg-Id", id.as_str());
+            }
+            let subject = format!("{}.{priority}", self.subject);
+            match self.js.publish_with_headers(subject, headers, r.bytes.clone().into()).await {
+                Ok(ack) => acks.push(ack),
+                Err(e) => return Outcome::Retry { why: format!("publish: {e}"), after: None },
+            }
+        }
+        for ack in acks {
+            match ack.await {
+                Ok(a) if a.duplicate => {
+                    self.duplicates.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return Outcome::Retry {
+                        why: format!(
+                            "no acknowledgement from JetStream (is a stream capturing {}.>?): {e}",
+                            self.subject
+                        ),
+                        after: None,
+                    };
+                }
+            }
+        }
+        Outcome::Delivered
+    }
+}
+
+/// `text` as one subject token: lowercase, and none of `.`, `*`, `>` or whitespace.
+fn subject_token(text: &str) -> String {
+    let t: String = text
+        .chars()
+        .map(|c| if c == '.' || c == '*' || c == '>' || c.is_whitespace() { '_' } else { c.to_ascii_lowercase() })
+        .collect();
+    if t.is_empty() { "unknown".into() } else { t }
+}
+
+/// The servers, for logs: without userinfo or query.
+fn servers(cfg: &NatsConfig) -> String {
+    cfg.servers.iter().map(|s| super::webhook::redacted_url(s)).collect::<Vec<_>>().join(", ")
+}
+
+/// The client's options: authentication, TLS, the acknowledgement timeout.
+async fn connect(cfg: &NatsConfig, label: &str) -> Result<async_nats::Client, String> {
+    // async-nats is built on rustls with ring: install it as the process's
+    // provider if nothing else did.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut o = async_nats::ConnectOptions::new()
+        .name(format!("vigil {label}"))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .require_tls(cfg.tls_required);
+    if let Some(path) = &cfg.creds_file {
+        o = o.credentials_file(path).await.map_err(|e| format!("creds_file {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &cfg.nkey_seed_file {
+        let seed = std::fs::read_to_string(path).map_err(|e| format!("nkey_seed_file {}: {e}", path.display()))?;
+        o = o.nkey(seed.trim().to_string());
+    }
+    if let (Some(user), Some(password)) = (&cfg.user, &cfg.password) {
+        o = o.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(token) = &cfg.token {
+        o = o.token(token.clone());
+    }
+    if let Some(ca) = &cfg.ca_cert {
+        o = o.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&cfg.client_cert, &cfg.client_key) {
+        o = o.add_client_certificate(cert.clone(), key.clone());
+    }
+    let label = label.to_string();
+    o = o.event_callback(move |event| {
+        let label = label.clone();
+        async move { tracing::info!(output = %label, %event, "NATS connection") }
+    });
+    o.connect(cfg.servers.clone()).await.map_err(|e| format!("cannot connect to {}: {e}", servers(cfg)))
+}
+
+/// Connects (in the background: a server down at the start is an outage
+/// like any other, the alerts wait in the spool), opens the spool and
+/// starts publishing (alerts left from an earlier run go first).
+pub fn open(
+    cfg: &NatsConfig,
+    spool_dir: &Path,
+    hostname: &str,
+    runtime: tokio::runtime::Handle,
+) -> Result<SpooledOutput, OutputError> {
+    let label = format!("nats:{}", cfg.name);
+    let setup = |message: String| OutputError::Setup { output: label.clone(), message };
+    let client = runtime.block_on(connect(cfg, &label)).map_err(setup)?;
+    // The context spawns its acknowledgement task on the runtime.
+    let entered = runtime.enter();
+    let mut js = jetstream::new(client);
+    drop(entered);
+    js.set_timeout(cfg.timeout);
+    let subject = format!("{}.{}", cfg.subject_prefix, subject_token(hostname));
+    let spooled = Spooled {
+        kind: "nats",
+        name: &cfg.name,
+        format: cfg.format,
+        fields: &cfg.fields,
+        min_priority: cfg.min_priority,
+        spool_max_bytes: cfg.spool_max_bytes.as_u64(),
+        max_alerts: cfg.max_alerts,
+        max_bytes: u64::MAX,
+        max_delay: cfg.max_delay,
+        retry_initial: cfg.retry_initial,
+        retry_max: cfg.retry_max,
+        drain_timeout: cfg.drain_timeout,
+    };
+    let transport = JetStream { js, subject: subject.clone(), duplicates: Arc::new(AtomicU64::new(0)) };
+    let output = SpooledOutput::start(&spooled, transport, spool_dir, hostname, runtime)?;
+    tracing::info!(output = %label, servers = %servers(cfg), subject = %format!("{subject}.<priority>"), spooled = output.spooled(), "NATS JetStream output ready");
+    Ok(output)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names_and_priorities_become_single_subject_tokens() {
+        assert_eq!(subject_token("node-1.example.com"), "node-1_example_com");
+        assert_eq!(subject_token("Critical"), "critical");
+        assert_eq!(subject_token("a b*>"), "a_b__");
+        assert_eq!(subject_token(""), "unknown");
+    }
+}

@@ -1,0 +1,275 @@
+//! Outputs that deliver at least once through a durable spool (webhooks,
+//! NATS JetStream): the output thread only encodes alerts and appends them
+//! to the output's [`Spool`]; a [`Delivery`] task on the outputs runtime
+//! hands the oldest to the output's [`Transport`] and removes them once the
+//! receiver acknowledged them. A slow or dead receiver fills its own spool
+//! and nothing else: the rules and the other outputs go on.
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use backon::ExponentialBuilder;
+use tokio::sync::{Notify, watch};
+
+use super::delivery::{Delivery, DeliveryStats, Transport};
+use super::fields::FieldSelection;
+use super::spool::{self, Spool};
+use super::webhook::payload;
+use super::{AlertBatch, Output, OutputError};
+use crate::alert::{Alert, Priority, rfc3339_nanos};
+use crate::config::PayloadFormat;
+
+/// The rule name of the alert reporting alerts dropped from a full spool.
+pub const DROPPED_RULE: &str = "vigil-alerts-dropped";
+
+/// What every spooled output is configured with.
+pub struct Spooled<'a> {
+    /// `webhook` or `nats`.
+    pub kind: &'static str,
+    pub name: &'a str,
+    pub format: PayloadFormat,
+    pub fields: &'a [String],
+    pub min_priority: Priority,
+    pub spool_max_bytes: u64,
+    /// Most alerts and bytes handed to the transport at once.
+    pub max_alerts: usize,
+    pub max_bytes: u64,
+    /// How long the first alert of a batch may wait for others.
+    pub max_delay: Duration,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    pub drain_timeout: Duration,
+}
+
+/// A spooled output's handle, for metrics.
+#[derive(Clone)]
+pub struct SpooledHandle {
+    /// `webhook` or `nats`.
+    pub kind: &'static str,
+    pub name: String,
+    pub stats: Arc<DeliveryStats>,
+    pub spool: Arc<Spool>,
+}
+
+pub struct SpooledOutput {
+    kind: &'static str,
+    label: String,
+    /// The configured name (`label` is `<kind>:<name>`).
+    output: String,
+    format: PayloadFormat,
+    fields: FieldSelection,
+    min_priority: Priority,
+    hostname: String,
+    spool: Arc<Spool>,
+    stats: Arc<DeliveryStats>,
+    wake: Arc<Notify>,
+    closing: watch::Sender<Option<Instant>>,
+    drain_timeout: Duration,
+    task: Option<tokio::task::JoinHandle<()>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl SpooledOutput {
+    /// Opens the output's spool in `spool_dir` and starts delivering through
+    /// `transport` on `runtime` (alerts left from an earlier run go first).
+    pub fn start<T: Transport>(
+        cfg: &Spooled<'_>,
+        transport: T,
+        spool_dir: &Path,
+        hostname: &str,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Self, OutputError> {
+        let label = format!("{}:{}", cfg.kind, cfg.name);
+        let setup = |message: String| OutputError::Setup { output: label.clone(), message };
+        create_private_dir(spool_dir)
+            .map_err(|e| setup(format!("cannot create spool directory {}: {e}", spool_dir.display())))?;
+        // Webhooks keep their spool's name of before (`<name>.redb`).
+        let file = match cfg.kind {
+            "webhook" => format!("{}.redb", cfg.name),
+            kind => format!("{kind}-{}.redb", cfg.name),
+        };
+        let (spool, _) = Spool::open(&spool_dir.join(file), cfg.spool_max_bytes).map_err(|e| setup(e.to_string()))?;
+        let spool = Arc::new(spool);
+        let stats = Arc::new(DeliveryStats::default());
+        let wake = Arc::new(Notify::new());
+        let (closing, closing_rx) = watch::channel(None);
+        let delivery = Delivery {
+            label: label.clone(),
+            max_alerts: cfg.max_alerts,
+            max_bytes: cfg.max_bytes,
+            max_delay: cfg.max_delay,
+            backoff: ExponentialBuilder::new()
+                .with_min_delay(cfg.retry_initial)
+                .with_max_delay(cfg.retry_max)
+                .with_jitter()
+                .without_max_times(),
+            transport,
+            spool: spool.clone(),
+            stats: stats.clone(),
+            wake: wake.clone(),
+            closing: closing_rx,
+        };
+        let task = runtime.spawn(delivery.run());
+        Ok(SpooledOutput {
+            kind: cfg.kind,
+            label,
+            output: cfg.name.to_string(),
+            format: cfg.format,
+            fields: FieldSelection::new(cfg.fields),
+            min_priority: cfg.min_priority,
+            hostname: hostname.to_string(),
+            spool,
+            stats,
+            wake,
+            closing,
+            drain_timeout: cfg.drain_timeout,
+            task: Some(task),
+            runtime,
+        })
+    }
+
+    /// Alerts waiting in the spool.
+    pub fn spooled(&self) -> u64 {
+        self.spool.len()
+    }
+
+    pub fn handle(&self) -> SpooledHandle {
+        SpooledHandle {
+            kind: self.kind,
+            name: self.output.clone(),
+            stats: self.stats.clone(),
+            spool: self.spool.clone(),
+        }
+    }
+
+    fn spool_error(&self, e: spool::SpoolError) -> OutputError {
+        OutputError::Setup { output: self.label.clone(), message: e.to_string() }
+    }
+
+    /// Counts and reports alerts a full spool dropped, with an alert of its
+    /// own. Room for that alert is made first (for the largest count it
+    /// could carry), so the alerts it displaces are in its count too.
+    fn report_dropped(&self, dropped: u64) -> Result<(), OutputError> {
+        let encode = |n: u64| {
+            payload::encode(&dropped_alert(&self.label, n, &self.hostname), self.format, &FieldSelection::default())
+        };
+        let room = self.spool.make_room(encode(u64::MAX).len() as u64).map_err(|e| self.spool_error(e))?;
+        let dropped = dropped + room;
+        self.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
+        tracing::error!(output = %self.label, dropped, spool_bytes = self.spool.bytes(), "spool full: oldest alerts dropped (the output's spool_max_bytes)");
+        let again = self.spool.append([encode(dropped).as_slice()]).map_err(|e| self.spool_error(e))?;
+        if again > 0 {
+            // Only a bound smaller than a report gets here.
+            self.stats.dropped.fetch_add(again, Ordering::Relaxed);
+            tracing::error!(output = %self.label, dropped = again, "spool too small for its own drop report: more alerts dropped, counted in metrics only");
+        }
+        self.stats.spooled.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// The alert saying a spool dropped alerts.
+fn dropped_alert(output: &str, dropped: u64, hostname: &str) -> Alert {
+    let mut fields = std::collections::BTreeMap::new();
+    fields.insert("vigil.output".to_string(), output.into());
+    fields.insert("vigil.dropped".to_string(), dropped.into());
+    Alert {
+        id: uuid::Uuid::now_v7().to_string(),
+        time: rfc3339_nanos(crate::time::now_ns()),
+        rule: DROPPED_RULE.into(),
+        rule_version: env!("CARGO_PKG_VERSION").into(),
+        priority: Priority::Critical,
+        output: format!("output {output}: spool full, the {dropped} oldest alerts were dropped undelivered"),
+        source: "vigil".into(),
+        hostname: hostname.into(),
+        tags: vec!["vigil".into(), "alerts-dropped".into()],
+        output_fields: fields,
+    }
+}
+
+impl Output for SpooledOutput {
+    fn name(&self) -> &str {
+        &self.label
+    }
+
+    fn write(&mut self, batch: &AlertBatch) -> Result<(), OutputError> {
+        // Vigil's format with every field is the batch's own JSON line: reuse it.
+        let shared = self.format == PayloadFormat::Vigil && self.fields.is_all();
+        let lines = batch.json_lines.split(|b| *b == b'\n');
+        let mut records: Vec<Cow<'_, [u8]>> = Vec::with_capacity(batch.alerts.len());
+        for (a, line) in batch.alerts.iter().zip(lines) {
+            if a.priority > self.min_priority {
+                continue;
+            }
+            records.push(if shared {
+                Cow::Borrowed(line)
+            } else {
+                Cow::Owned(payload::encode(a, self.format, &self.fields))
+            });
+        }
+        let filtered = batch.alerts.len() - records.len();
+        if filtered > 0 {
+            self.stats.filtered.fetch_add(filtered as u64, Ordering::Relaxed);
+        }
+        if records.is_empty() {
+            return Ok(());
+        }
+        let dropped = self.spool.append(records.iter().map(|r| &**r)).map_err(|e| self.spool_error(e))?;
+        self.stats.spooled.fetch_add(records.len() as u64, Ordering::Relaxed);
+        if dropped > 0 {
+            self.report_dropped(dropped)?;
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    fn close(&mut self) {
+        let Some(task) = self.task.take() else { return };
+        let deadline = Instant::now() + self.drain_timeout;
+        let _ = self.closing.send(Some(deadline));
+        self.wake.notify_one();
+        if let Err(e) = self.runtime.block_on(task) {
+            tracing::error!(output = %self.label, error = %e, "delivery task failed");
+        }
+        if let Err(e) = self.spool.sync() {
+            tracing::warn!(output = %self.label, error = %e, "cannot sync the spool");
+        }
+        let left = self.spool.len();
+        if left > 0 {
+            tracing::warn!(output = %self.label, alerts = left, "output stopped with alerts in its spool; they are delivered at the next start");
+        } else {
+            tracing::info!(output = %self.label, sent = self.stats.sent.load(Ordering::Relaxed), "output stopped; everything delivered");
+        }
+    }
+}
+
+impl Drop for SpooledOutput {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Creates `dir` (and its parents) with owner-only permissions (0700) for
+/// what this creates: spooled alerts can hold secrets.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropped_alert_says_how_many() {
+        let a = dropped_alert("webhook:siem", 42, "h");
+        assert_eq!(a.rule, DROPPED_RULE);
+        assert_eq!(a.output_fields["vigil.dropped"], 42);
+        assert_eq!(a.priority, Priority::Critical);
+    }
+}
