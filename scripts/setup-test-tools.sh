@@ -30,14 +30,14 @@ fi
 
 if [ ! -x "$tools/nats-server" ]; then
     echo "setup-test-tools: fetching nats-server from Debian's nats-server package"
-    work=$(mktemp -d)
-    trap 'rm -rf "$work"' EXIT
-    if ! (cd "$work" && apt-get download nats-server >/dev/null 2>&1); then
+    nats_work=$(mktemp -d)
+    trap 'rm -rf "${work:-}" "$nats_work"' EXIT
+    if ! (cd "$nats_work" && apt-get download nats-server >/dev/null 2>&1); then
         apt-get update -qq
-        (cd "$work" && apt-get download nats-server >/dev/null)
+        (cd "$nats_work" && apt-get download nats-server >/dev/null)
     fi
-    dpkg-deb -x "$work"/nats-server_*.deb "$work/root"
-    install -m 0755 "$work/root/usr/sbin/nats-server" "$tools/nats-server"
+    dpkg-deb -x "$nats_work"/nats-server_*.deb "$nats_work/root"
+    install -m 0755 "$nats_work/root/usr/sbin/nats-server" "$tools/nats-server"
 fi
 "$tools/nats-server" --version
 
