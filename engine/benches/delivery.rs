@@ -29,13 +29,11 @@ use axum::http::HeaderMap;
 use axum::routing::post;
 use vigil_engine::config::WebhookConfig;
 use vigil_engine::output::{AlertBatch, Output};
-use vigil_engine::sources::replay::ReplayWriter;
 
 mod common;
 #[path = "common/workload.rs"]
 mod workload;
-use common::target_dir;
-use workload::{events, median, pipeline_run, sample_alerts};
+use workload::{Workload, pipeline_run, sample_alerts};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -223,32 +221,11 @@ fn main() {
     if run("2") {
         println!();
         println!("## 2. Pipeline throughput with and without a webhook (4,000,000 execs, 1 in 20 alerts)");
-        let rules_dir = tempfile::tempdir().unwrap();
-        std::fs::copy(target_dir().join("example-rules/crypto-miner.wasm"), rules_dir.path().join("crypto-miner.wasm"))
-            .expect("run scripts/build-rules.sh first");
-        let cache = tempfile::tempdir().unwrap();
-        let work = tempfile::tempdir().unwrap();
-        let file = work.path().join("bench.msgpack");
-        let mut w = ReplayWriter::create(&file).unwrap();
-        for e in events(4_000_000) {
-            w.write(&e).unwrap();
-        }
-        w.finish().unwrap();
         let rx = Receiver::start();
-        let (mut without, mut with) = (Vec::new(), Vec::new());
-        let mut alerts = 0;
-        // A warm-up run compiles the rule into the cache.
-        pipeline_run_webhook(&file, rules_dir.path(), cache.path(), None);
-        for _ in 0..5 {
-            without.push(pipeline_run_webhook(&file, rules_dir.path(), cache.path(), None).0);
-            let (rate, a) = pipeline_run_webhook(&file, rules_dir.path(), cache.path(), Some(&rx.url()));
-            with.push(rate);
-            alerts = a;
-        }
-        let (a, b) = (median(without.clone()), median(with.clone()));
-        println!("- without webhook: {a:.0} events/s (runs: {without:.0?})");
-        println!("- with webhook:    {b:.0} events/s (runs: {with:.0?}), {alerts} alerts per run");
-        println!("- ratio with/without: {:.3}", b / a);
+        let url = rx.url();
+        Workload::new().compare("webhook", |file, rules, cache, on| {
+            pipeline_run_webhook(file, rules, cache, on.then_some(url.as_str()))
+        });
     }
 
     if run("3") {

@@ -1,7 +1,7 @@
 //! What the delivery benchmarks (webhook, NATS) share: real-shaped alerts,
 //! an exec workload, and one pipeline run with or without an output.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -10,9 +10,9 @@ use vigil_engine::config::{AlertsConfig, Config};
 use vigil_engine::daemon::Daemon;
 use vigil_engine::event::{Event, EventKind, Process};
 use vigil_engine::output::Output;
-use vigil_engine::sources::replay::ReplaySource;
+use vigil_engine::sources::replay::{ReplaySource, ReplayWriter};
 
-use crate::common::NullOutput;
+use crate::common::{NullOutput, target_dir};
 
 /// A real alert (the golden file's first), with a fresh id.
 pub fn sample_alerts(n: usize) -> Vec<Alert> {
@@ -80,4 +80,47 @@ pub fn pipeline_run(file: &Path, rules: &Path, cache: &Path, output: Option<Box<
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
+}
+
+/// Part 2 of the delivery benchmarks: the crypto-miner rule over 4,000,000
+/// execs, one in twenty alerting, replayed as fast as they are read.
+pub struct Workload {
+    pub rules: tempfile::TempDir,
+    pub cache: tempfile::TempDir,
+    _dir: tempfile::TempDir,
+    pub file: PathBuf,
+}
+
+impl Workload {
+    pub fn new() -> Self {
+        let rules = tempfile::tempdir().unwrap();
+        std::fs::copy(target_dir().join("example-rules/crypto-miner.wasm"), rules.path().join("crypto-miner.wasm"))
+            .expect("run scripts/build-rules.sh first");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bench.msgpack");
+        let mut w = ReplayWriter::create(&file).unwrap();
+        for e in events(4_000_000) {
+            w.write(&e).unwrap();
+        }
+        w.finish().unwrap();
+        Workload { rules, cache: tempfile::tempdir().unwrap(), _dir: dir, file }
+    }
+
+    /// Five alternating runs without and with an output (`run(.., true)`
+    /// adds it), after a warm-up that compiles the rule; prints the medians
+    /// and their ratio.
+    pub fn compare(&self, what: &str, run: impl Fn(&Path, &Path, &Path, bool) -> (f64, u64)) {
+        let (mut without, mut with, mut alerts) = (Vec::new(), Vec::new(), 0);
+        run(&self.file, self.rules.path(), self.cache.path(), false);
+        for _ in 0..5 {
+            without.push(run(&self.file, self.rules.path(), self.cache.path(), false).0);
+            let (rate, a) = run(&self.file, self.rules.path(), self.cache.path(), true);
+            with.push(rate);
+            alerts = a;
+        }
+        let (a, b) = (median(without.clone()), median(with.clone()));
+        println!("- without {what}: {a:.0} events/s (runs: {without:.0?})");
+        println!("- with {what}:    {b:.0} events/s (runs: {with:.0?}), {alerts} alerts per run");
+        println!("- ratio with/without: {:.3}", b / a);
+    }
 }
