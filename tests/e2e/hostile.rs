@@ -74,7 +74,7 @@ fn replay_file(dir: &Path) -> std::path::PathBuf {
 }
 
 /// Runs the daemon over the stream with `rules` (file name, test rule) and
-/// `extra` config; waits for it with `wait4` for its peak RSS.
+/// `extra` config; follows its peak RSS until it exits.
 fn run(rules: &[(&str, &str)], extra: &str) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
     let rule_dir = dir.path().join("rules");
@@ -108,7 +108,7 @@ fn run(rules: &[(&str, &str)], extra: &str) -> Outcome {
         stderr.read_to_string(&mut s).unwrap();
         s
     });
-    let (status, peak_rss_kib) = child.wait4(Duration::from_secs(120));
+    let (status, peak_rss_kib) = child.wait_with_peak_rss(Duration::from_secs(120));
     let (stdout, stderr) = (out.join().unwrap(), err.join().unwrap());
     assert_eq!(status, 0, "the daemon exits cleanly; its log:\n{}", tail(&stderr));
     let mut alerts: BTreeMap<String, Vec<Value>> = BTreeMap::new();
@@ -142,7 +142,7 @@ impl Reaped {
     }
 
     /// Exit code and peak RSS (KiB).
-    fn wait4(&mut self, timeout: Duration) -> (i32, u64) {
+    fn wait_with_peak_rss(&mut self, timeout: Duration) -> (i32, u64) {
         let deadline = Instant::now() + timeout;
         let status_file = format!("/proc/{}/status", self.0.id());
         let mut peak = 0;

@@ -34,6 +34,12 @@ use fields::FieldSelection;
 use crate::config::PayloadFormat;
 use shaping::Shaper;
 
+/// Makes ring the process's TLS provider (reqwest and async-nats are built on
+/// rustls without one), unless one is installed already.
+pub(crate) fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Errors of the output layer.
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {

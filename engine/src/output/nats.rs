@@ -12,8 +12,6 @@
 //! stream within its duplicate window.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_nats::HeaderMap;
 use async_nats::jetstream;
@@ -29,8 +27,6 @@ struct JetStream {
     js: jetstream::Context,
     /// `<subject_prefix>.<host>`.
     subject: String,
-    /// Alerts JetStream said it already had (dropped as repeats).
-    duplicates: Arc<AtomicU64>,
 }
 
 /// What the transport reads of an encoded alert: its id (Vigil's `id`,
@@ -59,10 +55,8 @@ impl Transport for JetStream {
             }
         }
         for ack in acks {
+            // A repeat (`duplicate`) is acknowledged too: JetStream has it once.
             match ack.await {
-                Ok(a) if a.duplicate => {
-                    self.duplicates.fetch_add(1, Ordering::Relaxed);
-                }
                 Ok(_) => {}
                 Err(e) => {
                     return Outcome::Retry {
@@ -95,9 +89,7 @@ fn servers(cfg: &NatsConfig) -> String {
 
 /// The client's options: authentication, TLS, the acknowledgement timeout.
 async fn connect(cfg: &NatsConfig, label: &str) -> Result<async_nats::Client, String> {
-    // async-nats is built on rustls with ring: install it as the process's
-    // provider if nothing else did.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    super::install_tls_provider();
     let mut o = async_nats::ConnectOptions::new()
         .name(format!("vigil {label}"))
         .retry_on_initial_connect()
@@ -162,7 +154,7 @@ pub fn open(
         retry_max: cfg.retry_max,
         drain_timeout: cfg.drain_timeout,
     };
-    let transport = JetStream { js, subject: subject.clone(), duplicates: Arc::new(AtomicU64::new(0)) };
+    let transport = JetStream { js, subject: subject.clone() };
     let output = SpooledOutput::start(&spooled, transport, spool_dir, hostname, runtime)?;
     tracing::info!(output = %label, servers = %servers(cfg), subject = %format!("{subject}.<priority>"), spooled = output.spooled(), "NATS JetStream output ready");
     Ok(output)

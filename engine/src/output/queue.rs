@@ -21,6 +21,9 @@ struct Held {
     bytes: Mutex<usize>,
     room: Condvar,
     closed: AtomicBool,
+    /// The dispatcher has waited since the queue last had room at once
+    /// (logged once per stall, not per batch).
+    stalled: AtomicBool,
 }
 
 impl Held {
@@ -57,13 +60,18 @@ impl AlertSender {
     pub fn send(&self, alerts: Vec<Alert>) -> Result<(), Closed> {
         let bytes = alerts.iter().map(Alert::approx_bytes).sum();
         let mut held = self.held.bytes();
-        let mut warned = false;
-        while *held > 0 && *held + bytes > MAX_QUEUED_BYTES && !self.held.closed.load(Ordering::Relaxed) {
-            if !warned {
+        let full =
+            |held: usize| held > 0 && held + bytes > MAX_QUEUED_BYTES && !self.held.closed.load(Ordering::Relaxed);
+        if full(*held) {
+            if !self.held.stalled.swap(true, Ordering::Relaxed) {
                 tracing::warn!(queued_bytes = *held, "the outputs are behind: rules wait for the alert queue to drain");
-                warned = true;
             }
-            held = self.held.room.wait_timeout(held, Duration::from_millis(100)).unwrap_or_else(|e| e.into_inner()).0;
+            while full(*held) {
+                held =
+                    self.held.room.wait_timeout(held, Duration::from_millis(100)).unwrap_or_else(|e| e.into_inner()).0;
+            }
+        } else if self.held.stalled.swap(false, Ordering::Relaxed) {
+            tracing::info!("the outputs caught up: the alert queue has room again");
         }
         *held += bytes;
         drop(held);

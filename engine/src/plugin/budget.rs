@@ -108,18 +108,25 @@ impl Pressure {
     pub const OFF: f64 = 0.5;
     const WINDOW: Duration = Duration::from_millis(250);
 
-    /// Counts `busy` (time spent dispatching) ending at `now`; returns
-    /// whether the thread is under pressure.
-    pub fn record(&mut self, busy: Duration, now: Instant) -> bool {
+    /// Whether the thread is under pressure.
+    pub fn pressed(&self) -> bool {
+        self.pressed
+    }
+
+    /// Counts `busy` (time spent dispatching) ending at `now`; returns the
+    /// new state when it changed.
+    pub fn record(&mut self, busy: Duration, now: Instant) -> Option<bool> {
         self.busy_ns += busy.as_nanos() as u64;
         let window = now.saturating_duration_since(self.window_start);
-        if window >= Self::WINDOW {
-            let share = self.busy_ns as f64 / window.as_nanos() as f64;
-            self.pressed = if self.pressed { share >= Self::OFF } else { share > Self::ON };
-            self.window_start = now;
-            self.busy_ns = 0;
+        if window < Self::WINDOW {
+            return None;
         }
-        self.pressed
+        let share = self.busy_ns as f64 / window.as_nanos() as f64;
+        let was = self.pressed;
+        self.pressed = if was { share >= Self::OFF } else { share > Self::ON };
+        self.window_start = now;
+        self.busy_ns = 0;
+        (self.pressed != was).then_some(self.pressed)
     }
 }
 
@@ -188,10 +195,11 @@ mod tests {
     fn pressure_starts_above_four_fifths_busy_and_ends_below_half() {
         let t0 = Instant::now();
         let mut p = Pressure { window_start: t0, busy_ns: 0, pressed: false };
-        assert!(!p.record(200 * MS, t0 + 260 * MS), "77% busy");
-        assert!(p.record(240 * MS, t0 + 520 * MS), "92% busy");
-        assert!(p.record(150 * MS, t0 + 780 * MS), "58% busy: still");
-        assert!(!p.record(100 * MS, t0 + 1040 * MS), "38% busy: over");
+        assert_eq!(p.record(200 * MS, t0 + 260 * MS), None, "77% busy");
+        assert_eq!(p.record(240 * MS, t0 + 520 * MS), Some(true), "92% busy");
+        assert_eq!(p.record(150 * MS, t0 + 780 * MS), None, "58% busy: still");
+        assert!(p.pressed());
+        assert_eq!(p.record(100 * MS, t0 + 1040 * MS), Some(false), "38% busy: over");
     }
 
     #[test]

@@ -108,7 +108,6 @@ pub struct Dispatcher {
     registry: RuleRegistry,
     bounds: Bounds,
     pressure: Pressure,
-    pressed: bool,
 }
 
 impl Dispatcher {
@@ -134,7 +133,6 @@ impl Dispatcher {
             registry: RuleRegistry::default(),
             bounds: Bounds::default(),
             pressure: Pressure::default(),
-            pressed: false,
         }
     }
 
@@ -212,7 +210,8 @@ impl Dispatcher {
     }
 
     fn regroup(&mut self) {
-        self.rules.iter_mut().for_each(|r| r.set_pressed(self.pressed));
+        let pressed = self.pressure.pressed();
+        self.rules.iter_mut().for_each(|r| r.set_pressed(pressed));
         self.groups.clear();
         for (i, rule) in self.rules.iter().enumerate() {
             let (kinds, containers_only) = (rule.meta.subscriptions, rule.meta.containers_only);
@@ -234,9 +233,7 @@ impl Dispatcher {
         let started = std::time::Instant::now();
         self.dispatch_events(events, out);
         let now = std::time::Instant::now();
-        let pressed = self.pressure.record(now - started, now);
-        if pressed != self.pressed {
-            self.pressed = pressed;
+        if let Some(pressed) = self.pressure.record(now - started, now) {
             self.rules.iter_mut().for_each(|r| r.set_pressed(pressed));
             tracing::debug!(
                 pressed,

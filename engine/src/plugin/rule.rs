@@ -336,13 +336,13 @@ impl LoadedRule {
         let Some(live) = self.live.as_mut() else {
             return Err(Fault::Restarting);
         };
-        let cpu_start = crate::time::thread_cpu_ns();
         let armed = self.recipe.watchdog.arm(
             &mut live.store,
             self.recipe.limits.call_timeout,
             self.recipe.limits.deadline_clock,
         );
         let result = live.rule.vigil_rules_detector().call_on_batch(&mut live.store, batch);
+        let cpu_start = armed.cpu_start_ns();
         drop(armed);
         // Parsing what it returned is the rule's time too.
         let result = result.map(|json| parse_alerts(&json, events));

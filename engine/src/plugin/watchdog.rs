@@ -40,6 +40,9 @@ pub struct Deadline {
     pub cpu_ns: Option<u64>,
     /// Interrupted then whatever its CPU time.
     pub hard: Instant,
+    /// The calling thread's CPU clock (ns) when the deadline was made: the
+    /// call's start, for what it costs.
+    pub cpu_start_ns: u64,
 }
 
 impl Deadline {
@@ -48,12 +51,14 @@ impl Deadline {
     pub fn after(timeout: Duration, clock: DeadlineClock) -> Self {
         let now = Instant::now();
         let wall = now + timeout;
+        let cpu_start_ns = crate::time::thread_cpu_ns();
         match clock {
-            DeadlineClock::Wall => Deadline { wall, cpu_ns: None, hard: wall },
+            DeadlineClock::Wall => Deadline { wall, cpu_ns: None, hard: wall, cpu_start_ns },
             DeadlineClock::Cpu => Deadline {
                 wall,
-                cpu_ns: Some(crate::time::thread_cpu_ns() + timeout.as_nanos() as u64),
+                cpu_ns: Some(cpu_start_ns + timeout.as_nanos() as u64),
                 hard: now + (timeout * 10).max(timeout + Duration::from_secs(1)),
+                cpu_start_ns,
             },
         }
     }
@@ -118,6 +123,14 @@ pub struct Watchdog {
 pub struct Armed<'a> {
     shared: &'a Shared,
     id: u64,
+    cpu_start_ns: u64,
+}
+
+impl Armed<'_> {
+    /// The calling thread's CPU clock (ns) when the call was armed.
+    pub fn cpu_start_ns(&self) -> u64 {
+        self.cpu_start_ns
+    }
 }
 
 impl Drop for Armed<'_> {
@@ -165,7 +178,7 @@ impl Watchdog {
     /// [`watch`]; the call must be made on this thread.
     pub fn arm<'a, T: CallDue>(&'a self, store: &mut Store<T>, timeout: Duration, clock: DeadlineClock) -> Armed<'a> {
         let deadline = Deadline::after(timeout, clock);
-        let due = deadline.wall;
+        let (due, cpu_start_ns) = (deadline.wall, deadline.cpu_start_ns);
         store.data_mut().set_call_due(deadline);
         store.set_epoch_deadline(1);
         let mut st = self.shared.state();
@@ -182,7 +195,7 @@ impl Watchdog {
         if wake {
             self.thread.unpark();
         }
-        Armed { shared: &self.shared, id }
+        Armed { shared: &self.shared, id, cpu_start_ns }
     }
 
     /// Epoch increments so far: one per look that found a call overdue.

@@ -15,9 +15,7 @@ use crate::output::spool::Record;
 
 /// The HTTP client of one webhook: its timeout, headers, CA and client certificate.
 pub(super) fn http_client(cfg: &WebhookConfig) -> Result<reqwest::Client, String> {
-    // reqwest is built without a default TLS provider: use ring's. Fails
-    // harmlessly when already installed.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::output::install_tls_provider();
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     for (k, v) in &cfg.headers {
