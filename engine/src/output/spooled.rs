@@ -6,6 +6,7 @@
 //! and nothing else: the rules and the other outputs go on.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,7 +17,7 @@ use tokio::sync::{Notify, watch};
 
 use super::delivery::{Delivery, DeliveryStats, Transport};
 use super::fields::FieldSelection;
-use super::spool::{self, Spool};
+use super::spool::{self, Dropped, Spool};
 use super::webhook::payload;
 use super::{AlertBatch, Output, OutputError};
 use crate::alert::{Alert, Priority, rfc3339_nanos};
@@ -70,6 +71,7 @@ pub struct SpooledOutput {
     drain_timeout: Duration,
     task: Option<tokio::task::JoinHandle<()>>,
     runtime: tokio::runtime::Handle,
+    reports: DropReports,
 }
 
 impl SpooledOutput {
@@ -128,6 +130,7 @@ impl SpooledOutput {
             drain_timeout: cfg.drain_timeout,
             task: Some(task),
             runtime,
+            reports: DropReports::default(),
         })
     }
 
@@ -151,23 +154,59 @@ impl SpooledOutput {
 
     /// Counts and reports alerts a full spool dropped, with an alert of its
     /// own. Room for that alert is made first (for the largest count it
-    /// could carry), so the alerts it displaces are in its count too.
-    fn report_dropped(&self, dropped: u64) -> Result<(), OutputError> {
+    /// could carry), so the alerts it displaces are in its count too; so
+    /// are the counts of earlier reports that were dropped undelivered.
+    fn report_dropped(&mut self, dropped: Dropped) -> Result<(), OutputError> {
         let encode = |n: u64| {
             payload::encode(&dropped_alert(&self.label, n, &self.hostname), self.format, &FieldSelection::default())
         };
         let room = self.spool.make_room(encode(u64::MAX).len() as u64).map_err(|e| self.spool_error(e))?;
-        let dropped = dropped + room;
-        self.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
-        tracing::error!(output = %self.label, dropped, spool_bytes = self.spool.bytes(), "spool full: oldest alerts dropped (the output's spool_max_bytes)");
-        let again = self.spool.append([encode(dropped).as_slice()]).map_err(|e| self.spool_error(e))?;
-        if again > 0 {
+        let (fresh, carried) = self.reports.take(dropped);
+        let (room_fresh, room_carried) = self.reports.take(room);
+        let fresh = fresh + room_fresh;
+        let count = fresh + carried + room_carried;
+        self.stats.dropped.fetch_add(fresh, Ordering::Relaxed);
+        tracing::error!(output = %self.label, dropped = count, spool_bytes = self.spool.bytes(), "spool full: oldest alerts dropped (the output's spool_max_bytes)");
+        let appended = self.spool.append([encode(count).as_slice()]).map_err(|e| self.spool_error(e))?;
+        self.reports.add(appended.first, count);
+        if appended.dropped.count > 0 {
             // Only a bound smaller than a report gets here.
+            let (again, _) = self.reports.take(appended.dropped);
             self.stats.dropped.fetch_add(again, Ordering::Relaxed);
             tracing::error!(output = %self.label, dropped = again, "spool too small for its own drop report: more alerts dropped, counted in metrics only");
         }
         self.stats.spooled.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+/// The drop reports an output appended to its spool, by sequence number,
+/// with the alerts each counts: a later drop that takes a report undelivered
+/// carries its count into the next report.
+#[derive(Default)]
+struct DropReports(BTreeMap<u64, u64>);
+
+impl DropReports {
+    fn add(&mut self, seq: u64, count: u64) {
+        self.0.insert(seq, count);
+    }
+
+    /// Splits a drop into the alerts it took (`.0`) and the alerts counted
+    /// by the drop reports it took (`.1`), forgetting those reports and the
+    /// ones before it: those were delivered, or are in flight and so never
+    /// dropped.
+    fn take(&mut self, dropped: Dropped) -> (u64, u64) {
+        if dropped.count == 0 {
+            return (0, 0);
+        }
+        let later = self.0.split_off(&(dropped.last + 1));
+        let taken = std::mem::replace(&mut self.0, later);
+        let (mut reports, mut carried) = (0, 0);
+        for (_, count) in taken.range(dropped.first..) {
+            reports += 1;
+            carried += count;
+        }
+        (dropped.count - reports, carried)
     }
 }
 
@@ -217,10 +256,10 @@ impl Output for SpooledOutput {
         if records.is_empty() {
             return Ok(());
         }
-        let dropped = self.spool.append(records.iter().map(|r| &**r)).map_err(|e| self.spool_error(e))?;
+        let appended = self.spool.append(records.iter().map(|r| &**r)).map_err(|e| self.spool_error(e))?;
         self.stats.spooled.fetch_add(records.len() as u64, Ordering::Relaxed);
-        if dropped > 0 {
-            self.report_dropped(dropped)?;
+        if appended.dropped.count > 0 {
+            self.report_dropped(appended.dropped)?;
         }
         self.wake.notify_one();
         Ok(())
@@ -271,5 +310,23 @@ mod tests {
         assert_eq!(a.rule, DROPPED_RULE);
         assert_eq!(a.output_fields["vigil.dropped"], 42);
         assert_eq!(a.priority, Priority::Critical);
+    }
+
+    /// A report dropped before it was delivered hands its count on: the
+    /// next report counts its alerts, not the report as one alert.
+    #[test]
+    fn a_dropped_report_carries_its_count_into_the_next() {
+        let mut reports = DropReports::default();
+        // Records 1-10 dropped; the report (seq 21) counts them.
+        assert_eq!(reports.take(Dropped { count: 10, first: 1, last: 10 }), (10, 0));
+        reports.add(21, 10);
+        // A second drop takes 11-25, the first report among them.
+        assert_eq!(reports.take(Dropped { count: 15, first: 11, last: 25 }), (14, 10));
+        reports.add(40, 24);
+        reports.add(50, 3);
+        // A drop before a report leaves it; the reports before a drop are forgotten.
+        assert_eq!(reports.take(Dropped { count: 5, first: 41, last: 45 }), (5, 0));
+        assert_eq!(reports.0.keys().copied().collect::<Vec<_>>(), [50]);
+        assert_eq!(reports.take(Dropped::default()), (0, 0));
     }
 }

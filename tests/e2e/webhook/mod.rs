@@ -334,6 +334,19 @@ fn a_dead_webhook_blocks_nothing_else() {
 
 #[test]
 fn a_full_spool_drops_the_oldest_and_says_so() {
+    full_spool_drops_the_oldest_and_says_so(&[], 1);
+}
+
+/// Paced over 3 s the alerts reach the spool in many writes: many drop
+/// reports, most of them dropped in turn before delivery, each handing its
+/// count to the next.
+#[test]
+fn a_full_spool_fed_slowly_counts_every_drop_once() {
+    full_spool_drops_the_oldest_and_says_so(&["--realtime"], 5);
+}
+
+/// The receiver fails until the daemon logged `drops` drops.
+fn full_spool_drops_the_oldest_and_says_so(flags: &[&str], drops: usize) {
     let rx = Receiver::start(None);
     rx.otherwise(Some(503));
     let dir = tempfile::tempdir().unwrap();
@@ -341,8 +354,14 @@ fn a_full_spool_drops_the_oldest_and_says_so() {
     let replay = miner_replay(dir.path(), "full", 3000, Duration::from_millis(1));
     let cfg = config(dir.path(), &rx.url(), "spool_max_bytes = \"1MiB\"\ndrain_timeout = \"30s\"", "");
     let rules = rule_dir(&["crypto-miner"]);
-    let mut v = Vigil::start(&["run", "--replay", replay.to_str().unwrap()], rules.path(), &cfg);
-    v.log_line("spool full", Duration::from_secs(30)).unwrap_or_else(|| panic!("no drop logged:\n{}", v.log()));
+    let args: Vec<&str> =
+        ["run", "--replay", replay.to_str().unwrap()].into_iter().chain(flags.iter().copied()).collect();
+    let mut v = Vigil::start(&args, rules.path(), &cfg);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while v.log().matches("spool full").count() < drops {
+        assert!(Instant::now() < deadline, "not {drops} drops logged:\n{}", v.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     rx.otherwise(None);
     assert!(v.wait(Duration::from_secs(60)).success(), "{}", v.log());
     let sent = v.alert_ids();
@@ -350,6 +369,7 @@ fn a_full_spool_drops_the_oldest_and_says_so() {
     let got = rx.alerts();
     let reports: Vec<&Value> = got.iter().filter(|a| a["rule"] == "vigil-alerts-dropped").collect();
     assert!(!reports.is_empty(), "an alerts-dropped alert arrived");
+    eprintln!("{} drop reports arrived", reports.len());
     let dropped: u64 = reports.iter().map(|a| a["output_fields"]["vigil.dropped"].as_u64().unwrap()).sum();
     let delivered: Vec<String> = rx.ids().into_iter().filter(|id| sent.contains(id)).collect();
     // Every alert is either delivered or counted as dropped; the newest survive, in order.

@@ -50,6 +50,31 @@ pub struct Spool {
     panic_next: std::sync::atomic::AtomicBool,
 }
 
+/// The oldest alerts a full spool dropped: `count` records, the sequence
+/// numbers `first..=last` (drops take the oldest after the batch in flight,
+/// so they are one run of sequence numbers).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Dropped {
+    pub count: u64,
+    pub first: u64,
+    pub last: u64,
+}
+
+impl Dropped {
+    /// Whether the record numbered `seq` was dropped.
+    pub fn holds(&self, seq: u64) -> bool {
+        self.count > 0 && (self.first..=self.last).contains(&seq)
+    }
+}
+
+/// What an append stored and dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The sequence number of the first record appended.
+    pub first: u64,
+    pub dropped: Dropped,
+}
+
 /// One spooled alert.
 pub struct Record {
     pub seq: u64,
@@ -223,16 +248,17 @@ impl Spool {
         self.bytes.load(Ordering::Relaxed)
     }
 
-    /// Appends `records` durably; returns how many of the oldest alerts were
-    /// dropped to stay within the bound.
-    pub fn append<'a>(&self, records: impl IntoIterator<Item = &'a [u8]>) -> Result<u64, SpoolError> {
+    /// Appends `records` durably; returns their first sequence number and
+    /// which of the oldest alerts were dropped to stay within the bound.
+    pub fn append<'a>(&self, records: impl IntoIterator<Item = &'a [u8]>) -> Result<Appended, SpoolError> {
         let records: Vec<&[u8]> = records.into_iter().collect();
         self.guarded(|| self.append_once(&records))
     }
 
-    fn append_once(&self, records: &[&[u8]]) -> Result<u64, SpoolError> {
+    fn append_once(&self, records: &[&[u8]]) -> Result<Appended, SpoolError> {
         let mut next = self.lock();
         let (mut seq, mut len, mut bytes) = (*next, self.len(), self.bytes());
+        let first = seq;
         let dropped;
         let tx = self.db().begin_write().map_err(|e| self.err(e))?;
         {
@@ -250,21 +276,21 @@ impl Spool {
         *next = seq;
         self.len.store(len, Ordering::Relaxed);
         self.bytes.store(bytes, Ordering::Relaxed);
-        Ok(dropped)
+        Ok(Appended { first, dropped })
     }
 
     /// Drops the oldest alerts until a record of `size` bytes fits within
-    /// the bound; returns how many were dropped.
-    pub fn make_room(&self, size: u64) -> Result<u64, SpoolError> {
+    /// the bound; returns which were dropped.
+    pub fn make_room(&self, size: u64) -> Result<Dropped, SpoolError> {
         self.guarded(|| self.make_room_once(size))
     }
 
-    fn make_room_once(&self, size: u64) -> Result<u64, SpoolError> {
+    fn make_room_once(&self, size: u64) -> Result<Dropped, SpoolError> {
         let _next = self.lock();
         let (mut len, mut bytes) = (self.len(), self.bytes());
         let budget = self.max_bytes.saturating_sub(size + RECORD_OVERHEAD);
         if bytes <= budget {
-            return Ok(0);
+            return Ok(Dropped::default());
         }
         let tx = self.db().begin_write().map_err(|e| self.err(e))?;
         let dropped = {
@@ -279,7 +305,7 @@ impl Spool {
 
     /// Removes the oldest alerts after the batch in flight while more than
     /// `budget` bytes are stored (and, with `keep_newest`, never the newest);
-    /// returns how many it removed.
+    /// returns which it removed.
     fn drop_oldest(
         &self,
         table: &mut redb::Table<u64, &[u8]>,
@@ -287,10 +313,10 @@ impl Spool {
         bytes: &mut u64,
         budget: u64,
         keep_newest: bool,
-    ) -> Result<u64, SpoolError> {
+    ) -> Result<Dropped, SpoolError> {
         let after = self.in_flight.load(Ordering::Relaxed) + 1;
         let newest = table.last().map_err(|e| self.err(e))?.map(|(k, _)| k.value());
-        let mut dropped = 0;
+        let mut dropped = Dropped::default();
         while *bytes > budget && *len > 0 {
             let victim = match table.range(after..).map_err(|e| self.err(e))?.next() {
                 Some(row) => row.map_err(|e| self.err(e))?.0.value(),
@@ -302,7 +328,11 @@ impl Spool {
             let Some(v) = table.remove(victim).map_err(|e| self.err(e))? else { break };
             *bytes -= v.value().len() as u64 + RECORD_OVERHEAD;
             *len -= 1;
-            dropped += 1;
+            if dropped.count == 0 {
+                dropped.first = victim;
+            }
+            dropped.last = victim;
+            dropped.count += 1;
         }
         Ok(dropped)
     }

@@ -12,8 +12,8 @@ fn survives_reopen_in_order_and_removes_through() {
     let path = dir.path().join("w.redb");
     {
         let s = Spool::open(&path, 1 << 20).unwrap().0;
-        assert_eq!(s.append([b"a".as_slice(), b"b", b"c"]).unwrap(), 0);
-        assert_eq!(s.append([b"d".as_slice()]).unwrap(), 0);
+        assert_eq!(s.append([b"a".as_slice(), b"b", b"c"]).unwrap().dropped.count, 0);
+        assert_eq!(s.append([b"d".as_slice()]).unwrap().dropped.count, 0);
         let first = s.peek(2, 1 << 20).unwrap();
         assert_eq!(texts(&first), ["a", "b"]);
         s.remove_through(first[1].seq).unwrap();
@@ -35,7 +35,7 @@ fn full_spool_drops_the_oldest_and_says_how_many() {
     let rec = |i: usize| format!("{i:0100}").into_bytes();
     let mut dropped = 0;
     for i in 0..25 {
-        dropped += s.append([rec(i).as_slice()]).unwrap();
+        dropped += s.append([rec(i).as_slice()]).unwrap().dropped.count;
     }
     assert_eq!(dropped, 15);
     assert_eq!(s.len(), 10);
@@ -53,17 +53,21 @@ fn the_batch_in_flight_is_never_dropped() {
     let (s, _) = Spool::open(&dir.path().join("s"), 10 * (100 + RECORD_OVERHEAD)).unwrap();
     let rec = |i: u8| vec![i; 100];
     for i in 0..10 {
-        assert_eq!(s.append([rec(i).as_slice()]).unwrap(), 0);
+        assert_eq!(s.append([rec(i).as_slice()]).unwrap().dropped.count, 0);
     }
     let batch = s.peek(3, u64::MAX).unwrap();
     assert_eq!(batch.len(), 3);
-    assert_eq!(s.append([rec(10).as_slice(), rec(11).as_slice()]).unwrap(), 2);
+    let appended = s.append([rec(10).as_slice(), rec(11).as_slice()]).unwrap();
+    assert_eq!(appended.first, batch[0].seq + 10, "sequence numbers run on");
+    let gone = appended.dropped;
+    assert_eq!((gone.count, gone.first, gone.last), (2, batch[0].seq + 3, batch[0].seq + 4), "which went, by number");
+    assert!(gone.holds(batch[0].seq + 3) && !gone.holds(batch[2].seq) && !gone.holds(appended.first));
     let left: Vec<u8> = s.peek(100, u64::MAX).unwrap().iter().map(|r| r.bytes[0]).collect();
     assert_eq!(left, [0, 1, 2, 5, 6, 7, 8, 9, 10, 11], "3 and 4 went, not the batch in flight");
     // That peek put all ten in flight: the newest still arrives, over the bound.
-    assert_eq!(s.append([rec(12).as_slice()]).unwrap(), 0);
+    assert_eq!(s.append([rec(12).as_slice()]).unwrap().dropped.count, 0);
     s.remove_through(batch[2].seq).unwrap();
-    assert_eq!(s.append([rec(13).as_slice(), rec(14).as_slice(), rec(15).as_slice()]).unwrap(), 1);
+    assert_eq!(s.append([rec(13).as_slice(), rec(14).as_slice(), rec(15).as_slice()]).unwrap().dropped.count, 1);
     let left: Vec<u8> = s.peek(100, u64::MAX).unwrap().iter().map(|r| r.bytes[0]).collect();
     assert_eq!(left, [6, 7, 8, 9, 10, 11, 12, 13, 14, 15], "nothing in flight: the oldest go again");
 }
@@ -78,7 +82,7 @@ fn damage_found_while_running_moves_the_file_aside_and_goes_on() {
     let (s, _) = Spool::open(&path, 1 << 20).unwrap();
     s.append([b"old".as_slice()]).unwrap();
     s.panic_next.store(true, Ordering::Relaxed);
-    assert_eq!(s.append([b"new".as_slice()]).unwrap(), 0);
+    assert_eq!(s.append([b"new".as_slice()]).unwrap().dropped.count, 0);
     assert_eq!(s.recoveries(), 1);
     assert_eq!(texts(&s.peek(10, 1 << 20).unwrap()), ["new"], "the new file has the new alert");
     let aside: Vec<_> = std::fs::read_dir(dir.path())
@@ -103,14 +107,14 @@ fn make_room_drops_just_enough_of_the_oldest() {
     let s = Spool::open(&dir.path().join("w.redb"), 10 * (100 + RECORD_OVERHEAD)).unwrap().0;
     let rec = |i: usize| format!("{i:0100}").into_bytes();
     for i in 0..10 {
-        assert_eq!(s.append([rec(i).as_slice()]).unwrap(), 0);
+        assert_eq!(s.append([rec(i).as_slice()]).unwrap().dropped.count, 0);
     }
-    assert_eq!(s.make_room(250).unwrap(), 3, "three records of 100 free room for 250");
-    assert_eq!(s.append([vec![b'r'; 250].as_slice()]).unwrap(), 0, "the record then fits");
+    assert_eq!(s.make_room(250).unwrap().count, 3, "three records of 100 free room for 250");
+    assert_eq!(s.append([vec![b'r'; 250].as_slice()]).unwrap().dropped.count, 0, "the record then fits");
     assert_eq!(s.peek(1, u64::MAX).unwrap()[0].bytes, rec(3));
-    assert_eq!(s.make_room(10).unwrap(), 0, "room left over");
+    assert_eq!(s.make_room(10).unwrap().count, 0, "room left over");
     assert_eq!(
-        s.make_room(10 * (100 + RECORD_OVERHEAD) - RECORD_OVERHEAD).unwrap(),
+        s.make_room(10 * (100 + RECORD_OVERHEAD) - RECORD_OVERHEAD).unwrap().count,
         7,
         "all of the bound: all of it but the one in flight (peeked above)"
     );
