@@ -133,8 +133,10 @@ impl Daemon {
     /// delivering their alerts.
     pub fn run(mut self) -> Result<Summary, DaemonError> {
         let rules_dir = self.rules_dir.take().ok_or(DaemonError::NoRuleDir)?;
-        if !rules_dir.is_dir() {
-            return Err(DaemonError::MissingRuleDir(rules_dir));
+        for dir in std::iter::once(&rules_dir).chain(&self.config.rules.overlay_dirs) {
+            if !dir.is_dir() {
+                return Err(DaemonError::MissingRuleDir(dir.clone()));
+            }
         }
         // Webhook deliveries and the metrics endpoint run here, off the pipeline's threads.
         let outputs_runtime = if !self.config.output.webhook.is_empty()
@@ -156,7 +158,7 @@ impl Daemon {
             tracing::info!(%addr, "metrics endpoint listening (/metrics, /healthz, /readyz)");
         }
         let live = self.start_live()?;
-        tracing::info!(source = live.source.name(), rules = %rules_dir.display(), "starting");
+        tracing::info!(source = live.source.name(), rules = %rules_dir.display(), overlays = ?self.config.rules.overlay_dirs, "starting");
         let pipeline = Pipeline {
             config: self.config,
             rules_dir,

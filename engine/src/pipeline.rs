@@ -274,7 +274,7 @@ impl Pipeline {
         let policy = RulePolicy::new(&self.config);
         let mut dispatcher = Dispatcher::new(self.config.dispatch.batch_size, AlertBuilder::from_host());
         self.telemetry.set_dispatch(dispatcher.stats().clone(), dispatcher.rule_registry());
-        let mut dir = RuleDir::new(&self.rules_dir);
+        let mut dir = RuleDir::new(&self.rules_dir).with_overlays(self.config.rules.overlay_dirs.clone());
         let (controls, report) = dir.scan(&host, &|m| policy.resolve(m))?;
         for c in controls {
             dispatcher.apply(c);

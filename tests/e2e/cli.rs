@@ -172,3 +172,45 @@ fn by_default_identical_alerts_fold_and_secrets_are_redacted() {
     assert_eq!(summary["output_fields"]["vigil.similar"], 38);
     assert!(summary["output"].as_str().unwrap().ends_with("(and 38 similar)"));
 }
+
+/// `rules.overlay_dirs`: a file in an overlay replaces the base directory's
+/// file of the same name; the base's other files still run. A missing
+/// overlay is a clear error.
+#[test]
+fn overlay_dirs_replace_rules_by_file_name() {
+    let base = rule_dir(&["crypto-miner", "shell-in-container"]);
+    let overlay = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("vigil.toml");
+    std::fs::write(&cfg, format!("[rules]\noverlay_dirs = [{:?}]\n", overlay.path())).unwrap();
+    let rules_alerting = || {
+        let (code, out, err) = output(
+            vigil()
+                .arg("replay")
+                .arg(fixture("bundled.jsonl"))
+                .arg("--rules")
+                .arg(base.path())
+                .arg("--config")
+                .arg(&cfg),
+        );
+        assert_eq!(code, 0, "{err}");
+        let mut rules: Vec<String> = out
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["rule"].as_str().unwrap().to_string())
+            .collect();
+        rules.sort();
+        rules.dedup();
+        rules
+    };
+    assert_eq!(rules_alerting(), ["crypto-miner", "shell-in-container"], "an empty overlay changes nothing");
+    // The overlay's crypto-miner.wasm is another rule: echo, which alerts on every event.
+    std::fs::copy(rule_wasm("echo"), overlay.path().join("crypto-miner.wasm")).unwrap();
+    assert_eq!(rules_alerting(), ["echo", "shell-in-container"], "the overlay's file replaced the base's");
+
+    std::fs::write(&cfg, "[rules]\noverlay_dirs = [\"/nonexistent/vigil-overlay\"]\n").unwrap();
+    let (code, _, err) = output(
+        vigil().arg("replay").arg(fixture("bundled.jsonl")).arg("--rules").arg(base.path()).arg("--config").arg(&cfg),
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("/nonexistent/vigil-overlay") && err.contains("does not exist"), "{err}");
+}

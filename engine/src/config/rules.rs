@@ -14,6 +14,11 @@ pub struct RulesConfig {
     /// Directory of rule components (`*.wasm`), watched for changes.
     /// `--rules` overrides it.
     pub dir: Option<PathBuf>,
+    /// Directories layered over `dir`, lowest first, also watched: a file
+    /// in one replaces the file of the same name in `dir` or an earlier
+    /// overlay, other files add rules. The image's bundled rules in `dir`,
+    /// a ConfigMap over them. Each must exist; read at start.
+    pub overlay_dirs: Vec<PathBuf>,
     /// Rules not to load: rule ids, or `tag:<tag>` for every rule with that tag.
     pub disable: Vec<String>,
     /// Per-rule settings, by rule id: `[rules.settings.<id>]`.

@@ -1,4 +1,4 @@
-//! The reloader: a thread that watches the rule directory (notify), waits
+//! The reloader: a thread that watches the rule directory and its overlays (notify), waits
 //! for changes to settle, rescans, and sends the resulting swaps to the
 //! dispatcher. Compilation happens here, never on the dispatch thread, so
 //! events keep flowing while a new rule compiles.
@@ -52,9 +52,11 @@ impl Reloader {
             Err(e) => tracing::warn!(error = %e, "rule directory watch error"),
         })
         .map_err(|e| PluginError::Watch(dir.path().to_path_buf(), e))?;
-        watcher
-            .watch(dir.path(), RecursiveMode::NonRecursive)
-            .map_err(|e| PluginError::Watch(dir.path().to_path_buf(), e))?;
+        for layer in dir.layers() {
+            watcher
+                .watch(layer, RecursiveMode::NonRecursive)
+                .map_err(|e| PluginError::Watch(layer.to_path_buf(), e))?;
+        }
 
         let (req_tx, req_rx) = crossbeam_channel::unbounded::<Request>();
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);

@@ -9,6 +9,10 @@
 //! The directory is rescanned (not diffed from watcher events) so every way
 //! of changing it is handled alike: a new file, an in-place write, `mv` over
 //! the old file, an editor's temp-file-then-rename, a deletion.
+//!
+//! Overlay directories (`rules.overlay_dirs`) layer over it: the rules are
+//! the files of every layer, a file replacing the one of the same name in
+//! a lower layer (the bundled rules of the image, a ConfigMap over them).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -60,6 +64,8 @@ struct Interpreter {
 
 pub struct RuleDir {
     dir: PathBuf,
+    /// Layered over `dir`, lowest first.
+    overlays: Vec<PathBuf>,
     seen: HashMap<PathBuf, Seen>,
     interpreter: Option<Interpreter>,
     /// The last text of each rule file that parsed: kept running when an
@@ -75,6 +81,7 @@ impl RuleDir {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         RuleDir {
             dir: dir.into(),
+            overlays: Vec::new(),
             seen: HashMap::new(),
             interpreter: None,
             good_text: BTreeMap::new(),
@@ -83,8 +90,34 @@ impl RuleDir {
         }
     }
 
+    /// With `overlays` layered over the directory, lowest first.
+    pub fn with_overlays(mut self, overlays: Vec<PathBuf>) -> Self {
+        self.overlays = overlays;
+        self
+    }
+
     pub fn path(&self) -> &Path {
         &self.dir
+    }
+
+    /// The directory and its overlays, lowest first.
+    pub fn layers(&self) -> impl Iterator<Item = &Path> {
+        std::iter::once(self.dir.as_path()).chain(self.overlays.iter().map(PathBuf::as_path))
+    }
+
+    /// The files of every layer with one of `extensions`, sorted by name, a
+    /// file replacing the one of the same name in a lower layer.
+    fn list_layered(&self, extensions: &[&str]) -> Result<Vec<PathBuf>, PluginError> {
+        let mut by_name = BTreeMap::new();
+        for dir in self.layers() {
+            super::trust::check_dir(dir).map_err(|why| PluginError::UntrustedRuleDir(dir.to_path_buf(), why))?;
+            for path in list_files(dir, extensions).map_err(|e| PluginError::RuleDir(dir.to_path_buf(), e))? {
+                if let Some(name) = path.file_name() {
+                    by_name.insert(name.to_os_string(), path);
+                }
+            }
+        }
+        Ok(by_name.into_values().collect())
     }
 
     /// Forget what was seen, so the next scan reloads every file (after a
@@ -117,8 +150,7 @@ impl RuleDir {
     ) -> Result<(Vec<Control>, ScanReport), PluginError> {
         let mut report = ScanReport::default();
         let mut controls = Vec::new();
-        super::trust::check_dir(&self.dir).map_err(|why| PluginError::UntrustedRuleDir(self.dir.clone(), why))?;
-        let files = list_rule_files(&self.dir).map_err(|e| PluginError::RuleDir(self.dir.clone(), e))?;
+        let files = self.list_layered(&["wasm"])?;
 
         for path in self.seen.keys().cloned().collect::<Vec<_>>() {
             if !files.contains(&path)
@@ -141,7 +173,7 @@ impl RuleDir {
         // Rules loaded in this scan: checked for a shared id before they run.
         let mut candidates = Vec::new();
         for path in files {
-            let bytes = match super::trust::read_trusted(&self.dir, &path, super::trust::MAX_COMPONENT_BYTES) {
+            let bytes = match super::trust::read_trusted(layer_of(&path), &path, super::trust::MAX_COMPONENT_BYTES) {
                 Ok(b) => b,
                 Err(e) if !path.exists() => {
                     // Vanished between listing and reading: the next scan sees it.
@@ -279,12 +311,11 @@ impl RuleDir {
         report: &mut ScanReport,
     ) -> Result<(), PluginError> {
         let key = self.rule_files_key();
-        let paths =
-            list_files(&self.dir, RULE_FILE_EXTENSIONS).map_err(|e| PluginError::RuleDir(self.dir.clone(), e))?;
+        let paths = self.list_layered(RULE_FILE_EXTENSIONS)?;
         let mut current: Vec<(PathBuf, String)> = Vec::new();
         let mut signature = self.interpreter.as_ref().map_or(String::new(), |i| i.hash.clone());
         for path in paths {
-            match read_rule_file(&self.dir, &path) {
+            match read_rule_file(layer_of(&path), &path) {
                 Ok(text) => {
                     signature.push_str(&format!(" {}={}", path.display(), content_hash(text.as_bytes())));
                     current.push((path, text));
@@ -423,6 +454,11 @@ fn log_file_report(f: &vigil_rulelang::FileReport) {
 
 /// Extensions of rule files.
 pub const RULE_FILE_EXTENSIONS: &[&str] = &["yaml", "yml"];
+
+/// The layer (directory) a listed file is in.
+fn layer_of(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new("."))
+}
 
 /// Reads a rule file of the directory `dir` (trust checks, and refusing
 /// one larger than the interpreter reads).
