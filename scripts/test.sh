@@ -6,6 +6,8 @@
 #     real programs / sockets and need root (they say SKIPPED otherwise);
 #   - webhook delivery against the tests' own receiver on 127.0.0.1 (plain
 #     and TLS), the metrics endpoint checked by promtool, the deployment files;
+#   - Vigil's image (scripts/image.sh) run by Podman with the DaemonSet's
+#     exact pod settings, and a rolling update of it;
 #   - the plugin SDK quickstart, run from plugin-sdk/README.md as written.
 # Everything is built once, in release (tests, benchmarks and the daemon share it).
 set -euo pipefail
@@ -18,6 +20,8 @@ export VIGIL_REQUIRE_EBPF=1
 ./scripts/setup-test-tools.sh
 ./scripts/build-rules.sh
 cargo build --release --workspace
+# Vigil's image, for the test that runs it with the DaemonSet's privileges.
+./scripts/image.sh
 # Tests that cannot run here (not root, a tool missing) pass after saying
 # SKIPPED; they also write why here, listed at the end.
 VIGIL_SKIPPED_LOG=$(mktemp)

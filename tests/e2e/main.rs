@@ -18,6 +18,7 @@ mod exec_facts;
 mod golden;
 mod hostile;
 mod hot_reload;
+mod image;
 mod kubelet;
 mod nats;
 mod proc_source;

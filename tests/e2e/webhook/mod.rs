@@ -23,7 +23,7 @@ use serde_json::Value;
 use crate::support::*;
 
 pub(crate) mod harness;
-mod receiver;
+pub(crate) mod receiver;
 
 use harness::*;
 use receiver::*;

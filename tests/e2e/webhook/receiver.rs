@@ -37,19 +37,50 @@ pub(crate) struct Receiver {
     pub(crate) addr: SocketAddr,
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     pub(crate) task: Option<tokio::task::JoinHandle<()>>,
+    /// The network namespace it listens in (`None`: the test's own).
+    pub(crate) netns: Option<PathBuf>,
 }
 
 impl Receiver {
     pub(crate) fn start(tls: Option<Arc<rustls::ServerConfig>>) -> Receiver {
+        Self::start_with(tls, None)
+    }
+
+    /// A receiver on the loopback of the network namespace at `netns` (a
+    /// pod's network, made by the test).
+    pub(crate) fn start_in_netns(netns: &Path) -> Receiver {
+        Self::start_with(None, Some(netns.to_path_buf()))
+    }
+
+    fn start_with(tls: Option<Arc<rustls::ServerConfig>>, netns: Option<PathBuf>) -> Receiver {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        let mut r = Receiver { rt, shared: Default::default(), addr: "127.0.0.1:0".parse().unwrap(), tls, task: None };
+        let addr = "127.0.0.1:0".parse().unwrap();
+        let mut r = Receiver { rt, shared: Default::default(), addr, tls, task: None, netns };
         r.listen();
         r
     }
 
+    /// A socket in the receiver's network namespace: made on a thread of
+    /// its own that enters the namespace (a socket belongs to the namespace
+    /// it was made in, whichever thread uses it).
+    fn socket(&self) -> tokio::net::TcpSocket {
+        let Some(netns) = &self.netns else { return tokio::net::TcpSocket::new_v4().unwrap() };
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let ns = std::fs::File::open(netns).unwrap();
+                use std::os::fd::AsRawFd;
+                // SAFETY: a valid namespace fd; only this short-lived thread moves.
+                assert_eq!(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns {}", netns.display());
+                tokio::net::TcpSocket::new_v4().unwrap()
+            })
+            .join()
+            .unwrap()
+        })
+    }
+
     /// Starts listening (again, on the same port after `stop`).
     pub(crate) fn listen(&mut self) {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        let socket = self.socket();
         socket.set_reuseaddr(true).unwrap();
         let listener = self.rt.block_on(async {
             socket.bind(self.addr).unwrap();
