@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use crate::support::*;
 use crate::webhook::harness::{Vigil, miner_replay};
+use crate::webhook::write_test_pki;
 
 const STREAM: &str = "VIGIL";
 
@@ -23,6 +24,8 @@ struct NatsServer {
     port: u16,
     store: PathBuf,
     binary: PathBuf,
+    /// Its config file (TLS, authorization), if any.
+    conf: Option<PathBuf>,
 }
 
 fn nats_server_binary() -> Option<PathBuf> {
@@ -36,12 +39,17 @@ fn nats_server_binary() -> Option<PathBuf> {
 impl NatsServer {
     /// `None` (after saying SKIPPED) when there is no nats-server.
     fn start(store: &Path) -> Option<NatsServer> {
+        Self::start_with(store, None)
+    }
+
+    /// With the config file `conf` too.
+    fn start_with(store: &Path, conf: Option<PathBuf>) -> Option<NatsServer> {
         let Some(binary) = nats_server_binary() else {
             skipped("nats", "no nats-server (scripts/setup-test-tools.sh installs it)");
             return None;
         };
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut s = NatsServer { child: None, port, store: store.to_path_buf(), binary };
+        let mut s = NatsServer { child: None, port, store: store.to_path_buf(), binary, conf };
         s.listen();
         Some(s)
     }
@@ -53,6 +61,9 @@ impl NatsServer {
     /// Starts (again) on the same port and store.
     fn listen(&mut self) {
         let mut cmd = Command::new(&self.binary);
+        if let Some(conf) = &self.conf {
+            cmd.arg("-c").arg(conf);
+        }
         cmd.args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
             .arg(&self.store)
             .stdout(Stdio::null())
@@ -78,11 +89,34 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
+/// What the test's client needs for a server with TLS and nkey users: the
+/// test PKI's directory and a user's nkey seed.
+struct Access {
+    pki: PathBuf,
+    seed: String,
+}
+
+async fn connect(url: &str, access: Option<&Access>) -> async_nats::Client {
+    let Some(a) = access else { return async_nats::connect(url).await.unwrap() };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    async_nats::ConnectOptions::with_nkey(a.seed.clone())
+        .require_tls(true)
+        .add_root_certificates(a.pki.join("ca.pem"))
+        .add_client_certificate(a.pki.join("client.pem"), a.pki.join("client.key"))
+        .connect(url)
+        .await
+        .unwrap()
+}
+
 /// The stream Vigil's alerts go to: every `vigil.alerts.>` subject, repeats
 /// dropped within two minutes.
 fn create_stream(url: &str) {
+    create_stream_with(url, None)
+}
+
+fn create_stream_with(url: &str, access: Option<&Access>) {
     runtime().block_on(async {
-        let js = jetstream::new(async_nats::connect(url).await.unwrap());
+        let js = jetstream::new(connect(url, access).await);
         js.create_stream(stream::Config {
             name: STREAM.into(),
             subjects: vec!["vigil.alerts.>".into()],
@@ -96,8 +130,12 @@ fn create_stream(url: &str) {
 
 /// Every message in the stream: (subject, alert JSON, Nats-Msg-Id).
 fn stream_messages(url: &str) -> Vec<(String, Value, String)> {
+    stream_messages_with(url, None)
+}
+
+fn stream_messages_with(url: &str, access: Option<&Access>) -> Vec<(String, Value, String)> {
     runtime().block_on(async {
-        let js = jetstream::new(async_nats::connect(url).await.unwrap());
+        let js = jetstream::new(connect(url, access).await);
         let mut s = js.get_stream(STREAM).await.unwrap();
         let count = s.info().await.unwrap().state.messages as usize;
         let c = s.create_consumer(consumer::pull::Config::default()).await.unwrap();
@@ -247,5 +285,73 @@ fn kill_9_with_alerts_spooled_then_a_restart_delivers_them_and_jetstream_drops_a
     });
     assert!(duplicate, "JetStream recognised the repeat");
     assert_eq!(stream_messages(&url).len(), 50, "and kept one copy");
+    server.stop();
+}
+
+/// Mutual TLS with a test CA and nkey authentication: every alert arrives;
+/// the same output with another user's seed is refused by the server, and
+/// its alerts stay spooled, said in the log.
+#[test]
+fn tls_with_a_client_certificate_and_an_nkey_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    std::fs::create_dir(&pki).unwrap();
+    write_test_pki(&pki);
+    let user = nkeys::KeyPair::new_user();
+    let conf = dir.path().join("server.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n  ca_file: {:?}\n  verify: true\n}}\n\
+             authorization {{\n  users: [ {{ nkey: {:?} }} ]\n}}\n",
+            pki.join("server.pem"),
+            pki.join("server.key"),
+            pki.join("ca.pem"),
+            user.public_key()
+        ),
+    )
+    .unwrap();
+    let Some(mut server) = NatsServer::start_with(&dir.path().join("store"), Some(conf)) else { return };
+    let url = format!("tls://127.0.0.1:{}", server.port);
+    let access = Access { pki: pki.clone(), seed: user.seed().unwrap() };
+    create_stream_with(&url, Some(&access));
+
+    let auth = |seed_file: &Path| {
+        format!(
+            "tls_required = true\nca_cert = {:?}\nclient_cert = {:?}\nclient_key = {:?}\nnkey_seed_file = {:?}",
+            pki.join("ca.pem"),
+            pki.join("client.pem"),
+            pki.join("client.key"),
+            seed_file
+        )
+    };
+    let seed_file = dir.path().join("user.nk");
+    std::fs::write(&seed_file, access.seed.as_str()).unwrap();
+    let replay = miner_replay(dir.path(), "tls", 100, Duration::from_millis(1));
+    let cfg = config(dir.path(), &url, &auth(&seed_file));
+    let rules = rule_dir(&["crypto-miner"]);
+    let mut v = Vigil::start(&["run", "--replay", replay.to_str().unwrap()], rules.path(), &cfg);
+    assert!(v.wait(Duration::from_secs(60)).success(), "{}", v.log());
+    let ids: Vec<String> = stream_messages_with(&url, Some(&access))
+        .iter()
+        .map(|(_, a, _)| a["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, v.alert_ids(), "every alert over TLS; log:\n{}", v.log());
+
+    // Another user's seed: refused, nothing published, the alerts kept.
+    let stranger = dir.path().join("stranger.nk");
+    std::fs::write(&stranger, nkeys::KeyPair::new_user().seed().unwrap()).unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let cfg = config(other.path(), &url, &auth(&stranger));
+    // Not a minute of retries at the end: two seconds.
+    let cfg_text = std::fs::read_to_string(&cfg).unwrap().replace("drain_timeout = \"60s\"", "drain_timeout = \"2s\"");
+    std::fs::write(&cfg, cfg_text).unwrap();
+    let replay = miner_replay(other.path(), "refused", 10, Duration::from_millis(1));
+    let mut v = Vigil::start(&["run", "--replay", replay.to_str().unwrap()], rules.path(), &cfg);
+    assert!(v.wait(Duration::from_secs(60)).success(), "{}", v.log());
+    let log = v.log();
+    assert!(log.to_lowercase().contains("authorization"), "the refusal is logged:\n{log}");
+    assert!(log.contains("alerts in its spool"), "{log}");
+    assert_eq!(stream_messages_with(&url, Some(&access)).len(), 100, "nothing from the stranger");
     server.stop();
 }

@@ -189,8 +189,17 @@ fn retries_429_500_and_timeouts_but_not_a_400() {
     assert!(log.contains("everything delivered"), "{log}");
 }
 
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, in `dir`.
-fn test_pki(dir: &Path) -> Arc<rustls::ServerConfig> {
+/// The test PKI's DER, as a server needs it.
+pub(crate) struct TestPki {
+    pub(crate) ca: rustls::pki_types::CertificateDer<'static>,
+    pub(crate) server: rustls::pki_types::CertificateDer<'static>,
+    pub(crate) server_key: Vec<u8>,
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, as
+/// PEM files in `dir`: `ca.pem`, `server.pem` and `server.key`,
+/// `client.pem` and `client.key`.
+pub(crate) fn write_test_pki(dir: &Path) -> TestPki {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -204,20 +213,27 @@ fn test_pki(dir: &Path) -> Arc<rustls::ServerConfig> {
     client_params.distinguished_name.push(rcgen::DnType::CommonName, "vigil-client");
     let client = client_params.signed_by(&client_key, &ca).unwrap();
     std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("server.pem"), server.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
     std::fs::write(dir.join("client.pem"), client.pem()).unwrap();
     std::fs::write(dir.join("client.key"), client_key.serialize_pem()).unwrap();
+    TestPki { ca: ca.der().clone(), server: server.der().clone(), server_key: server_key.serialize_der() }
+}
 
+/// The receiver's TLS config over [`write_test_pki`]: client certificates required.
+fn test_pki(dir: &Path) -> Arc<rustls::ServerConfig> {
+    let pki = write_test_pki(dir);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.der().clone()).unwrap();
+    roots.add(pki.ca).unwrap();
     let verifier =
         rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build().unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into());
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(pki.server_key.into());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_client_cert_verifier(verifier)
-        .with_single_cert(vec![server.der().clone()], key)
+        .with_single_cert(vec![pki.server], key)
         .unwrap();
     Arc::new(config)
 }
