@@ -280,6 +280,10 @@ impl PluginHost {
                     "provided"
                 } else if !wasi && name.starts_with(INSECURE_SEED) {
                     "provided (a fixed seed)"
+                } else if !wasi && name.starts_with(ENVIRONMENT) {
+                    "provided (empty)"
+                } else if !wasi && name.starts_with(RANDOM) {
+                    "provided"
                 } else if wasi && name.starts_with("wasi:") {
                     if name.starts_with("wasi:io/poll") { "granted (blocking calls trap)" } else { "granted" }
                 } else {
@@ -301,7 +305,7 @@ impl PluginHost {
             // shadow the semver-compatible WASI functions (a rule importing
             // wasi:filesystem@0.2.6 links to wasmtime's 0.2.12); there an
             // import we lack is a load error instead.
-            provide_fixed_seed(&mut linker, component).map_err(PluginError::Link)?;
+            provide_harmless(&mut linker, component).map_err(PluginError::Link)?;
             linker.define_unknown_imports_as_traps(component).map_err(PluginError::Link)?;
         }
         let pre = linker.instantiate_pre(component).map_err(PluginError::Link)?;
@@ -311,16 +315,41 @@ impl PluginHost {
 
 /// The interface Rust's `HashMap` seeds itself from on wasip2.
 const INSECURE_SEED: &str = "wasi:random/insecure-seed@";
+/// The interface language runtimes read their environment from at start
+/// (CPython, as componentize-py builds it, on its first call).
+const ENVIRONMENT: &str = "wasi:cli/environment@";
+/// Random bytes (CPython seeds its string hashing from them).
+const RANDOM: &str = "wasi:random/random@";
+/// Most random bytes one call gets (a rule cannot make the host allocate more).
+const MAX_RANDOM_BYTES: u64 = 1 << 16;
 
-/// `insecure-seed` answers a constant: a rule's hash maps work (serde's YAML
-/// and JSON maps use them), and the rule learns nothing from the host.
-fn provide_fixed_seed(linker: &mut Linker<HostState>, component: &Component) -> wasmtime::Result<()> {
+/// What a rule may have without a WASI grant, because it tells it nothing
+/// of the host: `insecure-seed` answers a constant (a rule's hash maps work:
+/// serde's YAML and JSON maps use them), the environment is empty (no
+/// variables, no arguments, no working directory), random bytes are the
+/// operating system's (at most 64 KiB a call).
+fn provide_harmless(linker: &mut Linker<HostState>, component: &Component) -> wasmtime::Result<()> {
     let engine = linker.engine().clone();
     for (name, _) in component.component_type().imports(&engine) {
         if name.starts_with(INSECURE_SEED) {
             let mut instance = linker.instance(name)?;
             instance
                 .func_wrap("insecure-seed", |_, (): ()| Ok(((0x5649_4749_4c00_0001u64, 0x7275_6c65_7300_0002u64),)))?;
+        } else if name.starts_with(ENVIRONMENT) {
+            let mut instance = linker.instance(name)?;
+            instance.func_wrap("get-environment", |_, (): ()| Ok((Vec::<(String, String)>::new(),)))?;
+            instance.func_wrap("get-arguments", |_, (): ()| Ok((Vec::<String>::new(),)))?;
+            instance.func_wrap("initial-cwd", |_, (): ()| Ok((None::<String>,)))?;
+        } else if name.starts_with(RANDOM) {
+            let mut instance = linker.instance(name)?;
+            instance.func_wrap("get-random-bytes", |_, (len,): (u64,)| {
+                let mut bytes = vec![0u8; len.min(MAX_RANDOM_BYTES) as usize];
+                getrandom::fill(&mut bytes).map_err(|e| wasmtime::format_err!("no random bytes: {e}"))?;
+                Ok((bytes,))
+            })?;
+            instance.func_wrap("get-random-u64", |_, (): ()| {
+                Ok((getrandom::u64().map_err(|e| wasmtime::format_err!("no random bytes: {e}"))?,))
+            })?;
         }
     }
     Ok(())
