@@ -5,6 +5,9 @@
 #     the daemon's /metrics output;
 #   - nats-server (from Debian's `nats-server` package, unpacked the same
 #     way: the tests start it themselves, with JetStream, on loopback);
+#   - a Python venv (target/tools/py) with componentize-py and pytest, from
+#     PyPI: the Python SDK's tests and the Python rules of the conformance
+#     suite;
 #   - Docker and busybox (scripts/runtimes.sh install), for the container tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +43,13 @@ if [ ! -x "$tools/nats-server" ]; then
     install -m 0755 "$nats_work/root/usr/sbin/nats-server" "$tools/nats-server"
 fi
 "$tools/nats-server" --version
+
+if [ ! -x "$tools/py/bin/componentize-py" ] || [ ! -x "$tools/py/bin/pytest" ]; then
+    echo "setup-test-tools: a venv with componentize-py and pytest (PyPI)"
+    python3 -m venv "$tools/py"
+    "$tools/py/bin/pip" install -q "componentize-py==0.25.1" "pytest>=8"
+fi
+"$tools/py/bin/componentize-py" --version
 
 # Docker (with containerd and runc) for the container tests, as root.
 if [ "$(id -u)" = 0 ]; then

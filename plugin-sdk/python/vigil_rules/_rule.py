@@ -1,0 +1,205 @@
+"""Rules: the ``@rule`` decorator, alerts, and running a rule over a batch
+(the same code natively, in a rule's tests, and in the component)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import sys
+from enum import Enum
+from typing import Callable, Iterable, Optional
+
+from .packed import Batch, BadBatch, Event, EventKind
+
+
+class Priority(Enum):
+    """WIT's ``priority``, most severe first."""
+
+    EMERGENCY = "emergency"
+    ALERT = "alert"
+    CRITICAL = "critical"
+    ERROR = "error"
+    WARNING = "warning"
+    NOTICE = "notice"
+    INFORMATIONAL = "informational"
+    DEBUG = "debug"
+
+
+class Alert:
+    """What a rule raises: a priority, a message, fields and tags."""
+
+    __slots__ = ("priority", "message", "fields", "tags")
+
+    def __init__(self, priority: Priority, message: str, fields=None, tags=None):
+        self.priority = priority
+        self.message = str(message)
+        self.fields = list(fields or [])
+        self.tags = list(tags or [])
+
+    def field(self, key: str, value) -> "Alert":
+        """Adds an output field (kept in order); returns the alert."""
+        self.fields.append((str(key), str(value)))
+        return self
+
+    def tag(self, tag: str) -> "Alert":
+        self.tags.append(str(tag))
+        return self
+
+    def __repr__(self) -> str:
+        return f"Alert({self.priority.name}, {self.message!r}, fields={self.fields})"
+
+
+def _make(priority: Priority):
+    return staticmethod(lambda message: Alert(priority, message))
+
+
+for _p in Priority:
+    setattr(Alert, _p.name.lower(), _make(_p))
+
+
+def log(level: str, message: str) -> None:
+    """Writes to the daemon's log (``trace`` ... ``error``); natively, to stderr."""
+    _logger(level, str(message))
+
+
+def _stderr_log(level: str, message: str) -> None:
+    print(f"[{level}] {message}", file=sys.stderr)
+
+
+_logger: Callable[[str, str], None] = _stderr_log
+
+
+class Rule:
+    """A rule as ``@rule`` declared it."""
+
+    def __init__(self, func, id, version, description, subscribe, containers_only, tags, config, state):
+        self.func = func
+        self.id = id
+        self.version = version
+        self.description = description
+        self.subscribe = tuple(subscribe)
+        self.containers_only = containers_only
+        self.tags = tuple(tags)
+        self.config_defaults = dict(config or {})
+        self.state_factory = state
+        params = inspect.signature(func).parameters
+        unknown = set(params) - {"event", "state", "config"}
+        if "event" not in params or unknown:
+            raise TypeError(f"rule {id}: its parameters are `event`, and optionally `state` and `config`; got {list(params)}")
+        if "state" in params and state is None:
+            raise TypeError(f"rule {id}: takes `state`: give @rule(state=<factory>), e.g. state=dict")
+        self.wants_state, self.wants_config = "state" in params, "config" in params
+        self.config = dict(self.config_defaults)
+        self.state = state() if state else None
+
+    def __call__(self, *args, **kwargs):
+        return self.func(*args, **kwargs)
+
+    # The detector interface.
+
+    def metadata(self) -> str:
+        return json.dumps({
+            "id": self.id,
+            "version": self.version,
+            "description": self.description,
+            "subscriptions": [k.wit_name for k in self.subscribe],
+            "containers-only": self.containers_only,
+            "tags": list(self.tags),
+        })
+
+    def init(self, config: str) -> None:
+        """Takes the rule's config (JSON); an unknown key or bad JSON is an error."""
+        given = json.loads(config) if config.strip() else {}
+        if not isinstance(given, dict):
+            raise ValueError(f"invalid rule config: expected a table, got {type(given).__name__}")
+        unknown = set(given) - set(self.config_defaults)
+        if unknown:
+            raise ValueError(f"invalid rule config: unknown key(s) {sorted(unknown)}; known: {sorted(self.config_defaults)}")
+        self.config = {**self.config_defaults, **given}
+        self.state = self.state_factory() if self.state_factory else None
+
+    def handle(self, event: Event) -> list:
+        kwargs = {"event": event}
+        if self.wants_state:
+            kwargs["state"] = self.state
+        if self.wants_config:
+            kwargs["config"] = self.config
+        out = self.func(**kwargs)
+        if out is None:
+            return []
+        if isinstance(out, Alert):
+            return [out]
+        return list(out)
+
+    def alerts(self, batch: bytes) -> list:
+        """``(event index, alert)`` for each alert the batch raises."""
+        try:
+            view = Batch(batch)
+        except BadBatch as e:
+            log("error", f"bad batch from the host: {e}")
+            return []
+        found = []
+        for i, event in enumerate(view):
+            if self.containers_only and not event.in_container and not event.is_(EventKind.EVENTS_LOST):
+                continue
+            try:
+                found.extend((i, a) for a in self.handle(event))
+            except Exception as e:  # one event's error does not cost the batch
+                log("error", f"rule {self.id} failed on event {event.id}: {type(e).__name__}: {e}")
+        return found
+
+    def on_batch(self, batch: bytes) -> str:
+        found = self.alerts(batch)
+        if not found:
+            return ""
+        return json.dumps([
+            {
+                "rule": self.id,
+                "priority": a.priority.value,
+                "message": a.message,
+                "tags": list(self.tags) + a.tags,
+                "fields": [{"key": k, "value": v} for k, v in a.fields],
+                "event-index": i,
+            }
+            for i, a in found
+        ])
+
+    def snapshot(self) -> Optional[bytes]:
+        if self.state_factory is None:
+            return None
+        return json.dumps(self.state).encode()
+
+    def restore(self, state: bytes) -> None:
+        try:
+            self.state = json.loads(state)
+        except ValueError as e:
+            raise ValueError(f"cannot restore state: {e}") from e
+
+
+RULES: list = []
+
+
+def rule(
+    *,
+    id: str,
+    subscribe: Iterable[EventKind] = (EventKind.PROCESS_EXEC,),
+    containers_only: bool = False,
+    tags: Iterable[str] = (),
+    version: str = "0.1.0",
+    description: Optional[str] = None,
+    config: Optional[dict] = None,
+    state: Optional[Callable[[], object]] = None,
+):
+    """Declares a rule: a function of ``event`` (and optionally ``state``, a
+    JSON-serializable object made by ``state()`` and handed to the next
+    version on a hot reload, and ``config``, ``config``'s defaults updated
+    from ``[rules.settings.<id>] config``) returning an :class:`Alert`, a
+    list of them, or ``None``."""
+
+    def wrap(func) -> Rule:
+        desc = description if description is not None else (inspect.getdoc(func) or id).split("\n")[0]
+        r = Rule(func, id, version, desc, subscribe, containers_only, tags, config, state)
+        RULES.append(r)
+        return r
+
+    return wrap
