@@ -40,10 +40,28 @@ done
 # Rules no longer built or bundled (a rule moved to examples/, a renamed file) go.
 for f in "$target_dir"/rules/*.wasm "$target_dir"/rules/*.yaml "$target_dir"/example-rules/*.wasm; do
     [ -e "$f" ] || continue
+    case "$f" in *-py.wasm) continue ;; esac # Python rules: below
     case " ${built[*]} " in *" $f "*) ;; *) rm -f "$f" ;; esac
 done
 copy vigil_example_rule_ "$target_dir/example-rules" examples/rules
 copy vigil_test_rule_ "$target_dir/test-rules" tests/rules
+# Python rules (plugin-sdk/python), when the test tools' venv has
+# componentize-py (scripts/setup-test-tools.sh): the conformance twin of
+# echo-all, and the crypto-miner's Python twin. Rebuilt only when a source
+# is newer than the component.
+py="$target_dir/tools/py/bin/python"
+python_rule() { # source.py destination.wasm
+    if [ ! -e "$2" ] || [ -n "$(find "$1" plugin-sdk/python/vigil_rules wit -newer "$2" -print -quit)" ]; then
+        PYTHONPATH=plugin-sdk/python "$py" -m vigil_rules build "$1" -o "$2.tmp" >/dev/null
+        mv -f "$2.tmp" "$2"
+    fi
+}
+if [ -x "$target_dir/tools/py/bin/componentize-py" ]; then
+    python_rule tests/python-rules/echo_all.py "$target_dir/test-rules/echo-all-py.wasm"
+    python_rule plugin-sdk/python/examples/crypto_miner.py "$target_dir/example-rules/crypto-miner-py.wasm"
+else
+    echo "build-rules: no componentize-py (scripts/setup-test-tools.sh): Python rules not built" >&2
+fi
 echo "rules: $(ls "$target_dir/rules" | tr '\n' ' ')"
 echo "example rules: $(ls "$target_dir/example-rules" | tr '\n' ' ')"
 echo "test rules: $(ls "$target_dir/test-rules" | tr '\n' ' ')"

@@ -8,7 +8,10 @@
 #     and TLS), the metrics endpoint checked by promtool, the deployment files;
 #   - Vigil's image (scripts/image.sh) run by Podman with the DaemonSet's
 #     exact pod settings, and a rolling update of it;
-#   - the plugin SDK quickstart, run from plugin-sdk/README.md as written.
+#   - the rule interface's conformance suite (a Rust and a Python echo rule
+#     through the real host), the Python SDK's own tests (pytest);
+#   - the plugin SDKs' quickstarts (Rust and Python), run from their READMEs
+#     as written.
 # Everything is built once, in release (tests, benchmarks and the daemon share it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +31,9 @@ VIGIL_SKIPPED_LOG=$(mktemp)
 export VIGIL_SKIPPED_LOG
 trap 'rm -f "$VIGIL_SKIPPED_LOG"' EXIT
 cargo test --release --workspace
+# The Python SDK's own tests (natively, in the test tools' venv).
+PYTHONPATH=plugin-sdk/python:plugin-sdk/python/examples target/tools/py/bin/python -m pytest -q -p no:cacheprovider \
+    plugin-sdk/python/tests plugin-sdk/python/examples
 ./scripts/test-quickstart.sh
 if [ -s "$VIGIL_SKIPPED_LOG" ]; then
     echo "test.sh: $(wc -l < "$VIGIL_SKIPPED_LOG") check(s) SKIPPED, not run:"

@@ -10,6 +10,7 @@ mod support;
 
 mod cgroup_v1;
 mod cli;
+mod conformance;
 mod container_network;
 mod deploy;
 mod ebpf_source;
