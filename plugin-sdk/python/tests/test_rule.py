@@ -60,3 +60,38 @@ def test_only_subscribed_kinds_reach_the_rule():
 
     alerts = run(exits, [exec("/a", ["a"]), event(EventKind.PROCESS_EXIT, exit_code=3, process={"pid": 1})])
     assert [a.message for a in alerts] == ["exit 3"]
+
+
+def test_a_pack_runs_several_rules_as_one():
+    from vigil_rules import _rule
+    from vigil_rules._rule import Pack
+
+    @rule(id="pack-execs", subscribe=[EventKind.PROCESS_EXEC], state=lambda: {"n": 0})
+    def execs(event, state):
+        state["n"] += 1
+        return Alert.notice(f"exec {state['n']}")
+
+    @rule(id="pack-exits", subscribe=[EventKind.PROCESS_EXIT], containers_only=True, config={"code": 1})
+    def exits(event, config):
+        return Alert.warning("bad exit") if event.exit_code == config["code"] else None
+
+    p = Pack("my-pack", "1.2.3", "two rules", [execs, exits])
+    meta = json.loads(p.metadata())
+    assert (meta["id"], meta["subscriptions"], meta["containers-only"]) == (
+        "my-pack", ["process-exec", "process-exit"], False)
+    p.init('{"pack-exits": {"code": 3}}')
+    batch = encode_batch([
+        exec("/a", ["a"]),
+        event(EventKind.PROCESS_EXIT, exit_code=3, process={"pid": 1}),  # on the host: not for pack-exits
+        event(EventKind.PROCESS_EXIT, exit_code=3, process={"pid": 1}, container={"id": "c"}),
+    ])
+    out = json.loads(p.on_batch(batch))
+    assert [(a["rule"], a["message"], a["event-index"]) for a in out] == [
+        ("pack-execs", "exec 1", 0), ("pack-exits", "bad exit", 2)]
+    saved = p.snapshot()
+    p.init("{}")
+    p.restore(saved)
+    assert execs.state == {"n": 1}
+    with pytest.raises(ValueError, match="no rule"):
+        p.init('{"nope": {}}')
+    _rule.RULES.clear()

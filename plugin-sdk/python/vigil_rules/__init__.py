@@ -8,9 +8,9 @@ runs it natively in the rule's own tests.
 """
 
 from .packed import Ancestor, Batch, Container, Event, EventKind, Pod, Process, Runtime, basename, strip_version
-from ._rule import Alert, Priority, Rule, log, rule
+from ._rule import Alert, Pack, Priority, Rule, log, pack, rule
 
 __all__ = [
-    "Alert", "Ancestor", "Batch", "Container", "Event", "EventKind", "Pod", "Priority", "Process", "Rule",
+    "Alert", "Ancestor", "Pack", "pack", "Batch", "Container", "Event", "EventKind", "Pod", "Priority", "Process", "Rule",
     "Runtime", "basename", "log", "rule", "strip_version",
 ]

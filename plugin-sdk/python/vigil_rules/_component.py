@@ -46,10 +46,13 @@ _rule._logger = _host_log
 sys.stdout, sys.stderr = _HostLines("info"), _HostLines("warn")
 
 
-def _the_rule() -> _rule.Rule:
-    if len(_rule.RULES) != 1:
-        raise RuntimeError(f"a component holds one rule; this one declares {len(_rule.RULES)}")
-    return _rule.RULES[0]
+_EXPORTED = []
+
+
+def _the_rule():
+    if not _EXPORTED:
+        _EXPORTED.append(_rule.component_rule())
+    return _EXPORTED[0]
 
 
 def _logged(e: BaseException) -> str:

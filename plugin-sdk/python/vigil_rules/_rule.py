@@ -9,6 +9,7 @@ import sys
 from enum import Enum
 from typing import Callable, Iterable, Optional
 
+from .encode import encode_batch
 from .packed import Batch, BadBatch, Event, EventKind
 
 
@@ -116,7 +117,25 @@ class Rule:
         if unknown:
             raise ValueError(f"invalid rule config: unknown key(s) {sorted(unknown)}; known: {sorted(self.config_defaults)}")
         self.config = {**self.config_defaults, **given}
+        self.warm_up()
         self.state = self.state_factory() if self.state_factory else None
+
+    def warm_up(self) -> None:
+        """Runs the rule once over a made-up exec, its alerts dropped and its
+        state thrown away: a component's first call maps in the interpreter's
+        memory and fills its caches, which can take longer than a call's
+        deadline (10 ms). ``init`` has a deadline of its own (500 ms) and runs
+        off the daemon's dispatching thread."""
+        sample = {"kind": "process-exec", "process": {"pid": 1, "tgid": 1, "comm": "true", "exe": "/bin/true",
+                                                      "argv": ["true"], "cwd": "/"}}
+        if EventKind.PROCESS_EXEC not in self.subscribe:
+            sample = {"kind": self.subscribe[0].wit_name} if self.subscribe else sample
+        self.state = self.state_factory() if self.state_factory else None
+        for event in Batch(encode_batch([sample, sample])):
+            try:
+                self.handle(event)
+            except Exception:
+                pass  # a made-up event may not be what the rule expects
 
     def handle(self, event: Event) -> list:
         kwargs = {"event": event}
@@ -148,21 +167,20 @@ class Rule:
                 log("error", f"rule {self.id} failed on event {event.id}: {type(e).__name__}: {e}")
         return found
 
+    def alert_json(self, index: int, a: Alert) -> dict:
+        """The ``alert`` record, for event ``index`` of the batch."""
+        return {
+            "rule": self.id,
+            "priority": a.priority.value,
+            "message": a.message,
+            "tags": list(self.tags) + a.tags,
+            "fields": [{"key": k, "value": v} for k, v in a.fields],
+            "event-index": index,
+        }
+
     def on_batch(self, batch: bytes) -> str:
         found = self.alerts(batch)
-        if not found:
-            return ""
-        return json.dumps([
-            {
-                "rule": self.id,
-                "priority": a.priority.value,
-                "message": a.message,
-                "tags": list(self.tags) + a.tags,
-                "fields": [{"key": k, "value": v} for k, v in a.fields],
-                "event-index": i,
-            }
-            for i, a in found
-        ])
+        return json.dumps([self.alert_json(i, a) for i, a in found]) if found else ""
 
     def snapshot(self) -> Optional[bytes]:
         if self.state_factory is None:
@@ -203,3 +221,85 @@ def rule(
         return r
 
     return wrap
+
+
+class Pack:
+    """Several rules in one component: one CPython instance for all of
+    them (a Python rule's memory is mostly its interpreter). The daemon sees
+    one rule, ``id``, whose alerts carry each rule's own id; its config is a
+    table per rule id; its state, every stateful rule's."""
+
+    def __init__(self, id: str, version: str, description: str, rules: list):
+        self.id, self.version, self.description, self.rules = id, version, description, rules
+
+    def metadata(self) -> str:
+        kinds = sorted({k for r in self.rules for k in r.subscribe})
+        return json.dumps({
+            "id": self.id,
+            "version": self.version,
+            "description": self.description,
+            "subscriptions": [k.wit_name for k in kinds],
+            "containers-only": all(r.containers_only for r in self.rules),
+            "tags": [],
+        })
+
+    def init(self, config: str) -> None:
+        given = json.loads(config) if config.strip() else {}
+        if not isinstance(given, dict):
+            raise ValueError("invalid rule config: expected a table of rule ids")
+        unknown = set(given) - {r.id for r in self.rules}
+        if unknown:
+            raise ValueError(f"invalid rule config: no rule {sorted(unknown)} in pack {self.id}")
+        for r in self.rules:
+            r.init(json.dumps(given.get(r.id, {})))
+
+    def on_batch(self, batch: bytes) -> str:
+        try:
+            view = Batch(batch)
+        except BadBatch as e:
+            log("error", f"bad batch from the host: {e}")
+            return ""
+        out = []
+        for i, event in enumerate(view):
+            kind = event.kind
+            for r in self.rules:
+                if kind not in r.subscribe and kind is not EventKind.EVENTS_LOST:
+                    continue
+                if r.containers_only and not event.in_container and kind is not EventKind.EVENTS_LOST:
+                    continue
+                try:
+                    out.extend(r.alert_json(i, a) for a in r.handle(event))
+                except Exception as e:
+                    log("error", f"rule {r.id} failed on event {event.id}: {type(e).__name__}: {e}")
+        return json.dumps(out) if out else ""
+
+    def snapshot(self) -> Optional[bytes]:
+        states = {r.id: r.state for r in self.rules if r.state_factory is not None}
+        return json.dumps(states).encode() if states else None
+
+    def restore(self, state: bytes) -> None:
+        try:
+            states = json.loads(state)
+        except ValueError as e:
+            raise ValueError(f"cannot restore state: {e}") from e
+        for r in self.rules:
+            if r.id in states and r.state_factory is not None:
+                r.state = states[r.id]
+
+
+PACK: list = []
+
+
+def pack(*, id: str, version: str = "0.1.0", description: str = "") -> None:
+    """Declares that this module's rules run as one component, ``id``."""
+    PACK[:] = [(id, version, description or f"rule pack {id}")]
+
+
+def component_rule():
+    """What the component exports: the module's one rule, or its pack."""
+    if PACK:
+        id, version, description = PACK[0]
+        return Pack(id, version, description, list(RULES))
+    if len(RULES) != 1:
+        raise RuntimeError(f"a component holds one rule, or a pack (vigil_rules.pack); this one declares {len(RULES)}")
+    return RULES[0]
