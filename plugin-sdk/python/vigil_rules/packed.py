@@ -24,7 +24,20 @@ _U64 = struct.Struct("<Q")
 _REF = struct.Struct("<II")
 
 
-class EventKind(IntEnum):
+class _WitEnum(IntEnum):
+    """A WIT enum, by index; named as in WIT (``process-exec``)."""
+
+    @property
+    def wit_name(self) -> str:
+        """The case's name in WIT and in replay files: ``process-exec``."""
+        return self.name.lower().replace("_", "-")
+
+    @classmethod
+    def from_name(cls, name: str):
+        return cls[name.upper().replace("-", "_")]
+
+
+class EventKind(_WitEnum):
     """WIT's ``event-kind``, by index."""
 
     PROCESS_EXEC = 0
@@ -40,17 +53,8 @@ class EventKind(IntEnum):
     CONTAINER_COPY_IN = 10
     CONTAINER_COPY_OUT = 11
 
-    @property
-    def wit_name(self) -> str:
-        """The kind's name in WIT and in replay files: ``process-exec``."""
-        return self.name.lower().replace("_", "-")
 
-    @classmethod
-    def from_name(cls, name: str) -> "EventKind":
-        return cls[name.upper().replace("-", "_")]
-
-
-class Runtime(IntEnum):
+class Runtime(_WitEnum):
     """WIT's ``runtime``, by index."""
 
     UNKNOWN = 0
@@ -58,14 +62,6 @@ class Runtime(IntEnum):
     CONTAINERD = 2
     CRI_O = 3
     PODMAN = 4
-
-    @property
-    def wit_name(self) -> str:
-        return self.name.lower().replace("_", "-")
-
-    @classmethod
-    def from_name(cls, name: str) -> "Runtime":
-        return cls[name.upper().replace("-", "_")]
 
 
 # The record's fixed header (offsets from the record's first byte).
