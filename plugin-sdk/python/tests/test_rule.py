@@ -95,3 +95,16 @@ def test_a_pack_runs_several_rules_as_one():
     with pytest.raises(ValueError, match="no rule"):
         p.init('{"nope": {}}')
     _rule.RULES.clear()
+
+
+@pytest.mark.parametrize("bad", ["", "Upper", "has space", "-lead", "trail-", "x" * 65, "ünï"])
+def test_ids_the_daemon_would_refuse_are_refused_when_declared(bad):
+    with pytest.raises(ValueError, match="lowercase letters"):
+        rule(id=bad)(lambda event: None)
+
+
+def test_no_subscription_or_oversized_tags_are_refused():
+    with pytest.raises(ValueError, match="no event kind"):
+        rule(id="none", subscribe=[])(lambda event: None)
+    with pytest.raises(ValueError, match="tags"):
+        rule(id="tags", tags=["t"] * 33)(lambda event: None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 import sys
 from enum import Enum
 from typing import Callable, Iterable, Optional
@@ -70,10 +71,27 @@ def _stderr_log(level: str, message: str) -> None:
 _logger: Callable[[str, str], None] = _stderr_log
 
 
+_ID = re.compile(r"[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?")
+MAX_TAGS, MAX_NAME = 32, 128
+
+
+def check_metadata(id: str, version: str, tags, subscribe) -> None:
+    """What the daemon checks when it loads a rule, checked when the rule is
+    declared (so a rule's own tests say it, not the daemon's log)."""
+    if not isinstance(id, str) or not _ID.fullmatch(id):
+        raise ValueError(f"rule id {id!r} must be 1-64 characters of lowercase letters, digits and '-' "
+                         "(not first or last)")
+    if not subscribe:
+        raise ValueError(f"rule {id} subscribes to no event kind")
+    if len(tags) > MAX_TAGS or any(len(t.encode()) > MAX_NAME for t in tags) or len(version.encode()) > MAX_NAME:
+        raise ValueError(f"rule {id}: at most {MAX_TAGS} tags of {MAX_NAME} bytes, and a version of {MAX_NAME}")
+
+
 class Rule:
     """A rule as ``@rule`` declared it."""
 
     def __init__(self, func, id, version, description, subscribe, containers_only, tags, config, state):
+        check_metadata(id, version, tuple(tags), tuple(subscribe))
         self.func = func
         self.id = id
         self.version = version
@@ -230,6 +248,7 @@ class Pack:
     table per rule id; its state, every stateful rule's."""
 
     def __init__(self, id: str, version: str, description: str, rules: list):
+        check_metadata(id, version, (), tuple(k for r in rules for k in r.subscribe))
         self.id, self.version, self.description, self.rules = id, version, description, rules
 
     def metadata(self) -> str:
