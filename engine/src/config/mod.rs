@@ -306,6 +306,19 @@ fn daemon_dir(as_root: &str, (xdg, sub): (&str, &str), home_sub: &str) -> Option
 mod tests {
     use super::*;
 
+    /// Outputs read `min_priority` by its lowercase name alike.
+    #[test]
+    fn nats_and_webhook_outputs_read_min_priority_the_same_way() {
+        let c: Config = toml::from_str(
+            "[[output.nats]]\nname = \"n\"\nservers = [\"nats://127.0.0.1:4222\"]\nmin_priority = \"warning\"\n\
+             [[output.webhook]]\nname = \"w\"\nurl = \"http://127.0.0.1:1/\"\nmin_priority = \"warning\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.output.nats[0].min_priority, vigil_event::Priority::Warning);
+        assert_eq!(c.output.webhook[0].min_priority, vigil_event::Priority::Warning);
+        assert!(toml::from_str::<Config>("[[output.nats]]\nname = \"n\"\nmin_priority = \"loud\"\n").is_err());
+    }
+
     fn parse(s: &str) -> Result<Config, String> {
         let c: Config = toml::from_str(s).map_err(|e| e.to_string())?;
         c.validate().map_err(|e| e.to_string())?;

@@ -27,7 +27,8 @@ pub struct NatsConfig {
     pub subject_prefix: String,
     /// `vigil` (Vigil's alert JSON) or `falco` (Falco's JSON alert).
     pub format: PayloadFormat,
-    /// Only alerts at least this severe.
+    /// Only alerts at least this severe (`debug` ... `emergency`).
+    #[serde(deserialize_with = "super::output::priority_by_name")]
     pub min_priority: Priority,
     /// Output fields to keep (see `output.webhook.fields`); empty: all.
     pub fields: Vec<String>,

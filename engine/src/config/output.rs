@@ -207,7 +207,7 @@ pub fn parse_priority(name: &str) -> Option<Priority> {
     Priority::ALL.into_iter().find(|p| format!("{p:?}").to_ascii_lowercase() == name)
 }
 
-fn priority_by_name<'de, D: Deserializer<'de>>(d: D) -> Result<Priority, D::Error> {
+pub(super) fn priority_by_name<'de, D: Deserializer<'de>>(d: D) -> Result<Priority, D::Error> {
     let name = String::deserialize(d)?;
     parse_priority(&name).ok_or_else(|| {
         serde::de::Error::custom(format!(

@@ -423,9 +423,10 @@ class Process:
     @property
     def shell_script(self) -> Optional[str]:
         """For a shell given ``-c SCRIPT`` (``bash -eo pipefail -c ...``), the script."""
-        if not self.is_shell:
+        program, args = self._program_and_args()  # argv decoded once
+        if program not in SHELLS:
             return None
-        args, command_string, i = self.program_args, False, 0
+        command_string, i = False, 0
         while i < len(args):
             a = args[i]
             i += 1
