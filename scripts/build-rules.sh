@@ -22,9 +22,10 @@ copy() { # crate-file-prefix destination-dir crates-dir
         name=${name#"$1"}
         # Only crates that are still there (cargo's output keeps old ones).
         [ -d "$3/${name//_/-}" ] || continue
-        # Copy to a temp name then rename: a running daemon watching the
-        # directory never sees a half-written file.
-        cp "$f" "$2/.$name.wasm.tmp" && mv -f "$2/.$name.wasm.tmp" "$2/${name//_/-}.wasm"
+        # Without the component wrapper's name and producer sections (about
+        # 4 KB: scripts/strip-wasm.py), to a temp name then renamed: a
+        # running daemon watching the directory never sees a half-written file.
+        python3 scripts/strip-wasm.py "$f" "$2/.$name.wasm.tmp" && mv -f "$2/.$name.wasm.tmp" "$2/${name//_/-}.wasm"
         built+=("$2/${name//_/-}.wasm")
     done
 }
