@@ -56,3 +56,21 @@ fn the_function_alone_is_called_for_every_event() {
     // Also the host's curl: the function is not told the rule's scope.
     assert_eq!(alerts.len(), 3);
 }
+
+/// Stateless, without config.
+#[rule(subscribe = [ProcessExec])]
+fn any_exec(event: &Event) -> Option<Alert> {
+    event.process().map(|p| Alert::notice(format!("{} ran", p.program())))
+}
+
+/// Stateless and configured rules hand nothing over on hot reload: they
+/// snapshot nothing, and a restore (a host would not call it) takes any
+/// bytes without parsing them, so their components carry no JSON parser.
+#[test]
+fn stateless_rules_snapshot_nothing_and_restore_anything() {
+    use vigil_sdk::__private::{restore, snapshot};
+    assert_eq!(snapshot::<AnyExec>(), None);
+    assert_eq!(restore::<AnyExec>(b"not json".to_vec()), Ok(()));
+    assert_eq!(snapshot::<UnexpectedProgram>(), None);
+    assert_eq!(restore::<UnexpectedProgram>(b"{".to_vec()), Ok(()));
+}

@@ -12,6 +12,7 @@
 //! fsynced: after a crash, an acknowledged alert may be sent again
 //! (at-least-once).
 
+use std::ops::Bound;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -263,12 +264,18 @@ impl Spool {
         let tx = self.db().begin_write().map_err(|e| self.err(e))?;
         {
             let mut table = tx.open_table(ALERTS).map_err(|e| self.err(e))?;
+            // Through a cursor at the table's end: redb buffers a run of
+            // ascending inserts and builds the leaves once, where an insert
+            // each rewrote its leaf (measured: memmove was the output
+            // thread's largest cost with a spooled output, BENCHMARKS.md).
+            let mut end = table.upper_bound_mut(Bound::<u64>::Unbounded).map_err(|e| self.err(e))?;
             for &r in records {
-                table.insert(seq, r).map_err(|e| self.err(e))?;
+                end.insert_before(seq, r).map_err(|e| self.err(e))?;
                 seq += 1;
                 len += 1;
                 bytes += r.len() as u64 + RECORD_OVERHEAD;
             }
+            end.close().map_err(|e| self.err(e))?;
             // Never the newest: an alert larger than the bound still goes.
             dropped = self.drop_oldest(&mut table, &mut len, &mut bytes, self.max_bytes, true)?;
         }
