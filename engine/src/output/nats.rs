@@ -3,7 +3,8 @@
 //! [`crate::output::spooled`]).
 //!
 //! A round publishes the oldest spooled alerts (up to `max_alerts`), each
-//! with its id as `Nats-Msg-Id`, then awaits every acknowledgement: the
+//! with its id as `Nats-Msg-Id` (read from the record's head, not parsed
+//! back from its JSON: [`split_head`]), then awaits every acknowledgement: the
 //! round is delivered, and leaves the spool, only when JetStream stored all
 //! of them. A server that is down, a stream that does not capture the
 //! subject ("no responders"), a missing acknowledgement: the round is
@@ -15,11 +16,12 @@ use std::path::Path;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream;
+use bytes::Bytes;
 
 use super::OutputError;
 use super::delivery::{Outcome, Transport};
 use super::spool::Record;
-use super::spooled::{Spooled, SpooledOutput};
+use super::spooled::{Spooled, SpooledOutput, split_head};
 use crate::config::NatsConfig;
 
 /// Publishes to one JetStream stream.
@@ -29,27 +31,37 @@ struct JetStream {
     subject: String,
 }
 
-/// What the transport reads of an encoded alert: its id (Vigil's `id`,
-/// Falco's `uuid`) and priority.
+/// What the transport reads of an alert spooled as JSON alone (before
+/// records had heads): its id (Vigil's `id`, Falco's `uuid`) and priority.
 #[derive(serde::Deserialize, Default)]
-struct Head {
+struct JsonHead {
     #[serde(alias = "uuid")]
     id: Option<String>,
     priority: Option<String>,
+}
+
+/// Where a record goes: its priority as a subject token, its id (the
+/// message id JetStream de-duplicates by), and the alert's JSON.
+fn route(record: &Bytes) -> (String, Option<String>, Bytes) {
+    if let Some((head, json)) = split_head(record) {
+        let id = (!head.id.is_empty()).then(|| head.id.to_string());
+        return (subject_token(head.priority), id, record.slice(json..));
+    }
+    let head: JsonHead = serde_json::from_slice(record).unwrap_or_default();
+    (head.priority.as_deref().map_or_else(|| "unknown".to_string(), subject_token), head.id, record.clone())
 }
 
 impl Transport for JetStream {
     async fn send(&self, records: &[Record]) -> Outcome {
         let mut acks = Vec::with_capacity(records.len());
         for r in records {
-            let head: Head = serde_json::from_slice(&r.bytes).unwrap_or_default();
-            let priority = head.priority.as_deref().map_or_else(|| "unknown".to_string(), subject_token);
+            let (priority, id, payload) = route(&r.bytes);
             let mut headers = HeaderMap::new();
-            if let Some(id) = &head.id {
+            if let Some(id) = &id {
                 headers.insert("Nats-Msg-Id", id.as_str());
             }
             let subject = format!("{}.{priority}", self.subject);
-            match self.js.publish_with_headers(subject, headers, r.bytes.clone().into()).await {
+            match self.js.publish_with_headers(subject, headers, payload).await {
                 Ok(ack) => acks.push(ack),
                 Err(e) => return Outcome::Retry { why: format!("publish: {e}"), after: None },
             }
@@ -153,6 +165,7 @@ pub fn open(
         retry_initial: cfg.retry_initial,
         retry_max: cfg.retry_max,
         drain_timeout: cfg.drain_timeout,
+        heads: true,
     };
     let transport = JetStream { js, subject: subject.clone() };
     let output = SpooledOutput::start(&spooled, transport, spool_dir, hostname, runtime)?;
@@ -163,6 +176,24 @@ pub fn open(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Records with a head route without parsing their JSON; records
+    /// spooled as JSON alone (by an older version) are read as before.
+    #[test]
+    fn records_route_by_their_head_or_their_json() {
+        let json = br#"{"id":"0193","priority":"Error","output":"x"}"#;
+        let (priority, id, payload) = route(&Bytes::from_static(json));
+        assert_eq!((priority.as_str(), id.as_deref(), &payload[..]), ("error", Some("0193"), &json[..]));
+        let falco = br#"{"uuid":"77","priority":"Notice"}"#;
+        let (priority, id, _) = route(&Bytes::from_static(falco));
+        assert_eq!((priority.as_str(), id.as_deref()), ("notice", Some("77")));
+        let mut headed = b"\x01warning\0abc\0".to_vec();
+        headed.extend_from_slice(json);
+        let (priority, id, payload) = route(&Bytes::from(headed));
+        assert_eq!((priority.as_str(), id.as_deref(), &payload[..]), ("warning", Some("abc"), &json[..]));
+        let (priority, id, _) = route(&Bytes::from_static(b"not json"));
+        assert_eq!((priority.as_str(), id), ("unknown", None));
+    }
 
     #[test]
     fn host_names_and_priorities_become_single_subject_tokens() {

@@ -43,6 +43,47 @@ pub struct Spooled<'a> {
     pub retry_initial: Duration,
     pub retry_max: Duration,
     pub drain_timeout: Duration,
+    /// Records start with their [`Head`] (NATS: its transport routes by
+    /// priority and id without parsing each alert's JSON back).
+    pub heads: bool,
+}
+
+/// What a transport routes a record by: its alert's priority (its name,
+/// `warning`) and id. A record with a head starts with [`HEAD`], the
+/// priority, a NUL, the id and a NUL, then the alert's JSON; records
+/// without one (webhooks', and those spooled before heads) are the JSON
+/// alone, which never starts with that byte.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Head<'a> {
+    pub priority: &'a str,
+    pub id: &'a str,
+}
+
+/// The first byte of a record with a [`Head`].
+pub const HEAD: u8 = 0x01;
+
+/// `json` as a record with `alert`'s head.
+fn with_head(alert: &Alert, json: &[u8]) -> Vec<u8> {
+    let priority = alert.priority.name();
+    let mut record = Vec::with_capacity(3 + priority.len() + alert.id.len() + json.len());
+    record.push(HEAD);
+    record.extend_from_slice(priority.as_bytes());
+    record.push(0);
+    // An id is a UUID the daemon made; a NUL in one would end it early.
+    record.extend(alert.id.bytes().filter(|b| *b != 0));
+    record.push(0);
+    record.extend_from_slice(json);
+    record
+}
+
+/// A record's head, if it has one, and where its JSON starts.
+pub fn split_head(record: &[u8]) -> Option<(Head<'_>, usize)> {
+    let rest = record.strip_prefix(&[HEAD])?;
+    let mut parts = rest.splitn(3, |b| *b == 0);
+    let priority = std::str::from_utf8(parts.next()?).ok()?;
+    let id = std::str::from_utf8(parts.next()?).ok()?;
+    parts.next()?;
+    Some((Head { priority, id }, 1 + priority.len() + 1 + id.len() + 1))
 }
 
 /// A spooled output's handle, for metrics.
@@ -72,6 +113,7 @@ pub struct SpooledOutput {
     task: Option<tokio::task::JoinHandle<()>>,
     runtime: tokio::runtime::Handle,
     reports: DropReports,
+    heads: bool,
 }
 
 impl SpooledOutput {
@@ -131,6 +173,7 @@ impl SpooledOutput {
             task: Some(task),
             runtime,
             reports: DropReports::default(),
+            heads: cfg.heads,
         })
     }
 
@@ -158,7 +201,9 @@ impl SpooledOutput {
     /// are the counts of earlier reports that were dropped undelivered.
     fn report_dropped(&mut self, dropped: Dropped) -> Result<(), OutputError> {
         let encode = |n: u64| {
-            payload::encode(&dropped_alert(&self.label, n, &self.hostname), self.format, &FieldSelection::default())
+            let alert = dropped_alert(&self.label, n, &self.hostname);
+            let json = payload::encode(&alert, self.format, &FieldSelection::default());
+            if self.heads { with_head(&alert, &json) } else { json }
         };
         let room = self.spool.make_room(encode(u64::MAX).len() as u64).map_err(|e| self.spool_error(e))?;
         let (fresh, carried) = self.reports.take(dropped);
@@ -243,11 +288,9 @@ impl Output for SpooledOutput {
             if a.priority > self.min_priority {
                 continue;
             }
-            records.push(if shared {
-                Cow::Borrowed(line)
-            } else {
-                Cow::Owned(payload::encode(a, self.format, &self.fields))
-            });
+            let json =
+                if shared { Cow::Borrowed(line) } else { Cow::Owned(payload::encode(a, self.format, &self.fields)) };
+            records.push(if self.heads { Cow::Owned(with_head(a, &json)) } else { json });
         }
         let filtered = batch.alerts.len() - records.len();
         if filtered > 0 {
@@ -303,6 +346,22 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_head_is_read_back_and_a_json_record_has_none() {
+        let alert = dropped_alert("nats:bus", 3, "h");
+        let json = br#"{"id":"x"}"#;
+        let record = with_head(&alert, json);
+        let (head, at) = split_head(&record).unwrap();
+        assert_eq!(head, Head { priority: "critical", id: &alert.id });
+        assert_eq!(&record[at..], json);
+        assert_eq!(split_head(json), None);
+        // Damaged heads are no heads: no NULs, no JSON after them, not UTF-8.
+        assert_eq!(split_head(b"\x01warning"), None);
+        assert_eq!(split_head(b"\x01warning\0id"), None);
+        assert_eq!(split_head(b"\x01\xff\0id\0{}"), None);
+        assert_eq!(split_head(b"\x01warning\0\0{}").unwrap().0, Head { priority: "warning", id: "" });
+    }
 
     #[test]
     fn dropped_alert_says_how_many() {

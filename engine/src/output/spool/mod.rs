@@ -79,7 +79,8 @@ pub struct Appended {
 /// One spooled alert.
 pub struct Record {
     pub seq: u64,
-    pub bytes: Vec<u8>,
+    /// Shared, so a transport hands it on (a NATS payload) without a copy.
+    pub bytes: bytes::Bytes,
 }
 
 /// Whether `e` says the file is damaged (rather than busy, unreadable for
@@ -366,7 +367,7 @@ impl Spool {
                 break;
             }
             total += v.len() as u64;
-            out.push(Record { seq: k.value(), bytes: v.to_vec() });
+            out.push(Record { seq: k.value(), bytes: bytes::Bytes::copy_from_slice(v) });
         }
         self.in_flight.store(out.last().map_or(0, |r| r.seq), Ordering::Relaxed);
         Ok(out)

@@ -3,7 +3,7 @@
 use super::*;
 
 fn texts(records: &[Record]) -> Vec<String> {
-    records.iter().map(|r| String::from_utf8(r.bytes.clone()).unwrap()).collect()
+    records.iter().map(|r| String::from_utf8(r.bytes.to_vec()).unwrap()).collect()
 }
 
 #[test]

@@ -59,7 +59,7 @@ pub(super) struct Http {
 
 impl Transport for Http {
     async fn send(&self, records: &[Record]) -> Outcome {
-        let mut body = super::payload::body(records.iter().map(|r| r.bytes.as_slice()), self.mode);
+        let mut body = super::payload::body(records.iter().map(|r| r.bytes.as_ref()), self.mode);
         let mut req = self.client.post(&self.url).header("x-vigil-alerts", records.len());
         if self.gzip {
             body = super::payload::gzip(&body);

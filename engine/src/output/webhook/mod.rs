@@ -53,6 +53,7 @@ pub fn open(
         retry_initial: cfg.retry_initial,
         retry_max: cfg.retry_max,
         drain_timeout: cfg.drain_timeout,
+        heads: false,
     };
     let transport = Http { url: cfg.url.clone(), mode: cfg.mode, gzip: cfg.gzip, client, signer };
     let output = SpooledOutput::start(&spooled, transport, spool_dir, hostname, runtime)?;
