@@ -106,13 +106,15 @@ impl Workload {
         Workload { rules, cache: tempfile::tempdir().unwrap(), _dir: dir, file }
     }
 
-    /// Five alternating runs without and with an output (`run(.., true)`
+    /// Alternating runs (five, or `VIGIL_BENCH_ROUNDS`) without and with an output (`run(.., true)`
     /// adds it), after a warm-up that compiles the rule; prints the medians
     /// and their ratio.
     pub fn compare(&self, what: &str, run: impl Fn(&Path, &Path, &Path, bool) -> (f64, u64)) {
         let (mut without, mut with, mut alerts) = (Vec::new(), Vec::new(), 0);
         run(&self.file, self.rules.path(), self.cache.path(), false);
-        for _ in 0..5 {
+        // VIGIL_BENCH_ROUNDS: more alternating runs for steadier medians (5 by default).
+        let rounds = std::env::var("VIGIL_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(5);
+        for _ in 0..rounds {
             without.push(run(&self.file, self.rules.path(), self.cache.path(), false).0);
             let (rate, a) = run(&self.file, self.rules.path(), self.cache.path(), true);
             with.push(rate);
