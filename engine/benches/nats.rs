@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, stream};
 use vigil_engine::config::NatsConfig;
 use vigil_engine::output::{AlertBatch, Output};
+use vigil_engine::time::thread_cpu_ns;
 
 mod common;
 #[path = "common/workload.rs"]
@@ -105,14 +106,6 @@ fn nats(url: &str) -> NatsConfig {
     NatsConfig { name: "bench".into(), servers: vec![url.into()], ..Default::default() }
 }
 
-/// The calling thread's CPU time.
-fn thread_cpu() -> Duration {
-    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: a valid timespec to fill.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
-}
-
 /// CPU time of this process's threads named `vigil-out` (the outputs
 /// runtime: delivery tasks, the NATS client, spool reads and removals).
 fn outputs_runtime_cpu() -> Duration {
@@ -122,7 +115,7 @@ fn outputs_runtime_cpu() -> Duration {
         .unwrap()
         .flatten()
         .filter_map(|t| t.stat().ok())
-        .filter(|s| s.comm.starts_with("vigil-out"))
+        .filter(|s| s.comm == "vigil-out")
         .map(|s| s.utime + s.stime)
         .sum();
     Duration::from_secs_f64(ticks as f64 / procfs::ticks_per_second() as f64)
@@ -141,11 +134,11 @@ fn throughput() -> (f64, f64, f64) {
     let batches: Vec<AlertBatch> = sample_alerts(n).chunks(1000).map(|c| AlertBatch::encode(c.to_vec())).collect();
     let delivery_cpu = outputs_runtime_cpu();
     let start = Instant::now();
-    let cpu = thread_cpu();
+    let cpu = thread_cpu_ns();
     for b in &batches {
         output.write(b).unwrap();
     }
-    let write_cpu = thread_cpu() - cpu;
+    let write_cpu = Duration::from_nanos(thread_cpu_ns() - cpu);
     while output.spooled() > 0 {
         std::thread::sleep(Duration::from_millis(1));
     }

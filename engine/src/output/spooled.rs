@@ -60,7 +60,7 @@ pub struct Head<'a> {
 }
 
 /// The first byte of a record with a [`Head`].
-pub const HEAD: u8 = 0x01;
+const HEAD: u8 = 0x01;
 
 /// `json` as a record with `alert`'s head.
 fn with_head(alert: &Alert, json: &[u8]) -> Vec<u8> {

@@ -87,6 +87,15 @@ def check_metadata(id: str, version: str, tags, subscribe) -> None:
         raise ValueError(f"rule {id}: at most {MAX_TAGS} tags of {MAX_NAME} bytes, and a version of {MAX_NAME}")
 
 
+def _events(batch: bytes):
+    """The batch's events; none, logged, for a batch the decoder refuses."""
+    try:
+        return Batch(batch)
+    except BadBatch as e:
+        log("error", f"bad batch from the host: {e}")
+        return ()
+
+
 class Rule:
     """A rule as ``@rule`` declared it."""
 
@@ -147,7 +156,7 @@ class Rule:
         sample = {"kind": "process-exec", "process": {"pid": 1, "tgid": 1, "comm": "true", "exe": "/bin/true",
                                                       "argv": ["true"], "cwd": "/"}}
         if EventKind.PROCESS_EXEC not in self.subscribe:
-            sample = {"kind": self.subscribe[0].wit_name} if self.subscribe else sample
+            sample = {"kind": self.subscribe[0].wit_name}
         self.state = self.state_factory() if self.state_factory else None
         for event in Batch(encode_batch([sample, sample])):
             try:
@@ -168,22 +177,25 @@ class Rule:
             return [out]
         return list(out)
 
+    def event_alerts(self, event: Event) -> list:
+        """The rule's alerts for one event of a batch: none for a kind it
+        does not subscribe to or, with ``containers_only``, for an event
+        outside containers (``events-lost`` always comes); an exception
+        costs that event only, and is logged."""
+        kind = event.kind
+        if kind is not EventKind.EVENTS_LOST and (
+            kind not in self.subscribe or (self.containers_only and not event.in_container)
+        ):
+            return []
+        try:
+            return self.handle(event)
+        except Exception as e:  # one event's error does not cost the batch
+            log("error", f"rule {self.id} failed on event {event.id}: {type(e).__name__}: {e}")
+            return []
+
     def alerts(self, batch: bytes) -> list:
         """``(event index, alert)`` for each alert the batch raises."""
-        try:
-            view = Batch(batch)
-        except BadBatch as e:
-            log("error", f"bad batch from the host: {e}")
-            return []
-        found = []
-        for i, event in enumerate(view):
-            if self.containers_only and not event.in_container and not event.is_(EventKind.EVENTS_LOST):
-                continue
-            try:
-                found.extend((i, a) for a in self.handle(event))
-            except Exception as e:  # one event's error does not cost the batch
-                log("error", f"rule {self.id} failed on event {event.id}: {type(e).__name__}: {e}")
-        return found
+        return [(i, a) for i, event in enumerate(_events(batch)) for a in self.event_alerts(event)]
 
     def alert_json(self, index: int, a: Alert) -> dict:
         """The ``alert`` record, for event ``index`` of the batch."""
@@ -273,23 +285,9 @@ class Pack:
             r.init(json.dumps(given.get(r.id, {})))
 
     def on_batch(self, batch: bytes) -> str:
-        try:
-            view = Batch(batch)
-        except BadBatch as e:
-            log("error", f"bad batch from the host: {e}")
-            return ""
-        out = []
-        for i, event in enumerate(view):
-            kind = event.kind
-            for r in self.rules:
-                if kind not in r.subscribe and kind is not EventKind.EVENTS_LOST:
-                    continue
-                if r.containers_only and not event.in_container and kind is not EventKind.EVENTS_LOST:
-                    continue
-                try:
-                    out.extend(r.alert_json(i, a) for a in r.handle(event))
-                except Exception as e:
-                    log("error", f"rule {r.id} failed on event {event.id}: {type(e).__name__}: {e}")
+        out = [
+            r.alert_json(i, a) for i, event in enumerate(_events(batch)) for r in self.rules for a in r.event_alerts(event)
+        ]
         return json.dumps(out) if out else ""
 
     def snapshot(self) -> Optional[bytes]:
