@@ -7,10 +7,15 @@ if ! command -v cargo >/dev/null; then
     echo "setup: cargo not found; install Rust with rustup first" >&2
     exit 1
 fi
-if ! rustup target list --installed | grep -qx wasm32-wasip2; then
-    echo "setup: adding the wasm32-wasip2 target (rules are built for it)"
-    rustup target add wasm32-wasip2
-fi
+# Rules build for wasm32-unknown-unknown (the bundled and example rules: no
+# WASI, smaller) and wasm32-wasip2 (the test fixtures; what rule authors
+# start with).
+for target in wasm32-unknown-unknown wasm32-wasip2; do
+    if ! rustup target list --installed | grep -qx "$target"; then
+        echo "setup: adding the $target target (rules are built for it)"
+        rustup target add "$target"
+    fi
+done
 
 # protoc: the containerd and CRI clients are generated from their .proto
 # files at build time (tonic-prost-build).

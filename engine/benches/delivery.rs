@@ -10,7 +10,8 @@
 //!    batches of 1,000, plain and gzipped; every write fsynced to the spool;
 //! 2. the pipeline's throughput with and without a webhook output: a replay
 //!    of 4,000,000 exec events, one in twenty raising an alert (crypto-miner:
-//!    ~50,000 alerts/s at this machine's rate), alternating rounds, median of 5;
+//!    ~50,000 alerts/s at this machine's rate; one in N with
+//!    `VIGIL_BENCH_ALERT_EVERY=N`), alternating rounds, median of 5;
 //! 3. an outage: 1,000 alerts/s for 90 s, the receiver down from 15 s to
 //!    75 s: alerts lost or duplicated, and how long the backlog takes to
 //!    drain once the receiver is back (default retry settings).
@@ -220,7 +221,10 @@ fn main() {
 
     if run("2") {
         println!();
-        println!("## 2. Pipeline throughput with and without a webhook (4,000,000 execs, 1 in 20 alerts)");
+        println!(
+            "## 2. Pipeline throughput with and without a webhook (4,000,000 execs, 1 in {} alerts)",
+            workload::alert_every()
+        );
         let rx = Receiver::start();
         let url = rx.url();
         Workload::new().compare("webhook", |file, rules, cache, on| {

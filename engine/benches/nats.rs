@@ -10,8 +10,9 @@
 //!    writes them (batches of 1,000, every write fsynced to the spool) until
 //!    JetStream acknowledged them all;
 //! 2. the pipeline's throughput with and without the output: a replay of
-//!    4,000,000 exec events, one in twenty raising an alert, alternating
-//!    rounds, median of 5.
+//!    4,000,000 exec events, one in twenty raising an alert (one in N with
+//!    `VIGIL_BENCH_ALERT_EVERY=N`), alternating rounds, median of 5
+//!    (`VIGIL_BENCH_ROUNDS`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -189,7 +190,10 @@ fn main() {
         return;
     }
     println!();
-    println!("## 2. Pipeline throughput with and without the NATS output (4,000,000 execs, 1 in 20 alerts)");
+    println!(
+        "## 2. Pipeline throughput with and without the NATS output (4,000,000 execs, 1 in {} alerts)",
+        workload::alert_every()
+    );
     let workload = Workload::new();
     for niced in [false, true] {
         println!();

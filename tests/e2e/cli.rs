@@ -41,6 +41,11 @@ fn rules_check_prints_metadata_and_rejects_malformed_files() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("id:            shell-in-container") && out.contains("subscriptions: process-exec"), "{out}");
     assert!(out.contains("vigil:rules/host@0.2.2: provided"), "{out}");
+    // Example and bundled rules build for wasm32-unknown-unknown: no WASI imports at all.
+    assert!(!out.contains("wasi:"), "a rule built without WASI imports none: {out}");
+    // A test rule, built for wasm32-wasip2 as rule authors start, imports the WASI its std uses.
+    let (code, out, _) = output(vigil().args(["rules", "check"]).arg(rule_wasm("echo")));
+    assert_eq!(code, 0, "{out}");
     assert!(out.contains("wasi:cli/environment@0.2.6: provided (empty)"), "an empty environment: {out}");
     assert!(out.contains("wasi:cli/stdout@0.2.6: denied (traps if called)"), "ungranted WASI is denied: {out}");
 

@@ -28,11 +28,18 @@ pub fn sample_alerts(n: usize) -> Vec<Alert> {
         .collect()
 }
 
-/// Exec events, one in twenty a miner.
+/// One exec in this many alerts: 20, or `VIGIL_BENCH_ALERT_EVERY` (the
+/// output's share of the pipeline's work scales with it).
+pub fn alert_every() -> usize {
+    std::env::var("VIGIL_BENCH_ALERT_EVERY").ok().and_then(|n| n.parse().ok()).filter(|&n| n > 0).unwrap_or(20)
+}
+
+/// Exec events, one in [`alert_every`] a miner.
 pub fn events(n: usize) -> Vec<Event> {
+    let every = alert_every();
     (0..n)
         .map(|i| {
-            let argv: Vec<String> = if i % 20 == 0 {
+            let argv: Vec<String> = if i % every == 0 {
                 vec!["xmrig".into(), "-o".into(), "stratum+tcp://pool.example:3333".into(), format!("--id={i}")]
             } else {
                 vec!["ls".into(), "-la".into(), format!("/srv/app/{i}")]
@@ -83,7 +90,8 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Part 2 of the delivery benchmarks: the crypto-miner rule over 4,000,000
-/// execs, one in twenty alerting, replayed as fast as they are read.
+/// execs, one in twenty alerting (or [`alert_every`]), replayed as fast as
+/// they are read.
 pub struct Workload {
     pub rules: tempfile::TempDir,
     pub cache: tempfile::TempDir,

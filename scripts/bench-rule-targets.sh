@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# One Rust rule built for wasm32-unknown-unknown (how the bundled and
+# example rules are built: no WASI) against the same rule built for
+# wasm32-wasip2, run by the real daemon over a replay of exec events
+# (`vigil replay`, the rule alone, stdout off), alternating. Prints per run:
+# component size, load time from the compile cache (warm), peak RSS, the
+# rule's CPU per event (the daemon's "rule figures": cpu_ms / events_in).
+#   scripts/bench-rule-targets.sh [ROUNDS] [EVENTS] [EXAMPLE-RULE]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+events=${2:-300000}
+rule=${3:-crypto-miner}
+target_dir="${CARGO_TARGET_DIR:-target}"
+vigil=$target_dir/release/vigil
+[ -x "$vigil" ] || { echo "bench-rule-targets: $vigil is not built (cargo build --release)" >&2; exit 2; }
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+crate=vigil-example-rule-$rule
+file=vigil_example_rule_${rule//-/_}.wasm
+for t in wasm32-unknown-unknown wasm32-wasip2; do
+    cargo build -q --profile rule --target "$t" -p "$crate"
+    mkdir -p "$work/$t"
+    python3 scripts/strip-wasm.py "$target_dir/$t/rule/$file" "$work/$t/$rule.wasm"
+done
+
+# Exec events, one in 1,000 a miner.
+python3 - "$work/execs.jsonl" "$events" <<'PY'
+import json, sys
+path, n = sys.argv[1], int(sys.argv[2])
+with open(path, "w") as f:
+    f.write('{"vigil-replay": 1}\n')
+    for i in range(n):
+        if i % 1000 == 0:
+            argv, exe = ["xmrig", "-o", "stratum+tcp://pool.example:3333", f"--marker={i}"], "/tmp/xmrig"
+        else:
+            argv, exe = ["curl", "-s", f"https://example.com/{i}", "-o", "/dev/null"], "/usr/bin/curl"
+        e = {"kind": "process-exec", "time_ns": 1_763_000_000_000_000_000 + i * 1000,
+             "process": {"pid": 1000 + i % 30000, "tgid": 1000 + i % 30000, "ppid": 1, "comm": exe.rsplit("/", 1)[1],
+                         "exe": exe, "argv": argv, "cwd": "/", "ancestry": [{"pid": 1, "comm": "sh", "exe": "/bin/sh"}]}}
+        f.write(json.dumps(e) + "\n")
+PY
+
+run() { # target
+    local cache="$work/cache-$1"
+    mkdir -p "$cache" && chmod 700 "$cache"
+    printf 'cache_dir = "%s"\n[output.stdout]\nenabled = false\n' "$cache" >"$work/vigil.toml"
+    /usr/bin/time -f "%M" -o "$work/rss" "$vigil" replay "$work/execs.jsonl" --rules "$work/$1" \
+        --config "$work/vigil.toml" 2>"$work/log" >/dev/null
+    local took cpu ev
+    took=$(grep -o 'rules loaded.*took_ms=[0-9]*' "$work/log" | grep -o 'took_ms=[0-9]*' | cut -d= -f2)
+    cpu=$(grep 'rule figures' "$work/log" | grep -o 'cpu_ms=[0-9]*' | cut -d= -f2)
+    ev=$(grep 'rule figures' "$work/log" | grep -o 'events_in=[0-9]*' | cut -d= -f2)
+    printf '  %-22s %7s bytes  load %3s ms  peak RSS %6s KiB  CPU per event %s ns\n' \
+        "$1" "$(stat -c %s "$work/$1/$rule.wasm")" "$took" "$(tail -1 "$work/rss")" "$((cpu * 1000000 / ev))"
+}
+
+echo "$rule over $events execs (1 in 1,000 alerting); cpu_ms has 1 ms resolution"
+for t in wasm32-unknown-unknown wasm32-wasip2; do run "$t" >/dev/null; done # compile into the caches
+for round in $(seq "$rounds"); do
+    echo "round $round:"
+    run wasm32-unknown-unknown
+    run wasm32-wasip2
+done
