@@ -18,9 +18,11 @@
 //! Layout: [`fields`] (what a field name reads from an event), [`expr`] (the
 //! compiled condition tree and its operators), [`falco`] (Falco files: lists,
 //! macros, rules, overrides, exceptions; its condition parser), [`sigma`]
-//! (Sigma documents and conditions), and here the rule set, the load report
+//! (Sigma documents and conditions), [`correlation`] (Sigma correlation
+//! rules and their bounded state), and here the rule set, the load report
 //! and output formatting.
 
+pub mod correlation;
 pub mod expr;
 pub mod falco;
 pub mod fields;
@@ -34,6 +36,9 @@ use serde_norway::Value as Yaml;
 use vigil_event::packed::EventView;
 use vigil_event::{EventKind, KindSet, Priority};
 
+use std::collections::HashMap;
+
+pub use crate::correlation::{Correlation, CorrelationMatch, CorrelationState};
 use crate::expr::Node;
 use crate::falco::{Definitions, Unsupported};
 use crate::fields::{EventCtx, Field};
@@ -164,6 +169,8 @@ pub struct Rule {
     output: Vec<Segment>,
     /// Fields the alert carries besides the output (Sigma's id).
     extra: Vec<(String, String)>,
+    /// Counted by a correlation, and no alert of its own (Sigma's `generate: false`).
+    pub silent: bool,
 }
 
 /// A rule that matched an event, with its alert's text.
@@ -178,7 +185,7 @@ pub struct Match<'r> {
 }
 
 /// Fields the daemon adds to every alert from the event: not repeated.
-const HOST_FIELDS: &[&str] = &[
+pub(crate) const HOST_FIELDS: &[&str] = &[
     "evt.type",
     "evt.time",
     "evt.num",
@@ -211,6 +218,7 @@ const HOST_FIELDS: &[&str] = &[
 pub struct RuleSet {
     rules: Vec<Rule>,
     plans: [index::Plan; 3],
+    correlations: Vec<Correlation>,
 }
 
 fn kind_slot(kind: EventKind) -> Option<usize> {
@@ -227,7 +235,7 @@ pub fn parse_priority(s: &str) -> Option<Priority> {
 }
 
 /// Sigma's `level` as a priority.
-fn sigma_priority(level: &str) -> Priority {
+pub(crate) fn sigma_priority(level: &str) -> Priority {
     match level.to_ascii_lowercase().as_str() {
         "critical" => Priority::Critical,
         "high" => Priority::Error,
@@ -309,7 +317,7 @@ fn dialect(docs: &[Yaml]) -> Result<Option<Dialect>, String> {
         docs if docs.iter().all(|d| matches!(d, Yaml::Mapping(_)))
             && docs.iter().any(|d| {
                 let Yaml::Mapping(m) = d else { return false };
-                m.contains_key("detection") || m.contains_key("logsource") || m.contains_key("action")
+                ["detection", "logsource", "action", "correlation"].iter().any(|k| m.contains_key(*k))
             }) =>
         {
             Ok(Some(Dialect::Sigma))
@@ -327,7 +335,7 @@ impl RuleSet {
         let mut set = RuleSet::default();
         let mut report = Report::default();
         let mut defs = Definitions::default();
-        let mut sigma_rules = Vec::new();
+        let (mut sigma_rules, mut sigma_correlations) = (Vec::new(), Vec::new());
         for (fi, file) in files.iter().enumerate() {
             let mut fr = FileReport {
                 name: file.name.clone(),
@@ -353,9 +361,9 @@ impl RuleSet {
                 }
                 Ok((docs, Some(Dialect::Sigma))) => {
                     fr.dialect = Some(Dialect::Sigma);
-                    for r in sigma::load(&docs) {
-                        sigma_rules.push((fi, r));
-                    }
+                    let (rules, correlations) = sigma::load(&docs);
+                    sigma_rules.extend(rules.into_iter().map(|r| (fi, r)));
+                    sigma_correlations.extend(correlations.into_iter().map(|c| (fi, c)));
                 }
             }
             report.files.push(fr);
@@ -382,6 +390,8 @@ impl RuleSet {
             );
             report.files[rule.file].rules.push(entry);
         }
+        // What correlations may refer to: a Sigma rule's name or id, loaded or why not.
+        let mut refs: correlation::Refs = HashMap::new();
         for (fi, r) in sigma_rules {
             let title = if r.title.is_empty() { r.id.clone() } else { r.title.clone() };
             let mut extra = Vec::new();
@@ -390,6 +400,7 @@ impl RuleSet {
             }
             // Sigma's process_creation is an exec.
             let node = r.node.map(|n| Node::And(vec![exec_only(), n]));
+            let before = set.rules.len();
             let entry = set.add(
                 &title,
                 sigma_priority(&r.level),
@@ -399,6 +410,16 @@ impl RuleSet {
                 vec![Segment::Text(title.clone())],
                 extra,
             );
+            let loaded = (set.rules.len() > before)
+                .then_some(before as u32)
+                .ok_or_else(|| entry.reason.clone().unwrap_or_else(|| entry.status.name().into()));
+            for key in [&r.name, &r.id].into_iter().filter(|k| !k.is_empty()) {
+                refs.entry(key.clone()).or_insert_with(|| loaded.clone());
+            }
+            report.files[fi].rules.push(entry);
+        }
+        for (fi, c) in sigma_correlations {
+            let entry = correlation::add(&mut set.correlations, &mut set.rules, c, &refs);
             report.files[fi].rules.push(entry);
         }
         for plan in &mut set.plans {
@@ -461,7 +482,7 @@ impl RuleSet {
                 self.plans[slot].add(index, specialized);
             }
         }
-        self.rules.push(Rule { name: name.to_string(), priority, tags, kinds, node, output, extra });
+        self.rules.push(Rule { name: name.to_string(), priority, tags, kinds, node, output, extra, silent: false });
         entry
     }
 
@@ -485,6 +506,11 @@ impl RuleSet {
     /// The loaded rules.
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// The loaded Sigma correlations (their state: a [`CorrelationState`]).
+    pub fn correlations(&self) -> &[Correlation] {
+        &self.correlations
     }
 
     /// The event kinds some loaded rule can match.
@@ -511,12 +537,13 @@ impl RuleSet {
         }
     }
 
-    /// The rules that match `event`, with their alerts' text.
+    /// The rules that match `event` and alert, with their alerts' text
+    /// (not the silent ones a correlation counts, nor correlations).
     pub fn matches<'r>(&'r self, event: EventView<'_>) -> Vec<Match<'r>> {
         let ctx = EventCtx::new(event);
         let mut hits = Vec::new();
         self.matching(&ctx, &mut hits);
-        hits.into_iter().map(|i| self.alert(i, &ctx)).collect()
+        hits.into_iter().filter(|&i| !self.rules[i as usize].silent).map(|i| self.alert(i, &ctx)).collect()
     }
 
     /// The alert of rule `index` for the event in `ctx`.

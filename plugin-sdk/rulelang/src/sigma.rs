@@ -3,6 +3,7 @@
 
 use serde_norway::{Mapping, Value as Yaml};
 
+use crate::correlation::{self, SigmaCorrelation};
 use crate::expr::{Check, Needles, Node, NumOp, Op, Set, glob_regex, regex_limited};
 use crate::falco::Unsupported;
 use crate::fields::Field;
@@ -11,6 +12,8 @@ use crate::fields::Field;
 pub struct SigmaRule {
     pub title: String,
     pub id: String,
+    /// What correlations refer to it by (besides its id).
+    pub name: String,
     pub level: String,
     pub tags: Vec<String>,
     pub node: Result<Node, Unsupported>,
@@ -36,10 +39,11 @@ fn merge(base: &Yaml, over: &Yaml) -> Yaml {
     }
 }
 
-/// The rules of a (possibly multi-document) Sigma file.
-pub fn load(docs: &[Yaml]) -> Vec<SigmaRule> {
+/// The rules and correlations of a (possibly multi-document) Sigma file.
+pub fn load(docs: &[Yaml]) -> (Vec<SigmaRule>, Vec<SigmaCorrelation>) {
     let mut global: Option<Yaml> = None;
     let mut out = Vec::new();
+    let mut correlations = Vec::new();
     for doc in docs {
         let Yaml::Mapping(m) = doc else { continue };
         match m.get("action").and_then(text).as_deref() {
@@ -60,9 +64,13 @@ pub fn load(docs: &[Yaml]) -> Vec<SigmaRule> {
             None => doc.clone(),
         };
         let Yaml::Mapping(m) = &doc else { continue };
-        out.push(rule(m));
+        if m.contains_key("correlation") {
+            correlations.push(correlation::parse(m));
+        } else {
+            out.push(rule(m));
+        }
     }
-    out
+    (out, correlations)
 }
 
 fn rule(m: &Mapping) -> SigmaRule {
@@ -71,7 +79,7 @@ fn rule(m: &Mapping) -> SigmaRule {
         Some(Yaml::Sequence(t)) => t.iter().filter_map(text).collect(),
         _ => Vec::new(),
     };
-    SigmaRule { title: s("title"), id: s("id"), level: s("level"), tags, node: compile(m) }
+    SigmaRule { title: s("title"), id: s("id"), name: s("name"), level: s("level"), tags, node: compile(m) }
 }
 
 fn compile(m: &Mapping) -> Result<Node, Unsupported> {
@@ -116,6 +124,15 @@ fn compile(m: &Mapping) -> Result<Node, Unsupported> {
     Ok(if parts.len() == 1 { parts.pop().unwrap() } else { Node::Or(parts) })
 }
 
+/// A field of Sigma's `process_creation` taxonomy, or, as Vigil's extension,
+/// a Falco field (dotted: `proc.name`, `container.id`), for what Sigma has no
+/// name for.
+pub(crate) fn sigma_field(name: &str) -> Result<Field, Unsupported> {
+    Field::sigma(name)
+        .or_else(|e| if name.contains('.') { Field::falco(name, None).map_err(|_| e) } else { Err(e) })
+        .map_err(Unsupported::Field)
+}
+
 /// One search identifier's value: a map (AND), a list of maps (OR), or keywords.
 fn search(v: &Yaml) -> Result<Node, Unsupported> {
     match v {
@@ -141,7 +158,7 @@ fn search(v: &Yaml) -> Result<Node, Unsupported> {
 fn field_match(key: &str, v: &Yaml) -> Result<Node, Unsupported> {
     let mut parts = key.split('|');
     let name = parts.next().unwrap_or_default();
-    let field = Field::sigma(name).map_err(Unsupported::Field)?;
+    let field = sigma_field(name)?;
     let mut how = "equals";
     let (mut all, mut re, mut cased, mut windash, mut exists) = (false, None::<String>, false, false, false);
     let mut num: Option<NumOp> = None;

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use vigil_event::packed::{BatchView, encode_batch};
 use vigil_event::{Ancestor, Container, Event, EventKind, Pod, Process, Runtime};
 
-use crate::{RuleSet, SourceFile};
+use crate::fields::EventCtx;
+use crate::{CorrelationState, RuleSet, SourceFile};
 
 /// An exec of `exe` with `argv`, by uid 0, with a `bash` parent on the host.
 pub fn exec(exe: &str, argv: &[&str]) -> Event {
@@ -86,4 +87,24 @@ pub fn fired(set: &RuleSet, event: &Event) -> Vec<String> {
     encode_batch([event], &mut bytes);
     let batch = BatchView::new(&bytes).expect("own encoding");
     set.matches(batch.get(0).expect("one event")).into_iter().map(|m| m.name.to_string()).collect()
+}
+
+/// What the interpreter component alerts for `event`, in order: the names
+/// of the rules that match and are not silent, then the correlations the
+/// event completes (their groups in `state`).
+pub fn alerts(set: &RuleSet, state: &mut CorrelationState, event: &Event) -> Vec<String> {
+    let mut bytes = Vec::new();
+    encode_batch([event], &mut bytes);
+    let batch = BatchView::new(&bytes).expect("own encoding");
+    let ctx = EventCtx::new(batch.get(0).expect("one event"));
+    let (mut hits, mut completed) = (Vec::new(), Vec::new());
+    set.matching(&ctx, &mut hits);
+    let mut out: Vec<String> = hits
+        .iter()
+        .filter(|&&h| !set.rules()[h as usize].silent)
+        .map(|&h| set.rules()[h as usize].name.clone())
+        .collect();
+    state.observe(set.correlations(), &hits, &ctx, &mut completed);
+    out.extend(completed.into_iter().map(|m| m.name.to_string()));
+    out
 }

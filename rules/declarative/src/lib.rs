@@ -3,7 +3,9 @@
 //! [{"name", "text"}]}`); `init` compiles them once with `vigil-rulelang`,
 //! `metadata` (called again after `init`) reports what loaded, what did not
 //! and why, and which event kinds the rules need; `on-batch` evaluates every
-//! loaded rule over each event and returns alerts named after the rules.
+//! loaded rule over each event and returns alerts named after the rules, and
+//! counts the matches Sigma correlations refer to (their groups live here,
+//! bounded, and start empty when the files are reloaded).
 //!
 //! Before `init` (the daemon's metadata probe) it describes itself as an
 //! interpreter (`"interprets": ["falco", "sigma"]`), so the daemon does not
@@ -15,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use vigil_event::EventKind;
 use vigil_event::packed::BatchView;
 use vigil_rulelang::fields::EventCtx;
-use vigil_rulelang::{Report, RuleSet, SourceFile};
+use vigil_rulelang::{CorrelationState, Report, RuleSet, SourceFile};
 
 /// What the daemon passes to `init`.
 #[derive(Deserialize, Default)]
@@ -30,6 +32,7 @@ struct Loaded {
     id: String,
     rules: RuleSet,
     report: Report,
+    correlations: CorrelationState,
 }
 
 thread_local! {
@@ -84,7 +87,7 @@ pub fn init(config: String) -> Result<(), String> {
     let config: Config = serde_json::from_str(&config).map_err(|e| format!("invalid interpreter config: {e}"))?;
     let (rules, report) = RuleSet::load(&config.files);
     let id = if config.id.is_empty() { "rule-files".to_string() } else { config.id };
-    LOADED.with_borrow_mut(|l| *l = Some(Loaded { id, rules, report }));
+    LOADED.with_borrow_mut(|l| *l = Some(Loaded { id, rules, report, correlations: CorrelationState::default() }));
     Ok(())
 }
 
@@ -109,10 +112,10 @@ pub fn on_batch(batch: Vec<u8>) -> String {
     let Ok(view) = BatchView::new(&batch) else {
         return String::new();
     };
-    LOADED.with_borrow(|loaded| {
+    LOADED.with_borrow_mut(|loaded| {
         let Some(l) = loaded else { return String::new() };
         let mut alerts = Vec::new();
-        let mut hits = Vec::new();
+        let (mut hits, mut completed) = (Vec::new(), Vec::new());
         // One context for the batch, reset per event: its allocations are kept.
         let mut ctx: Option<EventCtx> = None;
         for (i, event) in view.iter().enumerate() {
@@ -126,19 +129,37 @@ pub fn on_batch(batch: Vec<u8>) -> String {
             hits.clear();
             l.rules.matching(ctx, &mut hits);
             for &h in &hits {
+                if l.rules.rules()[h as usize].silent {
+                    continue;
+                }
                 let m = l.rules.alert(h, ctx);
-                alerts.push(AlertJson {
-                    rule: m.name,
-                    priority: m.priority.name(),
-                    message: m.message,
-                    tags: m.tags,
-                    fields: m.fields.into_iter().map(|(key, value)| Label { key, value }).collect(),
-                    event_index: i as u32,
-                });
+                alerts.push(alert(m.name, m.priority, m.message, m.tags, m.fields, i));
+            }
+            l.correlations.observe(l.rules.correlations(), &hits, ctx, &mut completed);
+            for m in completed.drain(..) {
+                alerts.push(alert(m.name, m.priority, m.message, m.tags, m.fields, i));
             }
         }
         if alerts.is_empty() { String::new() } else { serde_json::to_string(&alerts).expect("alerts serialize") }
     })
+}
+
+fn alert<'a>(
+    rule: &'a str,
+    priority: vigil_event::Priority,
+    message: String,
+    tags: &'a [String],
+    fields: Vec<(String, String)>,
+    index: usize,
+) -> AlertJson<'a> {
+    AlertJson {
+        rule,
+        priority: priority.name(),
+        message,
+        tags,
+        fields: fields.into_iter().map(|(key, value)| Label { key, value }).collect(),
+        event_index: index as u32,
+    }
 }
 
 #[cfg(target_arch = "wasm32")]

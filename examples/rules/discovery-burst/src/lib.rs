@@ -9,6 +9,11 @@
 //! 4096 containers are tracked; the least recently active is dropped first.
 //! On a hot reload the tracked containers carry over and the new config
 //! applies.
+//!
+//! An example of a stateful Rust rule with config. Vigil's bundled rules
+//! detect the same as a Sigma correlation rule
+//! (`rules/declarative/rules/65-discovery-burst.yaml`), run by the rule-file
+//! interpreter.
 
 use std::collections::BTreeMap;
 
