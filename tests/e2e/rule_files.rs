@@ -250,3 +250,47 @@ fn sighup_reloads_the_rule_files_under_the_new_config() {
     assert!(err.contains("SIGHUP") && err.contains("rule files disabled by config"), "{err}");
     assert!(alerted.iter().all(|&n| n < 35), "no alerts after the reload took effect: {alerted:?}");
 }
+
+#[test]
+fn a_hostile_correlation_file_stays_bounded_and_the_other_files_keep_alerting() {
+    // As many correlations as load (64), over a rule that matches every
+    // exec, each grouping by a value no two events share and keeping each
+    // group's command line: alone, each keeps up to 4,096 groups, 64 x 4,096
+    // of them would pass the interpreter's memory (64 MiB by default) and
+    // blind every rule file with it. The total bound keeps them to 16,384.
+    let mut hostile = String::from(
+        "title: any exec\nname: any\nlogsource: {category: process_creation, product: linux}\n\
+         detection: {sel: {Image|exists: true}, condition: sel}\n",
+    );
+    for i in 0..64 {
+        hostile.push_str(&format!(
+            "---\ntitle: hoard {i}\ncorrelation: {{type: value_count, rules: [any], group-by: [ProcessId], \
+             timespan: 30d, condition: {{field: CommandLine, gte: 2}}}}\n"
+        ));
+    }
+    let dir = rule_files_dir(&[("10-miners.yaml", FALCO), ("90-hoard.yml", &hostile)]);
+    let cache = tempfile::tempdir().unwrap();
+    const N: usize = 12_000;
+    let events: Vec<_> = (0..N)
+        .map(|i| {
+            let mut e = if i % 100 == 0 {
+                exec("/usr/local/bin/xmrig", &["xmrig", "-o", "pool.invalid:3333", &format!("--id={i}")])
+            } else {
+                exec("/bin/true", &["true", &format!("{i:0>200}")])
+            };
+            let p = e.process.as_mut().unwrap();
+            (p.pid, p.tgid) = (100_000 + i as u32, 100_000 + i as u32);
+            e
+        })
+        .collect();
+    let mut config = config(cache.path());
+    config.dispatch.memory_limit = Config::default().dispatch.memory_limit;
+    let source = PacedSource { events, per_sec: 2_000, batch: 50, hooks: Vec::new() };
+    let (summary, output) = run_pipeline(config, dir.path(), false, source);
+    let stats = &summary.rules.iter().find(|(id, _)| id == "rule-files").unwrap().1;
+    assert_eq!(stats.faults(), 0, "the interpreter never faulted (no memory trap)");
+    let alerts = output.alerts();
+    assert_eq!(alerts.iter().filter(|a| a.rule == "Miner started").count(), N / 100, "every miner alerted");
+    let other: Vec<_> = alerts.iter().filter(|a| a.rule != "Miner started").take(3).collect();
+    assert!(other.is_empty(), "the hoarding correlations never complete: {other:#?}");
+}

@@ -3,7 +3,7 @@
 //! aliases, bounded state, and what the load report says about bad ones.
 
 use vigil_event::Event;
-use vigil_rulelang::correlation::{MAX_GROUPS, MAX_TOTAL_ENTRIES, MAX_TOTAL_GROUPS};
+use vigil_rulelang::correlation::{MAX_CORRELATIONS, MAX_GROUPS, MAX_TOTAL_ENTRIES, MAX_TOTAL_GROUPS};
 use vigil_rulelang::testing::{alerts, exec, in_container, load};
 use vigil_rulelang::{CorrelationState, RuleSet, SourceFile, Status};
 
@@ -322,4 +322,19 @@ fn many_hostile_correlations_share_one_bounded_budget() {
         );
     }
     assert!(!st.is_empty());
+}
+
+#[test]
+fn past_the_most_correlations_the_rest_are_reported_not_loaded() {
+    let mut text = base("any", &["sh"]);
+    for i in 0..MAX_CORRELATIONS + 6 {
+        text.push_str(&format!(
+            "---\ntitle: c{i}\ncorrelation:\n  type: event_count\n  rules: [any]\n  timespan: 1m\n  condition:\n    gte: 2\n"
+        ));
+    }
+    let (set, report) = RuleSet::load(&[SourceFile::new("many.yml", text)]);
+    assert_eq!(set.correlations().len(), MAX_CORRELATIONS);
+    assert_eq!(report.count(Status::Unsupported), 6, "{report:#?}");
+    let last = report.files[0].rules.last().unwrap();
+    assert!(last.reason.as_deref().unwrap().contains("more than 64 correlations"), "{last:?}");
 }

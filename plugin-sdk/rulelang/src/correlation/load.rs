@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use serde_norway::{Mapping, Value as Yaml};
 
-use super::{Condition, Correlation, HOST_NAMES, Kind, MAX_COUNT, MAX_TIMESPAN_NS};
+use super::{Condition, Correlation, HOST_NAMES, Kind, MAX_CORRELATIONS, MAX_COUNT, MAX_TIMESPAN_NS};
 use crate::falco::Unsupported;
 use crate::fields::Field;
 use crate::yaml_text as text;
@@ -191,6 +191,11 @@ pub(crate) fn add(
         ))),
     });
     let compiled = c.def.as_ref().map_err(Clone::clone).and_then(|def| {
+        if correlations.len() >= MAX_CORRELATIONS {
+            return Err(Unsupported::Field(format!(
+                "more than {MAX_CORRELATIONS} correlations: this one is not loaded"
+            )));
+        }
         let refs = resolved.collect::<Result<Vec<_>, _>>()?;
         def.resolve(&c, name, priority, &refs)
     });

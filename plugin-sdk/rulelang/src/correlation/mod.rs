@@ -30,6 +30,9 @@ pub(crate) use load::{Refs, add, parse};
 pub const MAX_GROUPS: usize = 4096;
 /// Largest count a condition may name.
 pub const MAX_COUNT: u64 = 1000;
+/// Most correlations loaded (with every rule set's files): each costs work
+/// on every event its rules match.
+pub const MAX_CORRELATIONS: usize = 64;
 /// Most entries (times, values of at most ~100 bytes) and groups all
 /// correlations keep together: a few MB of the interpreter's memory, whatever
 /// the rule files say and however many groups the events make. Past either,
