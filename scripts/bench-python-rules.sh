@@ -29,23 +29,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 # Exec events, one in 1,000 a miner; varied argv.
-python3 - "$work/execs.jsonl" "$events" <<'PY'
-import json, sys
-path, n = sys.argv[1], int(sys.argv[2])
-with open(path, "w") as f:
-    f.write('{"vigil-replay": 1}\n')
-    for i in range(n):
-        if i % 1000 == 0:
-            argv = ["xmrig", "-o", "stratum+tcp://pool.example:3333", f"--marker={i}"]
-            exe = "/tmp/xmrig"
-        else:
-            argv = ["curl", "-s", f"https://example.com/{i}", "-o", "/dev/null"]
-            exe = "/usr/bin/curl"
-        e = {"kind": "process-exec", "time_ns": 1_763_000_000_000_000_000 + i * 1000,
-             "process": {"pid": 1000 + i % 30000, "tgid": 1000 + i % 30000, "ppid": 1, "comm": exe.rsplit("/", 1)[1],
-                         "exe": exe, "argv": argv, "cwd": "/", "ancestry": [{"pid": 1, "comm": "sh", "exe": "/bin/sh"}]}}
-        f.write(json.dumps(e) + "\n")
-PY
+python3 scripts/miner-execs.py "$work/execs.jsonl" "$events"
 
 # Three Python rules: the same rule under three ids.
 mkdir -p "$work/py3"
