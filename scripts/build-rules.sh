@@ -35,7 +35,7 @@ copy() { # crate-file-prefix destination-dir crates-dir cargo-output-dir
 }
 built=()
 copy vigil_rule_ "$target_dir/rules" rules "$target_dir/wasm32-unknown-unknown/rule"
-# The bundled rule files (Falco dialect), run by declarative.wasm.
+# The bundled rule files (Falco rules and a Sigma correlation), run by declarative.wasm.
 for f in rules/declarative/rules/*.yaml; do
     [ -e "$f" ] || continue
     name=$(basename "$f")

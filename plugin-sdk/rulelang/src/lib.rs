@@ -411,15 +411,16 @@ impl RuleSet {
                 extra,
             );
             let loaded = (set.rules.len() > before)
-                .then_some(before as u32)
+                .then(|| (before as u32, r.name.clone()))
                 .ok_or_else(|| entry.reason.clone().unwrap_or_else(|| entry.status.name().into()));
             for key in [&r.name, &r.id].into_iter().filter(|k| !k.is_empty()) {
                 refs.entry(key.clone()).or_insert_with(|| loaded.clone());
             }
             report.files[fi].rules.push(entry);
         }
+        correlation::silence(&mut set.rules, sigma_correlations.iter().map(|(_, c)| c), &mut refs);
         for (fi, c) in sigma_correlations {
-            let entry = correlation::add(&mut set.correlations, &mut set.rules, c, &refs);
+            let entry = correlation::add(&mut set.correlations, &set.rules, c, &refs);
             report.files[fi].rules.push(entry);
         }
         for plan in &mut set.plans {

@@ -5,7 +5,10 @@ use std::collections::HashMap;
 
 use serde_norway::{Mapping, Value as Yaml};
 
-use super::{Condition, Correlation, HOST_NAMES, Kind, MAX_CORRELATIONS, MAX_COUNT, MAX_TIMESPAN_NS};
+use super::{
+    Condition, Correlation, HOST_NAMES, Kind, MAX_CORRELATIONS, MAX_COUNT, MAX_GROUP_BY, MAX_REFERENCES,
+    MAX_TIMESPAN_NS,
+};
 use crate::falco::Unsupported;
 use crate::fields::Field;
 use crate::yaml_text as text;
@@ -75,14 +78,28 @@ fn definition(c: &Mapping) -> Result<Def, Unsupported> {
         Some(other) => return Err(invalid(format!("unknown correlation type {other:?}"))),
         None => return Err(invalid("correlation has no type".into())),
     };
-    if !matches!(c.get("rules"), Some(Yaml::Sequence(r)) if !r.is_empty()) && c.get("rules").and_then(text).is_none() {
-        return Err(invalid("correlation refers to no rules".into()));
-    }
-    let group_by = match c.get("group-by") {
+    let rules: Vec<String> = match c.get("rules") {
         Some(Yaml::Sequence(items)) => items.iter().filter_map(text).collect(),
         Some(v) => text(v).into_iter().collect(),
         None => Vec::new(),
     };
+    if rules.is_empty() {
+        return Err(invalid("correlation refers to no rules".into()));
+    }
+    if rules.len() > MAX_REFERENCES {
+        return Err(invalid(format!("correlation refers to {} rules: at most {MAX_REFERENCES}", rules.len())));
+    }
+    if let Some(twice) = rules.iter().enumerate().find(|(i, r)| rules[..*i].contains(r)).map(|(_, r)| r) {
+        return Err(invalid(format!("correlation refers to {twice:?} more than once")));
+    }
+    let group_by: Vec<String> = match c.get("group-by") {
+        Some(Yaml::Sequence(items)) => items.iter().filter_map(text).collect(),
+        Some(v) => text(v).into_iter().collect(),
+        None => Vec::new(),
+    };
+    if group_by.len() > MAX_GROUP_BY {
+        return Err(invalid(format!("group-by names {} fields: at most {MAX_GROUP_BY}", group_by.len())));
+    }
     let timespan = c.get("timespan").and_then(text).ok_or_else(|| invalid("correlation has no timespan".into()))?;
     let timespan_ns = parse_timespan(&timespan).ok_or_else(|| {
         invalid(format!("timespan {timespan:?}: expected a number and s, m, h or d, at most 30 days"))
@@ -105,15 +122,21 @@ fn definition(c: &Mapping) -> Result<Def, Unsupported> {
                         "condition {key}: {n}: counts above {MAX_COUNT} are not kept"
                     )));
                 }
-                let slot = match key.as_str() {
-                    "gt" => &mut condition.gt,
-                    "gte" => &mut condition.gte,
-                    "lt" => &mut condition.lt,
-                    "lte" => &mut condition.lte,
-                    "eq" => &mut condition.eq,
+                let at_least = match key.as_str() {
+                    "gt" => n + 1,
+                    "gte" => n,
+                    // A count that must stay under a bound, or be exact, is
+                    // known only at the window's end; Vigil alerts as events
+                    // arrive, when a count reaches its lower bound.
+                    "lt" | "lte" | "eq" => {
+                        return Err(Unsupported::Field(format!(
+                            "condition {key}: Vigil alerts when a count reaches gt or gte as events arrive; \
+                             an upper bound or an exact count needs the end of the window"
+                        )));
+                    }
                     other => return Err(invalid(format!("unknown condition {other:?} (gt, gte, lt, lte, eq, field)"))),
                 };
-                *slot = Some(n);
+                condition.at_least = Some(condition.at_least.map_or(at_least, |a| a.max(at_least)).max(1));
             }
         }
         Some(_) => return Err(invalid("condition must be a mapping (gte: 10)".into())),
@@ -162,18 +185,39 @@ fn field(name: &str) -> Result<Option<Field>, Unsupported> {
 }
 
 /// What a correlation may refer to: a Sigma rule's `name` or `id`, with its
-/// index in the rule set, or why it did not load.
-pub(crate) type Refs = HashMap<String, Result<u32, String>>;
+/// index in the rule set and its `name` (what aliases are keyed by), or why
+/// it does not run.
+pub(crate) type Refs = HashMap<String, Result<(u32, String), String>>;
 
-/// Resolves `c` against the loaded Sigma rules and adds it to `correlations`
-/// (the rules it counts fall silent unless it says `generate: true`); its
-/// entry in the load report.
-pub(crate) fn add(
-    correlations: &mut Vec<Correlation>,
-    rules: &mut [Rule],
-    c: SigmaCorrelation,
-    refs: &Refs,
-) -> RuleReport {
+/// Marks the rules that correlation documents refer to silent, unless one of
+/// them says `generate: true` (whether or not the correlation itself loads:
+/// a counted rule on its own would alert on every routine match); and makes
+/// the correlations' own names references that say why they cannot be used.
+pub(crate) fn silence<'c>(rules: &mut [Rule], docs: impl Iterator<Item = &'c SigmaCorrelation>, refs: &mut Refs) {
+    let mut generated = vec![false; rules.len()];
+    let mut counted = vec![false; rules.len()];
+    let mut names = Vec::new();
+    for c in docs {
+        for r in &c.rules {
+            if let Some(Ok((i, _))) = refs.get(r) {
+                counted[*i as usize] = true;
+                generated[*i as usize] |= c.generate;
+            }
+        }
+        names.extend([&c.name, &c.id].into_iter().filter(|k| !k.is_empty()).cloned());
+    }
+    for ((rule, counted), generated) in rules.iter_mut().zip(counted).zip(generated) {
+        rule.silent = counted && !generated;
+    }
+    for name in names {
+        refs.entry(name)
+            .or_insert_with(|| Err("it is a correlation; correlations of correlations are not supported yet".into()));
+    }
+}
+
+/// Resolves `c` against the loaded Sigma rules and adds it to `correlations`;
+/// its entry in the load report.
+pub(crate) fn add(correlations: &mut Vec<Correlation>, rules: &[Rule], c: SigmaCorrelation, refs: &Refs) -> RuleReport {
     let name = if c.title.is_empty() { c.id.clone() } else { c.title.clone() };
     let priority = sigma_priority(&c.level);
     let mut entry = RuleReport {
@@ -184,28 +228,28 @@ pub(crate) fn add(
         priority: format!("{priority:?}"),
     };
     let resolved = c.rules.iter().map(|r| match refs.get(r) {
-        Some(Ok(i)) => Ok((*i, r.clone())),
+        // Aliases are keyed by the rule's name; a rule referred to by id may have none.
+        Some(Ok((i, rule_name))) => Ok((*i, if rule_name.is_empty() { r.clone() } else { rule_name.clone() })),
         Some(Err(why)) => Err(Unsupported::Field(format!("refers to {r:?}, which does not run: {why}"))),
         None => Err(Unsupported::Invalid(format!(
-            "refers to {r:?}, which no Sigma rule loaded with it names (by name or id; correlations of correlations are not supported)"
+            "refers to {r:?}, which no Sigma rule loaded with it names (by name or id)"
         ))),
     });
     let compiled = c.def.as_ref().map_err(Clone::clone).and_then(|def| {
+        let refs = resolved.collect::<Result<Vec<_>, _>>()?;
+        let correlation = def.resolve(&c, name, priority, &refs)?;
         if correlations.len() >= MAX_CORRELATIONS {
             return Err(Unsupported::Field(format!(
                 "more than {MAX_CORRELATIONS} correlations: this one is not loaded"
             )));
         }
-        let refs = resolved.collect::<Result<Vec<_>, _>>()?;
-        def.resolve(&c, name, priority, &refs)
+        Ok(correlation)
     });
     match compiled {
         Ok(correlation) => {
             let mut kinds = vigil_event::KindSet::EMPTY;
             for (i, _) in &correlation.rules {
-                let rule = &mut rules[*i as usize];
-                kinds = vigil_event::KindSet(kinds.0 | rule.kinds.0);
-                rule.silent |= !c.generate;
+                kinds = vigil_event::KindSet(kinds.0 | rules[*i as usize].kinds.0);
             }
             entry.kinds = kinds.iter().map(|k| k.name().to_string()).collect();
             correlations.push(correlation);
@@ -230,7 +274,15 @@ impl Def {
             let fields = self
                 .group_by
                 .iter()
-                .map(|g| field(self.aliases.get(g).and_then(|a| a.get(rule_name)).unwrap_or(g)))
+                .map(|g| {
+                    let alias = self.aliases.get(g).and_then(|a| a.get(rule_name));
+                    field(alias.unwrap_or(g)).map_err(|e| match (alias, e) {
+                        (Some(_), Unsupported::Field(why)) => {
+                            Unsupported::Field(format!("group-by {g} (alias for rule {rule_name}): {why}"))
+                        }
+                        (_, e) => e,
+                    })
+                })
                 .collect::<Result<_, _>>()?;
             rules.push((*index, fields));
         }

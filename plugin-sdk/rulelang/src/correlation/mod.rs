@@ -24,7 +24,7 @@ use crate::fields::{EventCtx, Field, Value};
 
 mod load;
 pub use load::SigmaCorrelation;
-pub(crate) use load::{Refs, add, parse};
+pub(crate) use load::{Refs, add, parse, silence};
 
 /// Most groups one correlation tracks.
 pub const MAX_GROUPS: usize = 4096;
@@ -33,6 +33,13 @@ pub const MAX_COUNT: u64 = 1000;
 /// Most correlations loaded (with every rule set's files): each costs work
 /// on every event its rules match.
 pub const MAX_CORRELATIONS: usize = 64;
+/// Most rules one correlation refers to, and fields it groups by.
+pub const MAX_REFERENCES: usize = 32;
+pub const MAX_GROUP_BY: usize = 8;
+/// Most counted values an alert names, and the longest group value it shows
+/// (bytes): an alert stays a few KB whatever the events hold.
+const MAX_NAMED: usize = 8;
+const MAX_GROUP_SHOWN: usize = 128;
 /// Most entries (times, values of at most ~100 bytes) and groups all
 /// correlations keep together: a few MB of the interpreter's memory, whatever
 /// the rule files say and however many groups the events make. Past either,
@@ -55,32 +62,26 @@ pub enum Kind {
     TemporalOrdered,
 }
 
-/// A count's condition: every bound given must hold.
+/// A count's condition: the count it must reach (`gte: n`, `gt: n - 1`).
+/// Evaluated as events arrive, so upper bounds and exact counts, which need
+/// the end of the window, are refused at load.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Condition {
-    gt: Option<u64>,
-    gte: Option<u64>,
-    lt: Option<u64>,
-    lte: Option<u64>,
-    eq: Option<u64>,
+    at_least: Option<u64>,
 }
 
 impl Condition {
     fn holds(&self, n: u64) -> bool {
-        self.gt.is_none_or(|b| n > b)
-            && self.gte.is_none_or(|b| n >= b)
-            && self.lt.is_none_or(|b| n < b)
-            && self.lte.is_none_or(|b| n <= b)
-            && self.eq.is_none_or(|b| n == b)
+        self.at_least.is_none_or(|b| n >= b)
     }
 
-    /// How many entries a group keeps: one past the largest bound decides every bound.
+    /// How many entries a group keeps: the count to reach decides.
     fn cap(&self) -> usize {
-        [self.gt, self.gte, self.lt, self.lte, self.eq].into_iter().flatten().max().unwrap_or(0) as usize + 1
+        self.at_least.unwrap_or(1) as usize
     }
 
     fn is_empty(&self) -> bool {
-        *self == Condition::default()
+        self.at_least.is_none()
     }
 }
 
@@ -117,8 +118,8 @@ pub struct CorrelationMatch<'r> {
 enum Entries {
     /// Event times, oldest first.
     Times(VecDeque<u64>),
-    /// Distinct values: hash, when last seen, the value (cut to [`MAX_SHOWN`]).
-    Values(Vec<(u64, u64, Box<str>)>),
+    /// Distinct values: 128-bit hash, when last seen, the value (cut to [`MAX_SHOWN`]).
+    Values(Vec<(u128, u64, Box<str>)>),
     /// Per referenced rule: when it last matched (temporal), or the start of
     /// the latest chain that reached it (temporal_ordered).
     Steps(Vec<Option<u64>>),
@@ -143,7 +144,7 @@ impl Group {
 /// The groups of every correlation of a rule set (the rule set itself is immutable).
 #[derive(Debug, Default)]
 pub struct CorrelationState {
-    groups: Vec<HashMap<u64, Group>>,
+    groups: Vec<HashMap<u128, Group>>,
     /// Entries in all groups.
     entries: usize,
 }
@@ -151,7 +152,7 @@ pub struct CorrelationState {
 /// Drops the groups of `groups` active before the median's last activity
 /// (all of them if they are all as old): amortised over the insertions that
 /// filled them. Returns how many entries went.
-fn drop_older_half(groups: &mut [HashMap<u64, Group>]) -> usize {
+fn drop_older_half(groups: &mut [HashMap<u128, Group>]) -> usize {
     let mut times: Vec<u64> = groups.iter().flat_map(|g| g.values().map(|g| g.last_ns)).collect();
     if times.is_empty() {
         return 0;
@@ -166,14 +167,26 @@ fn drop_older_half(groups: &mut [HashMap<u64, Group>]) -> usize {
             dropped += if keep { 0 } else { g.len() };
             keep
         });
+        g.shrink_to_fit();
     }
     dropped
 }
 
-fn hash(v: &impl Hash) -> u64 {
-    let mut h = DefaultHasher::new();
-    v.hash(&mut h);
-    h.finish()
+/// Two 64-bit SipHashes of `v`: its identity as a group or a counted value
+/// (colliding on purpose would take about 2^64 tries).
+fn hash(v: &impl Hash) -> u128 {
+    let half = |salt: u8| {
+        let mut h = DefaultHasher::new();
+        salt.hash(&mut h);
+        v.hash(&mut h);
+        h.finish() as u128
+    };
+    half(0) << 64 | half(1)
+}
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn cut(text: &str, max: usize) -> &str {
+    &text[..text.floor_char_boundary(max)]
 }
 
 impl Correlation {
@@ -182,9 +195,9 @@ impl Correlation {
         (MAX_TOTAL_ENTRIES / self.condition.cap().max(self.rules.len())).clamp(1, MAX_GROUPS)
     }
 
-    /// Which of its referenced rules `rule` is, if any (a rule may be referred to twice).
-    fn positions(&self, rule: u32) -> impl Iterator<Item = usize> + '_ {
-        self.rules.iter().enumerate().filter(move |(_, (r, _))| *r == rule).map(|(i, _)| i)
+    /// Which of its referenced rules `rule` is, if any (each is referred to once).
+    fn position(&self, rule: u32) -> Option<usize> {
+        self.rules.iter().position(|(r, _)| *r == rule)
     }
 
     /// Counts the match of its `pos`-th rule on the event in `ctx` (keeping
@@ -194,12 +207,13 @@ impl Correlation {
         &self,
         pos: usize,
         ctx: &EventCtx<'_>,
-        groups: &mut HashMap<u64, Group>,
+        groups: &mut HashMap<u128, Group>,
         entries: &mut usize,
     ) -> Option<CorrelationMatch<'_>> {
         let now = ctx.view.time_ns();
         let span = self.timespan_ns;
-        let fresh = |t: u64| now.saturating_sub(t) <= span;
+        // Either way: an entry from after a clock step back ages too.
+        let fresh = |t: u64| now.abs_diff(t) <= span;
         let values: Vec<(String, String)> = self.rules[pos]
             .1
             .iter()
@@ -213,8 +227,7 @@ impl Correlation {
                 Value::Missing => return None,
                 v => {
                     let v = v.render();
-                    let shown = &v[..v.floor_char_boundary(MAX_SHOWN)];
-                    Some((hash(&v), Box::from(shown)))
+                    Some((hash(&v), Box::from(cut(&v, MAX_SHOWN))))
                 }
             },
             _ => None,
@@ -284,19 +297,23 @@ impl Correlation {
             *entries += group.len();
             return None;
         }
-        // Start over: the next alert needs a new set of events.
-        let mut counted = Vec::new();
-        match &mut group.entries {
-            Entries::Times(t) => t.clear(),
-            Entries::Values(v) => counted = v.drain(..).map(|(_, _, shown)| shown).collect(),
-            Entries::Steps(s) => s.iter_mut().for_each(|s| *s = None),
-        }
-        *entries += group.len();
+        // Start over: the next alert needs a new set of events (the group
+        // goes, its buffers with it).
+        let counted = match groups.remove(&key).map(|g| g.entries) {
+            Some(Entries::Values(v)) => v.into_iter().map(|(_, _, shown)| shown).collect(),
+            _ => Vec::new(),
+        };
         Some(self.alert(count, values, counted))
     }
 
     fn alert(&self, count: u64, values: Vec<(String, String)>, counted: Vec<Box<str>>) -> CorrelationMatch<'_> {
-        let counted = counted.join(", ");
+        let mut named = counted.iter().take(MAX_NAMED).map(|v| &**v).collect::<Vec<_>>().join(", ");
+        if counted.len() > MAX_NAMED {
+            named.push_str(&format!(" and {} more", counted.len() - MAX_NAMED));
+        }
+        let counted = named;
+        let values: Vec<(String, String)> =
+            values.into_iter().map(|(k, v)| (k, cut(&v, MAX_GROUP_SHOWN).to_string())).collect();
         let what = match self.kind {
             Kind::EventCount => format!("{count} events"),
             Kind::ValueCount => format!("{count} distinct {}", self.field_name),
@@ -317,9 +334,6 @@ impl Correlation {
             fields.push(("sigma.id".to_string(), self.id.clone()));
         }
         fields.push(("correlation.count".to_string(), count.to_string()));
-        if self.kind == Kind::ValueCount {
-            fields.push(("correlation.values".to_string(), counted));
-        }
         // The group's values, but those the daemon adds from the event anyway.
         fields.extend(values.into_iter().filter(|(k, _)| !crate::HOST_FIELDS.contains(&k.as_str())));
         CorrelationMatch { name: &self.name, priority: self.priority, tags: &self.tags, message, fields }
@@ -342,11 +356,15 @@ impl CorrelationState {
         if self.groups.len() < correlations.len() {
             self.groups.resize_with(correlations.len(), HashMap::new);
         }
+        let mut positions = Vec::new();
         for (c, groups) in correlations.iter().zip(&mut self.groups) {
-            for &h in hits {
-                for pos in c.positions(h) {
-                    out.extend(c.observe(pos, ctx, groups, &mut self.entries));
-                }
+            positions.clear();
+            positions.extend(hits.iter().filter_map(|&h| c.position(h)));
+            // Last step first: one event matching two steps of an ordered
+            // chain cannot take both.
+            positions.sort_unstable_by(|a, b| b.cmp(a));
+            for &pos in &positions {
+                out.extend(c.observe(pos, ctx, groups, &mut self.entries));
             }
         }
         if self.entries > MAX_TOTAL_ENTRIES || self.len() > MAX_TOTAL_GROUPS {
