@@ -447,3 +447,20 @@ fn entries_from_after_a_clock_step_back_age_too() {
     assert!(fire(&set, &mut st, &run("su", 0, None, "a")).is_empty());
     assert_eq!(fire(&set, &mut st, &run("su", 10, None, "a")), ["two"]);
 }
+
+#[test]
+fn a_correlation_may_come_first_refer_by_id_and_put_field_beside_the_condition() {
+    // As some published files are written: the correlation before its rule,
+    // the rule referred to by id, `rules` a single name, `field` at the
+    // correlation's level (the specification's first version).
+    let text = "title: Many users\ncorrelation:\n  type: value_count\n  rules: 6f3b1c94-2d7e-4a58-9c21-8e4d0b5a7f13\n  \
+                field: User\n  group-by:\n    - ComputerName\n  timespan: 5m\n  condition:\n    gt: 1\n---\n\
+                title: su run\nid: 6f3b1c94-2d7e-4a58-9c21-8e4d0b5a7f13\nlogsource:\n  category: process_creation\n  \
+                product: linux\ndetection:\n  sel:\n    Image|endswith: /su\n  condition: sel\n";
+    let (set, report) = RuleSet::load(&[SourceFile::new("m.yml", text)]);
+    assert_eq!(report.count(Status::Loaded), 2, "{report:#?}");
+    let mut st = CorrelationState::default();
+    assert!(fire(&set, &mut st, &run("su", 0, None, "alice")).is_empty());
+    assert!(fire(&set, &mut st, &run("su", 1, None, "alice")).is_empty());
+    assert_eq!(fire(&set, &mut st, &run("su", 2, None, "bob")), ["Many users"]);
+}

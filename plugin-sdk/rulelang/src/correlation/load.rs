@@ -145,6 +145,8 @@ fn definition(c: &Mapping) -> Result<Def, Unsupported> {
     if condition.is_empty() && matches!(kind, Kind::EventCount | Kind::ValueCount) {
         return Err(invalid("event_count and value_count need a condition".into()));
     }
+    // The specification's first version put `field` beside `condition`.
+    field = field.or_else(|| c.get("field").and_then(text));
     if kind == Kind::ValueCount && field.is_none() {
         return Err(invalid("value_count needs the field whose values it counts (condition: field)".into()));
     }
