@@ -175,7 +175,7 @@ fn state_stays_bounded_with_many_groups() {
 
 #[test]
 fn bad_correlations_are_reported_and_the_rest_load() {
-    let ok = base("discovery", &["id"]);
+    let ok = format!("id: 5e1f0a2b-0000-4000-8000-000000000001\n{}", base("discovery", &["id"]));
     let cases = [
         (
             "refers to no loaded rule",
@@ -239,6 +239,24 @@ fn bad_correlations_are_reported_and_the_rest_load() {
             "end of the window",
         ),
         ("twice", "type: temporal\n  rules: [discovery, discovery]\n  timespan: 1m", Status::Invalid, "more than once"),
+        (
+            "by name and by id",
+            "type: temporal\n  rules: [discovery, 5e1f0a2b-0000-4000-8000-000000000001]\n  timespan: 1m",
+            Status::Invalid,
+            "the same rule twice",
+        ),
+        (
+            "more than there are",
+            "type: temporal\n  rules: [discovery]\n  timespan: 1m\n  condition:\n    gte: 2",
+            Status::Invalid,
+            "never be met",
+        ),
+        (
+            "counting the host",
+            "type: value_count\n  rules: [discovery]\n  timespan: 1m\n  condition:\n    field: ComputerName\n    gte: 2",
+            Status::Unsupported,
+            "names the host",
+        ),
         (
             "too many fields",
             "type: temporal\n  rules: [discovery]\n  group-by: [a, b, c, d, e, f, g, h, i]\n  timespan: 1m",

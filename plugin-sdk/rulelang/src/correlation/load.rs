@@ -142,6 +142,12 @@ fn definition(c: &Mapping) -> Result<Def, Unsupported> {
         Some(_) => return Err(invalid("condition must be a mapping (gte: 10)".into())),
         None => {}
     }
+    if matches!(kind, Kind::Temporal | Kind::TemporalOrdered)
+        && let Some(n) = condition.at_least
+        && n as usize > rules.len()
+    {
+        return Err(invalid(format!("condition asks for {n} of {} rules: it can never be met", rules.len())));
+    }
     if condition.is_empty() && matches!(kind, Kind::EventCount | Kind::ValueCount) {
         return Err(invalid("event_count and value_count need a condition".into()));
     }
@@ -239,6 +245,11 @@ pub(crate) fn add(correlations: &mut Vec<Correlation>, rules: &[Rule], c: SigmaC
     });
     let compiled = c.def.as_ref().map_err(Clone::clone).and_then(|def| {
         let refs = resolved.collect::<Result<Vec<_>, _>>()?;
+        // By name and by id, two references can be one rule.
+        if let Some((i, _)) = refs.iter().enumerate().find(|(i, (index, _))| refs[..*i].iter().any(|(j, _)| j == index))
+        {
+            return Err(Unsupported::Invalid(format!("refers to the same rule twice ({:?})", c.rules[i])));
+        }
         let correlation = def.resolve(&c, name, priority, &refs)?;
         if correlations.len() >= MAX_CORRELATIONS {
             return Err(Unsupported::Field(format!(
@@ -289,7 +300,14 @@ impl Def {
             rules.push((*index, fields));
         }
         let value = match &self.field {
-            Some(f) => field(f)?,
+            Some(f) => match field(f)? {
+                None => {
+                    return Err(Unsupported::Field(format!(
+                        "field {f} names the host: one daemon sees one host, so it has one value to count"
+                    )));
+                }
+                v => v,
+            },
             None => None,
         };
         Ok(Correlation {

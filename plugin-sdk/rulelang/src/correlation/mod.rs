@@ -8,7 +8,7 @@
 //! the correlation alerts on that event and the group starts over. State is
 //! bounded: at most [`MAX_GROUPS`] groups per correlation (fewer for large
 //! counts; the least recently active group goes first), counts up to
-//! [`MAX_COUNT`], values kept as 64-bit hashes. Rules a correlation refers to
+//! [`MAX_COUNT`], values kept as 128-bit hashes. Rules a correlation refers to
 //! raise no alerts of their own unless it says `generate: true`.
 //!
 //! Vigil's extensions: `group-by` and `field`, like a Sigma rule's
@@ -245,7 +245,9 @@ impl Correlation {
                 Kind::Temporal | Kind::TemporalOrdered => Entries::Steps(vec![None; n]),
             },
         });
-        group.last_ns = group.last_ns.max(now);
+        // The latest event's time, even after a clock step back: a group
+        // is as recent as its last event, for eviction.
+        group.last_ns = now;
         if !is_new {
             *entries -= group.len();
         }
