@@ -112,6 +112,7 @@ impl Status {
 pub struct RuleReport {
     pub name: String,
     pub status: Status,
+    /// Why it does not run; for a loaded rule, a note (counted by a correlation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The Vigil event kinds it is evaluated on.
@@ -392,6 +393,7 @@ impl RuleSet {
         }
         // What correlations may refer to: a Sigma rule's name or id, loaded or why not.
         let mut refs: correlation::Refs = HashMap::new();
+        let mut sigma_entries = Vec::new();
         for (fi, r) in sigma_rules {
             let title = if r.title.is_empty() { r.id.clone() } else { r.title.clone() };
             let mut extra = Vec::new();
@@ -416,9 +418,18 @@ impl RuleSet {
             for key in [&r.name, &r.id].into_iter().filter(|k| !k.is_empty()) {
                 refs.entry(key.clone()).or_insert_with(|| loaded.clone());
             }
+            if let Ok((index, _)) = loaded {
+                sigma_entries.push((index, fi, report.files[fi].rules.len()));
+            }
             report.files[fi].rules.push(entry);
         }
         correlation::silence(&mut set.rules, sigma_correlations.iter().map(|(_, c)| c), &mut refs);
+        // The report says which loaded rules raise no alert of their own.
+        for (index, fi, at) in sigma_entries {
+            if set.rules[index as usize].silent {
+                report.files[fi].rules[at].reason = Some("counted by a correlation; no alert of its own".into());
+            }
+        }
         for (fi, c) in sigma_correlations {
             let entry = correlation::add(&mut set.correlations, &set.rules, c, &refs);
             report.files[fi].rules.push(entry);

@@ -298,6 +298,9 @@ fn the_bundled_discovery_burst() {
     let text = std::fs::read_to_string(dir.join("65-discovery-burst.yaml")).unwrap();
     let (set, report) = RuleSet::load(&[SourceFile::new("65-discovery-burst.yaml", text)]);
     assert_eq!(report.count(Status::Loaded), 2, "{report:#?}");
+    let counted = &report.files[0].rules[0];
+    assert_eq!(counted.reason.as_deref(), Some("counted by a correlation; no alert of its own"), "{counted:?}");
+    assert_eq!(report.files[0].rules[1].reason, None);
     let mut st = CorrelationState::default();
     let cmd = |argv: &[&str], at: u64, container: Option<&str>| {
         let mut e = run(argv[0], at, container, "root");
