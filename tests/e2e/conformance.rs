@@ -201,7 +201,7 @@ fn state_is_handed_over_on_a_hot_swap_under_load() {
     if !python_built() {
         return;
     }
-    const N: usize = 10_000;
+    const N: usize = 20_000;
     let rules = rule_dir(&RULES);
     let cache = tempfile::tempdir().unwrap();
     let dir = rules.path().to_path_buf();
@@ -221,12 +221,12 @@ fn state_is_handed_over_on_a_hot_swap_under_load() {
         .into_iter()
         .map(|(name, bytes)| {
             let dir = dir.clone();
-            (N / 5, Box::new(move || replace_atomically(&dir, &name, &bytes)) as Box<dyn FnOnce() + Send>)
+            (N / 10, Box::new(move || replace_atomically(&dir, &name, &bytes)) as Box<dyn FnOnce() + Send>)
         })
         .collect();
     let events: Vec<Event> = (0..N).map(|_| exec("/bin/ok", &["ok"])).collect();
-    // Ten seconds, the swap after two: under the full suite's load a rescan,
-    // a load from the cache and the handover have taken more than four.
+    // Twenty seconds, the swap after two: under the full suite's load a
+    // rescan, a load from the cache and the handover have taken more than eight.
     let source = PacedSource { events, per_sec: 1_000, batch: 50, hooks };
     let (summary, output) = run_pipeline(config(cache.path()), &dir, true, source);
     let swaps = summary.dispatch.swaps.load(std::sync::atomic::Ordering::Relaxed);
