@@ -4,8 +4,8 @@
 
 use vigil_event::Event;
 use vigil_rulelang::correlation::{MAX_CORRELATIONS, MAX_GROUPS, MAX_TOTAL_ENTRIES, MAX_TOTAL_GROUPS};
-use vigil_rulelang::testing::{alerts, exec, in_container, load};
-use vigil_rulelang::{CorrelationState, RuleSet, SourceFile, Status};
+use vigil_rulelang::testing::{alerts as fire, exec, in_container, load};
+use vigil_rulelang::{CorrelationMatch, CorrelationState, RuleSet, SourceFile, Status};
 
 const SEC: u64 = 1_000_000_000;
 
@@ -35,8 +35,16 @@ fn run(prog: &str, at: u64, container: Option<&str>, user: &str) -> Event {
     }
 }
 
-fn fire(set: &RuleSet, state: &mut CorrelationState, e: &Event) -> Vec<String> {
-    alerts(set, state, e)
+/// The correlations `e` completes, with their alerts' text.
+fn completed<'r>(set: &'r RuleSet, state: &mut CorrelationState, e: &Event) -> Vec<CorrelationMatch<'r>> {
+    let mut bytes = Vec::new();
+    vigil_event::packed::encode_batch([e], &mut bytes);
+    let batch = vigil_event::packed::BatchView::new(&bytes).unwrap();
+    let ctx = vigil_rulelang::fields::EventCtx::new(batch.get(0).unwrap());
+    let (mut hits, mut done) = (Vec::new(), Vec::new());
+    set.matching(&ctx, &mut hits);
+    state.observe(set.correlations(), &hits, &ctx, &mut done);
+    done
 }
 
 const BURST: &str = "title: Discovery burst\nid: 0b7d1f3e-5d39-4b1a-9d7e-1f0c2a3b4c5d\nlevel: high\ncorrelation:\n  \
@@ -73,17 +81,8 @@ fn the_alert_says_what_was_counted_and_for_which_group() {
     let text = format!("{}---\n{BURST}", base("discovery", &["id", "whoami", "uname"]));
     let set = load(&[("burst.yml", &text)]);
     let mut st = CorrelationState::default();
-    let mut done = Vec::new();
     for (i, prog) in ["id", "whoami", "uname"].iter().enumerate() {
-        let e = run(prog, i as u64, Some("web"), "root");
-        let mut bytes = Vec::new();
-        vigil_event::packed::encode_batch([&e], &mut bytes);
-        let batch = vigil_event::packed::BatchView::new(&bytes).unwrap();
-        let ctx = vigil_rulelang::fields::EventCtx::new(batch.get(0).unwrap());
-        let mut hits = Vec::new();
-        set.matching(&ctx, &mut hits);
-        st.observe(set.correlations(), &hits, &ctx, &mut done);
-        if let Some(m) = done.pop() {
+        if let Some(m) = completed(&set, &mut st, &run(prog, i as u64, Some("web"), "root")).pop() {
             assert_eq!(m.priority, vigil_event::Priority::Error, "level high");
             assert!(
                 m.message
@@ -440,13 +439,7 @@ fn an_alert_names_a_few_values_and_cuts_long_ones() {
         let p = e.process.as_mut().unwrap();
         p.argv = vec!["sh".into(), long.clone()];
         (p.pid, p.tgid) = (1000 + i, 1000 + i);
-        let mut bytes = Vec::new();
-        vigil_event::packed::encode_batch([&e], &mut bytes);
-        let batch = vigil_event::packed::BatchView::new(&bytes).unwrap();
-        let ctx = vigil_rulelang::fields::EventCtx::new(batch.get(0).unwrap());
-        let mut hits = Vec::new();
-        set.matching(&ctx, &mut hits);
-        st.observe(set.correlations(), &hits, &ctx, &mut done);
+        done.extend(completed(&set, &mut st, &e));
     }
     let m = done.pop().expect("the 50th distinct pid completes");
     assert!(m.message.contains("1000, 1001, 1002, 1003, 1004, 1005, 1006, 1007 and 42 more"), "{}", m.message);

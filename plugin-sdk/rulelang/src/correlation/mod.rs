@@ -147,6 +147,8 @@ pub struct CorrelationState {
     groups: Vec<HashMap<u128, Group>>,
     /// Entries in all groups.
     entries: usize,
+    /// Which steps one event takes, per correlation (kept to reuse its allocation).
+    positions: Vec<usize>,
 }
 
 /// Drops the groups of `groups` active before the median's last activity
@@ -214,12 +216,8 @@ impl Correlation {
         let span = self.timespan_ns;
         // Either way: an entry from after a clock step back ages too.
         let fresh = |t: u64| now.abs_diff(t) <= span;
-        let values: Vec<(String, String)> = self.rules[pos]
-            .1
-            .iter()
-            .zip(&self.group_by)
-            .filter_map(|(f, name)| f.as_ref().map(|f| (name.clone(), ctx.get(f).render())))
-            .collect();
+        // The group's values (names only if it alerts).
+        let values: Vec<String> = self.rules[pos].1.iter().flatten().map(|f| ctx.get(f).render()).collect();
         let key = hash(&values);
         // The counted value first: an event without one does not count.
         let value = match (&self.kind, &self.field) {
@@ -305,7 +303,8 @@ impl Correlation {
             Some(Entries::Values(v)) => v.into_iter().map(|(_, _, shown)| shown).collect(),
             _ => Vec::new(),
         };
-        Some(self.alert(count, values, counted))
+        let names = self.rules[pos].1.iter().zip(&self.group_by).filter(|(f, _)| f.is_some()).map(|(_, n)| n.clone());
+        Some(self.alert(count, names.zip(values).collect(), counted))
     }
 
     fn alert(&self, count: u64, values: Vec<(String, String)>, counted: Vec<Box<str>>) -> CorrelationMatch<'_> {
@@ -358,14 +357,14 @@ impl CorrelationState {
         if self.groups.len() < correlations.len() {
             self.groups.resize_with(correlations.len(), HashMap::new);
         }
-        let mut positions = Vec::new();
+        let positions = &mut self.positions;
         for (c, groups) in correlations.iter().zip(&mut self.groups) {
             positions.clear();
             positions.extend(hits.iter().filter_map(|&h| c.position(h)));
             // Last step first: one event matching two steps of an ordered
             // chain cannot take both.
             positions.sort_unstable_by(|a, b| b.cmp(a));
-            for &pos in &positions {
+            for &pos in positions.iter() {
                 out.extend(c.observe(pos, ctx, groups, &mut self.entries));
             }
         }
